@@ -1,0 +1,150 @@
+//! `emrgym serve`: load a cohort and serve it over HTTP.
+
+use crate::fhir::clock::{Clock, parse_instant};
+use crate::fhir::load;
+use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Flags of `emrgym serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// JSON config file (keys as the long flags, with underscores); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Cohort: a built-in name (demo, synthea-samples) or a path to NDJSON/Bundle files.
+    #[arg(long)]
+    pub cohort: Option<String>,
+    /// Interface to bind (loopback by default).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port (0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Require `Authorization: Bearer TOKEN` on every FHIR request.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long)]
+    pub body_limit: Option<usize>,
+    /// Fix the clock at this instant (RFC 3339); otherwise wall-clock time.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Seed of the default sandbox's id generator.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Public base URL used in links (default: from the Host header).
+    #[arg(long)]
+    pub public_base: Option<String>,
+    /// Skip R4 schema validation of writes.
+    #[arg(long)]
+    pub no_validate: bool,
+}
+
+/// The resolved configuration of `emrgym serve`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Cohort name or path.
+    pub cohort: String,
+    /// Bind address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Body limit.
+    pub body_limit: usize,
+    /// Fixed clock.
+    pub now: Option<String>,
+    /// Seed.
+    pub seed: u64,
+    /// Public base URL.
+    pub public_base: Option<String>,
+    /// Validate writes.
+    pub validate: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            cohort: load::DEFAULT_COHORT.into(),
+            host: "127.0.0.1".into(),
+            port: 8080,
+            token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            now: None,
+            seed: 0,
+            public_base: None,
+            validate: true,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Defaults, then the config file, then flags.
+    pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
+        let mut c = match &a.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("config file {}", p.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        if let Some(v) = &a.cohort {
+            c.cohort = v.clone();
+        }
+        if let Some(v) = &a.host {
+            c.host = v.clone();
+        }
+        if let Some(v) = a.port {
+            c.port = v;
+        }
+        if a.token.is_some() {
+            c.token = a.token.clone();
+        }
+        if let Some(v) = a.body_limit {
+            c.body_limit = v;
+        }
+        if a.now.is_some() {
+            c.now = a.now.clone();
+        }
+        if let Some(v) = a.seed {
+            c.seed = v;
+        }
+        if a.public_base.is_some() {
+            c.public_base = a.public_base.clone();
+        }
+        if a.no_validate {
+            c.validate = false;
+        }
+        if c.body_limit == 0 {
+            bail!("--body-limit must be positive, got 0");
+        }
+        if c.token.as_deref() == Some("") {
+            bail!("--token must not be empty");
+        }
+        Ok(c)
+    }
+}
+
+/// Run the server until ctrl-c.
+pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    let c = ServeConfig::resolve(&a)?;
+    let clock = match &c.now {
+        Some(n) => Clock::fixed(parse_instant(n).map_err(|e| anyhow::anyhow!("--now: {e}"))?),
+        None => Clock::System,
+    };
+    let t0 = Instant::now();
+    let cohort = load::load(&c.cohort).with_context(|| format!("loading cohort '{}'", c.cohort))?.build(&clock);
+    tracing::info!(cohort = cohort.name(), resources = cohort.len(), ms = t0.elapsed().as_millis() as u64, "cohort loaded");
+    let state = AppState::new(cohort, ServerConfig { token: c.token.clone(), body_limit: c.body_limit, public_base: c.public_base.clone(), clock, seed: c.seed, validate: c.validate });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port)).await.with_context(|| format!("binding {}:{}", c.host, c.port))?;
+        let addr = listener.local_addr()?;
+        println!("EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes)", state.cohort().name(), state.cohort().len());
+        serve(state, listener).await.context("server failed")
+    })
+}

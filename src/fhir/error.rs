@@ -1,0 +1,103 @@
+//! Typed FHIR errors and their rendering as `OperationOutcome` resources with HTTP statuses.
+
+use serde_json::{Value, json};
+
+/// Every failure the FHIR layer can report. Each maps to one HTTP status and one
+/// OperationOutcome `issue.code`; messages name the offending value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FhirError {
+    /// Malformed request: bad JSON, bad id, bad search value (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A search parameter or modifier the server does not support (400, code not-supported).
+    #[error("{0}")]
+    NotSupported(String),
+    /// Authentication missing or wrong (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The resource type, resource, version or route does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Interaction not allowed on this path (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Conflicts such as deleting a referenced resource (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource was deleted (410).
+    #[error("{0}")]
+    Gone(String),
+    /// Version or conditional precondition failed (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Body over the size limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Content type we do not speak (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Schema or reference-integrity failure (422). Holds one message per problem.
+    #[error("{}", .0.join("; "))]
+    Unprocessable(Vec<String>),
+}
+
+impl FhirError {
+    /// HTTP status code for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            FhirError::BadRequest(_) | FhirError::NotSupported(_) => 400,
+            FhirError::Unauthorized(_) => 401,
+            FhirError::NotFound(_) => 404,
+            FhirError::MethodNotAllowed(_) => 405,
+            FhirError::Conflict(_) => 409,
+            FhirError::Gone(_) => 410,
+            FhirError::PreconditionFailed(_) => 412,
+            FhirError::PayloadTooLarge(_) => 413,
+            FhirError::UnsupportedMediaType(_) => 415,
+            FhirError::Unprocessable(_) => 422,
+        }
+    }
+
+    /// FHIR IssueType code (http://hl7.org/fhir/issue-type).
+    pub fn issue_code(&self) -> &'static str {
+        match self {
+            FhirError::BadRequest(_) => "invalid",
+            FhirError::NotSupported(_) => "not-supported",
+            FhirError::Unauthorized(_) => "login",
+            FhirError::NotFound(_) => "not-found",
+            FhirError::MethodNotAllowed(_) => "not-supported",
+            FhirError::Conflict(_) => "conflict",
+            FhirError::Gone(_) => "deleted",
+            FhirError::PreconditionFailed(_) => "conflict",
+            FhirError::PayloadTooLarge(_) => "too-costly",
+            FhirError::UnsupportedMediaType(_) => "not-supported",
+            FhirError::Unprocessable(_) => "processing",
+        }
+    }
+
+    /// Render as an OperationOutcome resource (one issue per message).
+    pub fn to_outcome(&self) -> Value {
+        let messages: Vec<String> = match self {
+            FhirError::Unprocessable(m) => m.clone(),
+            other => vec![other.to_string()],
+        };
+        let code = self.issue_code();
+        let issues: Vec<Value> = messages
+            .into_iter()
+            .map(|m| json!({"severity": "error", "code": code, "diagnostics": m}))
+            .collect();
+        json!({"resourceType": "OperationOutcome", "issue": issues})
+    }
+}
+
+/// Result alias for the FHIR layer.
+pub type FhirResult<T> = Result<T, FhirError>;
+
+/// An OperationOutcome carrying informational or warning issues.
+pub fn outcome(severity: &str, code: &str, messages: &[String]) -> Value {
+    let issues: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"severity": severity, "code": code, "diagnostics": m}))
+        .collect();
+    json!({"resourceType": "OperationOutcome", "issue": issues})
+}

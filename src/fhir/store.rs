@@ -1,0 +1,1004 @@
+//! The resource store: an immutable, indexed cohort snapshot and copy-on-write sandboxes
+//! forked from it in O(1). Sandboxes keep full version history, assign deterministic ids,
+//! validate writes and answer searches using the cohort's lazy indexes.
+
+use super::clock::{Clock, fhir_instant};
+use super::error::{FhirError, FhirResult};
+use super::params::{ParamType, Registry};
+use super::search::{self, Include, SearchQuery, SearchValue, SortValue};
+use super::validate::{SchemaValidator, check_id};
+use super::values::{normalize_reference, split_reference};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+/// What produced a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Loaded with the cohort.
+    Load,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// DELETE.
+    Delete,
+}
+
+/// One version of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// Resource type.
+    pub ty: Arc<str>,
+    /// Logical id.
+    pub id: Arc<str>,
+    /// `meta.versionId`.
+    pub version_id: u64,
+    /// `meta.lastUpdated` (FHIR instant).
+    pub last_updated: String,
+    /// How this version came about.
+    pub method: Method,
+    /// The resource, `None` for a deletion.
+    pub resource: Option<Arc<Value>>,
+}
+
+impl Version {
+    /// The weak ETag for this version.
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version_id)
+    }
+}
+
+type Index = HashMap<String, Vec<u32>>;
+
+#[derive(Debug, Default)]
+struct Table {
+    rows: Vec<Arc<Version>>,
+    by_id: HashMap<Arc<str>, u32>,
+    indexes: HashMap<String, OnceLock<Index>>,
+}
+
+/// An immutable, loaded patient cohort. Shared by every sandbox forked from it.
+#[derive(Debug)]
+pub struct Cohort {
+    name: String,
+    tables: BTreeMap<String, Table>,
+    registry: Arc<Registry>,
+    count: usize,
+    referrers: OnceLock<HashMap<String, Vec<(Arc<str>, Arc<str>)>>>,
+}
+
+/// Builds a cohort from resources; references between them must already be literal
+/// (`Type/id`), see `load` for bundle and NDJSON input.
+#[derive(Debug)]
+pub struct CohortBuilder {
+    name: String,
+    resources: BTreeMap<String, Vec<Value>>,
+    seen: HashSet<(String, String)>,
+}
+
+/// Where the cohort builder refused a resource.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CohortError {
+    /// Not an object with a known resourceType.
+    #[error("resource #{index}: {reason}")]
+    BadResource {
+        /// Position in the input.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The same Type/id twice.
+    #[error("duplicate resource {0}")]
+    Duplicate(String),
+}
+
+impl CohortBuilder {
+    /// Start an empty cohort called `name`.
+    pub fn new(name: &str) -> Self {
+        CohortBuilder { name: name.to_string(), resources: BTreeMap::new(), seen: HashSet::new() }
+    }
+
+    /// Number of resources added so far.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Add one resource (must have `resourceType` and `id`).
+    pub fn add(&mut self, resource: Value) -> Result<(), CohortError> {
+        let index = self.seen.len();
+        let ty = resource.get("resourceType").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: "no resourceType".into() })?.to_string();
+        if !SchemaValidator::r4().is_resource_type(&ty) {
+            return Err(CohortError::BadResource { index, reason: format!("'{ty}' is not a FHIR R4 resource type") });
+        }
+        let id = resource.get("id").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: format!("{ty} has no id") })?.to_string();
+        check_id(&id).map_err(|e| CohortError::BadResource { index, reason: e.to_string() })?;
+        if !self.seen.insert((ty.clone(), id.clone())) {
+            return Err(CohortError::Duplicate(format!("{ty}/{id}")));
+        }
+        self.resources.entry(ty).or_default().push(resource);
+        Ok(())
+    }
+
+    /// Freeze into a cohort. Every resource gets `meta.versionId` 1 and `meta.lastUpdated`
+    /// from `clock` unless it already has one. Hot indexes (patient, subject, code) are built.
+    pub fn build(self, clock: &Clock) -> Arc<Cohort> {
+        let registry = Registry::r4();
+        let stamp = fhir_instant(clock.now());
+        let mut tables = BTreeMap::new();
+        let mut count = 0;
+        for (ty, list) in self.resources {
+            let tyarc: Arc<str> = Arc::from(ty.as_str());
+            let mut table = Table::default();
+            for mut r in list {
+                let id: Arc<str> = Arc::from(r.get("id").and_then(Value::as_str).unwrap_or_default());
+                let last_updated = stamp_meta(&mut r, 1, &stamp, true);
+                let pos = table.rows.len() as u32;
+                table.by_id.insert(id.clone(), pos);
+                table.rows.push(Arc::new(Version { ty: tyarc.clone(), id, version_id: 1, last_updated, method: Method::Load, resource: Some(Arc::new(r)) }));
+            }
+            for p in registry.for_type(&ty).values() {
+                if matches!(p.ty, ParamType::Token | ParamType::Reference) {
+                    table.indexes.insert(p.code.clone(), OnceLock::new());
+                }
+            }
+            count += table.rows.len();
+            tables.insert(ty, table);
+        }
+        let cohort = Arc::new(Cohort { name: self.name, tables, registry, count, referrers: OnceLock::new() });
+        cohort.warm(&["patient", "subject", "code"]);
+        cohort
+    }
+}
+
+/// Set meta.versionId and meta.lastUpdated; with `keep_existing`, an existing lastUpdated stays.
+fn stamp_meta(r: &mut Value, version: u64, stamp: &str, keep_existing: bool) -> String {
+    let Some(obj) = r.as_object_mut() else { return stamp.to_string() };
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Some(meta) = meta.as_object_mut() else { return stamp.to_string() };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    if keep_existing && let Some(Value::String(existing)) = meta.get("lastUpdated") {
+        return existing.clone();
+    }
+    meta.insert("lastUpdated".into(), Value::String(stamp.to_string()));
+    stamp.to_string()
+}
+
+impl Cohort {
+    /// An empty cohort.
+    pub fn empty(name: &str) -> Arc<Cohort> {
+        CohortBuilder::new(name).build(&Clock::System)
+    }
+
+    /// The cohort's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if the cohort holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Resource counts per type.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.tables.iter().map(|(k, t)| (k.clone(), t.rows.len())).collect()
+    }
+
+    /// The search parameter registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Build the named indexes now (they are otherwise built on first use).
+    pub fn warm(&self, params: &[&str]) {
+        for (ty, table) in &self.tables {
+            for p in params {
+                if table.indexes.contains_key(*p) {
+                    let _ = self.index(ty, p);
+                }
+            }
+        }
+    }
+
+    fn get(&self, ty: &str, id: &str) -> Option<&Arc<Version>> {
+        let t = self.tables.get(ty)?;
+        t.by_id.get(id).and_then(|&i| t.rows.get(i as usize))
+    }
+
+    fn index(&self, ty: &str, code: &str) -> Option<&Index> {
+        let table = self.tables.get(ty)?;
+        let cell = table.indexes.get(code)?;
+        Some(cell.get_or_init(|| {
+            let mut idx: Index = HashMap::new();
+            if let Some(param) = self.registry.get(ty, code) {
+                for (pos, row) in table.rows.iter().enumerate() {
+                    if let Some(r) = &row.resource {
+                        for k in search::index_keys(param, ty, r) {
+                            idx.entry(k).or_default().push(pos as u32);
+                        }
+                    }
+                }
+            }
+            idx
+        }))
+    }
+
+    fn referrers(&self) -> &HashMap<String, Vec<(Arc<str>, Arc<str>)>> {
+        self.referrers.get_or_init(|| {
+            let mut map: HashMap<String, Vec<(Arc<str>, Arc<str>)>> = HashMap::new();
+            for table in self.tables.values() {
+                for row in &table.rows {
+                    if let Some(r) = &row.resource {
+                        let mut refs = Vec::new();
+                        collect_references(r, &mut refs);
+                        for target in refs {
+                            map.entry(normalize_reference(&target)).or_default().push((row.ty.clone(), row.id.clone()));
+                        }
+                    }
+                }
+            }
+            map
+        })
+    }
+}
+
+/// Every `reference` string anywhere in a JSON value.
+pub fn collect_references(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "reference"
+                    && let Value::String(s) = x
+                {
+                    out.push(s.clone());
+                } else {
+                    collect_references(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_references(x, out)),
+        _ => {}
+    }
+}
+
+/// Options of a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// Seed of the id generator.
+    pub seed: u64,
+    /// The sandbox's clock.
+    pub clock: Clock,
+    /// Validate writes against the R4 schema.
+    pub validate: bool,
+    /// Check that literal references in writes resolve inside the sandbox.
+    pub check_references: bool,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions { seed: 0, clock: Clock::System, validate: true, check_references: true }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct History {
+    seq: u64,
+    base_pos: Option<u32>,
+    versions: Vec<Arc<Version>>,
+}
+
+/// One change relative to the cohort, for graders and trajectories.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Resource type.
+    pub ty: String,
+    /// Logical id.
+    pub id: String,
+    /// The cohort's version (None if the resource was created in the sandbox).
+    pub before: Option<Arc<Value>>,
+    /// The current version (None if deleted).
+    pub after: Option<Arc<Value>>,
+}
+
+/// One write, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRecord {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// The version written.
+    pub version: Arc<Version>,
+}
+
+/// A copy-on-write view of a cohort: reads fall through to the cohort, writes land in
+/// the sandbox's own overlay. Forking costs one `Arc` clone, whatever the cohort's size.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    cohort: Arc<Cohort>,
+    overlay: BTreeMap<String, BTreeMap<Arc<str>, History>>,
+    opts: SandboxOptions,
+    next_id: u64,
+    log: Vec<WriteRecord>,
+}
+
+/// What a search returned.
+#[derive(Debug, Clone)]
+pub struct SearchResult {
+    /// Matches on this page.
+    pub matches: Vec<Arc<Version>>,
+    /// Resources added by `_include`/`_revinclude`.
+    pub included: Vec<Arc<Version>>,
+    /// Total number of matches (all pages).
+    pub total: usize,
+}
+
+/// Outcome of a create.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    /// A new resource.
+    Created(Arc<Version>),
+    /// `If-None-Exist` matched this one; nothing was written.
+    Existing(Arc<Version>),
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Sandbox {
+    /// Fork a sandbox from a cohort: O(1), nothing is copied.
+    pub fn fork(cohort: &Arc<Cohort>, opts: SandboxOptions) -> Sandbox {
+        Sandbox { cohort: cohort.clone(), overlay: BTreeMap::new(), opts, next_id: 0, log: Vec::new() }
+    }
+
+    /// Fork this sandbox (its writes included) into an independent copy; costs O(writes).
+    pub fn snapshot(&self) -> Sandbox {
+        self.clone()
+    }
+
+    /// The cohort this sandbox was forked from.
+    pub fn cohort(&self) -> &Arc<Cohort> {
+        &self.cohort
+    }
+
+    /// The sandbox's options.
+    pub fn options(&self) -> &SandboxOptions {
+        &self.opts
+    }
+
+    /// The sandbox's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.opts.clock
+    }
+
+    /// Writes in order.
+    pub fn writes(&self) -> &[WriteRecord] {
+        &self.log
+    }
+
+    /// Changes relative to the cohort, ordered by type then id.
+    pub fn diff(&self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (ty, entries) in &self.overlay {
+            for (id, h) in entries {
+                let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource.clone());
+                let after = h.versions.last().and_then(|v| v.resource.clone());
+                if before.is_none() && after.is_none() {
+                    continue;
+                }
+                out.push(Change { ty: ty.clone(), id: id.to_string(), before, after });
+            }
+        }
+        out
+    }
+
+    fn current(&self, ty: &str, id: &str) -> Option<Arc<Version>> {
+        if let Some(h) = self.overlay.get(ty).and_then(|m| m.get(id)) {
+            return h.versions.last().cloned();
+        }
+        self.cohort.get(ty, id).cloned()
+    }
+
+    fn check_type(&self, ty: &str) -> FhirResult<()> {
+        if SchemaValidator::r4().is_resource_type(ty) {
+            Ok(())
+        } else {
+            Err(FhirError::NotFound(format!("'{ty}' is not a FHIR R4 resource type")))
+        }
+    }
+
+    /// Read the current version.
+    pub fn read(&self, ty: &str, id: &str) -> FhirResult<Arc<Version>> {
+        self.check_type(ty)?;
+        check_id(id)?;
+        match self.current(ty, id) {
+            Some(v) if v.resource.is_some() => Ok(v),
+            Some(v) => Err(FhirError::Gone(format!("{ty}/{id} was deleted (version {})", v.version_id))),
+            None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
+        }
+    }
+
+    /// Every version, oldest first.
+    pub fn history(&self, ty: &str, id: &str) -> FhirResult<Vec<Arc<Version>>> {
+        self.check_type(ty)?;
+        check_id(id)?;
+        if let Some(h) = self.overlay.get(ty).and_then(|m| m.get(id)) {
+            return Ok(h.versions.clone());
+        }
+        self.cohort.get(ty, id).map(|v| vec![v.clone()]).ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} is not known")))
+    }
+
+    /// Read one version.
+    pub fn vread(&self, ty: &str, id: &str, vid: &str) -> FhirResult<Arc<Version>> {
+        let n: u64 = vid.parse().map_err(|_| FhirError::BadRequest(format!("'{vid}' is not a version id (a positive integer)")))?;
+        let hist = self.history(ty, id)?;
+        let v = hist.into_iter().find(|v| v.version_id == n).ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} has no version {n}")))?;
+        if v.resource.is_none() {
+            return Err(FhirError::Gone(format!("version {n} of {ty}/{id} is a deletion")));
+        }
+        Ok(v)
+    }
+
+    /// Allocate the next deterministic id for `ty`.
+    pub fn next_id(&mut self, ty: &str) -> String {
+        loop {
+            self.next_id += 1;
+            let h = splitmix(self.opts.seed ^ splitmix(self.next_id));
+            let id = format!("{:016x}", h);
+            if self.current(ty, &id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    fn prepare(&self, ty: &str, body: &Value) -> FhirResult<()> {
+        self.check_type(ty)?;
+        let Some(obj) = body.as_object() else {
+            return Err(FhirError::BadRequest("the body must be a JSON object (a FHIR resource)".into()));
+        };
+        match obj.get("resourceType").and_then(Value::as_str) {
+            Some(t) if t == ty => {}
+            Some(t) => return Err(FhirError::BadRequest(format!("resourceType '{t}' in the body does not match '{ty}' in the URL"))),
+            None => return Err(FhirError::BadRequest("the body has no resourceType".into())),
+        }
+        if self.opts.validate {
+            SchemaValidator::r4().validate(ty, body)?;
+        }
+        if self.opts.check_references {
+            self.check_references(body)?;
+        }
+        Ok(())
+    }
+
+    /// Every literal relative reference must name an existing, undeleted resource.
+    pub fn check_references(&self, body: &Value) -> FhirResult<()> {
+        let mut refs = Vec::new();
+        collect_references(body, &mut refs);
+        let mut problems = Vec::new();
+        for r in refs {
+            if r.starts_with('#') || r.starts_with("http://") || r.starts_with("https://") {
+                continue;
+            }
+            if r.starts_with("urn:") {
+                problems.push(format!("reference '{r}' cannot be resolved outside a transaction Bundle"));
+                continue;
+            }
+            match split_reference(&r) {
+                Some((t, id)) if r.matches('/').count() == 1 || r.contains("/_history/") => {
+                    if !SchemaValidator::r4().is_resource_type(&t) {
+                        problems.push(format!("reference '{r}': '{t}' is not a resource type"));
+                    } else if self.current(&t, &id).is_none_or(|v| v.resource.is_none()) {
+                        problems.push(format!("reference '{r}' does not resolve: no {t}/{id} in this sandbox"));
+                    }
+                }
+                _ => problems.push(format!("reference '{r}' is not a literal reference of the form Type/id")),
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(FhirError::Unprocessable(problems)) }
+    }
+
+    fn put(&mut self, ty: &str, id: &str, method: Method, resource: Option<Value>) -> Arc<Version> {
+        let stamp = fhir_instant(self.opts.clock.now());
+        let prev = self.current(ty, id);
+        let version_id = prev.as_ref().map(|v| v.version_id + 1).unwrap_or(1);
+        let resource = resource.map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.insert("id".into(), Value::String(id.to_string()));
+            }
+            stamp_meta(&mut r, version_id, &stamp, false);
+            Arc::new(r)
+        });
+        let seq = self.log.len() as u64 + 1;
+        let base_pos = self.cohort.tables.get(ty).and_then(|t| t.by_id.get(id).copied());
+        let v = Arc::new(Version { ty: Arc::from(ty), id: Arc::from(id), version_id, last_updated: stamp, method, resource });
+        let entry = self.overlay.entry(ty.to_string()).or_default().entry(Arc::from(id)).or_insert_with(|| History {
+            seq,
+            base_pos,
+            versions: prev.into_iter().collect(),
+        });
+        entry.versions.push(v.clone());
+        self.log.push(WriteRecord { seq, version: v.clone() });
+        v
+    }
+
+    /// Create with a server-assigned id. With `if_none_exist` (a query string), an existing
+    /// single match is returned instead; several matches are a 412.
+    pub fn create(&mut self, ty: &str, body: Value, if_none_exist: Option<&str>) -> FhirResult<CreateOutcome> {
+        self.prepare(ty, &body)?;
+        if let Some(q) = if_none_exist {
+            let params = parse_query_string(q);
+            if params.is_empty() {
+                return Err(FhirError::BadRequest(format!("If-None-Exist '{q}' has no search parameters")));
+            }
+            let query = SearchQuery::parse(ty, &params, &self.cohort.registry, true)?;
+            let found = self.search_all(&query)?;
+            match found.len() {
+                0 => {}
+                1 => return Ok(CreateOutcome::Existing(found[0].clone())),
+                n => return Err(FhirError::PreconditionFailed(format!("If-None-Exist '{q}' matched {n} {ty} resources; it must match at most one"))),
+            }
+        }
+        let id = self.next_id(ty);
+        Ok(CreateOutcome::Created(self.put(ty, &id, Method::Create, Some(body))))
+    }
+
+    /// Create with a given id (used by transactions that pre-assign ids).
+    pub fn create_with_id(&mut self, ty: &str, id: &str, body: Value) -> FhirResult<Arc<Version>> {
+        check_id(id)?;
+        self.prepare(ty, &body)?;
+        if self.current(ty, id).is_some_and(|v| v.resource.is_some()) {
+            return Err(FhirError::Conflict(format!("{ty}/{id} already exists")));
+        }
+        Ok(self.put(ty, id, Method::Create, Some(body)))
+    }
+
+    /// Update (or create with a client id). `if_match` is the expected current version.
+    /// Returns the version and whether it was newly created.
+    pub fn update(&mut self, ty: &str, id: &str, body: Value, if_match: Option<u64>) -> FhirResult<(Arc<Version>, bool)> {
+        self.check_type(ty)?;
+        check_id(id)?;
+        match body.get("id").and_then(Value::as_str) {
+            Some(bid) if bid == id => {}
+            Some(bid) => return Err(FhirError::BadRequest(format!("id '{bid}' in the body does not match '{id}' in the URL"))),
+            None => return Err(FhirError::BadRequest(format!("the body has no id; an update of {ty}/{id} must carry \"id\": \"{id}\""))),
+        }
+        self.prepare(ty, &body)?;
+        let cur = self.current(ty, id);
+        if let Some(want) = if_match {
+            match &cur {
+                Some(v) if v.resource.is_some() && v.version_id == want => {}
+                Some(v) if v.resource.is_some() => {
+                    return Err(FhirError::PreconditionFailed(format!("If-Match version {want} does not match the current version {} of {ty}/{id}", v.version_id)));
+                }
+                _ => return Err(FhirError::PreconditionFailed(format!("If-Match version {want} given but {ty}/{id} does not exist"))),
+            }
+        }
+        let created = cur.as_ref().is_none_or(|v| v.resource.is_none());
+        let method = if created { Method::Create } else { Method::Update };
+        Ok((self.put(ty, id, method, Some(body)), created))
+    }
+
+    /// Delete. Deleting a resource that others reference is a 409; deleting a missing or
+    /// already deleted resource is a no-op (returns `None`).
+    pub fn delete(&mut self, ty: &str, id: &str) -> FhirResult<Option<Arc<Version>>> {
+        self.check_type(ty)?;
+        check_id(id)?;
+        match self.current(ty, id) {
+            Some(v) if v.resource.is_some() => {}
+            _ => return Ok(None),
+        }
+        let referrers = self.referrers_of(ty, id);
+        if !referrers.is_empty() {
+            let shown: Vec<String> = referrers.iter().take(5).cloned().collect();
+            return Err(FhirError::Conflict(format!(
+                "{ty}/{id} is referenced by {} resource(s) ({}{}); delete or update them first",
+                referrers.len(),
+                shown.join(", "),
+                if referrers.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+        Ok(Some(self.put(ty, id, Method::Delete, None)))
+    }
+
+    fn referrers_of(&self, ty: &str, id: &str) -> BTreeSet<String> {
+        let key = format!("{ty}/{id}");
+        let mut out = BTreeSet::new();
+        if let Some(list) = self.cohort.referrers().get(&key) {
+            for (rt, rid) in list {
+                if self.overlay.get(&**rt).is_some_and(|m| m.contains_key(rid)) {
+                    continue; // judged on its current version below
+                }
+                out.insert(format!("{rt}/{rid}"));
+            }
+        }
+        for (rt, entries) in &self.overlay {
+            for (rid, h) in entries {
+                if let Some(r) = h.versions.last().and_then(|v| v.resource.as_ref()) {
+                    let mut refs = Vec::new();
+                    collect_references(r, &mut refs);
+                    if refs.iter().any(|x| normalize_reference(x) == key) && !(rt == ty && &**rid == id) {
+                        out.insert(format!("{rt}/{rid}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ search
+
+    fn resolve_chains(&self, query: &mut SearchQuery) -> FhirResult<()> {
+        for clause in query.clauses.iter_mut() {
+            let Some(chain) = clause.chain.clone() else { continue };
+            let mut keys = Vec::new();
+            let mut any_target = false;
+            for t in &chain.targets {
+                let code = chain.param.split([':', '.']).next().unwrap_or_default();
+                if self.cohort.registry.get(t, code).is_none() {
+                    continue;
+                }
+                any_target = true;
+                let inner = SearchQuery::parse(t, &[(chain.param.clone(), chain.value.clone())], &self.cohort.registry, true)?;
+                for v in self.search_all(&inner)? {
+                    keys.push(format!("{}/{}", v.ty, v.id));
+                }
+            }
+            if !any_target {
+                return Err(FhirError::BadRequest(format!("chained parameter '{}': '{}' is not a search parameter of {}", clause.raw_name, chain.param, chain.targets.join(" or "))));
+            }
+            clause.values = vec![SearchValue::Reference(keys)];
+        }
+        Ok(())
+    }
+
+    fn candidates(&self, query: &SearchQuery) -> (Vec<u32>, bool) {
+        let ty = query.ty.as_str();
+        let mut best: Option<Vec<u32>> = None;
+        for clause in &query.clauses {
+            let Some(keys) = search::lookup_keys(clause) else { continue };
+            let Some(index) = self.cohort.index(ty, &clause.param.code) else { continue };
+            let mut set: Vec<u32> = keys.iter().filter_map(|k| index.get(k)).flatten().copied().collect();
+            if keys.len() > 1 {
+                set.sort_unstable();
+                set.dedup();
+            }
+            best = Some(match best {
+                None => set,
+                Some(prev) => intersect(&prev, &set),
+            });
+        }
+        match best {
+            Some(b) => (b, true),
+            None => {
+                let n = self.cohort.tables.get(ty).map(|t| t.rows.len()).unwrap_or(0) as u32;
+                ((0..n).collect(), false)
+            }
+        }
+    }
+
+    /// All matches of a query (no paging), in result order.
+    pub fn search_all(&self, query: &SearchQuery) -> FhirResult<Vec<Arc<Version>>> {
+        let mut q = query.clone();
+        self.resolve_chains(&mut q)?;
+        let ty = q.ty.as_str();
+        self.check_type(ty)?;
+        let now = self.opts.clock.peek().timestamp_millis();
+        let overlay = self.overlay.get(ty);
+        let (cands, _) = self.candidates(&q);
+        let matches_all = |r: &Value| q.clauses.iter().all(|c| search::clause_matches(c, ty, r, now));
+        let mut hits: Vec<(u64, Arc<Version>)> = Vec::new();
+        if let Some(table) = self.cohort.tables.get(ty) {
+            for pos in cands {
+                let Some(row) = table.rows.get(pos as usize) else { continue };
+                if overlay.is_some_and(|m| m.contains_key(&row.id)) {
+                    continue;
+                }
+                if let Some(r) = &row.resource
+                    && matches_all(r)
+                {
+                    hits.push((u64::from(pos), row.clone()));
+                }
+            }
+        }
+        let base_len = self.cohort.tables.get(ty).map(|t| t.rows.len() as u64).unwrap_or(0);
+        if let Some(m) = overlay {
+            for h in m.values() {
+                let Some(v) = h.versions.last() else { continue };
+                if let Some(r) = &v.resource
+                    && matches_all(r)
+                {
+                    let order = h.base_pos.map(u64::from).unwrap_or(base_len + h.seq);
+                    hits.push((order, v.clone()));
+                }
+            }
+        }
+        hits.sort_by_key(|(o, _)| *o);
+        let mut out: Vec<Arc<Version>> = hits.into_iter().map(|(_, v)| v).collect();
+        if !q.sort.is_empty() {
+            let mut keyed: Vec<(Vec<Option<SortValue>>, usize, Arc<Version>)> = out
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let keys = q.sort.iter().map(|s| v.resource.as_ref().and_then(|r| search::sort_value(&s.param, ty, r, s.descending))).collect();
+                    (keys, i, v)
+                })
+                .collect();
+            keyed.sort_by(|a, b| {
+                for (k, s) in q.sort.iter().enumerate() {
+                    let ord = match (&a.0[k], &b.0[k]) {
+                        (None, None) => std::cmp::Ordering::Equal,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (Some(x), Some(y)) => {
+                            let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                            if s.descending { o.reverse() } else { o }
+                        }
+                    };
+                    if ord != std::cmp::Ordering::Equal {
+                        return ord;
+                    }
+                }
+                a.1.cmp(&b.1)
+            });
+            out = keyed.into_iter().map(|(_, _, v)| v).collect();
+        }
+        Ok(out)
+    }
+
+    /// Run a search: matches for the requested page, includes, total.
+    pub fn search(&self, query: &SearchQuery) -> FhirResult<SearchResult> {
+        let all = self.search_all(query)?;
+        let total = all.len();
+        let page: Vec<Arc<Version>> = all.into_iter().skip(query.offset).take(query.count).collect();
+        let included = self.includes(&page, &query.include, &query.revinclude)?;
+        Ok(SearchResult { matches: page, included, total })
+    }
+
+    fn includes(&self, page: &[Arc<Version>], include: &[Include], revinclude: &[Include]) -> FhirResult<Vec<Arc<Version>>> {
+        let mut seen: HashSet<(Arc<str>, Arc<str>)> = page.iter().map(|v| (v.ty.clone(), v.id.clone())).collect();
+        let mut out: Vec<Arc<Version>> = Vec::new();
+        let mut frontier: Vec<Arc<Version>> = page.to_vec();
+        for round in 0..5 {
+            let mut next = Vec::new();
+            for inc in include.iter().filter(|i| round == 0 || i.iterate) {
+                for v in &frontier {
+                    let Some(r) = &v.resource else { continue };
+                    if inc.source != "*" && inc.source != *v.ty {
+                        continue;
+                    }
+                    let params: Vec<Arc<super::params::ParamDef>> = match &inc.param {
+                        Some(p) => self.cohort.registry.get(&v.ty, p).cloned().into_iter().collect(),
+                        None => self.cohort.registry.reference_params(&v.ty).into_iter().cloned().collect(),
+                    };
+                    for p in params {
+                        let items = search::extract(&p, &v.ty, r);
+                        for target in super::values::references(&items) {
+                            let Some((t, id)) = split_reference(&target) else { continue };
+                            if inc.target.as_ref().is_some_and(|want| *want != t) {
+                                continue;
+                            }
+                            if let Some(tv) = self.current(&t, &id).filter(|x| x.resource.is_some())
+                                && seen.insert((tv.ty.clone(), tv.id.clone()))
+                            {
+                                next.push(tv.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
+                let Some(pcode) = &inc.param else { continue };
+                for v in &frontier {
+                    let key = format!("{}/{}", v.ty, v.id);
+                    let q = SearchQuery::parse(&inc.source, &[(pcode.clone(), key)], &self.cohort.registry, true)?;
+                    for found in self.search_all(&q)? {
+                        if seen.insert((found.ty.clone(), found.id.clone())) {
+                            next.push(found);
+                        }
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            out.extend(next.iter().cloned());
+            frontier = next;
+        }
+        Ok(out)
+    }
+
+    /// Resolve a conditional reference `Type?params` to `Type/id` (exactly one match).
+    pub fn resolve_conditional(&self, reference: &str) -> FhirResult<String> {
+        let (ty, q) = reference.split_once('?').ok_or_else(|| FhirError::BadRequest(format!("'{reference}' is not a conditional reference")))?;
+        let params = parse_query_string(q);
+        let query = SearchQuery::parse(ty, &params, &self.cohort.registry, true)?;
+        let found = self.search_all(&query)?;
+        match found.as_slice() {
+            [one] => Ok(format!("{}/{}", one.ty, one.id)),
+            [] => Err(FhirError::PreconditionFailed(format!("conditional reference '{reference}' matched no resource"))),
+            many => Err(FhirError::PreconditionFailed(format!("conditional reference '{reference}' matched {} resources; it must match one", many.len()))),
+        }
+    }
+
+    /// Number of live resources of a type (cohort plus overlay).
+    pub fn count(&self, ty: &str) -> usize {
+        let base = self.cohort.tables.get(ty).map(|t| t.rows.len()).unwrap_or(0);
+        let Some(m) = self.overlay.get(ty) else { return base };
+        let mut n = base as i64;
+        for h in m.values() {
+            let live_now = h.versions.last().is_some_and(|v| v.resource.is_some());
+            let in_base = h.base_pos.is_some();
+            n += i64::from(live_now) - i64::from(in_base);
+        }
+        n.max(0) as usize
+    }
+}
+
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Parse `a=1&b=2` (percent-decoded, `+` as space) into ordered pairs.
+pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// A resource as JSON for output (clone of the stored value).
+pub fn resource_json(v: &Version) -> Value {
+    v.resource.as_deref().cloned().unwrap_or_else(|| json!(null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::clock::parse_instant;
+
+    fn cohort() -> Arc<Cohort> {
+        let mut b = CohortBuilder::new("t");
+        b.add(json!({"resourceType":"Patient","id":"p1","name":[{"family":"Ng"}]})).unwrap();
+        b.add(json!({"resourceType":"Patient","id":"p2"})).unwrap();
+        for i in 0..20 {
+            b.add(json!({"resourceType":"Observation","id":format!("o{i}"),"status":"final",
+                "code":{"coding":[{"system":"http://loinc.org","code": if i % 2 == 0 {"2823-3"} else {"2345-7"}}]},
+                "subject":{"reference": if i < 15 {"Patient/p1"} else {"Patient/p2"}},
+                "effectiveDateTime": format!("2023-01-{:02}T08:00:00Z", i + 1),
+                "valueQuantity":{"value": 3.0 + (i as f64) / 10.0, "unit":"mmol/L"}})).unwrap();
+        }
+        b.build(&Clock::fixed(parse_instant("2024-01-01T00:00:00Z").unwrap()))
+    }
+
+    fn opts() -> SandboxOptions {
+        SandboxOptions { seed: 7, clock: Clock::ticking(parse_instant("2024-02-01T00:00:00Z").unwrap(), 1000), ..Default::default() }
+    }
+
+    fn qs(ty: &str, s: &str) -> SearchQuery {
+        SearchQuery::parse(ty, &parse_query_string(s), &Registry::r4(), true).unwrap()
+    }
+
+    #[test]
+    fn writes_do_not_leak_between_forks() {
+        let c = cohort();
+        let mut a = Sandbox::fork(&c, opts());
+        let b = Sandbox::fork(&c, opts());
+        let CreateOutcome::Created(v) = a.create("Patient", json!({"resourceType":"Patient"}), None).unwrap() else { panic!() };
+        assert!(a.read("Patient", &v.id).is_ok());
+        assert_eq!(b.read("Patient", &v.id).unwrap_err().status(), 404);
+        assert_eq!(a.count("Patient"), 3);
+        assert_eq!(b.count("Patient"), 2);
+        assert_eq!(c.len(), 22);
+    }
+
+    #[test]
+    fn ids_are_deterministic_per_seed() {
+        let c = cohort();
+        let ids = |seed| {
+            let mut s = Sandbox::fork(&c, SandboxOptions { seed, ..opts() });
+            (0..3).map(|_| s.next_id("Patient")).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(1), ids(1));
+        assert_ne!(ids(1), ids(2));
+    }
+
+    #[test]
+    fn update_versions_and_if_match() {
+        let c = cohort();
+        let mut s = Sandbox::fork(&c, opts());
+        let (v2, created) = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1","gender":"male"}), Some(1)).unwrap();
+        assert!(!created);
+        assert_eq!(v2.version_id, 2);
+        assert_eq!(v2.resource.as_ref().unwrap()["meta"]["versionId"], "2");
+        assert_eq!(v2.resource.as_ref().unwrap()["meta"]["lastUpdated"], "2024-02-01T00:00:00.000Z");
+        let e = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1"}), Some(1)).unwrap_err();
+        assert_eq!(e.status(), 412);
+        assert_eq!(s.history("Patient", "p1").unwrap().len(), 2);
+        assert_eq!(s.vread("Patient", "p1", "1").unwrap().version_id, 1);
+        let d = s.diff();
+        assert_eq!(d.len(), 1);
+        assert!(d[0].before.as_ref().unwrap().get("gender").is_none());
+    }
+
+    #[test]
+    fn delete_guards_references_and_marks_gone() {
+        let c = cohort();
+        let mut s = Sandbox::fork(&c, opts());
+        assert_eq!(s.delete("Patient", "p1").unwrap_err().status(), 409);
+        for i in 0..15 {
+            s.delete("Observation", &format!("o{i}")).unwrap();
+        }
+        assert!(s.delete("Patient", "p1").unwrap().is_some());
+        assert_eq!(s.read("Patient", "p1").unwrap_err().status(), 410);
+        assert_eq!(s.vread("Patient", "p1", "2").unwrap_err().status(), 410);
+        assert!(s.delete("Patient", "p1").unwrap().is_none());
+        // a fresh fork still has it
+        assert!(Sandbox::fork(&c, opts()).read("Patient", "p1").is_ok());
+    }
+
+    #[test]
+    fn search_uses_index_and_sees_overlay() {
+        let c = cohort();
+        let mut s = Sandbox::fork(&c, opts());
+        let q = qs("Observation", "patient=p1&code=2823-3&_sort=-date");
+        let r = s.search_all(&q).unwrap();
+        assert_eq!(r.len(), 8);
+        assert_eq!(&*r[0].id, "o14");
+        // update one so it no longer matches; create one that does
+        s.update("Observation", "o14", json!({"resourceType":"Observation","id":"o14","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}), None).unwrap();
+        s.create("Observation", json!({"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2023-06-01"}), None).unwrap();
+        let r = s.search_all(&q).unwrap();
+        assert_eq!(r.len(), 8);
+        assert_eq!(r[0].resource.as_ref().unwrap()["effectiveDateTime"], "2023-06-01");
+        assert!(!r.iter().any(|v| &*v.id == "o14"));
+    }
+
+    #[test]
+    fn if_none_exist_and_bad_references() {
+        let c = cohort();
+        let mut s = Sandbox::fork(&c, opts());
+        let out = s.create("Patient", json!({"resourceType":"Patient"}), Some("_id=p1")).unwrap();
+        assert!(matches!(out, CreateOutcome::Existing(v) if &*v.id == "p1"));
+        let e = s.create("Patient", json!({"resourceType":"Patient"}), Some("_id=p1,p2")).unwrap_err();
+        assert_eq!(e.status(), 412);
+        let e = s.create("Observation", json!({"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/nope"}}), None).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.to_string().contains("Patient/nope"), "{e}");
+        assert!(s.writes().is_empty(), "failed writes leave nothing behind");
+    }
+
+    #[test]
+    fn chained_search() {
+        let c = cohort();
+        let s = Sandbox::fork(&c, opts());
+        let r = s.search_all(&qs("Observation", "subject:Patient.name=ng")).unwrap();
+        assert_eq!(r.len(), 15);
+    }
+}

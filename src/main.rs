@@ -1,0 +1,18 @@
+//! The `emrgym` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EMRGYM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,emrgym=info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = emrgym::cli::Cli::parse();
+    match emrgym::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
