@@ -114,6 +114,9 @@ pub fn process(sb: &mut Sandbox, base: &str, bundle: Value) -> FhirResult<Value>
 
 fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirResult<Value> {
     let mut work = sb.snapshot();
+    // entries may refer to each other in any order: check references once all have landed
+    let check_refs = work.options().check_references;
+    work.set_check_references(false);
     // 1. resolve fullUrls: POSTs get their ids now (or their If-None-Exist match), PUTs keep theirs
     let mut map: HashMap<String, String> = HashMap::new();
     let mut existing: HashMap<usize, String> = HashMap::new();
@@ -203,6 +206,17 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
             responses[e.index] = Some(response_entry(&resp));
         }
     }
+    if check_refs {
+        for e in &entries {
+            let Some(resp) = &responses[e.index] else { continue };
+            if matches!(e.verb, Verb::Post | Verb::Put)
+                && let Some(r) = resp.get("resource")
+            {
+                work.check_references(r).map_err(|err| prefix_entry(e.index, err))?;
+            }
+        }
+    }
+    work.set_check_references(check_refs);
     *sb = work;
     let out: Vec<Value> = responses.into_iter().map(|r| r.unwrap_or(Value::Null)).collect();
     Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": out}))

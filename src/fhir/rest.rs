@@ -88,7 +88,7 @@ impl FhirRequest {
     pub fn is_write(&self) -> bool {
         match self.verb {
             Verb::Get | Verb::Other => false,
-            Verb::Post => !self.path.last().is_some_and(|s| s == "_search"),
+            Verb::Post => self.path.last().is_none_or(|s| s != "_search"),
             Verb::Put | Verb::Delete => true,
         }
     }
@@ -195,7 +195,7 @@ fn parse_if_match(h: &str) -> FhirResult<u64> {
     inner.parse().map_err(|_| FhirError::BadRequest(format!("If-Match '{h}' is not a version ETag like W/\"3\"")))
 }
 
-fn require_body<'a>(req: &'a FhirRequest) -> FhirResult<&'a Value> {
+fn require_body(req: &FhirRequest) -> FhirResult<&Value> {
     req.body.as_ref().ok_or_else(|| FhirError::BadRequest("this interaction needs a JSON resource body".into()))
 }
 
@@ -273,8 +273,8 @@ pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
         if q.offset > 0 {
             links.push(json!({"relation": "previous", "url": link(base, q, q.offset.saturating_sub(q.count.max(1)))}));
         }
-        if q.count > 0 {
-            let last = if r.total == 0 { 0 } else { (r.total - 1) / q.count * q.count };
+        if let Some(pages_before_last) = r.total.saturating_sub(1).checked_div(q.count) {
+            let last = pages_before_last * q.count;
             links.push(json!({"relation": "last", "url": link(base, q, last)}));
         }
     }

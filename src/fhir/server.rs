@@ -309,9 +309,7 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
             } else {
                 return error_response(&FhirError::UnsupportedMediaType("form bodies are only accepted by POST [type]/_search".into()));
             }
-        } else if ctype.contains("xml") {
-            return error_response(&FhirError::UnsupportedMediaType(format!("Content-Type '{ctype}' is not supported: send application/fhir+json")));
-        } else if !ctype.is_empty() && !ctype.contains("json") {
+        } else if ctype.contains("xml") || (!ctype.is_empty() && !ctype.contains("json")) {
             return error_response(&FhirError::UnsupportedMediaType(format!("Content-Type '{ctype}' is not supported: send application/fhir+json")));
         } else {
             match serde_json::from_slice::<Value>(bytes) {

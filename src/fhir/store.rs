@@ -51,6 +51,8 @@ impl Version {
 }
 
 type Index = HashMap<String, Vec<u32>>;
+/// Reference target (`Type/id`) → the resources that refer to it.
+type Referrers = HashMap<String, Vec<(Arc<str>, Arc<str>)>>;
 
 #[derive(Debug, Default)]
 struct Table {
@@ -66,7 +68,7 @@ pub struct Cohort {
     tables: BTreeMap<String, Table>,
     registry: Arc<Registry>,
     count: usize,
-    referrers: OnceLock<HashMap<String, Vec<(Arc<str>, Arc<str>)>>>,
+    referrers: OnceLock<Referrers>,
 }
 
 /// Builds a cohort from resources; references between them must already be literal
@@ -75,7 +77,8 @@ pub struct Cohort {
 pub struct CohortBuilder {
     name: String,
     resources: BTreeMap<String, Vec<Value>>,
-    seen: HashSet<(String, String)>,
+    seen: HashMap<(String, String), usize>,
+    merged: usize,
 }
 
 /// Where the cohort builder refused a resource.
@@ -97,7 +100,7 @@ pub enum CohortError {
 impl CohortBuilder {
     /// Start an empty cohort called `name`.
     pub fn new(name: &str) -> Self {
-        CohortBuilder { name: name.to_string(), resources: BTreeMap::new(), seen: HashSet::new() }
+        CohortBuilder { name: name.to_string(), resources: BTreeMap::new(), seen: HashMap::new(), merged: 0 }
     }
 
     /// Number of resources added so far.
@@ -110,7 +113,15 @@ impl CohortBuilder {
         self.seen.is_empty()
     }
 
-    /// Add one resource (must have `resourceType` and `id`).
+    /// Identical duplicates that were merged (e.g. an Organization repeated in several
+    /// Synthea patient bundles).
+    pub fn merged(&self) -> usize {
+        self.merged
+    }
+
+    /// Add one resource (must have `resourceType` and `id`). An exact duplicate of a
+    /// resource already added is merged; a different resource with the same type and id is
+    /// an error.
     pub fn add(&mut self, resource: Value) -> Result<(), CohortError> {
         let index = self.seen.len();
         let ty = resource.get("resourceType").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: "no resourceType".into() })?.to_string();
@@ -119,10 +130,17 @@ impl CohortBuilder {
         }
         let id = resource.get("id").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: format!("{ty} has no id") })?.to_string();
         check_id(&id).map_err(|e| CohortError::BadResource { index, reason: e.to_string() })?;
-        if !self.seen.insert((ty.clone(), id.clone())) {
-            return Err(CohortError::Duplicate(format!("{ty}/{id}")));
+        let key = (ty.clone(), id.clone());
+        if let Some(&pos) = self.seen.get(&key) {
+            if self.resources.get(&ty).and_then(|v| v.get(pos)) == Some(&resource) {
+                self.merged += 1;
+                return Ok(());
+            }
+            return Err(CohortError::Duplicate(format!("{ty}/{id} (with different content)")));
         }
-        self.resources.entry(ty).or_default().push(resource);
+        let list = self.resources.entry(ty).or_default();
+        self.seen.insert(key, list.len());
+        list.push(resource);
         Ok(())
     }
 
@@ -157,13 +175,34 @@ impl CohortBuilder {
     }
 }
 
+/// Put `resourceType`, `id` and `meta` first (in that order), then the other elements as given.
+fn canonical_order(r: Value, id: &str) -> Value {
+    let Value::Object(mut o) = r else { return r };
+    let mut out = Map::new();
+    if let Some(t) = o.shift_remove("resourceType") {
+        out.insert("resourceType".into(), t);
+    }
+    o.shift_remove("id");
+    out.insert("id".into(), Value::String(id.to_string()));
+    if let Some(m) = o.shift_remove("meta") {
+        out.insert("meta".into(), m);
+    } else {
+        out.insert("meta".into(), Value::Object(Map::new()));
+    }
+    out.extend(o);
+    Value::Object(out)
+}
+
 /// Set meta.versionId and meta.lastUpdated; with `keep_existing`, an existing lastUpdated stays.
 fn stamp_meta(r: &mut Value, version: u64, stamp: &str, keep_existing: bool) -> String {
     let Some(obj) = r.as_object_mut() else { return stamp.to_string() };
-    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
+    if !obj.get("meta").is_some_and(Value::is_object) {
+        // meta goes right after resourceType and id, where FHIR puts it
+        let at = usize::from(obj.contains_key("resourceType")) + usize::from(obj.contains_key("id"));
+        obj.shift_remove("meta");
+        obj.shift_insert(at.min(obj.len()), "meta".into(), Value::Object(Map::new()));
     }
+    let Some(meta) = obj.get_mut("meta") else { return stamp.to_string() };
     let Some(meta) = meta.as_object_mut() else { return stamp.to_string() };
     meta.insert("versionId".into(), Value::String(version.to_string()));
     if keep_existing && let Some(Value::String(existing)) = meta.get("lastUpdated") {
@@ -238,9 +277,9 @@ impl Cohort {
         }))
     }
 
-    fn referrers(&self) -> &HashMap<String, Vec<(Arc<str>, Arc<str>)>> {
+    fn referrers(&self) -> &Referrers {
         self.referrers.get_or_init(|| {
-            let mut map: HashMap<String, Vec<(Arc<str>, Arc<str>)>> = HashMap::new();
+            let mut map: Referrers = HashMap::new();
             for table in self.tables.values() {
                 for row in &table.rows {
                     if let Some(r) = &row.resource {
@@ -383,6 +422,11 @@ impl Sandbox {
         &self.opts
     }
 
+    /// Turn reference-integrity checks on or off (transactions defer them to the end).
+    pub fn set_check_references(&mut self, on: bool) {
+        self.opts.check_references = on;
+    }
+
     /// The sandbox's clock.
     pub fn clock(&self) -> &Clock {
         &self.opts.clock
@@ -518,10 +562,8 @@ impl Sandbox {
         let stamp = fhir_instant(self.opts.clock.now());
         let prev = self.current(ty, id);
         let version_id = prev.as_ref().map(|v| v.version_id + 1).unwrap_or(1);
-        let resource = resource.map(|mut r| {
-            if let Some(o) = r.as_object_mut() {
-                o.insert("id".into(), Value::String(id.to_string()));
-            }
+        let resource = resource.map(|r| {
+            let mut r = canonical_order(r, id);
             stamp_meta(&mut r, version_id, &stamp, false);
             Arc::new(r)
         });

@@ -1,0 +1,12 @@
+//! The one integration test binary: the FHIR API through the router (`oneshot`), sandboxes,
+//! Bundles, cohorts, and interop with real third-party FHIR clients over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bundles;
+mod cohorts;
+mod common;
+mod fhir_api;
+mod interop;
+mod sandboxes;
+mod search;
