@@ -1,10 +1,385 @@
-//! `emrgym bench`: fork time, search latency and throughput, cold start and memory.
+//! `emrgym bench`: fork time (small and MedAgentBench-scale cohorts), in-process search
+//! latency, cold start and memory of `emrgym serve`, and HTTP search throughput and
+//! latency, optionally side by side with the Python FHIR server sekmet-fhir on the same
+//! data and queries. Results are printed as a markdown table and written as JSON.
+
+use crate::fhir::clock::{Clock, parse_instant};
+use crate::fhir::load;
+use crate::fhir::search::SearchQuery;
+use crate::fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_string};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Flags of `emrgym bench`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Patients in the synthetic cohort.
+    #[arg(long, default_value_t = 100)]
+    pub patients: usize,
+    /// Observations per patient (100 x 7,850 = 785,000: MedAgentBench's scale).
+    #[arg(long, default_value_t = 7850)]
+    pub obs_per_patient: usize,
+    /// Where the synthetic NDJSON cohort (and the sekmet database) are written and reused.
+    #[arg(long, default_value = "target/bench-data")]
+    pub data: PathBuf,
+    /// Seconds of HTTP load per server.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Also measure sekmet-fhir (PyPI `sekmet-fhir`) on the same data and queries.
+    #[arg(long)]
+    pub sekmet: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+const CODES: &[(&str, &str)] = &[("2823-3", "K"), ("19123-9", "MG"), ("2339-0", "GLU"), ("4548-4", "A1C"), ("2160-0", "CREAT"), ("2951-2", "NA"), ("718-7", "HGB"), ("6690-2", "WBC"), ("777-3", "PLT"), ("1742-6", "ALT")];
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Write a deterministic synthetic cohort (Patient.ndjson, Observation.ndjson) unless the
+/// same one is already there. Returns the number of resources.
+fn synth(dir: &Path, patients: usize, per: usize) -> anyhow::Result<usize> {
+    let marker = dir.join("COHORT");
+    let want = format!("patients={patients} obs_per_patient={per} v1\n");
+    let total = patients + patients * per;
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
+        return Ok(total);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = std::fs::remove_file(dir.join("sekmet.db"));
+    let mut pf = std::io::BufWriter::new(std::fs::File::create(dir.join("Patient.ndjson"))?);
+    for p in 0..patients {
+        let r = json!({"resourceType":"Patient","id":format!("P{p:05}"),"identifier":[{"system":"http://emrgym.dev/fhir/sid/mrn","value":format!("S{:07}", 1_000_000 + p)}],
+            "name":[{"family":format!("Family{}", p % 97),"given":[format!("Given{p}")]}],"gender": if p % 2 == 0 {"female"} else {"male"},"birthDate":format!("{}-0{}-1{}", 1930 + p % 70, 1 + p % 9, p % 10)});
+        writeln!(pf, "{r}")?;
+    }
+    pf.flush()?;
+    let mut of = std::io::BufWriter::new(std::fs::File::create(dir.join("Observation.ndjson"))?);
+    let base = parse_instant("2023-11-13T10:15:00Z").map_err(anyhow::Error::msg)?;
+    for p in 0..patients {
+        for i in 0..per {
+            let h = splitmix((p * per + i) as u64);
+            let (loinc, local) = CODES[(h % CODES.len() as u64) as usize];
+            let minutes = (h >> 8) % (3 * 365 * 24 * 60);
+            let t = base - chrono::Duration::minutes(minutes as i64);
+            let value = ((h >> 40) % 1000) as f64 / 100.0;
+            let r = json!({"resourceType":"Observation","id":format!("O{p:05}-{i:05}"),"status":"final",
+                "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}],
+                "code":{"coding":[{"system":"http://loinc.org","code":loinc},{"system":"http://emrgym.dev/fhir/CodeSystem/flowsheet","code":local}],"text":local},
+                "subject":{"reference":format!("Patient/P{p:05}")},
+                "effectiveDateTime": t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+                "valueQuantity":{"value":value,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}});
+            writeln!(of, "{r}")?;
+        }
+    }
+    of.flush()?;
+    std::fs::write(&marker, want)?;
+    Ok(total)
+}
+
+fn time_forks(cohort: &std::sync::Arc<crate::fhir::Cohort>, n: usize) -> f64 {
+    let t = Instant::now();
+    let mut keep = 0usize;
+    for i in 0..n {
+        let s = Sandbox::fork(cohort, SandboxOptions { seed: i as u64, ..Default::default() });
+        keep = keep.wrapping_add(s.writes().len());
+        std::hint::black_box(&s);
+    }
+    std::hint::black_box(keep);
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn query(i: usize, patients: usize) -> String {
+    let h = splitmix(1_000_000 + i as u64);
+    let p = (h % patients as u64) as usize;
+    let (_, local) = CODES[((h >> 20) % CODES.len() as u64) as usize];
+    format!("Observation?patient=P{p:05}&code={local}&_sort=-date&_count=20")
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_emrgym(dir: &Path) -> anyhow::Result<(Server, f64)> {
+    let exe = std::env::current_exe()?;
+    let t = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["serve", "--port", "0", "--now", "2023-11-13T10:15:00Z", "--cohort"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    let secs = t.elapsed().as_secs_f64();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://") && w.ends_with("/fhir")).map(str::to_string);
+    let Some(base) = base else {
+        let _ = child.kill();
+        bail!("emrgym serve did not report its address: {line}");
+    };
+    Ok((Server { child, base }, secs))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_sekmet(dir: &Path) -> anyhow::Result<(Server, f64)> {
+    let db = dir.join("sekmet.db");
+    let mut load_secs = 0.0;
+    let marker = dir.join("sekmet.db.ok");
+    if !marker.exists() || !db.exists() {
+        eprintln!("loading the cohort into sekmet's SQLite store (once; cached in {})...", dir.display());
+        let t = Instant::now();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sekmet_load.py");
+        let out = Command::new("python3").arg(script).arg(&db).arg(dir).output().context("running python3 bench/sekmet_load.py (pip install sekmet-fhir)")?;
+        if !out.status.success() {
+            bail!("sekmet load failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        load_secs = t.elapsed().as_secs_f64();
+        std::fs::write(&marker, format!("{load_secs:.1}\n"))?;
+    } else {
+        load_secs = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(load_secs);
+    }
+    let port = free_port()?;
+    let settings = dir.join("sekmet-settings.yaml");
+    let abs_db = std::fs::canonicalize(&db)?;
+    std::fs::write(&settings, format!("db_path: {}\nlog_inbound: false\nbase_url: http://127.0.0.1:{port}/fhir\n", abs_db.display()))?;
+    let child = Command::new("sekmet")
+        .args(["serve", "-c"])
+        .arg(&settings)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting `sekmet serve` (pip install sekmet-fhir)")?;
+    let server = Server { child, base: format!("http://127.0.0.1:{port}/fhir") };
+    Ok((server, load_secs))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+struct Load {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for _ in 0..600 {
+        if let Ok(uri) = format!("{base}/metadata").parse::<hyper::Uri>()
+            && let Ok(r) = client.get(uri).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{base} did not become ready in 60 s")
+}
+
+async fn http_load(base: &str, patients: usize, secs: u64, concurrency: usize) -> anyhow::Result<Load> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // warm up: every (patient, code) pair once is not needed; a short burst is
+    for i in 0..50 {
+        let uri: hyper::Uri = format!("{base}/{}", query(i, patients)).parse()?;
+        let _ = client.get(uri).await?.into_body().collect().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let client = client.clone();
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut i = w * 1_000_000;
+            while Instant::now() < deadline {
+                let uri: hyper::Uri = match format!("{base}/{}", query(i, patients)).parse() {
+                    Ok(u) => u,
+                    Err(_) => break,
+                };
+                i += 1;
+                let t = Instant::now();
+                match client.get(uri).await {
+                    Ok(r) => {
+                        let ok = r.status().is_success();
+                        let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        // cheap validity check (the client shares the 2 cores with the server):
+                        // a searchset Bundle with at least one match
+                        let valid = ok && contains(&body, b"\"searchset\"") && contains(&body, b"\"mode\":\"match\"");
+                        if !valid {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(Load { requests: lat.len(), errors, seconds, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) })
+}
 
 /// Run the benchmark.
-pub fn run(_a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.patients == 0 || a.obs_per_patient == 0 {
+        bail!("--patients and --obs-per-patient must be positive (got {} and {})", a.patients, a.obs_per_patient);
+    }
+    let mut results = serde_json::Map::new();
+    eprintln!("writing the synthetic cohort to {} ...", a.data.display());
+    let total = synth(&a.data, a.patients, a.obs_per_patient)?;
+    results.insert("resources".into(), json!(total));
+
+    // fork at 10 resources
+    let clock = Clock::fixed(parse_instant("2023-11-13T10:15:00Z").map_err(anyhow::Error::msg)?);
+    let mut small = CohortBuilder::new("small");
+    small.add(json!({"resourceType":"Patient","id":"p"}))?;
+    for i in 0..9 {
+        small.add(json!({"resourceType":"Observation","id":format!("o{i}"),"status":"final","code":{"text":"K"},"subject":{"reference":"Patient/p"}}))?;
+    }
+    let small = small.build(&clock);
+    let fork_small_ns = time_forks(&small, 1_000_000);
+
+    // cold start and RSS of `emrgym serve` on the large cohort (a separate process)
+    eprintln!("cold start of emrgym serve on {total} resources ...");
+    let (server, cold_s) = start_emrgym(&a.data)?;
+    let (rss, hwm) = rss_kib(server.child.id());
+
+    // in-process: load, fork, search
+    let t = Instant::now();
+    let big = load::load(a.data.to_str().context("data path is not UTF-8")?)?.build(&clock);
+    let inproc_load_s = t.elapsed().as_secs_f64();
+    let fork_large_ns = time_forks(&big, 1_000_000);
+    let sb = Sandbox::fork(&big, SandboxOptions { clock: clock.clone(), ..Default::default() });
+    let mut lat = Vec::new();
+    let t = Instant::now();
+    let n_q = 5000;
+    for i in 0..n_q {
+        let q = query(i, a.patients);
+        let params = parse_query_string(q.split_once('?').map(|x| x.1).unwrap_or_default());
+        let t1 = Instant::now();
+        let sq = SearchQuery::parse("Observation", &params, big.registry(), true)?;
+        let r = sb.search(&sq)?;
+        std::hint::black_box(&r);
+        lat.push(t1.elapsed().as_secs_f64() * 1000.0);
+    }
+    let inproc_qps = n_q as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    drop(sb);
+    drop(big);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    eprintln!("HTTP load on emrgym ({} s, {} clients) ...", a.seconds, a.concurrency);
+    let ours = rt.block_on(async {
+        wait_ready(&server.base).await?;
+        http_load(&server.base, a.patients, a.seconds, a.concurrency).await
+    })?;
+    drop(server);
+
+    let mut rows = vec![
+        ("resources in cohort".to_string(), format!("{total}")),
+        ("fork, 10-resource cohort".into(), format!("{:.0} ns", fork_small_ns)),
+        (format!("fork, {total}-resource cohort"), format!("{:.0} ns", fork_large_ns)),
+        ("fork ratio large/small".into(), format!("{:.2}x", fork_large_ns / fork_small_ns)),
+        ("cold start (`emrgym serve` to listening)".into(), format!("{cold_s:.2} s")),
+        ("RSS after start (peak)".into(), format!("{} MiB ({} MiB)", rss / 1024, hwm / 1024)),
+        ("in-process load+index".into(), format!("{inproc_load_s:.2} s")),
+        ("in-process search p50 / p99".into(), format!("{:.3} / {:.3} ms", percentile(&lat, 0.5), percentile(&lat, 0.99))),
+        ("in-process search throughput (1 thread)".into(), format!("{inproc_qps:.0} /s")),
+        ("HTTP search throughput".into(), format!("{:.0} /s ({} requests, {} errors)", ours.requests as f64 / ours.seconds, ours.requests, ours.errors)),
+        ("HTTP search p50 / p99".into(), format!("{:.2} / {:.2} ms", ours.p50_ms, ours.p99_ms)),
+    ];
+    results.insert("fork_small_ns".into(), json!(fork_small_ns));
+    results.insert("fork_large_ns".into(), json!(fork_large_ns));
+    results.insert("cold_start_s".into(), json!(cold_s));
+    results.insert("rss_kib".into(), json!(rss));
+    results.insert("rss_peak_kib".into(), json!(hwm));
+    results.insert("inprocess_load_s".into(), json!(inproc_load_s));
+    results.insert("inprocess_search_p50_ms".into(), json!(percentile(&lat, 0.5)));
+    results.insert("inprocess_search_p99_ms".into(), json!(percentile(&lat, 0.99)));
+    results.insert("inprocess_search_qps".into(), json!(inproc_qps));
+    results.insert("http".into(), json!({"requests": ours.requests, "errors": ours.errors, "seconds": ours.seconds, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms}));
+
+    if a.sekmet {
+        let (sk, load_s) = start_sekmet(&a.data)?;
+        eprintln!("HTTP load on sekmet ({} s, {} clients) ...", a.seconds, a.concurrency);
+        let theirs = rt.block_on(async {
+            wait_ready(&sk.base).await?;
+            http_load(&sk.base, a.patients, a.seconds, a.concurrency).await
+        })?;
+        drop(sk);
+        let ratio = (ours.requests as f64 / ours.seconds) / (theirs.requests as f64 / theirs.seconds).max(f64::MIN_POSITIVE);
+        rows.push(("sekmet: load into its store".into(), format!("{load_s:.0} s")));
+        rows.push(("sekmet: HTTP search throughput".into(), format!("{:.1} /s ({} requests, {} errors)", theirs.requests as f64 / theirs.seconds, theirs.requests, theirs.errors)));
+        rows.push(("sekmet: HTTP search p50 / p99".into(), format!("{:.1} / {:.1} ms", theirs.p50_ms, theirs.p99_ms)));
+        rows.push(("throughput ratio emrgym / sekmet".into(), format!("{ratio:.1}x")));
+        rows.push(("p99 ratio sekmet / emrgym".into(), format!("{:.1}x", theirs.p99_ms / ours.p99_ms)));
+        results.insert("sekmet".into(), json!({"load_s": load_s, "requests": theirs.requests, "errors": theirs.errors, "seconds": theirs.seconds, "p50_ms": theirs.p50_ms, "p99_ms": theirs.p99_ms, "throughput_ratio": ratio}));
+    }
+
+    println!("| measure | value |\n|---|---|");
+    for (k, v) in &rows {
+        println!("| {k} | {v} |");
+    }
+    if let Some(out) = &a.out {
+        std::fs::write(out, serde_json::to_string_pretty(&Value::Object(results))?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
 }

@@ -87,6 +87,39 @@ pub struct ParamDef {
     pub components: Vec<Component>,
     /// Human description from the definition.
     pub description: String,
+    /// The expression pruned to the union terms that apply to each base type (shared
+    /// parameters such as `patient` list dozens of types; evaluating only the relevant
+    /// terms keeps extraction cheap).
+    pub per_type: BTreeMap<String, Expr>,
+}
+
+impl ParamDef {
+    /// The expression to evaluate on a resource of type `ty`.
+    pub fn expr_for(&self, ty: &str) -> &Expr {
+        self.per_type.get(ty).unwrap_or(&self.expr)
+    }
+}
+
+/// Keep the union terms of `expr` whose root is `ty` (or Resource/DomainResource, or relative).
+fn prune(expr: &Expr, ty: &str) -> Expr {
+    fn applies(e: &Expr, ty: &str) -> bool {
+        match e {
+            Expr::Union(parts) => parts.iter().any(|p| applies(p, ty)),
+            Expr::Truthy(inner) => applies(inner, ty),
+            Expr::Path { base, .. } => match base {
+                fhirpath::Base::Root(r) => r == ty || r == "Resource" || r == "DomainResource",
+                fhirpath::Base::Field(_) => true,
+                fhirpath::Base::Group(g) => applies(g, ty),
+            },
+        }
+    }
+    match expr {
+        Expr::Union(parts) => {
+            let kept: Vec<Expr> = parts.iter().filter(|p| applies(p, ty)).cloned().collect();
+            if kept.len() == 1 { kept.into_iter().next().unwrap_or(Expr::Union(Vec::new())) } else { Expr::Union(kept) }
+        }
+        other => other.clone(),
+    }
 }
 
 /// All supported parameters, by resource type then code.
@@ -153,8 +186,10 @@ impl Registry {
             }
             let targets = r.get("target").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
             let description = r.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
-            let def = Arc::new(ParamDef { code: code.clone(), ty, url, expr, targets, components, description });
-            for base in r.get("base").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            let bases: Vec<&str> = r.get("base").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let per_type = bases.iter().filter(|b| **b != "Resource" && **b != "DomainResource").map(|b| (b.to_string(), prune(&expr, b))).collect();
+            let def = Arc::new(ParamDef { code: code.clone(), ty, url, expr, targets, components, description, per_type });
+            for base in bases {
                 if base == "Resource" || base == "DomainResource" {
                     reg.common.insert(code.clone(), def.clone());
                 } else {

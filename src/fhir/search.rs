@@ -543,7 +543,7 @@ fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult
 
 /// Evaluate a parameter's expression on a resource.
 pub fn extract<'a>(param: &ParamDef, ty: &str, resource: &'a Value) -> Vec<Item<'a>> {
-    fhirpath::eval(&param.expr, ty, resource)
+    fhirpath::eval(param.expr_for(ty), ty, resource)
 }
 
 fn token_matches(system: &SystemMatch, code: &Option<String>, t: &Token) -> bool {

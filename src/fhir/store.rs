@@ -710,12 +710,16 @@ impl Sandbox {
         Ok(())
     }
 
-    fn candidates(&self, query: &SearchQuery) -> (Vec<u32>, bool) {
+    /// Candidate cohort rows for a query, and which clauses the indexes answered exactly
+    /// (those need no re-check on cohort rows).
+    fn candidates(&self, query: &SearchQuery) -> (Vec<u32>, Vec<bool>) {
         let ty = query.ty.as_str();
         let mut best: Option<Vec<u32>> = None;
-        for clause in &query.clauses {
+        let mut exact = vec![false; query.clauses.len()];
+        for (ci, clause) in query.clauses.iter().enumerate() {
             let Some(keys) = search::lookup_keys(clause) else { continue };
             let Some(index) = self.cohort.index(ty, &clause.param.code) else { continue };
+            exact[ci] = true;
             let mut set: Vec<u32> = keys.iter().filter_map(|k| index.get(k)).flatten().copied().collect();
             if keys.len() > 1 {
                 set.sort_unstable();
@@ -727,10 +731,10 @@ impl Sandbox {
             });
         }
         match best {
-            Some(b) => (b, true),
+            Some(b) => (b, exact),
             None => {
                 let n = self.cohort.tables.get(ty).map(|t| t.rows.len()).unwrap_or(0) as u32;
-                ((0..n).collect(), false)
+                ((0..n).collect(), exact)
             }
         }
     }
@@ -743,8 +747,9 @@ impl Sandbox {
         self.check_type(ty)?;
         let now = self.opts.clock.peek().timestamp_millis();
         let overlay = self.overlay.get(ty);
-        let (cands, _) = self.candidates(&q);
+        let (cands, exact) = self.candidates(&q);
         let matches_all = |r: &Value| q.clauses.iter().all(|c| search::clause_matches(c, ty, r, now));
+        let matches_rest = |r: &Value| q.clauses.iter().zip(&exact).all(|(c, done)| *done || search::clause_matches(c, ty, r, now));
         let mut hits: Vec<(u64, Arc<Version>)> = Vec::new();
         if let Some(table) = self.cohort.tables.get(ty) {
             for pos in cands {
@@ -753,7 +758,7 @@ impl Sandbox {
                     continue;
                 }
                 if let Some(r) = &row.resource
-                    && matches_all(r)
+                    && matches_rest(r)
                 {
                     hits.push((u64::from(pos), row.clone()));
                 }
