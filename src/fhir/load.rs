@@ -166,9 +166,13 @@ pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 
 fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: &str) -> Result<(), LoadError> {
     if source.ends_with(".ndjson") {
-        for (i, r) in parse_ndjson(source, text)? {
+        let t = std::time::Instant::now();
+        let parsed = parse_ndjson(source, text)?;
+        let parse_ms = t.elapsed().as_millis() as u64;
+        for (i, r) in parsed {
             b.add(r).map_err(|e| cohort_err(&format!("{source}:{}", i + 1), e))?;
         }
+        tracing::debug!(source, parse_ms, total_ms = t.elapsed().as_millis() as u64, "ndjson loaded");
         return Ok(());
     }
     let v: Value = serde_json::from_str(text).map_err(|e| invalid(source, format!("not JSON: {e}")))?;

@@ -267,8 +267,8 @@ pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
     let mut links = vec![json!({"relation": "self", "url": link(base, q, q.offset)})];
     if q.summary != Summary::Count {
         links.push(json!({"relation": "first", "url": link(base, q, 0)}));
-        if q.count > 0 && q.offset + q.count < r.total {
-            links.push(json!({"relation": "next", "url": link(base, q, q.offset + q.count)}));
+        if q.count > 0 && q.offset.saturating_add(q.count) < r.total {
+            links.push(json!({"relation": "next", "url": link(base, q, q.offset.saturating_add(q.count))}));
         }
         if q.offset > 0 {
             links.push(json!({"relation": "previous", "url": link(base, q, q.offset.saturating_sub(q.count.max(1)))}));

@@ -147,6 +147,7 @@ impl CohortBuilder {
     /// Freeze into a cohort. Every resource gets `meta.versionId` 1 and `meta.lastUpdated`
     /// from `clock` unless it already has one. Hot indexes (patient, subject, code) are built.
     pub fn build(self, clock: &Clock) -> Arc<Cohort> {
+        let t = std::time::Instant::now();
         let registry = Registry::r4();
         let stamp = fhir_instant(clock.now());
         let mut tables = BTreeMap::new();
@@ -169,8 +170,11 @@ impl CohortBuilder {
             count += table.rows.len();
             tables.insert(ty, table);
         }
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "rows stamped");
+        let t = std::time::Instant::now();
         let cohort = Arc::new(Cohort { name: self.name, tables, registry, count, referrers: OnceLock::new() });
         cohort.warm(&["patient", "subject", "code"]);
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "indexes built");
         cohort
     }
 }
