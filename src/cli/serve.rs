@@ -144,6 +144,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port)).await.with_context(|| format!("binding {}:{}", c.host, c.port))?;
         let addr = listener.local_addr()?;
+        // build the usual indexes and sort columns while the first requests arrive
+        let warm = state.cohort().clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            warm.warm();
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "indexes warm");
+        });
         println!("EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes)", state.cohort().name(), state.cohort().len());
         serve(state, listener).await.context("server failed")
     })

@@ -172,7 +172,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                 let v = work.read(ty, id)?;
                 FhirResponse {
                     status: 200,
-                    body: v.resource.as_deref().cloned(),
+                    body: v.resource().map(|r| (**r).clone()),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
                     last_modified: Some(v.last_updated.clone()),
@@ -184,7 +184,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                 let v = work.create_with_id(ty, id, body).map_err(|err| prefix_entry(e.index, err))?;
                 FhirResponse {
                     status: 201,
-                    body: v.resource.as_deref().cloned(),
+                    body: v.resource().map(|r| (**r).clone()),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
                     last_modified: Some(v.last_updated.clone()),

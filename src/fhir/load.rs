@@ -167,12 +167,13 @@ pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: &str) -> Result<(), LoadError> {
     if source.ends_with(".ndjson") {
         let t = std::time::Instant::now();
-        let parsed = parse_ndjson(source, text)?;
-        let parse_ms = t.elapsed().as_millis() as u64;
-        for (i, r) in parsed {
-            b.add(r).map_err(|e| cohort_err(&format!("{source}:{}", i + 1), e))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            b.add_json(line).map_err(|e| cohort_err(&format!("{source}:{}", i + 1), e))?;
         }
-        tracing::debug!(source, parse_ms, total_ms = t.elapsed().as_millis() as u64, "ndjson loaded");
+        tracing::debug!(source, ms = t.elapsed().as_millis() as u64, "ndjson loaded");
         return Ok(());
     }
     let v: Value = serde_json::from_str(text).map_err(|e| invalid(source, format!("not JSON: {e}")))?;
@@ -181,31 +182,6 @@ fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: &s
         Some(_) => b.add(v).map_err(|e| cohort_err(source, e)),
         None => Err(invalid(source, "not a FHIR resource (no resourceType)")),
     }
-}
-
-/// Parse NDJSON on all cores; returns (line index, resource) in file order.
-pub fn parse_ndjson(source: &str, text: &str) -> Result<Vec<(usize, Value)>, LoadError> {
-    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    let chunk = lines.len().div_ceil(threads.max(1)).max(1);
-    let results: Vec<Result<Vec<(usize, Value)>, LoadError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(i, l)| serde_json::from_str::<Value>(l).map(|v| (*i, v)).map_err(|e| invalid(format!("{source}:{}", i + 1), format!("not JSON: {e}"))))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(invalid(source, "parser thread failed")))).collect()
-    });
-    let mut out = Vec::with_capacity(lines.len());
-    for r in results {
-        out.extend(r?);
-    }
-    Ok(out)
 }
 
 fn add_bundle(pending: &mut Pending, source: &str, bundle: Value) -> Result<(), LoadError> {
@@ -250,8 +226,12 @@ mod tests {
 
     #[test]
     fn ndjson_errors_name_line() {
-        let e = parse_ndjson("x.ndjson", "{\"a\":1}\n{oops\n").unwrap_err().to_string();
-        assert!(e.contains("x.ndjson:2"), "{e}");
+        let mut b = CohortBuilder::new("t");
+        let mut p = Pending::default();
+        let e = add_text(&mut b, &mut p, "x.ndjson", "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n\n{oops\n").unwrap_err().to_string();
+        assert!(e.contains("x.ndjson:3") && e.contains("not a JSON object"), "{e}");
+        let e = add_text(&mut b, &mut p, "y.ndjson", "[1]\n").unwrap_err().to_string();
+        assert!(e.contains("y.ndjson:1"), "{e}");
     }
 
     #[test]
@@ -267,6 +247,6 @@ mod tests {
         let c = b.build(&crate::fhir::Clock::System);
         let s = crate::fhir::Sandbox::fork(&c, Default::default());
         let o = s.read("Observation", "22222222-2222-2222-2222-222222222222").unwrap();
-        assert_eq!(o.resource.as_ref().unwrap()["subject"]["reference"], "Patient/11111111-1111-1111-1111-111111111111");
+        assert_eq!(o.resource().unwrap()["subject"]["reference"], "Patient/11111111-1111-1111-1111-111111111111");
     }
 }

@@ -122,7 +122,7 @@ impl FhirResponse {
 
     fn version(status: u16, base: &str, v: &Version, ret: Return, message: Option<String>) -> FhirResponse {
         let body = match ret {
-            Return::Representation => v.resource.as_deref().cloned(),
+            Return::Representation => v.resource().map(|r| (**r).clone()),
             Return::Minimal => None,
             Return::OperationOutcome => Some(outcome("information", "informational", &[message.unwrap_or_else(|| format!("{}/{} version {}", v.ty, v.id, v.version_id))])),
         };
@@ -304,7 +304,7 @@ pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
 }
 
 fn entry(base: &str, v: &Arc<Version>, mode: &str, q: &SearchQuery) -> Value {
-    let resource = v.resource.as_deref().map(|r| shape(r, q)).unwrap_or(Value::Null);
+    let resource = v.resource().map(|r| shape(r, q)).unwrap_or(Value::Null);
     json!({"fullUrl": format!("{base}/{}/{}", v.ty, v.id), "resource": resource, "search": {"mode": mode}})
 }
 
@@ -346,14 +346,16 @@ fn history(sb: &Sandbox, base: &str, ty: &str, id: &str) -> FhirResult<FhirRespo
         .iter()
         .rev()
         .map(|v| {
-            let (method, url, status) = match v.resource {
-                None => ("DELETE", format!("{ty}/{id}"), "200 OK"),
-                Some(_) if v.version_id == 1 => ("POST", ty.to_string(), "201 Created"),
-                Some(_) => ("PUT", format!("{ty}/{id}"), "200 OK"),
+            let (method, url, status) = if v.is_deleted() {
+                ("DELETE", format!("{ty}/{id}"), "200 OK")
+            } else if v.version_id == 1 {
+                ("POST", ty.to_string(), "201 Created")
+            } else {
+                ("PUT", format!("{ty}/{id}"), "200 OK")
             };
             let mut e = Map::new();
             e.insert("fullUrl".into(), json!(format!("{base}/{ty}/{id}")));
-            if let Some(r) = &v.resource {
+            if let Some(r) = v.resource() {
                 e.insert("resource".into(), (**r).clone());
             }
             e.insert("request".into(), json!({"method": method, "url": url}));

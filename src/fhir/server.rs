@@ -198,7 +198,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     };
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
-        ["health"] => fhir_json(200, &json!({"status": "ok", "cohort": state.cohort.name(), "resources": state.cohort.len()})),
+        ["health"] => fhir_json(200, &json!({"status": "ok", "cohort": state.cohort.name(), "resources": state.cohort.len(), "indexesWarm": state.cohort.is_warm()})),
         ["sandboxes"] => sandboxes(&state, &parts.method, &parts.headers, &bytes),
         ["sandboxes", id] => match parts.method {
             Method::DELETE if *id == "default" => error_response(&FhirError::MethodNotAllowed("the default sandbox cannot be deleted".into())),

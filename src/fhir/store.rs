@@ -8,9 +8,9 @@ use super::params::{ParamType, Registry};
 use super::search::{self, Include, SearchQuery, SearchValue, SortValue};
 use super::validate::{SchemaValidator, check_id};
 use super::values::{normalize_reference, split_reference};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What produced a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -27,7 +27,7 @@ pub enum Method {
 }
 
 /// One version of one resource.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Version {
     /// Resource type.
     pub ty: Arc<str>,
@@ -39,11 +39,59 @@ pub struct Version {
     pub last_updated: String,
     /// How this version came about.
     pub method: Method,
-    /// The resource, `None` for a deletion.
-    pub resource: Option<Arc<Value>>,
+    body: Body,
+}
+
+/// A version's content. Cohort rows loaded from NDJSON stay compact JSON text until first
+/// use (parsing 785k resources into trees at start-up costs seconds and gigabytes).
+#[derive(Debug)]
+enum Body {
+    Deleted,
+    Parsed(Arc<Value>),
+    Raw { text: Box<str>, parsed: OnceLock<Arc<Value>> },
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.ty == other.ty && self.id == other.id && self.version_id == other.version_id && self.last_updated == other.last_updated && self.method == other.method && self.resource() == other.resource()
+    }
 }
 
 impl Version {
+    fn parse_raw(&self, text: &str) -> Value {
+        // the text was checked to be a JSON object when it was loaded
+        let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        stamp_meta(&mut v, self.version_id, &self.last_updated);
+        v
+    }
+
+    /// The resource (`None` for a deletion). Compact cohort rows are parsed on first use and kept.
+    pub fn resource(&self) -> Option<&Arc<Value>> {
+        match &self.body {
+            Body::Deleted => None,
+            Body::Parsed(v) => Some(v),
+            Body::Raw { text, parsed } => Some(parsed.get_or_init(|| Arc::new(self.parse_raw(text)))),
+        }
+    }
+
+    /// Run `f` on the resource without keeping a parsed copy of a compact row (for
+    /// whole-table passes such as index building).
+    pub fn with_resource<T>(&self, f: impl FnOnce(&Value) -> T) -> Option<T> {
+        match &self.body {
+            Body::Deleted => None,
+            Body::Parsed(v) => Some(f(v)),
+            Body::Raw { text, parsed } => match parsed.get() {
+                Some(v) => Some(f(v)),
+                None => Some(f(&self.parse_raw(text))),
+            },
+        }
+    }
+
+    /// Is this version a deletion?
+    pub fn is_deleted(&self) -> bool {
+        matches!(self.body, Body::Deleted)
+    }
+
     /// The weak ETag for this version.
     pub fn etag(&self) -> String {
         format!("W/\"{}\"", self.version_id)
@@ -54,12 +102,21 @@ type Index = HashMap<String, Vec<u32>>;
 /// Reference target (`Type/id`) → the resources that refer to it.
 type Referrers = HashMap<String, Vec<(Arc<str>, Arc<str>)>>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     rows: Vec<Arc<Version>>,
     by_id: HashMap<Arc<str>, u32>,
     indexes: HashMap<String, OnceLock<Index>>,
+    sort_columns: Mutex<HashMap<(String, bool), SortColumn>>,
 }
+
+/// The sort value of every row for one (parameter, direction).
+type SortColumn = Arc<Vec<Option<SortValue>>>;
+
+/// Parameters indexed and sort columns built by `Cohort::warm`.
+pub const WARM_INDEXES: &[&str] = &["patient", "subject", "code", "_id"];
+/// Sort keys prepared by `Cohort::warm`: (parameter, descending).
+pub const WARM_SORTS: &[(&str, bool)] = &[("date", true), ("date", false)];
 
 /// An immutable, loaded patient cohort. Shared by every sandbox forked from it.
 #[derive(Debug)]
@@ -69,6 +126,7 @@ pub struct Cohort {
     registry: Arc<Registry>,
     count: usize,
     referrers: OnceLock<Referrers>,
+    warm: std::sync::atomic::AtomicBool,
 }
 
 /// Builds a cohort from resources; references between them must already be literal
@@ -76,9 +134,18 @@ pub struct Cohort {
 #[derive(Debug)]
 pub struct CohortBuilder {
     name: String,
-    resources: BTreeMap<String, Vec<Value>>,
-    seen: HashMap<(String, String), usize>,
+    tables: BTreeMap<String, (Vec<Body>, HashMap<Arc<str>, u32>)>,
+    count: usize,
     merged: usize,
+}
+
+/// The head of a resource, read without building its tree.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    ty: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Where the cohort builder refused a resource.
@@ -100,17 +167,17 @@ pub enum CohortError {
 impl CohortBuilder {
     /// Start an empty cohort called `name`.
     pub fn new(name: &str) -> Self {
-        CohortBuilder { name: name.to_string(), resources: BTreeMap::new(), seen: HashMap::new(), merged: 0 }
+        CohortBuilder { name: name.to_string(), tables: BTreeMap::new(), count: 0, merged: 0 }
     }
 
     /// Number of resources added so far.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.count
     }
 
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.count == 0
     }
 
     /// Identical duplicates that were merged (e.g. an Organization repeated in several
@@ -119,63 +186,93 @@ impl CohortBuilder {
         self.merged
     }
 
-    /// Add one resource (must have `resourceType` and `id`). An exact duplicate of a
-    /// resource already added is merged; a different resource with the same type and id is
-    /// an error.
-    pub fn add(&mut self, resource: Value) -> Result<(), CohortError> {
-        let index = self.seen.len();
-        let ty = resource.get("resourceType").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: "no resourceType".into() })?.to_string();
-        if !SchemaValidator::r4().is_resource_type(&ty) {
+    fn check_head(&self, ty: Option<&str>, id: Option<&str>) -> Result<(), CohortError> {
+        let index = self.count;
+        let ty = ty.ok_or(CohortError::BadResource { index, reason: "no resourceType".into() })?;
+        if !SchemaValidator::r4().is_resource_type(ty) {
             return Err(CohortError::BadResource { index, reason: format!("'{ty}' is not a FHIR R4 resource type") });
         }
-        let id = resource.get("id").and_then(Value::as_str).ok_or(CohortError::BadResource { index, reason: format!("{ty} has no id") })?.to_string();
-        check_id(&id).map_err(|e| CohortError::BadResource { index, reason: e.to_string() })?;
-        let key = (ty.clone(), id.clone());
-        if let Some(&pos) = self.seen.get(&key) {
-            if self.resources.get(&ty).and_then(|v| v.get(pos)) == Some(&resource) {
+        let id = id.ok_or(CohortError::BadResource { index, reason: format!("{ty} has no id") })?;
+        check_id(id).map_err(|e| CohortError::BadResource { index, reason: e.to_string() })
+    }
+
+    fn insert(&mut self, ty: &str, id: &str, body: Body) -> Result<(), CohortError> {
+        let (rows, by_id) = self.tables.entry(ty.to_string()).or_default();
+        if let Some(&pos) = by_id.get(id) {
+            let same = match (rows.get(pos as usize), &body) {
+                (Some(Body::Parsed(a)), Body::Parsed(b)) => a == b,
+                (Some(Body::Raw { text: a, .. }), Body::Raw { text: b, .. }) => a == b,
+                _ => false,
+            };
+            if same {
                 self.merged += 1;
                 return Ok(());
             }
             return Err(CohortError::Duplicate(format!("{ty}/{id} (with different content)")));
         }
-        let list = self.resources.entry(ty).or_default();
-        self.seen.insert(key, list.len());
-        list.push(resource);
+        by_id.insert(Arc::from(id), rows.len() as u32);
+        rows.push(body);
+        self.count += 1;
         Ok(())
     }
 
-    /// Freeze into a cohort. Every resource gets `meta.versionId` 1 and `meta.lastUpdated`
-    /// from `clock` unless it already has one. Hot indexes (patient, subject, code) are built.
+    /// Add one resource (must have `resourceType` and `id`). An exact duplicate of a
+    /// resource already added is merged; a different resource with the same type and id is
+    /// an error.
+    pub fn add(&mut self, resource: Value) -> Result<(), CohortError> {
+        let ty = resource.get("resourceType").and_then(Value::as_str).map(str::to_string);
+        let id = resource.get("id").and_then(Value::as_str).map(str::to_string);
+        self.check_head(ty.as_deref(), id.as_deref())?;
+        let (Some(ty), Some(id)) = (ty, id) else { return Ok(()) };
+        self.insert(&ty, &id, Body::Parsed(Arc::new(resource)))
+    }
+
+    /// Add one resource given as JSON text (one NDJSON line). The text is checked to be a
+    /// JSON object and kept compact; it is parsed into a tree on first use.
+    pub fn add_json(&mut self, text: &str) -> Result<(), CohortError> {
+        let head: Head<'_> = serde_json::from_str(text).map_err(|e| CohortError::BadResource { index: self.count, reason: format!("not a JSON object: {e}") })?;
+        self.check_head(head.ty.as_deref(), head.id.as_deref())?;
+        let (Some(ty), Some(id)) = (head.ty, head.id) else { return Ok(()) };
+        self.insert(&ty, &id, Body::Raw { text: text.trim().into(), parsed: OnceLock::new() })
+    }
+
+    /// Freeze into a cohort. Every resource is version 1 with `meta.lastUpdated` set to
+    /// the load time from `clock` (the server manages meta). Indexes are built on first use
+    /// or by `Cohort::warm`.
     pub fn build(self, clock: &Clock) -> Arc<Cohort> {
-        let t = std::time::Instant::now();
         let registry = Registry::r4();
         let stamp = fhir_instant(clock.now());
         let mut tables = BTreeMap::new();
-        let mut count = 0;
-        for (ty, list) in self.resources {
+        for (ty, (bodies, by_id)) in self.tables {
             let tyarc: Arc<str> = Arc::from(ty.as_str());
-            let mut table = Table::default();
-            for mut r in list {
-                let id: Arc<str> = Arc::from(r.get("id").and_then(Value::as_str).unwrap_or_default());
-                let last_updated = stamp_meta(&mut r, 1, &stamp, true);
-                let pos = table.rows.len() as u32;
-                table.by_id.insert(id.clone(), pos);
-                table.rows.push(Arc::new(Version { ty: tyarc.clone(), id, version_id: 1, last_updated, method: Method::Load, resource: Some(Arc::new(r)) }));
+            let mut ids: Vec<Arc<str>> = vec![Arc::from(""); bodies.len()];
+            for (id, &pos) in &by_id {
+                ids[pos as usize] = id.clone();
             }
+            let rows: Vec<Arc<Version>> = bodies
+                .into_iter()
+                .zip(ids)
+                .map(|(body, id)| {
+                    let body = match body {
+                        Body::Parsed(v) => {
+                            let mut v = Arc::unwrap_or_clone(v);
+                            stamp_meta(&mut v, 1, &stamp);
+                            Body::Parsed(Arc::new(v))
+                        }
+                        other => other,
+                    };
+                    Arc::new(Version { ty: tyarc.clone(), id, version_id: 1, last_updated: stamp.clone(), method: Method::Load, body })
+                })
+                .collect();
+            let mut indexes = HashMap::new();
             for p in registry.for_type(&ty).values() {
                 if matches!(p.ty, ParamType::Token | ParamType::Reference) {
-                    table.indexes.insert(p.code.clone(), OnceLock::new());
+                    indexes.insert(p.code.clone(), OnceLock::new());
                 }
             }
-            count += table.rows.len();
-            tables.insert(ty, table);
+            tables.insert(ty, Table { rows, by_id, indexes, sort_columns: Mutex::new(HashMap::new()) });
         }
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "rows stamped");
-        let t = std::time::Instant::now();
-        let cohort = Arc::new(Cohort { name: self.name, tables, registry, count, referrers: OnceLock::new() });
-        cohort.warm(&["patient", "subject", "code"]);
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "indexes built");
-        cohort
+        Arc::new(Cohort { name: self.name, tables, registry, count: self.count, referrers: OnceLock::new(), warm: std::sync::atomic::AtomicBool::new(false) })
     }
 }
 
@@ -197,23 +294,18 @@ fn canonical_order(r: Value, id: &str) -> Value {
     Value::Object(out)
 }
 
-/// Set meta.versionId and meta.lastUpdated; with `keep_existing`, an existing lastUpdated stays.
-fn stamp_meta(r: &mut Value, version: u64, stamp: &str, keep_existing: bool) -> String {
-    let Some(obj) = r.as_object_mut() else { return stamp.to_string() };
+/// Set meta.versionId and meta.lastUpdated (meta placed right after resourceType and id).
+fn stamp_meta(r: &mut Value, version: u64, stamp: &str) {
+    let Some(obj) = r.as_object_mut() else { return };
     if !obj.get("meta").is_some_and(Value::is_object) {
-        // meta goes right after resourceType and id, where FHIR puts it
         let at = usize::from(obj.contains_key("resourceType")) + usize::from(obj.contains_key("id"));
         obj.shift_remove("meta");
         obj.shift_insert(at.min(obj.len()), "meta".into(), Value::Object(Map::new()));
     }
-    let Some(meta) = obj.get_mut("meta") else { return stamp.to_string() };
-    let Some(meta) = meta.as_object_mut() else { return stamp.to_string() };
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    if keep_existing && let Some(Value::String(existing)) = meta.get("lastUpdated") {
-        return existing.clone();
+    if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(stamp.to_string()));
     }
-    meta.insert("lastUpdated".into(), Value::String(stamp.to_string()));
-    stamp.to_string()
 }
 
 impl Cohort {
@@ -247,12 +339,89 @@ impl Cohort {
         &self.registry
     }
 
-    /// Build the named indexes now (they are otherwise built on first use).
-    pub fn warm(&self, params: &[&str]) {
+    /// Build the usual indexes and sort columns now, in one pass per resource type over
+    /// all cores (otherwise each is built on first use). `emrgym serve` runs this in the
+    /// background right after it starts listening.
+    pub fn warm(&self) {
+        self.warm_tables();
+        self.warm.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Has `warm` finished?
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn warm_tables(&self) {
         for (ty, table) in &self.tables {
-            for p in params {
-                if table.indexes.contains_key(*p) {
-                    let _ = self.index(ty, p);
+            let params: Vec<Arc<super::params::ParamDef>> = WARM_INDEXES
+                .iter()
+                .filter(|p| table.indexes.get(**p).is_some_and(|c| c.get().is_none()))
+                .filter_map(|p| self.registry.get(ty, p).cloned())
+                .collect();
+            let sorts: Vec<(Arc<super::params::ParamDef>, bool)> = WARM_SORTS
+                .iter()
+                .filter_map(|(p, d)| self.registry.get(ty, p).map(|def| (def.clone(), *d)))
+                .filter(|(p, d)| table.sort_columns.lock().map(|m| !m.contains_key(&(p.code.clone(), *d))).unwrap_or(false))
+                .collect();
+            if params.is_empty() && sorts.is_empty() {
+                continue;
+            }
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+            let chunk = table.rows.len().div_ceil(threads).max(1);
+            type Part = (Vec<Index>, Vec<Vec<Option<SortValue>>>);
+            let parts: Vec<Part> = std::thread::scope(|scope| {
+                let handles: Vec<_> = table
+                    .rows
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(ci, rows)| {
+                        let params = &params;
+                        let sorts = &sorts;
+                        scope.spawn(move || {
+                            let mut idx: Vec<Index> = vec![HashMap::new(); params.len()];
+                            let mut cols: Vec<Vec<Option<SortValue>>> = vec![Vec::with_capacity(rows.len()); sorts.len()];
+                            for (i, row) in rows.iter().enumerate() {
+                                let pos = (ci * chunk + i) as u32;
+                                row.with_resource(|r| {
+                                    for (k, p) in params.iter().enumerate() {
+                                        for key in search::index_keys(p, ty, r) {
+                                            idx[k].entry(key).or_default().push(pos);
+                                        }
+                                    }
+                                    for (k, (p, d)) in sorts.iter().enumerate() {
+                                        cols[k].push(search::sort_value(p, ty, r, *d));
+                                    }
+                                });
+                            }
+                            (idx, cols)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            let mut merged_idx: Vec<Index> = vec![HashMap::new(); params.len()];
+            let mut merged_cols: Vec<Vec<Option<SortValue>>> = vec![Vec::with_capacity(table.rows.len()); sorts.len()];
+            for (idx, cols) in parts {
+                for (k, part) in idx.into_iter().enumerate() {
+                    for (key, list) in part {
+                        merged_idx[k].entry(key).or_default().extend(list);
+                    }
+                }
+                for (k, col) in cols.into_iter().enumerate() {
+                    merged_cols[k].extend(col);
+                }
+            }
+            for (p, idx) in params.iter().zip(merged_idx) {
+                if let Some(cell) = table.indexes.get(&p.code) {
+                    let _ = cell.set(idx);
+                }
+            }
+            if let Ok(mut m) = table.sort_columns.lock() {
+                for ((p, d), col) in sorts.iter().zip(merged_cols) {
+                    if col.len() == table.rows.len() {
+                        m.entry((p.code.clone(), *d)).or_insert_with(|| Arc::new(col));
+                    }
                 }
             }
         }
@@ -270,15 +439,28 @@ impl Cohort {
             let mut idx: Index = HashMap::new();
             if let Some(param) = self.registry.get(ty, code) {
                 for (pos, row) in table.rows.iter().enumerate() {
-                    if let Some(r) = &row.resource {
+                    row.with_resource(|r| {
                         for k in search::index_keys(param, ty, r) {
                             idx.entry(k).or_default().push(pos as u32);
                         }
-                    }
+                    });
                 }
             }
             idx
         }))
+    }
+
+    /// The sort values of every row of `ty` for a parameter and direction (built once).
+    fn sort_column(&self, ty: &str, param: &super::params::ParamDef, descending: bool) -> Option<SortColumn> {
+        let table = self.tables.get(ty)?;
+        let key = (param.code.clone(), descending);
+        if let Some(c) = table.sort_columns.lock().ok()?.get(&key) {
+            return Some(c.clone());
+        }
+        let col: Vec<Option<SortValue>> = table.rows.iter().map(|row| row.with_resource(|r| search::sort_value(param, ty, r, descending)).flatten()).collect();
+        let col = Arc::new(col);
+        table.sort_columns.lock().ok()?.insert(key, col.clone());
+        Some(col)
     }
 
     fn referrers(&self) -> &Referrers {
@@ -286,12 +468,15 @@ impl Cohort {
             let mut map: Referrers = HashMap::new();
             for table in self.tables.values() {
                 for row in &table.rows {
-                    if let Some(r) = &row.resource {
-                        let mut refs = Vec::new();
-                        collect_references(r, &mut refs);
-                        for target in refs {
-                            map.entry(normalize_reference(&target)).or_default().push((row.ty.clone(), row.id.clone()));
-                        }
+                    let refs = row
+                        .with_resource(|r| {
+                            let mut refs = Vec::new();
+                            collect_references(r, &mut refs);
+                            refs
+                        })
+                        .unwrap_or_default();
+                    for target in refs {
+                        map.entry(normalize_reference(&target)).or_default().push((row.ty.clone(), row.id.clone()));
                     }
                 }
             }
@@ -446,8 +631,8 @@ impl Sandbox {
         let mut out = Vec::new();
         for (ty, entries) in &self.overlay {
             for (id, h) in entries {
-                let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource.clone());
-                let after = h.versions.last().and_then(|v| v.resource.clone());
+                let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource().cloned());
+                let after = h.versions.last().and_then(|v| v.resource().cloned());
                 if before.is_none() && after.is_none() {
                     continue;
                 }
@@ -477,7 +662,7 @@ impl Sandbox {
         self.check_type(ty)?;
         check_id(id)?;
         match self.current(ty, id) {
-            Some(v) if v.resource.is_some() => Ok(v),
+            Some(v) if !v.is_deleted() => Ok(v),
             Some(v) => Err(FhirError::Gone(format!("{ty}/{id} was deleted (version {})", v.version_id))),
             None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
         }
@@ -498,7 +683,7 @@ impl Sandbox {
         let n: u64 = vid.parse().map_err(|_| FhirError::BadRequest(format!("'{vid}' is not a version id (a positive integer)")))?;
         let hist = self.history(ty, id)?;
         let v = hist.into_iter().find(|v| v.version_id == n).ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} has no version {n}")))?;
-        if v.resource.is_none() {
+        if v.is_deleted() {
             return Err(FhirError::Gone(format!("version {n} of {ty}/{id} is a deletion")));
         }
         Ok(v)
@@ -552,7 +737,7 @@ impl Sandbox {
                 Some((t, id)) if r.matches('/').count() == 1 || r.contains("/_history/") => {
                     if !SchemaValidator::r4().is_resource_type(&t) {
                         problems.push(format!("reference '{r}': '{t}' is not a resource type"));
-                    } else if self.current(&t, &id).is_none_or(|v| v.resource.is_none()) {
+                    } else if self.current(&t, &id).is_none_or(|v| v.is_deleted()) {
                         problems.push(format!("reference '{r}' does not resolve: no {t}/{id} in this sandbox"));
                     }
                 }
@@ -566,14 +751,17 @@ impl Sandbox {
         let stamp = fhir_instant(self.opts.clock.now());
         let prev = self.current(ty, id);
         let version_id = prev.as_ref().map(|v| v.version_id + 1).unwrap_or(1);
-        let resource = resource.map(|r| {
-            let mut r = canonical_order(r, id);
-            stamp_meta(&mut r, version_id, &stamp, false);
-            Arc::new(r)
-        });
+        let body = match resource {
+            Some(r) => {
+                let mut r = canonical_order(r, id);
+                stamp_meta(&mut r, version_id, &stamp);
+                Body::Parsed(Arc::new(r))
+            }
+            None => Body::Deleted,
+        };
         let seq = self.log.len() as u64 + 1;
         let base_pos = self.cohort.tables.get(ty).and_then(|t| t.by_id.get(id).copied());
-        let v = Arc::new(Version { ty: Arc::from(ty), id: Arc::from(id), version_id, last_updated: stamp, method, resource });
+        let v = Arc::new(Version { ty: Arc::from(ty), id: Arc::from(id), version_id, last_updated: stamp, method, body });
         let entry = self.overlay.entry(ty.to_string()).or_default().entry(Arc::from(id)).or_insert_with(|| History {
             seq,
             base_pos,
@@ -609,7 +797,7 @@ impl Sandbox {
     pub fn create_with_id(&mut self, ty: &str, id: &str, body: Value) -> FhirResult<Arc<Version>> {
         check_id(id)?;
         self.prepare(ty, &body)?;
-        if self.current(ty, id).is_some_and(|v| v.resource.is_some()) {
+        if self.current(ty, id).is_some_and(|v| !v.is_deleted()) {
             return Err(FhirError::Conflict(format!("{ty}/{id} already exists")));
         }
         Ok(self.put(ty, id, Method::Create, Some(body)))
@@ -629,14 +817,14 @@ impl Sandbox {
         let cur = self.current(ty, id);
         if let Some(want) = if_match {
             match &cur {
-                Some(v) if v.resource.is_some() && v.version_id == want => {}
-                Some(v) if v.resource.is_some() => {
+                Some(v) if !v.is_deleted() && v.version_id == want => {}
+                Some(v) if !v.is_deleted() => {
                     return Err(FhirError::PreconditionFailed(format!("If-Match version {want} does not match the current version {} of {ty}/{id}", v.version_id)));
                 }
                 _ => return Err(FhirError::PreconditionFailed(format!("If-Match version {want} given but {ty}/{id} does not exist"))),
             }
         }
-        let created = cur.as_ref().is_none_or(|v| v.resource.is_none());
+        let created = cur.as_ref().is_none_or(|v| v.is_deleted());
         let method = if created { Method::Create } else { Method::Update };
         Ok((self.put(ty, id, method, Some(body)), created))
     }
@@ -647,7 +835,7 @@ impl Sandbox {
         self.check_type(ty)?;
         check_id(id)?;
         match self.current(ty, id) {
-            Some(v) if v.resource.is_some() => {}
+            Some(v) if !v.is_deleted() => {}
             _ => return Ok(None),
         }
         let referrers = self.referrers_of(ty, id);
@@ -676,7 +864,7 @@ impl Sandbox {
         }
         for (rt, entries) in &self.overlay {
             for (rid, h) in entries {
-                if let Some(r) = h.versions.last().and_then(|v| v.resource.as_ref()) {
+                if let Some(r) = h.versions.last().and_then(|v| v.resource()) {
                     let mut refs = Vec::new();
                     collect_references(r, &mut refs);
                     if refs.iter().any(|x| normalize_reference(x) == key) && !(rt == ty && &**rid == id) {
@@ -754,16 +942,16 @@ impl Sandbox {
         let (cands, exact) = self.candidates(&q);
         let matches_all = |r: &Value| q.clauses.iter().all(|c| search::clause_matches(c, ty, r, now));
         let matches_rest = |r: &Value| q.clauses.iter().zip(&exact).all(|(c, done)| *done || search::clause_matches(c, ty, r, now));
+        let all_exact = exact.iter().all(|e| *e);
         let mut hits: Vec<(u64, Arc<Version>)> = Vec::new();
         if let Some(table) = self.cohort.tables.get(ty) {
             for pos in cands {
                 let Some(row) = table.rows.get(pos as usize) else { continue };
-                if overlay.is_some_and(|m| m.contains_key(&row.id)) {
+                if row.is_deleted() || overlay.is_some_and(|m| m.contains_key(&row.id)) {
                     continue;
                 }
-                if let Some(r) = &row.resource
-                    && matches_rest(r)
-                {
+                // rows answered entirely by indexes are not even parsed
+                if all_exact || row.with_resource(&matches_rest).unwrap_or(false) {
                     hits.push((u64::from(pos), row.clone()));
                 }
             }
@@ -772,45 +960,55 @@ impl Sandbox {
         if let Some(m) = overlay {
             for h in m.values() {
                 let Some(v) = h.versions.last() else { continue };
-                if let Some(r) = &v.resource
+                if let Some(r) = v.resource()
                     && matches_all(r)
                 {
+                    // overlay rows sort after every cohort row
                     let order = h.base_pos.map(u64::from).unwrap_or(base_len + h.seq);
                     hits.push((order, v.clone()));
                 }
             }
         }
         hits.sort_by_key(|(o, _)| *o);
-        let mut out: Vec<Arc<Version>> = hits.into_iter().map(|(_, v)| v).collect();
-        if !q.sort.is_empty() {
-            let mut keyed: Vec<(Vec<Option<SortValue>>, usize, Arc<Version>)> = out
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let keys = q.sort.iter().map(|s| v.resource.as_ref().and_then(|r| search::sort_value(&s.param, ty, r, s.descending))).collect();
-                    (keys, i, v)
-                })
-                .collect();
-            keyed.sort_by(|a, b| {
-                for (k, s) in q.sort.iter().enumerate() {
-                    let ord = match (&a.0[k], &b.0[k]) {
-                        (None, None) => std::cmp::Ordering::Equal,
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (Some(x), Some(y)) => {
-                            let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
-                            if s.descending { o.reverse() } else { o }
-                        }
-                    };
-                    if ord != std::cmp::Ordering::Equal {
-                        return ord;
-                    }
-                }
-                a.1.cmp(&b.1)
-            });
-            out = keyed.into_iter().map(|(_, _, v)| v).collect();
+        if q.sort.is_empty() {
+            return Ok(hits.into_iter().map(|(_, v)| v).collect());
         }
-        Ok(out)
+        let columns: Vec<Option<SortColumn>> = q.sort.iter().map(|s| self.cohort.sort_column(ty, &s.param, s.descending)).collect();
+        let mut keyed: Vec<(Vec<Option<SortValue>>, usize, Arc<Version>)> = hits
+            .into_iter()
+            .enumerate()
+            .map(|(i, (order, v))| {
+                let from_cohort = order < base_len && v.method == Method::Load;
+                let keys = q
+                    .sort
+                    .iter()
+                    .zip(&columns)
+                    .map(|(s, col)| match col {
+                        Some(c) if from_cohort => c.get(order as usize).cloned().flatten(),
+                        _ => v.resource().and_then(|r| search::sort_value(&s.param, ty, r, s.descending)),
+                    })
+                    .collect();
+                (keys, i, v)
+            })
+            .collect();
+        keyed.sort_by(|a, b| {
+            for (k, s) in q.sort.iter().enumerate() {
+                let ord = match (&a.0[k], &b.0[k]) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) => {
+                        let o = x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+                        if s.descending { o.reverse() } else { o }
+                    }
+                };
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            a.1.cmp(&b.1)
+        });
+        Ok(keyed.into_iter().map(|(_, _, v)| v).collect())
     }
 
     /// Run a search: matches for the requested page, includes, total.
@@ -830,7 +1028,7 @@ impl Sandbox {
             let mut next = Vec::new();
             for inc in include.iter().filter(|i| round == 0 || i.iterate) {
                 for v in &frontier {
-                    let Some(r) = &v.resource else { continue };
+                    let Some(r) = v.resource() else { continue };
                     if inc.source != "*" && inc.source != *v.ty {
                         continue;
                     }
@@ -845,7 +1043,7 @@ impl Sandbox {
                             if inc.target.as_ref().is_some_and(|want| *want != t) {
                                 continue;
                             }
-                            if let Some(tv) = self.current(&t, &id).filter(|x| x.resource.is_some())
+                            if let Some(tv) = self.current(&t, &id).filter(|x| !x.is_deleted())
                                 && seen.insert((tv.ty.clone(), tv.id.clone()))
                             {
                                 next.push(tv.clone());
@@ -894,7 +1092,7 @@ impl Sandbox {
         let Some(m) = self.overlay.get(ty) else { return base };
         let mut n = base as i64;
         for h in m.values() {
-            let live_now = h.versions.last().is_some_and(|v| v.resource.is_some());
+            let live_now = h.versions.last().is_some_and(|v| !v.is_deleted());
             let in_base = h.base_pos.is_some();
             n += i64::from(live_now) - i64::from(in_base);
         }
@@ -924,15 +1122,16 @@ pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
-/// A resource as JSON for output (clone of the stored value).
+/// A resource as JSON for output (clone of the stored value; `null` for a deletion).
 pub fn resource_json(v: &Version) -> Value {
-    v.resource.as_deref().cloned().unwrap_or_else(|| json!(null))
+    v.resource().map(|r| (**r).clone()).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fhir::clock::parse_instant;
+    use serde_json::json;
 
     fn cohort() -> Arc<Cohort> {
         let mut b = CohortBuilder::new("t");
@@ -987,8 +1186,8 @@ mod tests {
         let (v2, created) = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1","gender":"male"}), Some(1)).unwrap();
         assert!(!created);
         assert_eq!(v2.version_id, 2);
-        assert_eq!(v2.resource.as_ref().unwrap()["meta"]["versionId"], "2");
-        assert_eq!(v2.resource.as_ref().unwrap()["meta"]["lastUpdated"], "2024-02-01T00:00:00.000Z");
+        assert_eq!(v2.resource().unwrap()["meta"]["versionId"], "2");
+        assert_eq!(v2.resource().unwrap()["meta"]["lastUpdated"], "2024-02-01T00:00:00.000Z");
         let e = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1"}), Some(1)).unwrap_err();
         assert_eq!(e.status(), 412);
         assert_eq!(s.history("Patient", "p1").unwrap().len(), 2);
@@ -1027,7 +1226,7 @@ mod tests {
         s.create("Observation", json!({"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2023-06-01"}), None).unwrap();
         let r = s.search_all(&q).unwrap();
         assert_eq!(r.len(), 8);
-        assert_eq!(r[0].resource.as_ref().unwrap()["effectiveDateTime"], "2023-06-01");
+        assert_eq!(r[0].resource().unwrap()["effectiveDateTime"], "2023-06-01");
         assert!(!r.iter().any(|v| &*v.id == "o14"));
     }
 
