@@ -175,7 +175,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                     body: v.resource().map(|r| (**r).clone()),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
-                    last_modified: Some(v.last_updated.clone()),
+                    last_modified: Some(v.last_updated.to_string()),
                 }
             } else if e.verb == Verb::Post && e.full_url.as_ref().is_some_and(|u| map.contains_key(u)) {
                 let target = e.full_url.as_ref().and_then(|u| map.get(u)).cloned().unwrap_or_default();
@@ -187,7 +187,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                     body: v.resource().map(|r| (**r).clone()),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
-                    last_modified: Some(v.last_updated.clone()),
+                    last_modified: Some(v.last_updated.to_string()),
                 }
             } else {
                 rest::handle(&mut work, base, &to_request(e))

@@ -255,6 +255,29 @@ impl Parser {
     }
 }
 
+/// The top-level element names an expression can reach on a resource (polymorphic names
+/// without their type suffix), or `None` when it may need the whole resource.
+pub fn top_fields(expr: &Expr) -> Option<Vec<String>> {
+    match expr {
+        Expr::Union(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend(top_fields(p)?);
+            }
+            Some(out)
+        }
+        Expr::Truthy(inner) => top_fields(inner),
+        Expr::Path { base, steps } => match base {
+            Base::Field(name) => Some(vec![name.clone()]),
+            Base::Group(g) => top_fields(g),
+            Base::Root(_) => match steps.first() {
+                Some(Step::Field(name)) => Some(vec![name.clone()]),
+                _ => None,
+            },
+        },
+    }
+}
+
 /// Evaluate `expr` with `focus` as the resource (or element) of type `focus_type`.
 pub fn eval<'a>(expr: &Expr, focus_type: &str, focus: &'a Value) -> Vec<Item<'a>> {
     match expr {
@@ -403,6 +426,14 @@ mod tests {
         assert_eq!(strings(&eval(&e, "Patient", &json!({"deceasedBoolean": false}))), vec!["false"]);
         assert_eq!(strings(&eval(&e, "Patient", &json!({"deceasedDateTime": "2020"}))), vec!["true"]);
         assert!(eval(&e, "Patient", &json!({})).is_empty());
+    }
+
+    #[test]
+    fn top_fields_of_expressions() {
+        let e = parse("Observation.subject.where(resolve() is Patient) | (Observation.value as Quantity)").unwrap();
+        assert_eq!(top_fields(&e), Some(vec!["subject".to_string(), "value".to_string()]));
+        assert_eq!(top_fields(&parse("Resource.id").unwrap()), Some(vec!["id".to_string()]));
+        assert_eq!(top_fields(&parse("Observation").unwrap()), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::store::{CohortBuilder, CohortError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A load failure; names the file and line or entry.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,7 @@ pub fn load(name_or_path: &str) -> Result<CohortBuilder, LoadError> {
         let mut b = CohortBuilder::new(name);
         let mut pending = Pending::default();
         for (file, text) in *files {
-            add_text(&mut b, &mut pending, file, text)?;
+            add_text(&mut b, &mut pending, file, text.to_string())?;
         }
         pending.finish(&mut b)?;
         return Ok(b);
@@ -102,7 +103,7 @@ pub fn load_path(path: &Path) -> Result<CohortBuilder, LoadError> {
     let mut pending = Pending::default();
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io { path: f.clone(), source })?;
-        add_text(&mut b, &mut pending, &f.display().to_string(), &text)?;
+        add_text(&mut b, &mut pending, &f.display().to_string(), text)?;
     }
     pending.finish(&mut b)?;
     Ok(b)
@@ -164,19 +165,14 @@ pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: &str) -> Result<(), LoadError> {
+fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: String) -> Result<(), LoadError> {
     if source.ends_with(".ndjson") {
         let t = std::time::Instant::now();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            b.add_json(line).map_err(|e| cohort_err(&format!("{source}:{}", i + 1), e))?;
-        }
+        b.add_ndjson(Arc::new(text)).map_err(|(line, e)| cohort_err(&format!("{source}:{line}"), e))?;
         tracing::debug!(source, ms = t.elapsed().as_millis() as u64, "ndjson loaded");
         return Ok(());
     }
-    let v: Value = serde_json::from_str(text).map_err(|e| invalid(source, format!("not JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| invalid(source, format!("not JSON: {e}")))?;
     match v.get("resourceType").and_then(Value::as_str) {
         Some("Bundle") => add_bundle(pending, source, v),
         Some(_) => b.add(v).map_err(|e| cohort_err(source, e)),
@@ -228,9 +224,9 @@ mod tests {
     fn ndjson_errors_name_line() {
         let mut b = CohortBuilder::new("t");
         let mut p = Pending::default();
-        let e = add_text(&mut b, &mut p, "x.ndjson", "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n\n{oops\n").unwrap_err().to_string();
+        let e = add_text(&mut b, &mut p, "x.ndjson", "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n\n{oops\n".to_string()).unwrap_err().to_string();
         assert!(e.contains("x.ndjson:3") && e.contains("not a JSON object"), "{e}");
-        let e = add_text(&mut b, &mut p, "y.ndjson", "[1]\n").unwrap_err().to_string();
+        let e = add_text(&mut b, &mut p, "y.ndjson", "[1]\n".to_string()).unwrap_err().to_string();
         assert!(e.contains("y.ndjson:1"), "{e}");
     }
 
@@ -242,7 +238,7 @@ mod tests {
           {"fullUrl":"urn:uuid:11111111-1111-1111-1111-111111111111","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},
           {"fullUrl":"urn:uuid:22222222-2222-2222-2222-222222222222","resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},
            "subject":{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"}},"request":{"method":"POST","url":"Observation"}}]}"#;
-        add_text(&mut b, &mut p, "b.json", bundle).unwrap();
+        add_text(&mut b, &mut p, "b.json", bundle.to_string()).unwrap();
         p.finish(&mut b).unwrap();
         let c = b.build(&crate::fhir::Clock::System);
         let s = crate::fhir::Sandbox::fork(&c, Default::default());

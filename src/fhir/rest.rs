@@ -131,7 +131,7 @@ impl FhirResponse {
             body,
             location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
             etag: Some(v.etag()),
-            last_modified: Some(v.last_updated.clone()),
+            last_modified: Some(v.last_updated.to_string()),
         }
     }
 }
@@ -229,7 +229,7 @@ fn write_inner(sb: &mut Sandbox, base: &str, req: &FhirRequest) -> FhirResult<Fh
                     body: Some(outcome("information", "informational", &[format!("deleted {ty}/{id} (version {})", v.version_id)])),
                     location: None,
                     etag: Some(v.etag()),
-                    last_modified: Some(v.last_updated.clone()),
+                    last_modified: Some(v.last_updated.to_string()),
                 }),
                 None => Ok(FhirResponse::json(200, outcome("warning", "not-found", &[format!("{ty}/{id} did not exist or was already deleted; nothing to do")]))),
             }
@@ -359,7 +359,7 @@ fn history(sb: &Sandbox, base: &str, ty: &str, id: &str) -> FhirResult<FhirRespo
                 e.insert("resource".into(), (**r).clone());
             }
             e.insert("request".into(), json!({"method": method, "url": url}));
-            e.insert("response".into(), json!({"status": status, "etag": v.etag(), "lastModified": v.last_updated}));
+            e.insert("response".into(), json!({"status": status, "etag": v.etag(), "lastModified": &*v.last_updated}));
             Value::Object(e)
         })
         .collect();
