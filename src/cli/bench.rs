@@ -322,8 +322,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // cold start and RSS of `emrgym serve` on the large cohort (a separate process)
     eprintln!("cold start of emrgym serve on {total} resources ...");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // three cold starts (first-touch memory costs vary on a VM): report the median; the last
+    // server stays up for the HTTP runs
+    let mut colds = Vec::new();
+    for _ in 0..2 {
+        let (s, secs) = start_emrgym(&a.data)?;
+        colds.push(secs);
+        drop(s);
+    }
     let t_spawn = Instant::now();
-    let (server, cold_s) = start_emrgym(&a.data)?;
+    let (server, cold_last) = start_emrgym(&a.data)?;
+    colds.push(cold_last);
+    let cold_runs = colds.clone();
+    colds.sort_by(|x, y| x.total_cmp(y));
+    let cold_s = colds[1];
     let (rss, hwm) = rss_kib(server.child.id());
     let (first_query_s, warm_s) = rt.block_on(async {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -385,7 +397,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ("fork, 10-resource cohort".into(), format!("{:.0} ns", fork_small_ns)),
         (format!("fork, {total}-resource cohort"), format!("{:.0} ns", fork_large_ns)),
         ("fork ratio large/small".into(), format!("{:.2}x", fork_large_ns / fork_small_ns)),
-        ("cold start: `emrgym serve` to listening".into(), format!("{cold_s:.2} s")),
+        ("cold start: `emrgym serve` to listening (median of 3)".into(), format!("{cold_s:.2} s (runs: {})", cold_runs.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", "))),
         ("cold start: to first search answered".into(), format!("{first_query_s:.2} s")),
         ("cold start: to indexes and sort columns warm".into(), format!("{warm_s:.2} s")),
         ("RSS when listening (peak)".into(), format!("{} MiB ({} MiB)", rss / 1024, hwm / 1024)),
@@ -399,6 +411,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     results.insert("fork_small_ns".into(), json!(fork_small_ns));
     results.insert("fork_large_ns".into(), json!(fork_large_ns));
     results.insert("cold_start_s".into(), json!(cold_s));
+    results.insert("cold_start_runs_s".into(), json!(cold_runs));
     results.insert("first_query_s".into(), json!(first_query_s));
     results.insert("warm_s".into(), json!(warm_s));
     results.insert("rss_kib".into(), json!(rss));

@@ -7,6 +7,7 @@ use super::load::rewrite_references;
 use super::rest::{self, FhirRequest, FhirResponse, Verb};
 use super::store::{Sandbox, collect_references, parse_query_string};
 use super::search::SearchQuery;
+use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -172,7 +173,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                 let v = work.read(ty, id)?;
                 FhirResponse {
                     status: 200,
-                    body: v.resource().map(|r| (**r).clone()),
+                    body: v.resource().map(Arc::unwrap_or_clone),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
                     last_modified: Some(v.last_updated.to_string()),
@@ -184,7 +185,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                 let v = work.create_with_id(ty, id, body).map_err(|err| prefix_entry(e.index, err))?;
                 FhirResponse {
                     status: 201,
-                    body: v.resource().map(|r| (**r).clone()),
+                    body: v.resource().map(Arc::unwrap_or_clone),
                     location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
                     etag: Some(v.etag()),
                     last_modified: Some(v.last_updated.to_string()),

@@ -122,7 +122,7 @@ impl FhirResponse {
 
     fn version(status: u16, base: &str, v: &Version, ret: Return, message: Option<String>) -> FhirResponse {
         let body = match ret {
-            Return::Representation => v.resource().map(|r| (**r).clone()),
+            Return::Representation => v.resource().map(Arc::unwrap_or_clone),
             Return::Minimal => None,
             Return::OperationOutcome => Some(outcome("information", "informational", &[message.unwrap_or_else(|| format!("{}/{} version {}", v.ty, v.id, v.version_id))])),
         };
@@ -304,7 +304,7 @@ pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
 }
 
 fn entry(base: &str, v: &Arc<Version>, mode: &str, q: &SearchQuery) -> Value {
-    let resource = v.resource().map(|r| shape(r, q)).unwrap_or(Value::Null);
+    let resource = v.with_resource(|r| shape(r, q)).unwrap_or(Value::Null);
     json!({"fullUrl": format!("{base}/{}/{}", v.ty, v.id), "resource": resource, "search": {"mode": mode}})
 }
 
@@ -356,7 +356,7 @@ fn history(sb: &Sandbox, base: &str, ty: &str, id: &str) -> FhirResult<FhirRespo
             let mut e = Map::new();
             e.insert("fullUrl".into(), json!(format!("{base}/{ty}/{id}")));
             if let Some(r) = v.resource() {
-                e.insert("resource".into(), (**r).clone());
+                e.insert("resource".into(), Arc::unwrap_or_clone(r));
             }
             e.insert("request".into(), json!({"method": method, "url": url}));
             e.insert("response".into(), json!({"status": status, "etag": v.etag(), "lastModified": &*v.last_updated}));

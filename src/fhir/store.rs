@@ -43,13 +43,14 @@ pub struct Version {
     body: Body,
 }
 
-/// A version's content. Cohort rows loaded from NDJSON stay compact JSON text until first
-/// use (parsing 785k resources into trees at start-up costs seconds and gigabytes).
+/// A version's content. Cohort rows loaded from NDJSON stay compact JSON text and are
+/// parsed when used, never kept as trees: parsing 785k resources into trees costs seconds at
+/// start-up and gigabytes for as long as they are kept, a page of 20 costs microseconds.
 #[derive(Debug)]
 enum Body {
     Deleted,
     Parsed(Arc<Value>),
-    Raw { text: RawText, parsed: OnceLock<Arc<Value>> },
+    Raw(RawText),
 }
 
 /// A resource's JSON text: a range of a shared buffer (a whole NDJSON file, read once).
@@ -80,25 +81,21 @@ impl Version {
         v
     }
 
-    /// The resource (`None` for a deletion). Compact cohort rows are parsed on first use and kept.
-    pub fn resource(&self) -> Option<&Arc<Value>> {
+    /// The resource (`None` for a deletion). A compact cohort row is parsed on each call.
+    pub fn resource(&self) -> Option<Arc<Value>> {
         match &self.body {
             Body::Deleted => None,
-            Body::Parsed(v) => Some(v),
-            Body::Raw { text, parsed } => Some(parsed.get_or_init(|| Arc::new(self.parse_raw(text.as_str())))),
+            Body::Parsed(v) => Some(v.clone()),
+            Body::Raw(text) => Some(Arc::new(self.parse_raw(text.as_str()))),
         }
     }
 
-    /// Run `f` on the resource without keeping a parsed copy of a compact row (for
-    /// whole-table passes such as index building).
+    /// Run `f` on the resource without allocating a shared copy.
     pub fn with_resource<T>(&self, f: impl FnOnce(&Value) -> T) -> Option<T> {
         match &self.body {
             Body::Deleted => None,
             Body::Parsed(v) => Some(f(v)),
-            Body::Raw { text, parsed } => match parsed.get() {
-                Some(v) => Some(f(v)),
-                None => Some(f(&self.parse_raw(text.as_str()))),
-            },
+            Body::Raw(text) => Some(f(&self.parse_raw(text.as_str()))),
         }
     }
 
@@ -106,10 +103,7 @@ impl Version {
     /// and the top-level elements named in `fields` (a name also matches its polymorphic
     /// forms: `effective` matches `effectiveDateTime`). `None` for `fields` parses everything.
     pub fn with_fields<T>(&self, fields: Option<&[String]>, f: impl FnOnce(&Value) -> T) -> Option<T> {
-        let (Body::Raw { text, parsed }, Some(fields)) = (&self.body, fields) else { return self.with_resource(f) };
-        if let Some(v) = parsed.get() {
-            return Some(f(v));
-        }
+        let (Body::Raw(text), Some(fields)) = (&self.body, fields) else { return self.with_resource(f) };
         type Top<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
         #[derive(serde::Deserialize)]
         struct Borrowed<'a>(#[serde(borrow, with = "top_map")] Top<'a>);
@@ -299,7 +293,7 @@ impl CohortBuilder {
         if let Some(&pos) = by_id.get(id) {
             let same = match (rows.get(pos as usize), &body) {
                 (Some(Body::Parsed(a)), Body::Parsed(b)) => a == b,
-                (Some(Body::Raw { text: a, .. }), Body::Raw { text: b, .. }) => a.as_str() == b.as_str(),
+                (Some(Body::Raw(a)), Body::Raw(b)) => a.as_str() == b.as_str(),
                 _ => false,
             };
             if same {
@@ -326,7 +320,7 @@ impl CohortBuilder {
     }
 
     /// Add one resource given as JSON text (one NDJSON line). The text is checked to be a
-    /// JSON object and kept compact; it is parsed into a tree on first use.
+    /// JSON object and kept compact; it is parsed when used.
     pub fn add_json(&mut self, text: &str) -> Result<(), CohortError> {
         self.add_ndjson(Arc::new(text.trim().to_string())).map_err(|(_, e)| e)
     }
@@ -386,7 +380,7 @@ impl CohortBuilder {
             let ty_opt = Some(&*ty).filter(|t| !t.is_empty());
             let id_opt = Some(&*id).filter(|t| !t.is_empty());
             self.check_head(ty_opt, id_opt).map_err(|e| (n, e))?;
-            self.insert(&ty, &id, Body::Raw { text: RawText { buf: buf.clone(), start: a, end: b }, parsed: OnceLock::new() }).map_err(|e| (n, e))?;
+            self.insert(&ty, &id, Body::Raw(RawText { buf: buf.clone(), start: a, end: b })).map_err(|e| (n, e))?;
         }
         tracing::debug!(split_and_check_ms = t1, total_ms = t0.elapsed().as_millis() as u64, "ndjson rows added");
         Ok(())
@@ -809,8 +803,8 @@ impl Sandbox {
         let mut out = Vec::new();
         for (ty, entries) in &self.overlay {
             for (id, h) in entries {
-                let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource().cloned());
-                let after = h.versions.last().and_then(|v| v.resource().cloned());
+                let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource());
+                let after = h.versions.last().and_then(|v| v.resource());
                 if before.is_none() && after.is_none() {
                     continue;
                 }
@@ -1044,7 +1038,7 @@ impl Sandbox {
             for (rid, h) in entries {
                 if let Some(r) = h.versions.last().and_then(|v| v.resource()) {
                     let mut refs = Vec::new();
-                    collect_references(r, &mut refs);
+                    collect_references(&r, &mut refs);
                     if refs.iter().any(|x| normalize_reference(x) == key) && !(rt == ty && &**rid == id) {
                         out.insert(format!("{rt}/{rid}"));
                     }
@@ -1164,7 +1158,7 @@ impl Sandbox {
             for h in m.values() {
                 let Some(v) = h.versions.last() else { continue };
                 if let Some(r) = v.resource()
-                    && matches_all(r)
+                    && matches_all(&r)
                 {
                     // overlay rows sort after every cohort row
                     let order = h.base_pos.map(u64::from).unwrap_or(base_len + h.seq);
@@ -1188,7 +1182,7 @@ impl Sandbox {
                     .zip(&columns)
                     .map(|(s, col)| match col {
                         Some(c) if from_cohort => c.get(order as usize).cloned().flatten(),
-                        _ => v.resource().and_then(|r| search::sort_value(&s.param, ty, r, s.descending)),
+                        _ => v.with_resource(|r| search::sort_value(&s.param, ty, r, s.descending)).flatten(),
                     })
                     .collect();
                 (keys, i, v)
@@ -1240,7 +1234,7 @@ impl Sandbox {
                         None => self.cohort.registry.reference_params(&v.ty).into_iter().cloned().collect(),
                     };
                     for p in params {
-                        let items = search::extract(&p, &v.ty, r);
+                        let items = search::extract(&p, &v.ty, &r);
                         for target in super::values::references(&items) {
                             let Some((t, id)) = split_reference(&target) else { continue };
                             if inc.target.as_ref().is_some_and(|want| *want != t) {
@@ -1303,9 +1297,34 @@ impl Sandbox {
     }
 }
 
+/// Intersect two sorted position lists. When one is much shorter, gallop through the
+/// longer one (a patient's rows against a common code's rows).
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let mut out = Vec::with_capacity(small.len());
+    if small.len().saturating_mul(8) < large.len() {
+        let mut lo = 0;
+        for &x in small {
+            // exponential search for the first position >= x in large[lo..]
+            let mut bound = 1;
+            while lo + bound < large.len() && large[lo + bound] < x {
+                bound *= 2;
+            }
+            let hi = (lo + bound + 1).min(large.len());
+            match large[lo..hi].binary_search(&x) {
+                Ok(i) => {
+                    out.push(x);
+                    lo += i + 1;
+                }
+                Err(i) => lo += i,
+            }
+            if lo >= large.len() {
+                break;
+            }
+        }
+        return out;
+    }
     let (mut i, mut j) = (0, 0);
-    let mut out = Vec::with_capacity(a.len().min(b.len()));
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {
             std::cmp::Ordering::Less => i += 1,
@@ -1327,7 +1346,7 @@ pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
 
 /// A resource as JSON for output (clone of the stored value; `null` for a deletion).
 pub fn resource_json(v: &Version) -> Value {
-    v.resource().map(|r| (**r).clone()).unwrap_or(Value::Null)
+    v.resource().map(Arc::unwrap_or_clone).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -1473,11 +1492,30 @@ mod tests {
         let r = v.resource().unwrap();
         assert_eq!(r["meta"]["versionId"], "1");
         assert_eq!(r["meta"]["lastUpdated"], "2023-11-13T10:15:00.000Z");
-        assert_eq!(**r, {
-            let mut p = (**b.read("Observation", "obs-1").unwrap().resource().unwrap()).clone();
+        assert_eq!(*r, {
+            let mut p = (*b.read("Observation", "obs-1").unwrap().resource().unwrap()).clone();
             p["meta"] = r["meta"].clone();
             p
         });
+    }
+
+    #[test]
+    fn intersect_linear_and_galloping_agree() {
+        let mut seed = 7u64;
+        for _ in 0..200 {
+            seed = splitmix(seed);
+            let n_small = (seed % 50) as usize;
+            let n_large = n_small * ((seed >> 8) % 40) as usize + 1;
+            let mut a: Vec<u32> = (0..n_small).map(|i| (splitmix(seed + i as u64) % 5000) as u32).collect();
+            let mut b: Vec<u32> = (0..n_large).map(|i| (splitmix(seed ^ (i as u64 + 99)) % 5000) as u32).collect();
+            a.sort_unstable();
+            a.dedup();
+            b.sort_unstable();
+            b.dedup();
+            let expect: Vec<u32> = a.iter().copied().filter(|x| b.binary_search(x).is_ok()).collect();
+            assert_eq!(intersect(&a, &b), expect);
+            assert_eq!(intersect(&b, &a), expect);
+        }
     }
 
     #[test]

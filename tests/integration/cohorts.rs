@@ -13,7 +13,7 @@ fn all_resources(s: &Sandbox) -> Vec<Value> {
     let mut out = Vec::new();
     for ty in s.cohort().counts().keys() {
         let q = emrgym::fhir::search::SearchQuery::parse(ty, &[("_count".into(), "1000".into())], s.cohort().registry(), true).unwrap();
-        out.extend(s.search_all(&q).unwrap().into_iter().map(|v| (**v.resource().unwrap()).clone()));
+        out.extend(s.search_all(&q).unwrap().into_iter().map(|v| (*v.resource().unwrap()).clone()));
     }
     out
 }
