@@ -4,10 +4,9 @@
 
 use super::error::{FhirError, FhirResult};
 use super::load::rewrite_references;
-use super::rest::{self, FhirRequest, FhirResponse, Verb};
+use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
 use super::store::{Sandbox, collect_references, parse_query_string};
 use super::search::SearchQuery;
-use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -171,25 +170,13 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
             let resp = if let Some(id) = existing.get(&e.index) {
                 let ty = e.url.split(['/', '?']).next().unwrap_or_default();
                 let v = work.read(ty, id)?;
-                FhirResponse {
-                    status: 200,
-                    body: v.resource().map(Arc::unwrap_or_clone),
-                    location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
-                    etag: Some(v.etag()),
-                    last_modified: Some(v.last_updated.to_string()),
-                }
+                FhirResponse::version(200, base, &v, Return::Representation, None)
             } else if e.verb == Verb::Post && e.full_url.as_ref().is_some_and(|u| map.contains_key(u)) {
                 let target = e.full_url.as_ref().and_then(|u| map.get(u)).cloned().unwrap_or_default();
                 let (ty, id) = target.split_once('/').unwrap_or_default();
                 let body = e.resource.clone().ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{}] POST has no resource", e.index)))?;
                 let v = work.create_with_id(ty, id, body).map_err(|err| prefix_entry(e.index, err))?;
-                FhirResponse {
-                    status: 201,
-                    body: v.resource().map(Arc::unwrap_or_clone),
-                    location: Some(format!("{base}/{}/{}/_history/{}", v.ty, v.id, v.version_id)),
-                    etag: Some(v.etag()),
-                    last_modified: Some(v.last_updated.to_string()),
-                }
+                FhirResponse::version(201, base, &v, Return::Representation, None)
             } else {
                 rest::handle(&mut work, base, &to_request(e))
             };

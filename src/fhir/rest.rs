@@ -120,7 +120,8 @@ impl FhirResponse {
         FhirResponse::json(e.status(), e.to_outcome())
     }
 
-    fn version(status: u16, base: &str, v: &Version, ret: Return, message: Option<String>) -> FhirResponse {
+    /// A response carrying one version: body per `Prefer: return`, Location/ETag/Last-Modified.
+    pub fn version(status: u16, base: &str, v: &Version, ret: Return, message: Option<String>) -> FhirResponse {
         let body = match ret {
             Return::Representation => v.resource().map(Arc::unwrap_or_clone),
             Return::Minimal => None,

@@ -359,8 +359,7 @@ fn parse_value(def: &ParamDef, ty: ParamType, name: &str, raw: &str, modifier: &
     })
 }
 
-fn parse_modifier(def: &ParamDef, name: &str, m: &str, value: &str, reg: &Registry, search_ty: &str) -> FhirResult<Modifier> {
-    let _ = (reg, search_ty);
+fn parse_modifier(def: &ParamDef, name: &str, m: &str, value: &str) -> FhirResult<Modifier> {
     let unsupported = || FhirError::NotSupported(format!("modifier ':{m}' is not supported on {} parameter '{name}'", def.ty.as_str()));
     Ok(match m {
         "missing" => match value {
@@ -381,9 +380,6 @@ fn parse_modifier(def: &ParamDef, name: &str, m: &str, value: &str, reg: &Regist
         _ => return Err(unsupported()),
     })
 }
-
-/// Parameters that control results rather than filter.
-const RESULT_PARAMS: &[&str] = &["_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements", "_format", "_pretty", "_include:iterate", "_revinclude:iterate"];
 
 impl SearchQuery {
     /// Parse a query for `ty`. With `strict`, unknown parameters are an error; otherwise
@@ -475,11 +471,11 @@ impl SearchQuery {
                     }
                 }
             }
-            if !RESULT_PARAMS.contains(&name.as_str()) || name != "_offset" {
+            // paging parameters are added to links separately
+            if name != "_offset" && name != "_count" {
                 q.used.push(used);
             }
         }
-        q.used.retain(|(k, _)| k != "_offset" && k != "_count");
         Ok(q)
     }
 }
@@ -525,7 +521,7 @@ fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult
         return Ok(Some(Clause { raw_name: name.to_string(), param: def.clone(), modifier: Modifier::None, values: Vec::new(), chain: Some(chain) }));
     }
     let modifier = match modifier_text {
-        Some(m) => parse_modifier(def, name, m, value, reg, ty)?,
+        Some(m) => parse_modifier(def, name, m, value)?,
         None => Modifier::None,
     };
     let values = if let Modifier::Missing(_) = modifier {
