@@ -1077,8 +1077,9 @@ impl Sandbox {
     /// Candidate cohort rows for a query, and which clauses the indexes answered exactly
     /// (those need no re-check on cohort rows).
     fn candidates(&self, query: &SearchQuery) -> (Vec<u32>, Vec<bool>) {
+        use std::borrow::Cow;
         let ty = query.ty.as_str();
-        let mut best: Option<Vec<u32>> = None;
+        let mut lists: Vec<Cow<'_, [u32]>> = Vec::new();
         let mut exact = vec![false; query.clauses.len()];
         for (ci, clause) in query.clauses.iter().enumerate() {
             // `_id` is answered by the id map, no index needed
@@ -1099,33 +1100,40 @@ impl Sandbox {
                     set.sort_unstable();
                     set.dedup();
                     exact[ci] = true;
-                    best = Some(match best {
-                        None => set,
-                        Some(prev) => intersect(&prev, &set),
-                    });
+                    lists.push(Cow::Owned(set));
                     continue;
                 }
             }
             let Some(keys) = search::lookup_keys(clause) else { continue };
             let Some(index) = self.cohort.index(ty, &clause.param.code) else { continue };
             exact[ci] = true;
-            let mut set: Vec<u32> = keys.iter().filter_map(|k| index.get(k)).flatten().copied().collect();
-            if keys.len() > 1 {
-                set.sort_unstable();
-                set.dedup();
-            }
-            best = Some(match best {
-                None => set,
-                Some(prev) => intersect(&prev, &set),
+            let found: Vec<&Vec<u32>> = keys.iter().filter_map(|k| index.get(k)).collect();
+            lists.push(match found.as_slice() {
+                [] => Cow::Owned(Vec::new()),
+                // one key: borrow the posting list, no copy
+                [one] => Cow::Borrowed(one.as_slice()),
+                many => {
+                    let mut set: Vec<u32> = many.iter().flat_map(|l| l.iter().copied()).collect();
+                    set.sort_unstable();
+                    set.dedup();
+                    Cow::Owned(set)
+                }
             });
         }
-        match best {
-            Some(b) => (b, exact),
-            None => {
-                let n = self.cohort.tables.get(ty).map(|t| t.rows.len()).unwrap_or(0) as u32;
-                ((0..n).collect(), exact)
-            }
+        if lists.is_empty() {
+            let n = self.cohort.tables.get(ty).map(|t| t.rows.len()).unwrap_or(0) as u32;
+            return ((0..n).collect(), exact);
         }
+        // intersect from the shortest list up
+        lists.sort_by_key(|l| l.len());
+        let mut acc: Vec<u32> = lists[0].to_vec();
+        for l in &lists[1..] {
+            if acc.is_empty() {
+                break;
+            }
+            acc = intersect(&acc, l);
+        }
+        (acc, exact)
     }
 
     /// All matches of a query (no paging), in result order.
@@ -1171,26 +1179,22 @@ impl Sandbox {
             return Ok(hits.into_iter().map(|(_, v)| v).collect());
         }
         let columns: Vec<Option<SortColumn>> = q.sort.iter().map(|s| self.cohort.sort_column(ty, &s.param, s.descending)).collect();
-        let mut keyed: Vec<(Vec<Option<SortValue>>, usize, Arc<Version>)> = hits
-            .into_iter()
-            .enumerate()
-            .map(|(i, (order, v))| {
-                let from_cohort = order < base_len && v.method == Method::Load;
-                let keys = q
-                    .sort
-                    .iter()
-                    .zip(&columns)
-                    .map(|(s, col)| match col {
-                        Some(c) if from_cohort => c.get(order as usize).cloned().flatten(),
-                        _ => v.with_resource(|r| search::sort_value(&s.param, ty, r, s.descending)).flatten(),
-                    })
-                    .collect();
-                (keys, i, v)
-            })
-            .collect();
-        keyed.sort_by(|a, b| {
-            for (k, s) in q.sort.iter().enumerate() {
-                let ord = match (&a.0[k], &b.0[k]) {
+        // sort keys in one flat vector (hits × keys), then sort positions
+        let k = q.sort.len();
+        let mut flat: Vec<Option<SortValue>> = Vec::with_capacity(hits.len() * k);
+        for (order, v) in &hits {
+            let from_cohort = *order < base_len && v.method == Method::Load;
+            for (s, col) in q.sort.iter().zip(&columns) {
+                flat.push(match col {
+                    Some(c) if from_cohort => c.get(*order as usize).cloned().flatten(),
+                    _ => v.with_resource(|r| search::sort_value(&s.param, ty, r, s.descending)).flatten(),
+                });
+            }
+        }
+        let mut positions: Vec<usize> = (0..hits.len()).collect();
+        positions.sort_by(|&a, &b| {
+            for (j, s) in q.sort.iter().enumerate() {
+                let ord = match (&flat[a * k + j], &flat[b * k + j]) {
                     (None, None) => std::cmp::Ordering::Equal,
                     (None, Some(_)) => std::cmp::Ordering::Greater,
                     (Some(_), None) => std::cmp::Ordering::Less,
@@ -1203,9 +1207,9 @@ impl Sandbox {
                     return ord;
                 }
             }
-            a.1.cmp(&b.1)
+            a.cmp(&b)
         });
-        Ok(keyed.into_iter().map(|(_, _, v)| v).collect())
+        Ok(positions.into_iter().filter_map(|i| hits.get(i).map(|h| h.1.clone())).collect())
     }
 
     /// Run a search: matches for the requested page, includes, total.
