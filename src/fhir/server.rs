@@ -188,7 +188,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
-    let public = segments.first().is_some_and(|s| s == "health") || segments.last().is_some_and(|s| s == "metadata");
+    let seg_str: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let public = matches!(seg_str.as_slice(), ["health"] | ["fhir", "metadata"] | ["sandboxes", _, "fhir", "metadata"]);
     if !public && !authorized(&parts.headers, &state.cfg) {
         return error_response(&FhirError::Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>".into()));
     }

@@ -285,5 +285,7 @@ async fn bearer_token() {
     let r = a.req("POST", "/sandboxes", None, &[]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "sandbox management needs the token too");
     assert_eq!(a.get("/fhir/metadata").await.status, StatusCode::OK, "metadata is public");
+    assert_eq!(a.get("/fhir/Patient/metadata").await.status, StatusCode::UNAUTHORIZED, "only the capability statement is public");
+    assert_eq!(a.get("/sandboxes/x/fhir/Patient/metadata").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.get("/health").await.status, StatusCode::OK);
 }
