@@ -12,6 +12,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Build the statement for a server whose base URL is `base`.
 pub fn capability_statement(reg: &Registry, base: &str) -> Value {
     let schema = SchemaValidator::r4();
+    // reverse includes: every reference parameter of any type, listed on the types it targets
+    let mut rev: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+    for source in schema.resource_types() {
+        for (code, p) in reg.for_type(source) {
+            if p.ty == ParamType::Reference {
+                for t in &p.targets {
+                    rev.entry(t.as_str()).or_default().push(format!("{source}:{code}"));
+                }
+            }
+        }
+    }
     let resources: Vec<Value> = schema
         .resource_types()
         .map(|ty| {
@@ -20,7 +31,9 @@ pub fn capability_statement(reg: &Registry, base: &str) -> Value {
                 .iter()
                 .map(|(code, p)| json!({"name": code, "definition": p.url, "type": p.ty.as_str(), "documentation": p.description}))
                 .collect();
-            let refs: Vec<String> = params.iter().filter(|(_, p)| p.ty == ParamType::Reference).map(|(c, _)| format!("{ty}:{c}")).collect();
+            let mut refs: Vec<String> = vec!["*".to_string()];
+            refs.extend(params.iter().filter(|(_, p)| p.ty == ParamType::Reference).map(|(c, _)| format!("{ty}:{c}")));
+            let revs = rev.get(ty).cloned().unwrap_or_default();
             let interactions: Vec<Value> = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"].iter().map(|c| json!({"code": c})).collect();
             json!({
                 "type": ty,
@@ -34,7 +47,7 @@ pub fn capability_statement(reg: &Registry, base: &str) -> Value {
                 "conditionalDelete": "not-supported",
                 "referencePolicy": ["literal", "local"],
                 "searchInclude": refs,
-                "searchRevInclude": ["*"],
+                "searchRevInclude": revs,
                 "searchParam": search,
             })
         })

@@ -482,6 +482,9 @@ impl SearchQuery {
 
 fn parse_include(name: &str, value: &str, reg: &Registry) -> FhirResult<Include> {
     let iterate = name.ends_with(":iterate");
+    if value == "*" && name.starts_with("_revinclude") {
+        return Err(FhirError::NotSupported(format!("{name}=* is not supported: name the parameter, e.g. {name}=Observation:patient")));
+    }
     if value == "*" {
         return Ok(Include { source: "*".into(), param: None, target: None, iterate });
     }

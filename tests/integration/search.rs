@@ -195,6 +195,17 @@ async fn includes_summary_total_elements() {
     assert_eq!(types, vec!["Observation", "Observation", "Encounter", "Encounter", "Organization"], "iterate follows included Encounters");
     let r = a.get(&format!("/fhir/Observation?patient={P}&code=K&_include=Observation:encounter&_include=Encounter:service-provider")).await;
     assert_eq!(r.body["entry"].as_array().unwrap().len(), 4, "without :iterate, includes are not followed");
+    let r = a.get("/fhir/Patient?_revinclude=*").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "_revinclude=* is not claimed and not served");
+    let meta = a.get("/fhir/metadata").await.body;
+    let patient = meta["rest"][0]["resource"].as_array().unwrap().iter().find(|x| x["type"] == "Patient").unwrap().clone();
+    let revs: Vec<&str> = patient["searchRevInclude"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(revs.contains(&"Condition:patient") && revs.contains(&"Observation:subject"), "{revs:?}");
+    // every advertised reverse include works
+    for rv in revs.iter().take(40) {
+        let r = a.req("GET", &format!("/fhir/Patient?_id={P}&_revinclude={rv}"), None, &[("prefer", "handling=strict")]).await;
+        assert_eq!(r.status, StatusCode::OK, "{rv}: {}", r.body);
+    }
     let r = a.get("/fhir/Observation?_include=Observation:nothing").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = a.get("/fhir/Observation?_include=Observation:code").await;
