@@ -9,7 +9,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("EMRGYM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,emrgym=info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMRGYM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,emrgym=info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = emrgym::cli::Cli::parse();

@@ -47,7 +47,18 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
-const CODES: &[(&str, &str)] = &[("2823-3", "K"), ("19123-9", "MG"), ("2339-0", "GLU"), ("4548-4", "A1C"), ("2160-0", "CREAT"), ("2951-2", "NA"), ("718-7", "HGB"), ("6690-2", "WBC"), ("777-3", "PLT"), ("1742-6", "ALT")];
+const CODES: &[(&str, &str)] = &[
+    ("2823-3", "K"),
+    ("19123-9", "MG"),
+    ("2339-0", "GLU"),
+    ("4548-4", "A1C"),
+    ("2160-0", "CREAT"),
+    ("2951-2", "NA"),
+    ("718-7", "HGB"),
+    ("6690-2", "WBC"),
+    ("777-3", "PLT"),
+    ("1742-6", "ALT"),
+];
 
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -101,7 +112,13 @@ fn time_forks(cohort: &std::sync::Arc<crate::fhir::Cohort>, n: usize) -> f64 {
     let t = Instant::now();
     let mut keep = 0usize;
     for i in 0..n {
-        let s = Sandbox::fork(cohort, SandboxOptions { seed: i as u64, ..Default::default() });
+        let s = Sandbox::fork(
+            cohort,
+            SandboxOptions {
+                seed: i as u64,
+                ..Default::default()
+            },
+        );
         keep = keep.wrapping_add(s.writes().len());
         std::hint::black_box(&s);
     }
@@ -126,7 +143,14 @@ fn query(i: usize, patients: usize) -> String {
 
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -155,7 +179,10 @@ fn start_emrgym(dir: &Path) -> anyhow::Result<(Server, f64)> {
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line)?;
     let secs = t.elapsed().as_secs_f64();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://") && w.ends_with("/fhir")).map(str::to_string);
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/fhir"))
+        .map(str::to_string);
     let Some(base) = base else {
         let _ = child.kill();
         bail!("emrgym serve did not report its address: {line}");
@@ -172,22 +199,39 @@ fn start_sekmet(dir: &Path) -> anyhow::Result<(Server, f64)> {
     let mut load_secs = 0.0;
     let marker = dir.join("sekmet.db.ok");
     if !marker.exists() || !db.exists() {
-        eprintln!("loading the cohort into sekmet's SQLite store (once; cached in {})...", dir.display());
+        eprintln!(
+            "loading the cohort into sekmet's SQLite store (once; cached in {})...",
+            dir.display()
+        );
         let t = Instant::now();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sekmet_load.py");
-        let out = Command::new("python3").arg(script).arg(&db).arg(dir).output().context("running python3 bench/sekmet_load.py (pip install sekmet-fhir)")?;
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(&db)
+            .arg(dir)
+            .output()
+            .context("running python3 bench/sekmet_load.py (pip install sekmet-fhir)")?;
         if !out.status.success() {
             bail!("sekmet load failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         load_secs = t.elapsed().as_secs_f64();
         std::fs::write(&marker, format!("{load_secs:.1}\n"))?;
     } else {
-        load_secs = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(load_secs);
+        load_secs = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(load_secs);
     }
     let port = free_port()?;
     let settings = dir.join("sekmet-settings.yaml");
     let abs_db = std::fs::canonicalize(&db)?;
-    std::fs::write(&settings, format!("db_path: {}\nlog_inbound: false\nbase_url: http://127.0.0.1:{port}/fhir\n", abs_db.display()))?;
+    std::fs::write(
+        &settings,
+        format!(
+            "db_path: {}\nlog_inbound: false\nbase_url: http://127.0.0.1:{port}/fhir\n",
+            abs_db.display()
+        ),
+    )?;
     let child = Command::new("sekmet")
         .args(["serve", "-c"])
         .arg(&settings)
@@ -196,7 +240,10 @@ fn start_sekmet(dir: &Path) -> anyhow::Result<(Server, f64)> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting `sekmet serve` (pip install sekmet-fhir)")?;
-    let server = Server { child, base: format!("http://127.0.0.1:{port}/fhir") };
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}/fhir"),
+    };
     Ok((server, load_secs))
 }
 
@@ -296,13 +343,24 @@ async fn http_load(base: &str, patients: usize, secs: u64, concurrency: usize, t
     }
     let seconds = start.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    Ok(Load { requests: lat.len(), errors, timeouts, seconds, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) })
+    Ok(Load {
+        requests: lat.len(),
+        errors,
+        timeouts,
+        seconds,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+    })
 }
 
 /// Run the benchmark.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.patients == 0 || a.obs_per_patient == 0 {
-        bail!("--patients and --obs-per-patient must be positive (got {} and {})", a.patients, a.obs_per_patient);
+        bail!(
+            "--patients and --obs-per-patient must be positive (got {} and {})",
+            a.patients,
+            a.obs_per_patient
+        );
     }
     let mut results = serde_json::Map::new();
     eprintln!("writing the synthetic cohort to {} ...", a.data.display());
@@ -367,7 +425,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     big.warm();
     let inproc_warm_s = t.elapsed().as_secs_f64();
     let fork_large_ns = time_forks(&big, 1_000_000);
-    let sb = Sandbox::fork(&big, SandboxOptions { clock: clock.clone(), ..Default::default() });
+    let sb = Sandbox::fork(
+        &big,
+        SandboxOptions {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+    );
     let mut lat = Vec::new();
     let t = Instant::now();
     let n_q = 5000;
@@ -388,7 +452,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     eprintln!("HTTP load on emrgym ({} s, {} clients) ...", a.seconds, a.concurrency);
     let ours = rt.block_on(async {
         wait_ready(&server.base).await?;
-        http_load(&server.base, a.patients, a.seconds, a.concurrency, Duration::from_secs(a.request_timeout)).await
+        http_load(
+            &server.base,
+            a.patients,
+            a.seconds,
+            a.concurrency,
+            Duration::from_secs(a.request_timeout),
+        )
+        .await
     })?;
     drop(server);
 
@@ -397,16 +468,46 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ("fork, 10-resource cohort".into(), format!("{:.0} ns", fork_small_ns)),
         (format!("fork, {total}-resource cohort"), format!("{:.0} ns", fork_large_ns)),
         ("fork ratio large/small".into(), format!("{:.2}x", fork_large_ns / fork_small_ns)),
-        ("cold start: `emrgym serve` to listening (median of 3)".into(), format!("{cold_s:.2} s (runs: {})", cold_runs.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", "))),
+        (
+            "cold start: `emrgym serve` to listening (median of 3)".into(),
+            format!(
+                "{cold_s:.2} s (runs: {})",
+                cold_runs.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
         ("cold start: to first search answered".into(), format!("{first_query_s:.2} s")),
         ("cold start: to indexes and sort columns warm".into(), format!("{warm_s:.2} s")),
-        ("RSS when listening (peak)".into(), format!("{} MiB ({} MiB)", rss / 1024, hwm / 1024)),
-        ("RSS when warm (peak)".into(), format!("{} MiB ({} MiB)", rss_warm / 1024, hwm_warm / 1024)),
-        ("in-process load / warm".into(), format!("{inproc_load_s:.2} s / {inproc_warm_s:.2} s")),
-        ("in-process search p50 / p99".into(), format!("{:.3} / {:.3} ms", percentile(&lat, 0.5), percentile(&lat, 0.99))),
+        (
+            "RSS when listening (peak)".into(),
+            format!("{} MiB ({} MiB)", rss / 1024, hwm / 1024),
+        ),
+        (
+            "RSS when warm (peak)".into(),
+            format!("{} MiB ({} MiB)", rss_warm / 1024, hwm_warm / 1024),
+        ),
+        (
+            "in-process load / warm".into(),
+            format!("{inproc_load_s:.2} s / {inproc_warm_s:.2} s"),
+        ),
+        (
+            "in-process search p50 / p99".into(),
+            format!("{:.3} / {:.3} ms", percentile(&lat, 0.5), percentile(&lat, 0.99)),
+        ),
         ("in-process search throughput (1 thread)".into(), format!("{inproc_qps:.0} /s")),
-        ("HTTP search throughput".into(), format!("{:.0} /s ({} answers, {} errors, {} timeouts)", ours.requests as f64 / ours.seconds, ours.requests, ours.errors, ours.timeouts)),
-        ("HTTP search p50 / p99".into(), format!("{:.2} / {:.2} ms", ours.p50_ms, ours.p99_ms)),
+        (
+            "HTTP search throughput".into(),
+            format!(
+                "{:.0} /s ({} answers, {} errors, {} timeouts)",
+                ours.requests as f64 / ours.seconds,
+                ours.requests,
+                ours.errors,
+                ours.timeouts
+            ),
+        ),
+        (
+            "HTTP search p50 / p99".into(),
+            format!("{:.2} / {:.2} ms", ours.p50_ms, ours.p99_ms),
+        ),
     ];
     results.insert("fork_small_ns".into(), json!(fork_small_ns));
     results.insert("fork_large_ns".into(), json!(fork_large_ns));
@@ -430,16 +531,45 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         eprintln!("HTTP load on sekmet ({} s, {} clients) ...", a.seconds, a.concurrency);
         let theirs = rt.block_on(async {
             wait_ready(&sk.base).await?;
-            http_load(&sk.base, a.patients, a.seconds, a.concurrency, Duration::from_secs(a.request_timeout)).await
+            http_load(
+                &sk.base,
+                a.patients,
+                a.seconds,
+                a.concurrency,
+                Duration::from_secs(a.request_timeout),
+            )
+            .await
         })?;
         drop(sk);
         let our_rate = ours.requests as f64 / ours.seconds;
         // with no answer at all, the rate is below one answer per measured window
-        let (their_rate, bound) = if theirs.requests == 0 { (1.0 / theirs.seconds, "more than ") } else { (theirs.requests as f64 / theirs.seconds, "") };
+        let (their_rate, bound) = if theirs.requests == 0 {
+            (1.0 / theirs.seconds, "more than ")
+        } else {
+            (theirs.requests as f64 / theirs.seconds, "")
+        };
         let ratio = our_rate / their_rate;
         rows.push(("sekmet: load into its store".into(), format!("{load_s:.0} s")));
-        rows.push(("sekmet: HTTP search throughput".into(), format!("{:.2} /s ({} answers, {} errors, {} timeouts after {} s, in {:.0} s)", theirs.requests as f64 / theirs.seconds, theirs.requests, theirs.errors, theirs.timeouts, a.request_timeout, theirs.seconds)));
-        rows.push(("sekmet: HTTP search p50 / p99".into(), if theirs.requests == 0 { "no answer".to_string() } else { format!("{:.1} / {:.1} ms", theirs.p50_ms, theirs.p99_ms) }));
+        rows.push((
+            "sekmet: HTTP search throughput".into(),
+            format!(
+                "{:.2} /s ({} answers, {} errors, {} timeouts after {} s, in {:.0} s)",
+                theirs.requests as f64 / theirs.seconds,
+                theirs.requests,
+                theirs.errors,
+                theirs.timeouts,
+                a.request_timeout,
+                theirs.seconds
+            ),
+        ));
+        rows.push((
+            "sekmet: HTTP search p50 / p99".into(),
+            if theirs.requests == 0 {
+                "no answer".to_string()
+            } else {
+                format!("{:.1} / {:.1} ms", theirs.p50_ms, theirs.p99_ms)
+            },
+        ));
         rows.push(("throughput ratio emrgym / sekmet".into(), format!("{bound}{ratio:.0}x")));
         results.insert("sekmet".into(), json!({"load_s": load_s, "requests": theirs.requests, "errors": theirs.errors, "timeouts": theirs.timeouts, "seconds": theirs.seconds, "p50_ms": theirs.p50_ms, "p99_ms": theirs.p99_ms, "throughput_ratio": ratio}));
     }
@@ -449,7 +579,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("| {k} | {v} |");
     }
     if let Some(out) = &a.out {
-        std::fs::write(out, serde_json::to_string_pretty(&Value::Object(results))?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&Value::Object(results))?)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

@@ -137,12 +137,31 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         None => Clock::System,
     };
     let t0 = Instant::now();
-    let cohort = load::load(&c.cohort).with_context(|| format!("loading cohort '{}'", c.cohort))?.build(&clock);
-    tracing::info!(cohort = cohort.name(), resources = cohort.len(), ms = t0.elapsed().as_millis() as u64, "cohort loaded");
-    let state = AppState::new(cohort, ServerConfig { token: c.token.clone(), body_limit: c.body_limit, public_base: c.public_base.clone(), clock, seed: c.seed, validate: c.validate });
+    let cohort = load::load(&c.cohort)
+        .with_context(|| format!("loading cohort '{}'", c.cohort))?
+        .build(&clock);
+    tracing::info!(
+        cohort = cohort.name(),
+        resources = cohort.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "cohort loaded"
+    );
+    let state = AppState::new(
+        cohort,
+        ServerConfig {
+            token: c.token.clone(),
+            body_limit: c.body_limit,
+            public_base: c.public_base.clone(),
+            clock,
+            seed: c.seed,
+            validate: c.validate,
+        },
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port)).await.with_context(|| format!("binding {}:{}", c.host, c.port))?;
+        let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port))
+            .await
+            .with_context(|| format!("binding {}:{}", c.host, c.port))?;
         let addr = listener.local_addr()?;
         // build the usual indexes and sort columns while the first requests arrive
         let warm = state.cohort().clone();
@@ -151,7 +170,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             warm.warm();
             tracing::info!(ms = t.elapsed().as_millis() as u64, "indexes warm");
         });
-        println!("EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes)", state.cohort().name(), state.cohort().len());
+        println!(
+            "EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes)",
+            state.cohort().name(),
+            state.cohort().len()
+        );
         serve(state, listener).await.context("server failed")
     })
 }

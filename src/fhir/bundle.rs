@@ -5,8 +5,8 @@
 use super::error::{FhirError, FhirResult};
 use super::load::rewrite_references;
 use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
-use super::store::{Sandbox, collect_references, parse_query_string};
 use super::search::SearchQuery;
+use super::store::{Sandbox, collect_references, parse_query_string};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -40,16 +40,26 @@ struct Entry {
 fn parse_entries(bundle: &Value) -> FhirResult<Vec<Entry>> {
     let mut out = Vec::new();
     for (index, e) in bundle.get("entry").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let req = e.get("request").ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{index}] has no request")))?;
+        let req = e
+            .get("request")
+            .ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{index}] has no request")))?;
         let method = req.get("method").and_then(Value::as_str).unwrap_or_default();
         let verb = match method {
             "GET" => Verb::Get,
             "POST" => Verb::Post,
             "PUT" => Verb::Put,
             "DELETE" => Verb::Delete,
-            other => return Err(FhirError::NotSupported(format!("Bundle.entry[{index}].request.method '{other}' is not supported (GET, POST, PUT, DELETE)"))),
+            other => {
+                return Err(FhirError::NotSupported(format!(
+                    "Bundle.entry[{index}].request.method '{other}' is not supported (GET, POST, PUT, DELETE)"
+                )));
+            }
         };
-        let url = req.get("url").and_then(Value::as_str).ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{index}].request has no url")))?.to_string();
+        let url = req
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{index}].request has no url")))?
+            .to_string();
         out.push(Entry {
             index,
             verb,
@@ -98,17 +108,24 @@ fn response_entry(resp: &FhirResponse) -> Value {
 /// Process a Bundle POSTed to the base. Returns the response Bundle.
 pub fn process(sb: &mut Sandbox, base: &str, bundle: Value) -> FhirResult<Value> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return Err(FhirError::BadRequest("POST to the base needs a Bundle of type transaction or batch".into()));
+        return Err(FhirError::BadRequest(
+            "POST to the base needs a Bundle of type transaction or batch".into(),
+        ));
     }
     let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
     let entries = parse_entries(&bundle)?;
     match kind.as_str() {
         "batch" => {
-            let out: Vec<Value> = entries.iter().map(|e| response_entry(&rest::handle(sb, base, &to_request(e)))).collect();
+            let out: Vec<Value> = entries
+                .iter()
+                .map(|e| response_entry(&rest::handle(sb, base, &to_request(e))))
+                .collect();
             Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
         }
         "transaction" => transaction(sb, base, entries),
-        other => Err(FhirError::BadRequest(format!("Bundle.type '{other}' cannot be processed: POST a transaction or batch Bundle"))),
+        other => Err(FhirError::BadRequest(format!(
+            "Bundle.type '{other}' cannot be processed: POST a transaction or batch Bundle"
+        ))),
     }
 }
 
@@ -130,7 +147,11 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                         .map_err(|err| FhirError::BadRequest(format!("Bundle.entry[{}].request.ifNoneExist: {err}", e.index)))?;
                     let found = work.search_all(&q)?;
                     if found.len() > 1 {
-                        return Err(FhirError::PreconditionFailed(format!("Bundle.entry[{}]: ifNoneExist '{cond}' matched {} resources", e.index, found.len())));
+                        return Err(FhirError::PreconditionFailed(format!(
+                            "Bundle.entry[{}]: ifNoneExist '{cond}' matched {} resources",
+                            e.index,
+                            found.len()
+                        )));
                     }
                     if let Some(v) = found.first() {
                         map.insert(full.clone(), format!("{}/{}", v.ty, v.id));
@@ -174,7 +195,10 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
             } else if e.verb == Verb::Post && e.full_url.as_ref().is_some_and(|u| map.contains_key(u)) {
                 let target = e.full_url.as_ref().and_then(|u| map.get(u)).cloned().unwrap_or_default();
                 let (ty, id) = target.split_once('/').unwrap_or_default();
-                let body = e.resource.clone().ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{}] POST has no resource", e.index)))?;
+                let body = e
+                    .resource
+                    .clone()
+                    .ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{}] POST has no resource", e.index)))?;
                 let v = work.create_with_id(ty, id, body).map_err(|err| prefix_entry(e.index, err))?;
                 FhirResponse::version(201, base, &v, Return::Representation, None)
             } else {
@@ -188,7 +212,13 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
                     .and_then(Value::as_str)
                     .unwrap_or("failed")
                     .to_string();
-                let err = status_error(resp.status, format!("Bundle.entry[{}] ({:?} {}): {msg}; the transaction was rolled back", e.index, e.verb, e.url));
+                let err = status_error(
+                    resp.status,
+                    format!(
+                        "Bundle.entry[{}] ({:?} {}): {msg}; the transaction was rolled back",
+                        e.index, e.verb, e.url
+                    ),
+                );
                 return Err(err);
             }
             responses[e.index] = Some(response_entry(&resp));

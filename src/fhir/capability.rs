@@ -32,9 +32,17 @@ pub fn capability_statement(reg: &Registry, base: &str) -> Value {
                 .map(|(code, p)| json!({"name": code, "definition": p.url, "type": p.ty.as_str(), "documentation": p.description}))
                 .collect();
             let mut refs: Vec<String> = vec!["*".to_string()];
-            refs.extend(params.iter().filter(|(_, p)| p.ty == ParamType::Reference).map(|(c, _)| format!("{ty}:{c}")));
+            refs.extend(
+                params
+                    .iter()
+                    .filter(|(_, p)| p.ty == ParamType::Reference)
+                    .map(|(c, _)| format!("{ty}:{c}")),
+            );
             let revs = rev.get(ty).cloned().unwrap_or_default();
-            let interactions: Vec<Value> = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"].iter().map(|c| json!({"code": c})).collect();
+            let interactions: Vec<Value> = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"]
+                .iter()
+                .map(|c| json!({"code": c}))
+                .collect();
             json!({
                 "type": ty,
                 "interaction": interactions,

@@ -2,8 +2,8 @@
 //! and scenarios (a scenario's clinical "now").
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Source of "now" for `meta.lastUpdated`, `ap` date searches and cohort load times.
 #[derive(Debug, Clone)]
@@ -32,7 +32,11 @@ impl Clock {
 
     /// A clock that starts at `t` and moves `step_ms` per read.
     pub fn ticking(t: DateTime<Utc>, step_ms: i64) -> Self {
-        Clock::Ticking { start: t, step_ms, reads: Arc::new(AtomicI64::new(0)) }
+        Clock::Ticking {
+            start: t,
+            step_ms,
+            reads: Arc::new(AtomicI64::new(0)),
+        }
     }
 
     /// The current instant. Ticking clocks advance.

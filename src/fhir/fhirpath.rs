@@ -76,12 +76,17 @@ pub struct ParseError {
 
 /// Parse an expression.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
-    let err = |reason: &str| ParseError { expr: text.to_string(), reason: reason.to_string() };
+    let err = |reason: &str| ParseError {
+        expr: text.to_string(),
+        reason: reason.to_string(),
+    };
     // The one boolean idiom the R4 parameters use (Patient.deceased).
     if let Some((left, right)) = text.split_once(" and ") {
         let left = left.trim();
         let right = right.trim();
-        let path = left.strip_suffix(".exists()").ok_or_else(|| err("only 'X.exists() and X != false' is supported"))?;
+        let path = left
+            .strip_suffix(".exists()")
+            .ok_or_else(|| err("only 'X.exists() and X != false' is supported"))?;
         if right != format!("{path} != false") {
             return Err(err("only 'X.exists() and X != false' is supported"));
         }
@@ -179,7 +184,10 @@ impl Parser {
                 self.pos += 1;
                 Ok(s)
             }
-            other => Err(format!("expected a name, found {}", other.map(|t| t.text()).unwrap_or("end".into()))),
+            other => Err(format!(
+                "expected a name, found {}",
+                other.map(|t| t.text()).unwrap_or("end".into())
+            )),
         }
     }
     fn union(&mut self) -> Result<Expr, String> {
@@ -288,18 +296,30 @@ pub fn eval<'a>(expr: &Expr, focus_type: &str, focus: &'a Value) -> Vec<Item<'a>
                 return Vec::new();
             }
             let is_false = items.iter().all(|i| matches!(i.value, ItemValue::Json(Value::Bool(false))));
-            vec![Item { value: ItemValue::Bool(!is_false), ty: Some("boolean".into()) }]
+            vec![Item {
+                value: ItemValue::Bool(!is_false),
+                ty: Some("boolean".into()),
+            }]
         }
         Expr::Path { base, steps } => {
             let mut items: Vec<Item<'a>> = match base {
                 Base::Root(name) => {
                     if name == focus_type || name == "Resource" || name == "DomainResource" {
-                        vec![Item { value: ItemValue::Json(focus), ty: Some(focus_type.to_string()) }]
+                        vec![Item {
+                            value: ItemValue::Json(focus),
+                            ty: Some(focus_type.to_string()),
+                        }]
                     } else {
                         Vec::new()
                     }
                 }
-                Base::Field(name) => field(&[Item { value: ItemValue::Json(focus), ty: None }], name),
+                Base::Field(name) => field(
+                    &[Item {
+                        value: ItemValue::Json(focus),
+                        ty: None,
+                    }],
+                    name,
+                ),
                 Base::Group(e) => eval(e, focus_type, focus),
             };
             for step in steps {
@@ -316,9 +336,15 @@ pub fn eval<'a>(expr: &Expr, focus_type: &str, focus: &'a Value) -> Vec<Item<'a>
 
 fn push_flat<'a>(out: &mut Vec<Item<'a>>, v: &'a Value, ty: Option<String>) {
     match v {
-        Value::Array(a) => out.extend(a.iter().map(|x| Item { value: ItemValue::Json(x), ty: ty.clone() })),
+        Value::Array(a) => out.extend(a.iter().map(|x| Item {
+            value: ItemValue::Json(x),
+            ty: ty.clone(),
+        })),
         Value::Null => {}
-        other => out.push(Item { value: ItemValue::Json(other), ty }),
+        other => out.push(Item {
+            value: ItemValue::Json(other),
+            ty,
+        }),
     }
 }
 
@@ -380,7 +406,10 @@ fn apply<'a>(items: Vec<Item<'a>>, step: &Step) -> Vec<Item<'a>> {
                 ItemValue::Bool(_) => false,
             })
             .collect(),
-        Step::Exists => vec![Item { value: ItemValue::Bool(!items.is_empty()), ty: Some("boolean".into()) }],
+        Step::Exists => vec![Item {
+            value: ItemValue::Bool(!items.is_empty()),
+            ty: Some("boolean".into()),
+        }],
     }
 }
 
@@ -404,7 +433,10 @@ mod tests {
         let obs = json!({"resourceType":"Observation","valueQuantity":{"value":3.1},
             "component":[{"valueQuantity":{"value":120}},{"valueString":"x"}]});
         let e = parse("(Observation.value as Quantity) | (Observation.component.value as Quantity)").unwrap();
-        assert_eq!(strings(&eval(&e, "Observation", &obs)), vec![r#"{"value":3.1}"#, r#"{"value":120}"#]);
+        assert_eq!(
+            strings(&eval(&e, "Observation", &obs)),
+            vec![r#"{"value":3.1}"#, r#"{"value":120}"#]
+        );
         let e = parse("Condition.onset.as(dateTime)").unwrap();
         assert!(eval(&e, "Observation", &obs).is_empty(), "root type filters");
     }

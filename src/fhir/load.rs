@@ -33,7 +33,10 @@ pub enum LoadError {
 }
 
 fn invalid(source_name: impl Into<String>, reason: impl Into<String>) -> LoadError {
-    LoadError::Invalid { source_name: source_name.into(), reason: reason.into() }
+    LoadError::Invalid {
+        source_name: source_name.into(),
+        reason: reason.into(),
+    }
 }
 
 fn cohort_err(source_name: &str, e: CohortError) -> LoadError {
@@ -45,26 +48,68 @@ pub const BUILTIN: &[(&str, &[(&str, &str)])] = &[
     (
         "demo",
         &[
-            ("Organization.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Organization.ndjson")),
-            ("Practitioner.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Practitioner.ndjson")),
+            (
+                "Organization.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Organization.ndjson"),
+            ),
+            (
+                "Practitioner.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Practitioner.ndjson"),
+            ),
             ("Patient.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Patient.ndjson")),
-            ("Encounter.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Encounter.ndjson")),
-            ("Condition.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Condition.ndjson")),
-            ("Observation.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Observation.ndjson")),
-            ("MedicationRequest.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/MedicationRequest.ndjson")),
-            ("AllergyIntolerance.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/AllergyIntolerance.ndjson")),
-            ("Procedure.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Procedure.ndjson")),
-            ("Immunization.ndjson", include_str!("../../fhir-fixtures/cohorts/demo/Immunization.ndjson")),
+            (
+                "Encounter.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Encounter.ndjson"),
+            ),
+            (
+                "Condition.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Condition.ndjson"),
+            ),
+            (
+                "Observation.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Observation.ndjson"),
+            ),
+            (
+                "MedicationRequest.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/MedicationRequest.ndjson"),
+            ),
+            (
+                "AllergyIntolerance.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/AllergyIntolerance.ndjson"),
+            ),
+            (
+                "Procedure.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Procedure.ndjson"),
+            ),
+            (
+                "Immunization.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/demo/Immunization.ndjson"),
+            ),
         ],
     ),
     (
         "synthea-samples",
         &[
-            ("Alfreda_Wyman.json", include_str!("../../fhir-fixtures/cohorts/synthea-samples/Alfreda_Wyman_3287b938-4670-47eb-91e5-e0ce3df71405.json")),
-            ("Chet_Thompson.json", include_str!("../../fhir-fixtures/cohorts/synthea-samples/Chet_Thompson_eda17701-070d-4fae-9f7d-c8cd6263b63a.json")),
-            ("Kermit_Trantow.json", include_str!("../../fhir-fixtures/cohorts/synthea-samples/Kermit_Trantow_f1a650a5-737e-4fd7-828e-03c3348b9524.json")),
-            ("Liz_Conn.json", include_str!("../../fhir-fixtures/cohorts/synthea-samples/Liz_Conn_27c911c6-f045-4ffa-af5d-6eba57ac94b2.json")),
-            ("Patria_Schimmel.json", include_str!("../../fhir-fixtures/cohorts/synthea-samples/Patria_Schimmel_d2f8f862-3856-490d-b56f-98e0ed984b1e.json")),
+            (
+                "Alfreda_Wyman.json",
+                include_str!("../../fhir-fixtures/cohorts/synthea-samples/Alfreda_Wyman_3287b938-4670-47eb-91e5-e0ce3df71405.json"),
+            ),
+            (
+                "Chet_Thompson.json",
+                include_str!("../../fhir-fixtures/cohorts/synthea-samples/Chet_Thompson_eda17701-070d-4fae-9f7d-c8cd6263b63a.json"),
+            ),
+            (
+                "Kermit_Trantow.json",
+                include_str!("../../fhir-fixtures/cohorts/synthea-samples/Kermit_Trantow_f1a650a5-737e-4fd7-828e-03c3348b9524.json"),
+            ),
+            (
+                "Liz_Conn.json",
+                include_str!("../../fhir-fixtures/cohorts/synthea-samples/Liz_Conn_27c911c6-f045-4ffa-af5d-6eba57ac94b2.json"),
+            ),
+            (
+                "Patria_Schimmel.json",
+                include_str!("../../fhir-fixtures/cohorts/synthea-samples/Patria_Schimmel_d2f8f862-3856-490d-b56f-98e0ed984b1e.json"),
+            ),
         ],
     ),
 ];
@@ -114,9 +159,15 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let rd = std::fs::read_dir(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let rd = std::fs::read_dir(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     for e in rd {
-        let e = e.map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+        let e = e.map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let p = e.path();
         if p.is_dir() {
             collect_files(&p, out)?;
@@ -168,7 +219,8 @@ pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 fn add_text(b: &mut CohortBuilder, pending: &mut Pending, source: &str, text: String) -> Result<(), LoadError> {
     if source.ends_with(".ndjson") {
         let t = std::time::Instant::now();
-        b.add_ndjson(Arc::new(text)).map_err(|(line, e)| cohort_err(&format!("{source}:{line}"), e))?;
+        b.add_ndjson(Arc::new(text))
+            .map_err(|(line, e)| cohort_err(&format!("{source}:{line}"), e))?;
         tracing::debug!(source, ms = t.elapsed().as_millis() as u64, "ndjson loaded");
         return Ok(());
     }
@@ -185,7 +237,11 @@ fn add_bundle(pending: &mut Pending, source: &str, bundle: Value) -> Result<(), 
     for (i, e) in entries.into_iter().enumerate() {
         let src = format!("{source} entry {i}");
         let Some(mut r) = e.get("resource").cloned() else { continue };
-        let ty = r.get("resourceType").and_then(Value::as_str).ok_or_else(|| invalid(&src, "resource has no resourceType"))?.to_string();
+        let ty = r
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(&src, "resource has no resourceType"))?
+            .to_string();
         let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
         let put_id = e
             .pointer("/request/url")
@@ -224,7 +280,14 @@ mod tests {
     fn ndjson_errors_name_line() {
         let mut b = CohortBuilder::new("t");
         let mut p = Pending::default();
-        let e = add_text(&mut b, &mut p, "x.ndjson", "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n\n{oops\n".to_string()).unwrap_err().to_string();
+        let e = add_text(
+            &mut b,
+            &mut p,
+            "x.ndjson",
+            "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n\n{oops\n".to_string(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("x.ndjson:3") && e.contains("not a JSON object"), "{e}");
         let e = add_text(&mut b, &mut p, "y.ndjson", "[1]\n".to_string()).unwrap_err().to_string();
         assert!(e.contains("y.ndjson:1"), "{e}");
@@ -243,6 +306,9 @@ mod tests {
         let c = b.build(&crate::fhir::Clock::System);
         let s = crate::fhir::Sandbox::fork(&c, Default::default());
         let o = s.read("Observation", "22222222-2222-2222-2222-222222222222").unwrap();
-        assert_eq!(o.resource().unwrap()["subject"]["reference"], "Patient/11111111-1111-1111-1111-111111111111");
+        assert_eq!(
+            o.resource().unwrap()["subject"]["reference"],
+            "Patient/11111111-1111-1111-1111-111111111111"
+        );
     }
 }

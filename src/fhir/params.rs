@@ -116,7 +116,11 @@ fn prune(expr: &Expr, ty: &str) -> Expr {
     match expr {
         Expr::Union(parts) => {
             let kept: Vec<Expr> = parts.iter().filter(|p| applies(p, ty)).cloned().collect();
-            if kept.len() == 1 { kept.into_iter().next().unwrap_or(Expr::Union(Vec::new())) } else { Expr::Union(kept) }
+            if kept.len() == 1 {
+                kept.into_iter().next().unwrap_or(Expr::Union(Vec::new()))
+            } else {
+                Expr::Union(kept)
+            }
         }
         other => other.clone(),
     }
@@ -135,7 +139,8 @@ impl Registry {
     /// The registry built from the embedded R4 definitions (parsed once per process).
     pub fn r4() -> Arc<Registry> {
         static REG: OnceLock<Arc<Registry>> = OnceLock::new();
-        REG.get_or_init(|| Arc::new(Registry::from_bundle_str(SEARCH_PARAMETERS_JSON))).clone()
+        REG.get_or_init(|| Arc::new(Registry::from_bundle_str(SEARCH_PARAMETERS_JSON)))
+            .clone()
     }
 
     /// Build from a SearchParameter Bundle's JSON text. Entries whose expression the
@@ -146,7 +151,11 @@ impl Registry {
             reg.unsupported.push(("*".into(), "search parameter bundle is not JSON".into()));
             return reg;
         };
-        let entries: Vec<&Value> = bundle.get("entry").and_then(Value::as_array).map(|a| a.iter().filter_map(|e| e.get("resource")).collect()).unwrap_or_default();
+        let entries: Vec<&Value> = bundle
+            .get("entry")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|e| e.get("resource")).collect())
+            .unwrap_or_default();
         let url_types: HashMap<&str, &str> = entries
             .iter()
             .filter_map(|r| Some((r.get("url")?.as_str()?, r.get("type")?.as_str()?)))
@@ -184,11 +193,34 @@ impl Registry {
                 reg.unsupported.push((code, "composite component not understood".into()));
                 continue;
             }
-            let targets = r.get("target").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+            let targets = r
+                .get("target")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
             let description = r.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
-            let bases: Vec<&str> = r.get("base").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-            let per_type = bases.iter().filter(|b| **b != "Resource" && **b != "DomainResource").map(|b| (b.to_string(), prune(&expr, b))).collect();
-            let def = Arc::new(ParamDef { code: code.clone(), ty, url, expr, targets, components, description, per_type });
+            let bases: Vec<&str> = r
+                .get("base")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let per_type = bases
+                .iter()
+                .filter(|b| **b != "Resource" && **b != "DomainResource")
+                .map(|b| (b.to_string(), prune(&expr, b)))
+                .collect();
+            let def = Arc::new(ParamDef {
+                code: code.clone(),
+                ty,
+                url,
+                expr,
+                targets,
+                components,
+                description,
+                per_type,
+            });
             for base in bases {
                 if base == "Resource" || base == "DomainResource" {
                     reg.common.insert(code.clone(), def.clone());
@@ -247,7 +279,19 @@ mod tests {
             assert_eq!(p.ty, pty, "{ty}.{code}");
         }
         // every definition on the required types compiled
-        let required = ["Patient", "Observation", "Condition", "MedicationRequest", "ServiceRequest", "Procedure", "Encounter", "AllergyIntolerance", "DiagnosticReport", "Immunization", "MedicationAdministration"];
+        let required = [
+            "Patient",
+            "Observation",
+            "Condition",
+            "MedicationRequest",
+            "ServiceRequest",
+            "Procedure",
+            "Encounter",
+            "AllergyIntolerance",
+            "DiagnosticReport",
+            "Immunization",
+            "MedicationAdministration",
+        ];
         let bundle: Value = serde_json::from_str(SEARCH_PARAMETERS_JSON).unwrap();
         for e in bundle["entry"].as_array().unwrap() {
             let r = &e["resource"];
@@ -255,7 +299,11 @@ mod tests {
                 let b = b.as_str().unwrap();
                 if required.contains(&b) {
                     let code = r["code"].as_str().unwrap();
-                    assert!(reg.get(b, code).is_some(), "{b}.{code} not supported: {:?}", reg.unsupported.iter().find(|u| u.0 == code));
+                    assert!(
+                        reg.get(b, code).is_some(),
+                        "{b}.{code} not supported: {:?}",
+                        reg.unsupported.iter().find(|u| u.0 == code)
+                    );
                 }
             }
         }

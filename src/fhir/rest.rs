@@ -68,7 +68,11 @@ impl FhirRequest {
         };
         FhirRequest {
             verb,
-            path: p.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect(),
+            path: p
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+                .collect(),
             query: super::store::parse_query_string(q),
             if_match: None,
             if_none_exist: None,
@@ -112,7 +116,13 @@ pub struct FhirResponse {
 impl FhirResponse {
     /// A response with only a status and body.
     pub fn json(status: u16, body: Value) -> FhirResponse {
-        FhirResponse { status, body: Some(body), location: None, etag: None, last_modified: None }
+        FhirResponse {
+            status,
+            body: Some(body),
+            location: None,
+            etag: None,
+            last_modified: None,
+        }
     }
 
     /// The error rendered as an OperationOutcome.
@@ -125,7 +135,11 @@ impl FhirResponse {
         let body = match ret {
             Return::Representation => v.resource().map(Arc::unwrap_or_clone),
             Return::Minimal => None,
-            Return::OperationOutcome => Some(outcome("information", "informational", &[message.unwrap_or_else(|| format!("{}/{} version {}", v.ty, v.id, v.version_id))])),
+            Return::OperationOutcome => Some(outcome(
+                "information",
+                "informational",
+                &[message.unwrap_or_else(|| format!("{}/{} version {}", v.ty, v.id, v.version_id))],
+            )),
         };
         FhirResponse {
             status,
@@ -168,14 +182,21 @@ fn segs(req: &FhirRequest) -> Vec<&str> {
 fn read_inner(sb: &Sandbox, base: &str, req: &FhirRequest) -> FhirResult<FhirResponse> {
     let p = segs(req);
     match (req.verb, p.as_slice()) {
-        (Verb::Get, []) => Err(FhirError::NotSupported("system-level search is not supported; search a resource type, e.g. GET [base]/Patient?name=smith".into())),
-        (Verb::Get, ["metadata"]) => Ok(FhirResponse::json(200, capability::capability_statement(sb.cohort().registry(), base))),
+        (Verb::Get, []) => Err(FhirError::NotSupported(
+            "system-level search is not supported; search a resource type, e.g. GET [base]/Patient?name=smith".into(),
+        )),
+        (Verb::Get, ["metadata"]) => Ok(FhirResponse::json(
+            200,
+            capability::capability_statement(sb.cohort().registry(), base),
+        )),
         (Verb::Get, [ty]) => search(sb, base, ty, &req.query, req.strict),
         (Verb::Post, [ty, "_search"]) => {
             // form body is merged into the query by the server; a JSON body is not allowed
             search(sb, base, ty, &req.query, req.strict)
         }
-        (Verb::Get, [ty, "_history"]) => Err(FhirError::NotSupported(format!("type-level history (GET {ty}/_history) is not supported; use {ty}/[id]/_history"))),
+        (Verb::Get, [ty, "_history"]) => Err(FhirError::NotSupported(format!(
+            "type-level history (GET {ty}/_history) is not supported; use {ty}/[id]/_history"
+        ))),
         (Verb::Get, [ty, id]) => {
             let v = sb.read(ty, id)?;
             Ok(FhirResponse::version(200, base, &v, Return::Representation, None))
@@ -185,7 +206,10 @@ fn read_inner(sb: &Sandbox, base: &str, req: &FhirRequest) -> FhirResult<FhirRes
             let v = sb.vread(ty, id, vid)?;
             Ok(FhirResponse::version(200, base, &v, Return::Representation, None))
         }
-        (Verb::Other, _) => Err(FhirError::MethodNotAllowed(format!("this method is not supported on '{}' (supported: GET, POST, PUT, DELETE)", req.path.join("/")))),
+        (Verb::Other, _) => Err(FhirError::MethodNotAllowed(format!(
+            "this method is not supported on '{}' (supported: GET, POST, PUT, DELETE)",
+            req.path.join("/")
+        ))),
         (_, _) => Err(FhirError::NotFound(format!("no FHIR interaction at '{}'", req.path.join("/")))),
     }
 }
@@ -193,11 +217,15 @@ fn read_inner(sb: &Sandbox, base: &str, req: &FhirRequest) -> FhirResult<FhirRes
 fn parse_if_match(h: &str) -> FhirResult<u64> {
     let t = h.trim();
     let inner = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
-    inner.parse().map_err(|_| FhirError::BadRequest(format!("If-Match '{h}' is not a version ETag like W/\"3\"")))
+    inner
+        .parse()
+        .map_err(|_| FhirError::BadRequest(format!("If-Match '{h}' is not a version ETag like W/\"3\"")))
 }
 
 fn require_body(req: &FhirRequest) -> FhirResult<&Value> {
-    req.body.as_ref().ok_or_else(|| FhirError::BadRequest("this interaction needs a JSON resource body".into()))
+    req.body
+        .as_ref()
+        .ok_or_else(|| FhirError::BadRequest("this interaction needs a JSON resource body".into()))
 }
 
 fn write_inner(sb: &mut Sandbox, base: &str, req: &FhirRequest) -> FhirResult<FhirResponse> {
@@ -211,33 +239,72 @@ fn write_inner(sb: &mut Sandbox, base: &str, req: &FhirRequest) -> FhirResult<Fh
         (Verb::Post, [ty]) => {
             let body = require_body(req)?.clone();
             match sb.create(ty, body, req.if_none_exist.as_deref())? {
-                CreateOutcome::Created(v) => Ok(FhirResponse::version(201, base, &v, req.prefer_return, Some(format!("created {}/{}", v.ty, v.id)))),
-                CreateOutcome::Existing(v) => Ok(FhirResponse::version(200, base, &v, req.prefer_return, Some(format!("If-None-Exist matched {}/{}; nothing created", v.ty, v.id)))),
+                CreateOutcome::Created(v) => Ok(FhirResponse::version(
+                    201,
+                    base,
+                    &v,
+                    req.prefer_return,
+                    Some(format!("created {}/{}", v.ty, v.id)),
+                )),
+                CreateOutcome::Existing(v) => Ok(FhirResponse::version(
+                    200,
+                    base,
+                    &v,
+                    req.prefer_return,
+                    Some(format!("If-None-Exist matched {}/{}; nothing created", v.ty, v.id)),
+                )),
             }
         }
         (Verb::Put, [ty, id]) => {
             let body = require_body(req)?.clone();
             let if_match = req.if_match.as_deref().map(parse_if_match).transpose()?;
             let (v, created) = sb.update(ty, id, body, if_match)?;
-            Ok(FhirResponse::version(if created { 201 } else { 200 }, base, &v, req.prefer_return, None))
+            Ok(FhirResponse::version(
+                if created { 201 } else { 200 },
+                base,
+                &v,
+                req.prefer_return,
+                None,
+            ))
         }
-        (Verb::Put, [ty]) => Err(FhirError::NotSupported(format!("conditional update (PUT {ty}?...) is not supported; PUT {ty}/[id]"))),
+        (Verb::Put, [ty]) => Err(FhirError::NotSupported(format!(
+            "conditional update (PUT {ty}?...) is not supported; PUT {ty}/[id]"
+        ))),
         (Verb::Delete, [ty, id]) => {
             check_id(id)?;
             match sb.delete(ty, id)? {
                 Some(v) => Ok(FhirResponse {
                     status: 200,
-                    body: Some(outcome("information", "informational", &[format!("deleted {ty}/{id} (version {})", v.version_id)])),
+                    body: Some(outcome(
+                        "information",
+                        "informational",
+                        &[format!("deleted {ty}/{id} (version {})", v.version_id)],
+                    )),
                     location: None,
                     etag: Some(v.etag()),
                     last_modified: Some(v.last_updated.to_string()),
                 }),
-                None => Ok(FhirResponse::json(200, outcome("warning", "not-found", &[format!("{ty}/{id} did not exist or was already deleted; nothing to do")]))),
+                None => Ok(FhirResponse::json(
+                    200,
+                    outcome(
+                        "warning",
+                        "not-found",
+                        &[format!("{ty}/{id} did not exist or was already deleted; nothing to do")],
+                    ),
+                )),
             }
         }
-        (Verb::Delete, [ty]) => Err(FhirError::NotSupported(format!("conditional delete (DELETE {ty}?...) is not supported"))),
-        (Verb::Put | Verb::Delete, []) => Err(FhirError::MethodNotAllowed("PUT and DELETE are not allowed on the FHIR base".into())),
-        (Verb::Post, [_, _]) => Err(FhirError::MethodNotAllowed(format!("POST is not allowed on '{}': use PUT to update, POST [base]/{} to create", req.path.join("/"), req.path[0]))),
+        (Verb::Delete, [ty]) => Err(FhirError::NotSupported(format!(
+            "conditional delete (DELETE {ty}?...) is not supported"
+        ))),
+        (Verb::Put | Verb::Delete, []) => Err(FhirError::MethodNotAllowed(
+            "PUT and DELETE are not allowed on the FHIR base".into(),
+        )),
+        (Verb::Post, [_, _]) => Err(FhirError::MethodNotAllowed(format!(
+            "POST is not allowed on '{}': use PUT to update, POST [base]/{} to create",
+            req.path.join("/"),
+            req.path[0]
+        ))),
         (Verb::Put | Verb::Delete | Verb::Post, [_, _, ..]) => Err(method_not_allowed(req.verb, &format!("'{}'", req.path.join("/")))),
         _ => Err(FhirError::NotFound(format!("no FHIR interaction at '{}'", req.path.join("/")))),
     }
@@ -325,15 +392,27 @@ pub fn shape(r: &Value, q: &SearchQuery) -> Value {
     let mut out: Map<String, Value>;
     match (q.summary, &q.elements) {
         (_, Some(elements)) => {
-            out = obj.iter().filter(|(k, _)| matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == *k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            out = obj
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             subsetted(&mut out);
         }
         (Summary::Data, None) => {
-            out = obj.iter().filter(|(k, _)| k.as_str() != "text").map(|(k, v)| (k.clone(), v.clone())).collect();
+            out = obj
+                .iter()
+                .filter(|(k, _)| k.as_str() != "text")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             subsetted(&mut out);
         }
         (Summary::Text, None) => {
-            out = obj.iter().filter(|(k, _)| matches!(k.as_str(), "resourceType" | "id" | "meta" | "text")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            out = obj
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "resourceType" | "id" | "meta" | "text"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             subsetted(&mut out);
         }
         _ => return r.clone(),
@@ -360,9 +439,15 @@ fn history(sb: &Sandbox, base: &str, ty: &str, id: &str) -> FhirResult<FhirRespo
                 e.insert("resource".into(), Arc::unwrap_or_clone(r));
             }
             e.insert("request".into(), json!({"method": method, "url": url}));
-            e.insert("response".into(), json!({"status": status, "etag": v.etag(), "lastModified": &*v.last_updated}));
+            e.insert(
+                "response".into(),
+                json!({"status": status, "etag": v.etag(), "lastModified": &*v.last_updated}),
+            );
             Value::Object(e)
         })
         .collect();
-    Ok(FhirResponse::json(200, json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries})))
+    Ok(FhirResponse::json(
+        200,
+        json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries}),
+    ))
 }

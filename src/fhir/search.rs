@@ -269,7 +269,9 @@ fn bad(param: &str, value: &str, why: &str) -> FhirError {
 
 fn parse_number(param: &str, raw: &str) -> FhirResult<(Prefix, f64, f64, f64)> {
     let (prefix, num) = split_prefix(raw);
-    let value: f64 = num.parse().map_err(|_| bad(param, raw, "is not a number (optionally prefixed: eq ne gt lt ge le sa eb ap)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| bad(param, raw, "is not a number (optionally prefixed: eq ne gt lt ge le sa eb ap)"))?;
     if !value.is_finite() {
         return Err(bad(param, raw, "is not a finite number"));
     }
@@ -287,18 +289,34 @@ fn parse_value(def: &ParamDef, ty: ParamType, name: &str, raw: &str, modifier: &
     Ok(match ty {
         ParamType::Token => {
             if *modifier == Modifier::Text {
-                return Ok(SearchValue::Token { system: SystemMatch::Any, code: None, raw: unescape(raw) });
+                return Ok(SearchValue::Token {
+                    system: SystemMatch::Any,
+                    code: None,
+                    raw: unescape(raw),
+                });
             }
             let parts = split_escaped(raw, '|');
             match parts.as_slice() {
-                [code] => SearchValue::Token { system: SystemMatch::Any, code: Some(code.clone()), raw: raw.to_string() },
+                [code] => SearchValue::Token {
+                    system: SystemMatch::Any,
+                    code: Some(code.clone()),
+                    raw: raw.to_string(),
+                },
                 [sys, code] => {
-                    let system = if sys.is_empty() { SystemMatch::NoSystem } else { SystemMatch::Is(sys.clone()) };
+                    let system = if sys.is_empty() {
+                        SystemMatch::NoSystem
+                    } else {
+                        SystemMatch::Is(sys.clone())
+                    };
                     let code = if code.is_empty() { None } else { Some(code.clone()) };
                     if system == SystemMatch::NoSystem && code.is_none() {
                         return Err(bad(name, raw, "is empty: give code, system|code, |code or system|"));
                     }
-                    SearchValue::Token { system, code, raw: raw.to_string() }
+                    SearchValue::Token {
+                        system,
+                        code,
+                        raw: raw.to_string(),
+                    }
                 }
                 _ => return Err(bad(name, raw, "has more than one unescaped '|'")),
             }
@@ -312,17 +330,41 @@ fn parse_value(def: &ParamDef, ty: ParamType, name: &str, raw: &str, modifier: &
         }
         ParamType::Number => {
             let (prefix, value, low, high) = parse_number(name, raw)?;
-            SearchValue::Quantity { prefix, value, low, high, system: None, code: None }
+            SearchValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system: None,
+                code: None,
+            }
         }
         ParamType::Quantity => {
             let parts = split_escaped(raw, '|');
             let (num, system, code) = match parts.as_slice() {
                 [n] => (n.clone(), None, None),
-                [n, s, c] => (n.clone(), Some(s.clone()).filter(|s| !s.is_empty()), Some(c.clone()).filter(|c| !c.is_empty())),
-                _ => return Err(bad(name, raw, "is not a quantity: use [prefix]number or [prefix]number|system|code")),
+                [n, s, c] => (
+                    n.clone(),
+                    Some(s.clone()).filter(|s| !s.is_empty()),
+                    Some(c.clone()).filter(|c| !c.is_empty()),
+                ),
+                _ => {
+                    return Err(bad(
+                        name,
+                        raw,
+                        "is not a quantity: use [prefix]number or [prefix]number|system|code",
+                    ));
+                }
             };
             let (prefix, value, low, high) = parse_number(name, &num)?;
-            SearchValue::Quantity { prefix, value, low, high, system, code }
+            SearchValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            }
         }
         ParamType::Reference => {
             let v = unescape(raw);
@@ -348,7 +390,11 @@ fn parse_value(def: &ParamDef, ty: ParamType, name: &str, raw: &str, modifier: &
         ParamType::Composite => {
             let parts = split_escaped(raw, '$');
             if parts.len() != def.components.len() {
-                return Err(bad(name, raw, &format!("needs {} components separated by '$'", def.components.len())));
+                return Err(bad(
+                    name,
+                    raw,
+                    &format!("needs {} components separated by '$'", def.components.len()),
+                ));
             }
             let mut vals = Vec::new();
             for (c, p) in def.components.iter().zip(parts.iter()) {
@@ -360,7 +406,12 @@ fn parse_value(def: &ParamDef, ty: ParamType, name: &str, raw: &str, modifier: &
 }
 
 fn parse_modifier(def: &ParamDef, name: &str, m: &str, value: &str) -> FhirResult<Modifier> {
-    let unsupported = || FhirError::NotSupported(format!("modifier ':{m}' is not supported on {} parameter '{name}'", def.ty.as_str()));
+    let unsupported = || {
+        FhirError::NotSupported(format!(
+            "modifier ':{m}' is not supported on {} parameter '{name}'",
+            def.ty.as_str()
+        ))
+    };
     Ok(match m {
         "missing" => match value {
             "true" => Modifier::Missing(true),
@@ -373,7 +424,10 @@ fn parse_modifier(def: &ParamDef, name: &str, m: &str, value: &str) -> FhirResul
         "not" if def.ty == ParamType::Token => Modifier::Not,
         t if def.ty == ParamType::Reference && t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) => {
             if !def.targets.is_empty() && !def.targets.iter().any(|x| x == t) {
-                return Err(FhirError::BadRequest(format!("'{t}' is not a target type of reference parameter '{name}' (targets: {})", def.targets.join(", "))));
+                return Err(FhirError::BadRequest(format!(
+                    "'{t}' is not a target type of reference parameter '{name}' (targets: {})",
+                    def.targets.join(", ")
+                )));
             }
             Modifier::Type(t.to_string())
         }
@@ -416,11 +470,18 @@ impl SearchQuery {
                             Some(c) => (true, c),
                             None => (false, key),
                         };
-                        let param = reg.get(ty, code).ok_or_else(|| FhirError::BadRequest(format!("_sort: '{code}' is not a search parameter of {ty}")))?;
+                        let param = reg
+                            .get(ty, code)
+                            .ok_or_else(|| FhirError::BadRequest(format!("_sort: '{code}' is not a search parameter of {ty}")))?;
                         if param.ty == ParamType::Composite {
-                            return Err(FhirError::NotSupported(format!("_sort on composite parameter '{code}' is not supported")));
+                            return Err(FhirError::NotSupported(format!(
+                                "_sort on composite parameter '{code}' is not supported"
+                            )));
                         }
-                        q.sort.push(SortKey { param: param.clone(), descending: desc });
+                        q.sort.push(SortKey {
+                            param: param.clone(),
+                            descending: desc,
+                        });
                     }
                 }
                 "_include" | "_revinclude" | "_include:iterate" | "_revinclude:iterate" => {
@@ -437,7 +498,11 @@ impl SearchQuery {
                         "false" => Summary::False,
                         "data" => Summary::Data,
                         "text" => Summary::Text,
-                        other => return Err(FhirError::NotSupported(format!("_summary={other} is not supported (use count, data, text or false)"))),
+                        other => {
+                            return Err(FhirError::NotSupported(format!(
+                                "_summary={other} is not supported (use count, data, text or false)"
+                            )));
+                        }
                     }
                 }
                 "_total" => {
@@ -451,25 +516,25 @@ impl SearchQuery {
                 "_elements" => q.elements = Some(value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
                 "_format" => {
                     if !(value.contains("json")) {
-                        return Err(FhirError::NotSupported(format!("_format={value} is not supported: this server speaks application/fhir+json only")));
+                        return Err(FhirError::NotSupported(format!(
+                            "_format={value} is not supported: this server speaks application/fhir+json only"
+                        )));
                     }
                     continue;
                 }
                 "_pretty" => continue,
-                _ => {
-                    match parse_clause(ty, name, value, reg) {
-                        Ok(Some(c)) => q.clauses.push(c),
-                        Ok(None) => {
-                            let msg = format!("unknown search parameter '{name}' for {ty}");
-                            if strict {
-                                return Err(FhirError::BadRequest(msg));
-                            }
-                            q.warnings.push(format!("{msg}: ignored"));
-                            continue;
+                _ => match parse_clause(ty, name, value, reg) {
+                    Ok(Some(c)) => q.clauses.push(c),
+                    Ok(None) => {
+                        let msg = format!("unknown search parameter '{name}' for {ty}");
+                        if strict {
+                            return Err(FhirError::BadRequest(msg));
                         }
-                        Err(e) => return Err(e),
+                        q.warnings.push(format!("{msg}: ignored"));
+                        continue;
                     }
-                }
+                    Err(e) => return Err(e),
+                },
             }
             // paging parameters are added to links separately
             if name != "_offset" && name != "_count" {
@@ -483,10 +548,17 @@ impl SearchQuery {
 fn parse_include(name: &str, value: &str, reg: &Registry) -> FhirResult<Include> {
     let iterate = name.ends_with(":iterate");
     if value == "*" && name.starts_with("_revinclude") {
-        return Err(FhirError::NotSupported(format!("{name}=* is not supported: name the parameter, e.g. {name}=Observation:patient")));
+        return Err(FhirError::NotSupported(format!(
+            "{name}=* is not supported: name the parameter, e.g. {name}=Observation:patient"
+        )));
     }
     if value == "*" {
-        return Ok(Include { source: "*".into(), param: None, target: None, iterate });
+        return Ok(Include {
+            source: "*".into(),
+            param: None,
+            target: None,
+            iterate,
+        });
     }
     let parts: Vec<&str> = value.split(':').collect();
     let (source, param, target) = match parts.as_slice() {
@@ -494,11 +566,20 @@ fn parse_include(name: &str, value: &str, reg: &Registry) -> FhirResult<Include>
         [s, p, t] => (*s, *p, Some(t.to_string())),
         _ => return Err(bad(name, value, "must be Type:param or Type:param:TargetType")),
     };
-    let def = reg.get(source, param).ok_or_else(|| FhirError::BadRequest(format!("{name}: '{param}' is not a search parameter of {source}")))?;
+    let def = reg
+        .get(source, param)
+        .ok_or_else(|| FhirError::BadRequest(format!("{name}: '{param}' is not a search parameter of {source}")))?;
     if def.ty != ParamType::Reference {
-        return Err(FhirError::BadRequest(format!("{name}: '{source}:{param}' is not a reference parameter")));
+        return Err(FhirError::BadRequest(format!(
+            "{name}: '{source}:{param}' is not a reference parameter"
+        )));
     }
-    Ok(Include { source: source.to_string(), param: Some(param.to_string()), target, iterate })
+    Ok(Include {
+        source: source.to_string(),
+        param: Some(param.to_string()),
+        target,
+        iterate,
+    })
 }
 
 fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult<Option<Clause>> {
@@ -514,14 +595,27 @@ fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult
     let Some(def) = reg.get(ty, code) else { return Ok(None) };
     if let Some(rest) = chain_rest {
         if def.ty != ParamType::Reference {
-            return Err(FhirError::BadRequest(format!("'{name}': only reference parameters can be chained, '{code}' is a {}", def.ty.as_str())));
+            return Err(FhirError::BadRequest(format!(
+                "'{name}': only reference parameters can be chained, '{code}' is a {}",
+                def.ty.as_str()
+            )));
         }
         let targets = match modifier_text {
             Some(t) => vec![t.to_string()],
             None => def.targets.clone(),
         };
-        let chain = Chain { targets, param: rest.to_string(), value: value.to_string() };
-        return Ok(Some(Clause { raw_name: name.to_string(), param: def.clone(), modifier: Modifier::None, values: Vec::new(), chain: Some(chain) }));
+        let chain = Chain {
+            targets,
+            param: rest.to_string(),
+            value: value.to_string(),
+        };
+        return Ok(Some(Clause {
+            raw_name: name.to_string(),
+            param: def.clone(),
+            modifier: Modifier::None,
+            values: Vec::new(),
+            chain: Some(chain),
+        }));
     }
     let modifier = match modifier_text {
         Some(m) => parse_modifier(def, name, m, value)?,
@@ -530,12 +624,21 @@ fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult
     let values = if let Modifier::Missing(_) = modifier {
         Vec::new()
     } else {
-        split_escaped(value, ',').iter().map(|v| parse_value(def, def.ty, name, v, &modifier)).collect::<FhirResult<Vec<_>>>()?
+        split_escaped(value, ',')
+            .iter()
+            .map(|v| parse_value(def, def.ty, name, v, &modifier))
+            .collect::<FhirResult<Vec<_>>>()?
     };
     if values.iter().any(|v| matches!(v, SearchValue::Str(s) if s.is_empty())) {
         return Err(bad(name, value, "is empty"));
     }
-    Ok(Some(Clause { raw_name: name.to_string(), param: def.clone(), modifier, values, chain: None }))
+    Ok(Some(Clause {
+        raw_name: name.to_string(),
+        param: def.clone(),
+        modifier,
+        values,
+        chain: None,
+    }))
 }
 
 // ---------------------------------------------------------------- matching
@@ -609,7 +712,14 @@ fn quantity_matches(q: &Quantity, prefix: Prefix, value: f64, low: f64, high: f6
 }
 
 /// Does one OR value match the extracted items?
-pub fn value_matches(ty: ParamType, modifier: &Modifier, v: &SearchValue, items: &[Item<'_>], now_ms: i64, components: &[super::params::Component]) -> bool {
+pub fn value_matches(
+    ty: ParamType,
+    modifier: &Modifier,
+    v: &SearchValue,
+    items: &[Item<'_>],
+    now_ms: i64,
+    components: &[super::params::Component],
+) -> bool {
     match (ty, v) {
         (ParamType::Token, SearchValue::Token { system, code, raw }) => {
             let toks = values::tokens(items);
@@ -636,11 +746,23 @@ pub fn value_matches(ty: ParamType, modifier: &Modifier, v: &SearchValue, items:
         (ParamType::Uri, SearchValue::Uri(u)) => values::strings(items).iter().any(|x| x == u),
         (ParamType::Date, SearchValue::Date(prefix, p)) => values::dates(items).iter().any(|r| cmp_ranges(*prefix, *p, *r, now_ms)),
         (ParamType::Reference, SearchValue::Reference(keys)) => values::references(items).iter().any(|r| keys.iter().any(|k| k == r)),
-        (ParamType::Quantity | ParamType::Number, SearchValue::Quantity { prefix, value, low, high, system, code }) => {
-            values::quantities(items).iter().any(|q| quantity_matches(q, *prefix, *value, *low, *high, system, code))
-        }
+        (
+            ParamType::Quantity | ParamType::Number,
+            SearchValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            },
+        ) => values::quantities(items)
+            .iter()
+            .any(|q| quantity_matches(q, *prefix, *value, *low, *high, system, code)),
         (ParamType::Composite, SearchValue::Composite(parts)) => items.iter().any(|it| {
-            let super::fhirpath::ItemValue::Json(el) = it.value else { return false };
+            let super::fhirpath::ItemValue::Json(el) = it.value else {
+                return false;
+            };
             components.iter().zip(parts.iter()).all(|(c, pv)| {
                 let sub = fhirpath::eval(&c.expr, "", el);
                 value_matches(c.ty, &Modifier::None, pv, &sub, now_ms, &[])
@@ -655,8 +777,14 @@ pub fn clause_matches(clause: &Clause, ty: &str, resource: &Value, now_ms: i64) 
     let items = extract(&clause.param, ty, resource);
     match clause.modifier {
         Modifier::Missing(want_missing) => items.is_empty() == want_missing,
-        Modifier::Not => !clause.values.iter().any(|v| value_matches(clause.param.ty, &Modifier::None, v, &items, now_ms, &clause.param.components)),
-        _ => clause.values.iter().any(|v| value_matches(clause.param.ty, &clause.modifier, v, &items, now_ms, &clause.param.components)),
+        Modifier::Not => !clause
+            .values
+            .iter()
+            .any(|v| value_matches(clause.param.ty, &Modifier::None, v, &items, now_ms, &clause.param.components)),
+        _ => clause
+            .values
+            .iter()
+            .any(|v| value_matches(clause.param.ty, &clause.modifier, v, &items, now_ms, &clause.param.components)),
     }
 }
 
@@ -726,7 +854,11 @@ pub enum SortValue {
 pub fn sort_value(param: &ParamDef, ty: &str, resource: &Value, descending: bool) -> Option<SortValue> {
     let items = extract(param, ty, resource);
     let pick_num = |it: Vec<f64>| -> Option<SortValue> {
-        let v = if descending { it.into_iter().reduce(f64::max) } else { it.into_iter().reduce(f64::min) };
+        let v = if descending {
+            it.into_iter().reduce(f64::max)
+        } else {
+            it.into_iter().reduce(f64::min)
+        };
         v.map(SortValue::Num)
     };
     let pick_text = |mut it: Vec<String>| -> Option<SortValue> {
@@ -737,7 +869,17 @@ pub fn sort_value(param: &ParamDef, ty: &str, resource: &Value, descending: bool
     match param.ty {
         ParamType::Date => {
             let ds = values::dates(&items);
-            pick_num(ds.iter().map(|r| if descending { (r.end.saturating_sub(1)) as f64 } else { r.start as f64 }).collect())
+            pick_num(
+                ds.iter()
+                    .map(|r| {
+                        if descending {
+                            (r.end.saturating_sub(1)) as f64
+                        } else {
+                            r.start as f64
+                        }
+                    })
+                    .collect(),
+            )
         }
         ParamType::Number | ParamType::Quantity => pick_num(values::quantities(&items).iter().map(|q| q.value).collect()),
         ParamType::String => pick_text(values::strings(&items).iter().map(|s| normalize(s)).collect()),
@@ -810,7 +952,13 @@ mod tests {
         // strict rejects unknown, lenient warns
         let p = vec![("foo".to_string(), "1".to_string())];
         assert!(SearchQuery::parse("Observation", &p, &Registry::r4(), true).is_err());
-        assert_eq!(SearchQuery::parse("Observation", &p, &Registry::r4(), false).unwrap().warnings.len(), 1);
+        assert_eq!(
+            SearchQuery::parse("Observation", &p, &Registry::r4(), false)
+                .unwrap()
+                .warnings
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -821,8 +969,16 @@ mod tests {
         assert!(m("Observation", &[("combo-code", "8480-6")], &bp));
         assert!(m("Observation", &[("combo-code", "85354-9")], &bp));
         assert!(!m("Observation", &[("code", "8480-6")], &bp));
-        assert!(m("Observation", &[("component-code-value-quantity", "http://loinc.org|8480-6$gt140")], &bp));
-        assert!(!m("Observation", &[("component-code-value-quantity", "http://loinc.org|8462-4$gt140")], &bp));
+        assert!(m(
+            "Observation",
+            &[("component-code-value-quantity", "http://loinc.org|8480-6$gt140")],
+            &bp
+        ));
+        assert!(!m(
+            "Observation",
+            &[("component-code-value-quantity", "http://loinc.org|8462-4$gt140")],
+            &bp
+        ));
         assert!(m("Observation", &[("component-value-quantity", "150||mm[Hg]")], &bp));
         assert!(m("Observation", &[("component-value-quantity", "150||mmHg")], &bp));
         assert!(!m("Observation", &[("component-value-quantity", "150|http://other|mm[Hg]")], &bp));

@@ -41,7 +41,14 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { token: None, body_limit: DEFAULT_BODY_LIMIT, public_base: None, clock: Clock::System, seed: 0, validate: true }
+        ServerConfig {
+            token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            public_base: None,
+            clock: Clock::System,
+            seed: 0,
+            validate: true,
+        }
     }
 }
 
@@ -70,8 +77,22 @@ pub struct SandboxRequest {
 impl AppState {
     /// New state over a cohort.
     pub fn new(cohort: Arc<Cohort>, cfg: ServerConfig) -> Arc<AppState> {
-        let default = Sandbox::fork(&cohort, SandboxOptions { seed: cfg.seed, clock: cfg.clock.clone(), validate: cfg.validate, check_references: true });
-        Arc::new(AppState { cohort, default: Arc::new(RwLock::new(default)), cfg, sandboxes: RwLock::new(BTreeMap::new()), counter: AtomicU64::new(0) })
+        let default = Sandbox::fork(
+            &cohort,
+            SandboxOptions {
+                seed: cfg.seed,
+                clock: cfg.clock.clone(),
+                validate: cfg.validate,
+                check_references: true,
+            },
+        );
+        Arc::new(AppState {
+            cohort,
+            default: Arc::new(RwLock::new(default)),
+            cfg,
+            sandboxes: RwLock::new(BTreeMap::new()),
+            counter: AtomicU64::new(0),
+        })
     }
 
     /// The loaded cohort.
@@ -94,11 +115,24 @@ impl AppState {
             (None, Some(_)) => return Err(FhirError::BadRequest("tick_ms needs now".into())),
             (None, None) => self.cfg.clock.clone(),
         };
-        let sb = Sandbox::fork(&self.cohort, SandboxOptions { seed: req.seed.unwrap_or(n), clock, validate: self.cfg.validate, check_references: true });
+        let sb = Sandbox::fork(
+            &self.cohort,
+            SandboxOptions {
+                seed: req.seed.unwrap_or(n),
+                clock,
+                validate: self.cfg.validate,
+                check_references: true,
+            },
+        );
         let id = format!("sb{n}");
-        let mut map = self.sandboxes.write().map_err(|_| FhirError::Conflict("sandbox table is unavailable".into()))?;
+        let mut map = self
+            .sandboxes
+            .write()
+            .map_err(|_| FhirError::Conflict("sandbox table is unavailable".into()))?;
         if map.len() >= MAX_SANDBOXES {
-            return Err(FhirError::Conflict(format!("{MAX_SANDBOXES} sandboxes are alive; DELETE some first")));
+            return Err(FhirError::Conflict(format!(
+                "{MAX_SANDBOXES} sandboxes are alive; DELETE some first"
+            )));
         }
         map.insert(id.clone(), Arc::new(RwLock::new(sb)));
         Ok(id)
@@ -127,7 +161,10 @@ fn fhir_json(status: u16, body: &Value) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (code, bytes).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+    );
     resp
 }
 
@@ -152,10 +189,18 @@ fn to_http(resp: FhirResponse) -> Response {
         h.insert(header::ETAG, e);
     }
     if let Some(loc) = resp.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
-        let name = if resp.status == 201 { header::LOCATION } else { header::CONTENT_LOCATION };
+        let name = if resp.status == 201 {
+            header::LOCATION
+        } else {
+            header::CONTENT_LOCATION
+        };
         h.insert(name, loc);
     }
-    if let Some(lm) = resp.last_modified.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
+    if let Some(lm) = resp
+        .last_modified
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    {
         let text = lm.with_timezone(&chrono::Utc).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
         if let Ok(v) = HeaderValue::from_str(&text) {
             h.insert(header::LAST_MODIFIED, v);
@@ -178,8 +223,13 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 fn authorized(headers: &HeaderMap, cfg: &ServerConfig) -> bool {
     let Some(token) = &cfg.token else { return true };
-    let Some(given) = header_str(headers, "authorization") else { return false };
-    let given = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")).unwrap_or("");
+    let Some(given) = header_str(headers, "authorization") else {
+        return false;
+    };
+    let given = given
+        .strip_prefix("Bearer ")
+        .or_else(|| given.strip_prefix("bearer "))
+        .unwrap_or("");
     // constant-time comparison
     given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -187,22 +237,41 @@ fn authorized(headers: &HeaderMap, cfg: &ServerConfig) -> bool {
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
     let seg_str: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let public = matches!(seg_str.as_slice(), ["health"] | ["fhir", "metadata"] | ["sandboxes", _, "fhir", "metadata"]);
+    let public = matches!(
+        seg_str.as_slice(),
+        ["health"] | ["fhir", "metadata"] | ["sandboxes", _, "fhir", "metadata"]
+    );
     if !public && !authorized(&parts.headers, &state.cfg) {
-        return error_response(&FhirError::Unauthorized("missing or wrong bearer token: send Authorization: Bearer <token>".into()));
+        return error_response(&FhirError::Unauthorized(
+            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
+        ));
     }
     let bytes = match to_bytes(body, state.cfg.body_limit).await {
         Ok(b) => b,
-        Err(_) => return error_response(&FhirError::PayloadTooLarge(format!("request body exceeds the limit of {} bytes", state.cfg.body_limit))),
+        Err(_) => {
+            return error_response(&FhirError::PayloadTooLarge(format!(
+                "request body exceeds the limit of {} bytes",
+                state.cfg.body_limit
+            )));
+        }
     };
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
-        ["health"] => fhir_json(200, &json!({"status": "ok", "cohort": state.cohort.name(), "resources": state.cohort.len(), "indexesWarm": state.cohort.is_warm()})),
+        ["health"] => fhir_json(
+            200,
+            &json!({"status": "ok", "cohort": state.cohort.name(), "resources": state.cohort.len(), "indexesWarm": state.cohort.is_warm()}),
+        ),
         ["sandboxes"] => sandboxes(&state, &parts.method, &parts.headers, &bytes),
         ["sandboxes", id] => match parts.method {
-            Method::DELETE if *id == "default" => error_response(&FhirError::MethodNotAllowed("the default sandbox cannot be deleted".into())),
+            Method::DELETE if *id == "default" => {
+                error_response(&FhirError::MethodNotAllowed("the default sandbox cannot be deleted".into()))
+            }
             Method::DELETE => {
                 if state.drop_sandbox(id) {
                     StatusCode::NO_CONTENT.into_response()
@@ -214,25 +283,35 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
                 Some(sb) => sandbox_info(&state, id, &sb, &parts.headers),
                 None => error_response(&FhirError::NotFound(format!("no sandbox '{id}'"))),
             },
-            _ => error_response(&FhirError::MethodNotAllowed(format!("{} is not allowed on /sandboxes/{id} (GET, DELETE)", parts.method))),
+            _ => error_response(&FhirError::MethodNotAllowed(format!(
+                "{} is not allowed on /sandboxes/{id} (GET, DELETE)",
+                parts.method
+            ))),
         },
         ["fhir", rest @ ..] => fhir(&state, "default", "/fhir".to_string(), rest, &parts, &bytes),
         ["sandboxes", id, "fhir", rest @ ..] => fhir(&state, id, format!("/sandboxes/{id}/fhir"), rest, &parts, &bytes),
-        _ => error_response(&FhirError::NotFound(format!("nothing at '{path}': FHIR bases are /fhir and /sandboxes/{{id}}/fhir"))),
+        _ => error_response(&FhirError::NotFound(format!(
+            "nothing at '{path}': FHIR bases are /fhir and /sandboxes/{{id}}/fhir"
+        ))),
     }
 }
 
 fn sandbox_info(state: &AppState, id: &str, sb: &Arc<RwLock<Sandbox>>, headers: &HeaderMap) -> Response {
-    let Ok(g) = sb.read() else { return error_response(&FhirError::Conflict("sandbox is unavailable".into())) };
+    let Ok(g) = sb.read() else {
+        return error_response(&FhirError::Conflict("sandbox is unavailable".into()));
+    };
     let base = host_base(headers, &state.cfg);
-    fhir_json(200, &json!({
-        "id": id,
-        "fhirBase": format!("{base}{}", if id == "default" { "/fhir".to_string() } else { format!("/sandboxes/{id}/fhir") }),
-        "cohort": state.cohort.name(),
-        "seed": g.options().seed,
-        "now": super::clock::fhir_instant(g.clock().peek()),
-        "writes": g.writes().len(),
-    }))
+    fhir_json(
+        200,
+        &json!({
+            "id": id,
+            "fhirBase": format!("{base}{}", if id == "default" { "/fhir".to_string() } else { format!("/sandboxes/{id}/fhir") }),
+            "cohort": state.cohort.name(),
+            "seed": g.options().seed,
+            "now": super::clock::fhir_instant(g.clock().peek()),
+            "writes": g.writes().len(),
+        }),
+    )
 }
 
 fn sandboxes(state: &Arc<AppState>, method: &Method, headers: &HeaderMap, bytes: &[u8]) -> Response {
@@ -248,7 +327,9 @@ fn sandboxes(state: &Arc<AppState>, method: &Method, headers: &HeaderMap, bytes:
             };
             match state.create_sandbox(&req) {
                 Ok(id) => {
-                    let Some(sb) = state.sandbox(&id) else { return error_response(&FhirError::NotFound(id)) };
+                    let Some(sb) = state.sandbox(&id) else {
+                        return error_response(&FhirError::NotFound(id));
+                    };
                     let mut r = sandbox_info(state, &id, &sb, headers);
                     *r.status_mut() = StatusCode::CREATED;
                     let base = host_base(headers, &state.cfg);
@@ -264,13 +345,17 @@ fn sandboxes(state: &Arc<AppState>, method: &Method, headers: &HeaderMap, bytes:
             let ids: Vec<String> = state.sandboxes.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
             fhir_json(200, &json!({"sandboxes": ids}))
         }
-        _ => error_response(&FhirError::MethodNotAllowed(format!("{method} is not allowed on /sandboxes (GET, POST)"))),
+        _ => error_response(&FhirError::MethodNotAllowed(format!(
+            "{method} is not allowed on /sandboxes (GET, POST)"
+        ))),
     }
 }
 
 fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts: &axum::http::request::Parts, bytes: &[u8]) -> Response {
     let Some(sb) = state.sandbox(sandbox_id) else {
-        return error_response(&FhirError::NotFound(format!("no sandbox '{sandbox_id}' (it may have been deleted)")));
+        return error_response(&FhirError::NotFound(format!(
+            "no sandbox '{sandbox_id}' (it may have been deleted)"
+        )));
     };
     let base = format!("{}{prefix}", host_base(&parts.headers, &state.cfg));
     let verb = match parts.method {
@@ -308,10 +393,14 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
             if rest.last() == Some(&"_search") {
                 req.query.extend(super::store::parse_query_string(&String::from_utf8_lossy(bytes)));
             } else {
-                return error_response(&FhirError::UnsupportedMediaType("form bodies are only accepted by POST [type]/_search".into()));
+                return error_response(&FhirError::UnsupportedMediaType(
+                    "form bodies are only accepted by POST [type]/_search".into(),
+                ));
             }
         } else if ctype.contains("xml") || (!ctype.is_empty() && !ctype.contains("json")) {
-            return error_response(&FhirError::UnsupportedMediaType(format!("Content-Type '{ctype}' is not supported: send application/fhir+json")));
+            return error_response(&FhirError::UnsupportedMediaType(format!(
+                "Content-Type '{ctype}' is not supported: send application/fhir+json"
+            )));
         } else {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(v) => req.body = Some(v),
@@ -321,7 +410,9 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
     }
     let accept = header_str(&parts.headers, "accept").unwrap_or_default().to_ascii_lowercase();
     if accept.contains("xml") && !accept.contains("json") && !accept.contains("*/*") {
-        return error_response(&FhirError::UnsupportedMediaType("this server returns application/fhir+json only".into()));
+        return error_response(&FhirError::UnsupportedMediaType(
+            "this server returns application/fhir+json only".into(),
+        ));
     }
     let resp = if req.is_write() {
         match sb.write() {

@@ -8,8 +8,8 @@ use super::params::{ParamType, Registry};
 use super::search::{self, Include, SearchQuery, SearchValue, SortValue};
 use super::validate::{SchemaValidator, check_id};
 use super::values::{normalize_reference, split_reference};
-use serde_json::{Map, Value};
 use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -69,7 +69,12 @@ impl RawText {
 
 impl PartialEq for Version {
     fn eq(&self, other: &Self) -> bool {
-        self.ty == other.ty && self.id == other.id && self.version_id == other.version_id && self.last_updated == other.last_updated && self.method == other.method && self.resource() == other.resource()
+        self.ty == other.ty
+            && self.id == other.id
+            && self.version_id == other.version_id
+            && self.last_updated == other.last_updated
+            && self.method == other.method
+            && self.resource() == other.resource()
     }
 }
 
@@ -103,13 +108,21 @@ impl Version {
     /// and the top-level elements named in `fields` (a name also matches its polymorphic
     /// forms: `effective` matches `effectiveDateTime`). `None` for `fields` parses everything.
     pub fn with_fields<T>(&self, fields: Option<&[String]>, f: impl FnOnce(&Value) -> T) -> Option<T> {
-        let (Body::Raw(text), Some(fields)) = (&self.body, fields) else { return self.with_resource(f) };
+        let (Body::Raw(text), Some(fields)) = (&self.body, fields) else {
+            return self.with_resource(f);
+        };
         type Top<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
         #[derive(serde::Deserialize)]
         struct Borrowed<'a>(#[serde(borrow, with = "top_map")] Top<'a>);
-        let Ok(Borrowed(top)) = serde_json::from_str::<Borrowed<'_>>(text.as_str()) else { return self.with_resource(f) };
+        let Ok(Borrowed(top)) = serde_json::from_str::<Borrowed<'_>>(text.as_str()) else {
+            return self.with_resource(f);
+        };
         let wanted = |k: &str| {
-            k == "resourceType" || k == "id" || fields.iter().any(|n| k == n || (k.starts_with(n.as_str()) && k[n.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
+            k == "resourceType"
+                || k == "id"
+                || fields
+                    .iter()
+                    .any(|n| k == n || (k.starts_with(n.as_str()) && k[n.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
         };
         let mut partial = Map::new();
         for (k, raw) in top {
@@ -256,7 +269,12 @@ pub enum CohortError {
 impl CohortBuilder {
     /// Start an empty cohort called `name`.
     pub fn new(name: &str) -> Self {
-        CohortBuilder { name: name.to_string(), tables: BTreeMap::new(), count: 0, merged: 0 }
+        CohortBuilder {
+            name: name.to_string(),
+            tables: BTreeMap::new(),
+            count: 0,
+            merged: 0,
+        }
     }
 
     /// Number of resources added so far.
@@ -277,19 +295,33 @@ impl CohortBuilder {
 
     fn check_head(&self, ty: Option<&str>, id: Option<&str>) -> Result<(), CohortError> {
         let index = self.count;
-        let ty = ty.ok_or(CohortError::BadResource { index, reason: "no resourceType".into() })?;
+        let ty = ty.ok_or(CohortError::BadResource {
+            index,
+            reason: "no resourceType".into(),
+        })?;
         if !SchemaValidator::r4().is_resource_type(ty) {
-            return Err(CohortError::BadResource { index, reason: format!("'{ty}' is not a FHIR R4 resource type") });
+            return Err(CohortError::BadResource {
+                index,
+                reason: format!("'{ty}' is not a FHIR R4 resource type"),
+            });
         }
-        let id = id.ok_or(CohortError::BadResource { index, reason: format!("{ty} has no id") })?;
-        check_id(id).map_err(|e| CohortError::BadResource { index, reason: e.to_string() })
+        let id = id.ok_or(CohortError::BadResource {
+            index,
+            reason: format!("{ty} has no id"),
+        })?;
+        check_id(id).map_err(|e| CohortError::BadResource {
+            index,
+            reason: e.to_string(),
+        })
     }
 
     fn insert(&mut self, ty: &str, id: &str, body: Body) -> Result<(), CohortError> {
         if !self.tables.contains_key(ty) {
             self.tables.insert(ty.to_string(), PendingTable::default());
         }
-        let Some((rows, by_id)) = self.tables.get_mut(ty) else { return Ok(()) };
+        let Some((rows, by_id)) = self.tables.get_mut(ty) else {
+            return Ok(());
+        };
         if let Some(&pos) = by_id.get(id) {
             let same = match (rows.get(pos as usize), &body) {
                 (Some(Body::Parsed(a)), Body::Parsed(b)) => a == b,
@@ -354,14 +386,35 @@ impl CohortBuilder {
                         part.iter()
                             .map(|&(n, a, b)| {
                                 let text = buf.get(a..b).unwrap_or_default();
-                                let head: Head<'_> = serde_json::from_str(text).map_err(|e| (n, CohortError::BadResource { index: first_index, reason: format!("not a JSON object: {e}") }))?;
+                                let head: Head<'_> = serde_json::from_str(text).map_err(|e| {
+                                    (
+                                        n,
+                                        CohortError::BadResource {
+                                            index: first_index,
+                                            reason: format!("not a JSON object: {e}"),
+                                        },
+                                    )
+                                })?;
                                 Ok((head.ty.unwrap_or_default(), head.id.unwrap_or_default()))
                             })
                             .collect::<Heads>()
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, CohortError::BadResource { index: first_index, reason: "parser thread failed".into() })))).collect()
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err((
+                            0,
+                            CohortError::BadResource {
+                                index: first_index,
+                                reason: "parser thread failed".into(),
+                            },
+                        ))
+                    })
+                })
+                .collect()
         });
         let t1 = t0.elapsed().as_millis() as u64;
         let mut heads = Vec::with_capacity(lines.len());
@@ -380,9 +433,22 @@ impl CohortBuilder {
             let ty_opt = Some(&*ty).filter(|t| !t.is_empty());
             let id_opt = Some(&*id).filter(|t| !t.is_empty());
             self.check_head(ty_opt, id_opt).map_err(|e| (n, e))?;
-            self.insert(&ty, &id, Body::Raw(RawText { buf: buf.clone(), start: a, end: b })).map_err(|e| (n, e))?;
+            self.insert(
+                &ty,
+                &id,
+                Body::Raw(RawText {
+                    buf: buf.clone(),
+                    start: a,
+                    end: b,
+                }),
+            )
+            .map_err(|e| (n, e))?;
         }
-        tracing::debug!(split_and_check_ms = t1, total_ms = t0.elapsed().as_millis() as u64, "ndjson rows added");
+        tracing::debug!(
+            split_and_check_ms = t1,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "ndjson rows added"
+        );
         Ok(())
     }
 
@@ -411,7 +477,14 @@ impl CohortBuilder {
                         }
                         other => other,
                     };
-                    Arc::new(Version { ty: tyarc.clone(), id, version_id: 1, last_updated: stamp.clone(), method: Method::Load, body })
+                    Arc::new(Version {
+                        ty: tyarc.clone(),
+                        id,
+                        version_id: 1,
+                        last_updated: stamp.clone(),
+                        method: Method::Load,
+                        body,
+                    })
                 })
                 .collect();
             let mut indexes = HashMap::new();
@@ -420,9 +493,25 @@ impl CohortBuilder {
                     indexes.insert(p.code.clone(), OnceLock::new());
                 }
             }
-            tables.insert(ty, Table { rows, by_id, indexes, sort_columns: Mutex::new(HashMap::new()), warming: (Mutex::new(false), std::sync::Condvar::new()) });
+            tables.insert(
+                ty,
+                Table {
+                    rows,
+                    by_id,
+                    indexes,
+                    sort_columns: Mutex::new(HashMap::new()),
+                    warming: (Mutex::new(false), std::sync::Condvar::new()),
+                },
+            );
         }
-        Arc::new(Cohort { name: self.name, tables, registry, count: self.count, referrers: OnceLock::new(), warm: std::sync::atomic::AtomicBool::new(false) })
+        Arc::new(Cohort {
+            name: self.name,
+            tables,
+            registry,
+            count: self.count,
+            referrers: OnceLock::new(),
+            warm: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 }
 
@@ -512,14 +601,24 @@ impl Cohort {
             let sorts: Vec<(Arc<super::params::ParamDef>, bool)> = WARM_SORTS
                 .iter()
                 .filter_map(|(p, d)| self.registry.get(ty, p).map(|def| (def.clone(), *d)))
-                .filter(|(p, d)| table.sort_columns.lock().map(|m| !m.contains_key(&(p.code.clone(), *d))).unwrap_or(false))
+                .filter(|(p, d)| {
+                    table
+                        .sort_columns
+                        .lock()
+                        .map(|m| !m.contains_key(&(p.code.clone(), *d)))
+                        .unwrap_or(false)
+                })
                 .collect();
             if params.is_empty() && sorts.is_empty() {
                 continue;
             }
             table.set_warming(true);
             let mut fields: Option<Vec<String>> = Some(Vec::new());
-            for e in params.iter().map(|p| p.expr_for(ty)).chain(sorts.iter().map(|(p, _)| p.expr_for(ty))) {
+            for e in params
+                .iter()
+                .map(|p| p.expr_for(ty))
+                .chain(sorts.iter().map(|(p, _)| p.expr_for(ty)))
+            {
                 fields = match (fields, super::fhirpath::top_fields(e)) {
                     (Some(mut all), Some(more)) => {
                         all.extend(more);
@@ -629,7 +728,14 @@ impl Cohort {
             return Some(c.clone());
         }
         let fields = super::fhirpath::top_fields(param.expr_for(ty));
-        let col: Vec<Option<SortValue>> = table.rows.iter().map(|row| row.with_fields(fields.as_deref(), |r| search::sort_value(param, ty, r, descending)).flatten()).collect();
+        let col: Vec<Option<SortValue>> = table
+            .rows
+            .iter()
+            .map(|row| {
+                row.with_fields(fields.as_deref(), |r| search::sort_value(param, ty, r, descending))
+                    .flatten()
+            })
+            .collect();
         let col = Arc::new(col);
         table.sort_columns.lock().ok()?.insert(key, col.clone());
         Some(col)
@@ -648,7 +754,9 @@ impl Cohort {
                         })
                         .unwrap_or_default();
                     for target in refs {
-                        map.entry(normalize_reference(&target)).or_default().push((row.ty.clone(), row.id.clone()));
+                        map.entry(normalize_reference(&target))
+                            .or_default()
+                            .push((row.ty.clone(), row.id.clone()));
                     }
                 }
             }
@@ -691,7 +799,12 @@ pub struct SandboxOptions {
 
 impl Default for SandboxOptions {
     fn default() -> Self {
-        SandboxOptions { seed: 0, clock: Clock::System, validate: true, check_references: true }
+        SandboxOptions {
+            seed: 0,
+            clock: Clock::System,
+            validate: true,
+            check_references: true,
+        }
     }
 }
 
@@ -765,7 +878,13 @@ fn splitmix(mut z: u64) -> u64 {
 impl Sandbox {
     /// Fork a sandbox from a cohort: O(1), nothing is copied.
     pub fn fork(cohort: &Arc<Cohort>, opts: SandboxOptions) -> Sandbox {
-        Sandbox { cohort: cohort.clone(), overlay: BTreeMap::new(), opts, next_id: 0, log: Vec::new() }
+        Sandbox {
+            cohort: cohort.clone(),
+            overlay: BTreeMap::new(),
+            opts,
+            next_id: 0,
+            log: Vec::new(),
+        }
     }
 
     /// Fork this sandbox (its writes included) into an independent copy; costs O(writes).
@@ -808,7 +927,12 @@ impl Sandbox {
                 if before.is_none() && after.is_none() {
                     continue;
                 }
-                out.push(Change { ty: ty.clone(), id: id.to_string(), before, after });
+                out.push(Change {
+                    ty: ty.clone(),
+                    id: id.to_string(),
+                    before,
+                    after,
+                });
             }
         }
         out
@@ -847,14 +971,22 @@ impl Sandbox {
         if let Some(h) = self.overlay.get(ty).and_then(|m| m.get(id)) {
             return Ok(h.versions.clone());
         }
-        self.cohort.get(ty, id).map(|v| vec![v.clone()]).ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} is not known")))
+        self.cohort
+            .get(ty, id)
+            .map(|v| vec![v.clone()])
+            .ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} is not known")))
     }
 
     /// Read one version.
     pub fn vread(&self, ty: &str, id: &str, vid: &str) -> FhirResult<Arc<Version>> {
-        let n: u64 = vid.parse().map_err(|_| FhirError::BadRequest(format!("'{vid}' is not a version id (a positive integer)")))?;
+        let n: u64 = vid
+            .parse()
+            .map_err(|_| FhirError::BadRequest(format!("'{vid}' is not a version id (a positive integer)")))?;
         let hist = self.history(ty, id)?;
-        let v = hist.into_iter().find(|v| v.version_id == n).ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} has no version {n}")))?;
+        let v = hist
+            .into_iter()
+            .find(|v| v.version_id == n)
+            .ok_or_else(|| FhirError::NotFound(format!("{ty}/{id} has no version {n}")))?;
         if v.is_deleted() {
             return Err(FhirError::Gone(format!("version {n} of {ty}/{id} is a deletion")));
         }
@@ -880,7 +1012,11 @@ impl Sandbox {
         };
         match obj.get("resourceType").and_then(Value::as_str) {
             Some(t) if t == ty => {}
-            Some(t) => return Err(FhirError::BadRequest(format!("resourceType '{t}' in the body does not match '{ty}' in the URL"))),
+            Some(t) => {
+                return Err(FhirError::BadRequest(format!(
+                    "resourceType '{t}' in the body does not match '{ty}' in the URL"
+                )));
+            }
             None => return Err(FhirError::BadRequest("the body has no resourceType".into())),
         }
         if self.opts.validate {
@@ -916,7 +1052,11 @@ impl Sandbox {
                 _ => problems.push(format!("reference '{r}' is not a literal reference of the form Type/id")),
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(FhirError::Unprocessable(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(FhirError::Unprocessable(problems))
+        }
     }
 
     fn put(&mut self, ty: &str, id: &str, method: Method, resource: Option<Value>) -> Arc<Version> {
@@ -933,12 +1073,24 @@ impl Sandbox {
         };
         let seq = self.log.len() as u64 + 1;
         let base_pos = self.cohort.tables.get(ty).and_then(|t| t.by_id.get(id).copied());
-        let v = Arc::new(Version { ty: Arc::from(ty), id: Arc::from(id), version_id, last_updated: Arc::from(stamp), method, body });
-        let entry = self.overlay.entry(ty.to_string()).or_default().entry(Arc::from(id)).or_insert_with(|| History {
-            seq,
-            base_pos,
-            versions: prev.into_iter().collect(),
+        let v = Arc::new(Version {
+            ty: Arc::from(ty),
+            id: Arc::from(id),
+            version_id,
+            last_updated: Arc::from(stamp),
+            method,
+            body,
         });
+        let entry = self
+            .overlay
+            .entry(ty.to_string())
+            .or_default()
+            .entry(Arc::from(id))
+            .or_insert_with(|| History {
+                seq,
+                base_pos,
+                versions: prev.into_iter().collect(),
+            });
         entry.versions.push(v.clone());
         self.log.push(WriteRecord { seq, version: v.clone() });
         v
@@ -958,7 +1110,11 @@ impl Sandbox {
             match found.len() {
                 0 => {}
                 1 => return Ok(CreateOutcome::Existing(found[0].clone())),
-                n => return Err(FhirError::PreconditionFailed(format!("If-None-Exist '{q}' matched {n} {ty} resources; it must match at most one"))),
+                n => {
+                    return Err(FhirError::PreconditionFailed(format!(
+                        "If-None-Exist '{q}' matched {n} {ty} resources; it must match at most one"
+                    )));
+                }
             }
         }
         let id = self.next_id(ty);
@@ -982,8 +1138,16 @@ impl Sandbox {
         check_id(id)?;
         match body.get("id").and_then(Value::as_str) {
             Some(bid) if bid == id => {}
-            Some(bid) => return Err(FhirError::BadRequest(format!("id '{bid}' in the body does not match '{id}' in the URL"))),
-            None => return Err(FhirError::BadRequest(format!("the body has no id; an update of {ty}/{id} must carry \"id\": \"{id}\""))),
+            Some(bid) => {
+                return Err(FhirError::BadRequest(format!(
+                    "id '{bid}' in the body does not match '{id}' in the URL"
+                )));
+            }
+            None => {
+                return Err(FhirError::BadRequest(format!(
+                    "the body has no id; an update of {ty}/{id} must carry \"id\": \"{id}\""
+                )));
+            }
         }
         self.prepare(ty, &body)?;
         let cur = self.current(ty, id);
@@ -991,9 +1155,16 @@ impl Sandbox {
             match &cur {
                 Some(v) if !v.is_deleted() && v.version_id == want => {}
                 Some(v) if !v.is_deleted() => {
-                    return Err(FhirError::PreconditionFailed(format!("If-Match version {want} does not match the current version {} of {ty}/{id}", v.version_id)));
+                    return Err(FhirError::PreconditionFailed(format!(
+                        "If-Match version {want} does not match the current version {} of {ty}/{id}",
+                        v.version_id
+                    )));
                 }
-                _ => return Err(FhirError::PreconditionFailed(format!("If-Match version {want} given but {ty}/{id} does not exist"))),
+                _ => {
+                    return Err(FhirError::PreconditionFailed(format!(
+                        "If-Match version {want} given but {ty}/{id} does not exist"
+                    )));
+                }
             }
         }
         let created = cur.as_ref().is_none_or(|v| v.is_deleted());
@@ -1067,7 +1238,12 @@ impl Sandbox {
                 }
             }
             if !any_target {
-                return Err(FhirError::BadRequest(format!("chained parameter '{}': '{}' is not a search parameter of {}", clause.raw_name, chain.param, chain.targets.join(" or "))));
+                return Err(FhirError::BadRequest(format!(
+                    "chained parameter '{}': '{}' is not a search parameter of {}",
+                    clause.raw_name,
+                    chain.param,
+                    chain.targets.join(" or ")
+                )));
             }
             clause.values = vec![SearchValue::Reference(keys)];
         }
@@ -1091,7 +1267,11 @@ impl Sandbox {
                     .values
                     .iter()
                     .map(|v| match v {
-                        SearchValue::Token { system: search::SystemMatch::Any | search::SystemMatch::NoSystem, code: Some(c), .. } => Some(table.by_id.get(c.as_str()).copied()),
+                        SearchValue::Token {
+                            system: search::SystemMatch::Any | search::SystemMatch::NoSystem,
+                            code: Some(c),
+                            ..
+                        } => Some(table.by_id.get(c.as_str()).copied()),
                         _ => None,
                     })
                     .collect::<Option<Vec<Option<u32>>>>()
@@ -1105,7 +1285,9 @@ impl Sandbox {
                 }
             }
             let Some(keys) = search::lookup_keys(clause) else { continue };
-            let Some(index) = self.cohort.index(ty, &clause.param.code) else { continue };
+            let Some(index) = self.cohort.index(ty, &clause.param.code) else {
+                continue;
+            };
             exact[ci] = true;
             let found: Vec<&Vec<u32>> = keys.iter().filter_map(|k| index.get(k)).collect();
             lists.push(match found.as_slice() {
@@ -1146,7 +1328,12 @@ impl Sandbox {
         let overlay = self.overlay.get(ty);
         let (cands, exact) = self.candidates(&q);
         let matches_all = |r: &Value| q.clauses.iter().all(|c| search::clause_matches(c, ty, r, now));
-        let matches_rest = |r: &Value| q.clauses.iter().zip(&exact).all(|(c, done)| *done || search::clause_matches(c, ty, r, now));
+        let matches_rest = |r: &Value| {
+            q.clauses
+                .iter()
+                .zip(&exact)
+                .all(|(c, done)| *done || search::clause_matches(c, ty, r, now))
+        };
         let all_exact = exact.iter().all(|e| *e);
         let mut hits: Vec<(u64, Arc<Version>)> = Vec::new();
         if let Some(table) = self.cohort.tables.get(ty) {
@@ -1218,7 +1405,11 @@ impl Sandbox {
         let total = all.len();
         let page: Vec<Arc<Version>> = all.into_iter().skip(query.offset).take(query.count).collect();
         let included = self.includes(&page, &query.include, &query.revinclude)?;
-        Ok(SearchResult { matches: page, included, total })
+        Ok(SearchResult {
+            matches: page,
+            included,
+            total,
+        })
     }
 
     fn includes(&self, page: &[Arc<Version>], include: &[Include], revinclude: &[Include]) -> FhirResult<Vec<Arc<Version>>> {
@@ -1276,14 +1467,21 @@ impl Sandbox {
 
     /// Resolve a conditional reference `Type?params` to `Type/id` (exactly one match).
     pub fn resolve_conditional(&self, reference: &str) -> FhirResult<String> {
-        let (ty, q) = reference.split_once('?').ok_or_else(|| FhirError::BadRequest(format!("'{reference}' is not a conditional reference")))?;
+        let (ty, q) = reference
+            .split_once('?')
+            .ok_or_else(|| FhirError::BadRequest(format!("'{reference}' is not a conditional reference")))?;
         let params = parse_query_string(q);
         let query = SearchQuery::parse(ty, &params, &self.cohort.registry, true)?;
         let found = self.search_all(&query)?;
         match found.as_slice() {
             [one] => Ok(format!("{}/{}", one.ty, one.id)),
-            [] => Err(FhirError::PreconditionFailed(format!("conditional reference '{reference}' matched no resource"))),
-            many => Err(FhirError::PreconditionFailed(format!("conditional reference '{reference}' matched {} resources; it must match one", many.len()))),
+            [] => Err(FhirError::PreconditionFailed(format!(
+                "conditional reference '{reference}' matched no resource"
+            ))),
+            many => Err(FhirError::PreconditionFailed(format!(
+                "conditional reference '{reference}' matched {} resources; it must match one",
+                many.len()
+            ))),
         }
     }
 
@@ -1345,7 +1543,9 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 
 /// Parse `a=1&b=2` (percent-decoded, `+` as space) into ordered pairs.
 pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// A resource as JSON for output (clone of the stored value; `null` for a deletion).
@@ -1368,13 +1568,18 @@ mod tests {
                 "code":{"coding":[{"system":"http://loinc.org","code": if i % 2 == 0 {"2823-3"} else {"2345-7"}}]},
                 "subject":{"reference": if i < 15 {"Patient/p1"} else {"Patient/p2"}},
                 "effectiveDateTime": format!("2023-01-{:02}T08:00:00Z", i + 1),
-                "valueQuantity":{"value": 3.0 + (i as f64) / 10.0, "unit":"mmol/L"}})).unwrap();
+                "valueQuantity":{"value": 3.0 + (i as f64) / 10.0, "unit":"mmol/L"}}))
+                .unwrap();
         }
         b.build(&Clock::fixed(parse_instant("2024-01-01T00:00:00Z").unwrap()))
     }
 
     fn opts() -> SandboxOptions {
-        SandboxOptions { seed: 7, clock: Clock::ticking(parse_instant("2024-02-01T00:00:00Z").unwrap(), 1000), ..Default::default() }
+        SandboxOptions {
+            seed: 7,
+            clock: Clock::ticking(parse_instant("2024-02-01T00:00:00Z").unwrap(), 1000),
+            ..Default::default()
+        }
     }
 
     fn qs(ty: &str, s: &str) -> SearchQuery {
@@ -1386,7 +1591,9 @@ mod tests {
         let c = cohort();
         let mut a = Sandbox::fork(&c, opts());
         let b = Sandbox::fork(&c, opts());
-        let CreateOutcome::Created(v) = a.create("Patient", json!({"resourceType":"Patient"}), None).unwrap() else { panic!() };
+        let CreateOutcome::Created(v) = a.create("Patient", json!({"resourceType":"Patient"}), None).unwrap() else {
+            panic!()
+        };
         assert!(a.read("Patient", &v.id).is_ok());
         assert_eq!(b.read("Patient", &v.id).unwrap_err().status(), 404);
         assert_eq!(a.count("Patient"), 3);
@@ -1409,12 +1616,21 @@ mod tests {
     fn update_versions_and_if_match() {
         let c = cohort();
         let mut s = Sandbox::fork(&c, opts());
-        let (v2, created) = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1","gender":"male"}), Some(1)).unwrap();
+        let (v2, created) = s
+            .update(
+                "Patient",
+                "p1",
+                json!({"resourceType":"Patient","id":"p1","gender":"male"}),
+                Some(1),
+            )
+            .unwrap();
         assert!(!created);
         assert_eq!(v2.version_id, 2);
         assert_eq!(v2.resource().unwrap()["meta"]["versionId"], "2");
         assert_eq!(v2.resource().unwrap()["meta"]["lastUpdated"], "2024-02-01T00:00:00.000Z");
-        let e = s.update("Patient", "p1", json!({"resourceType":"Patient","id":"p1"}), Some(1)).unwrap_err();
+        let e = s
+            .update("Patient", "p1", json!({"resourceType":"Patient","id":"p1"}), Some(1))
+            .unwrap_err();
         assert_eq!(e.status(), 412);
         assert_eq!(s.history("Patient", "p1").unwrap().len(), 2);
         assert_eq!(s.vread("Patient", "p1", "1").unwrap().version_id, 1);
@@ -1448,7 +1664,13 @@ mod tests {
         assert_eq!(r.len(), 8);
         assert_eq!(&*r[0].id, "o14");
         // update one so it no longer matches; create one that does
-        s.update("Observation", "o14", json!({"resourceType":"Observation","id":"o14","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}), None).unwrap();
+        s.update(
+            "Observation",
+            "o14",
+            json!({"resourceType":"Observation","id":"o14","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}),
+            None,
+        )
+        .unwrap();
         s.create("Observation", json!({"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2023-06-01"}), None).unwrap();
         let r = s.search_all(&q).unwrap();
         assert_eq!(r.len(), 8);
@@ -1462,9 +1684,17 @@ mod tests {
         let mut s = Sandbox::fork(&c, opts());
         let out = s.create("Patient", json!({"resourceType":"Patient"}), Some("_id=p1")).unwrap();
         assert!(matches!(out, CreateOutcome::Existing(v) if &*v.id == "p1"));
-        let e = s.create("Patient", json!({"resourceType":"Patient"}), Some("_id=p1,p2")).unwrap_err();
+        let e = s
+            .create("Patient", json!({"resourceType":"Patient"}), Some("_id=p1,p2"))
+            .unwrap_err();
         assert_eq!(e.status(), 412);
-        let e = s.create("Observation", json!({"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/nope"}}), None).unwrap_err();
+        let e = s
+            .create(
+                "Observation",
+                json!({"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/nope"}}),
+                None,
+            )
+            .unwrap_err();
         assert_eq!(e.status(), 422);
         assert!(e.to_string().contains("Patient/nope"), "{e}");
         assert!(s.writes().is_empty(), "failed writes leave nothing behind");
@@ -1472,7 +1702,11 @@ mod tests {
 
     #[test]
     fn warm_compact_rows_search_like_parsed_rows() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-fixtures/cohorts/demo/Observation.ndjson")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fhir-fixtures/cohorts/demo/Observation.ndjson"
+        ))
+        .unwrap();
         let mut raw = CohortBuilder::new("raw");
         let mut parsed = CohortBuilder::new("parsed");
         for line in text.lines() {
@@ -1485,8 +1719,21 @@ mod tests {
         assert!(raw.is_warm());
         let parsed = parsed.build(&clock);
         let (a, b) = (Sandbox::fork(&raw, opts()), Sandbox::fork(&parsed, opts()));
-        for q in ["patient=S3241217&code=K&_sort=-date", "code=http://loinc.org|2823-3&_sort=date", "subject=Patient/S6307599&_sort=-date,_id", "_id=obs-3,obs-9", "code=GLU&date=ge2023-11-12T10:15:00Z", "combo-code=8480-6&_sort=-date"] {
-            let ids = |s: &Sandbox| s.search_all(&qs("Observation", q)).unwrap().iter().map(|v| v.id.to_string()).collect::<Vec<_>>();
+        for q in [
+            "patient=S3241217&code=K&_sort=-date",
+            "code=http://loinc.org|2823-3&_sort=date",
+            "subject=Patient/S6307599&_sort=-date,_id",
+            "_id=obs-3,obs-9",
+            "code=GLU&date=ge2023-11-12T10:15:00Z",
+            "combo-code=8480-6&_sort=-date",
+        ] {
+            let ids = |s: &Sandbox| {
+                s.search_all(&qs("Observation", q))
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.id.to_string())
+                    .collect::<Vec<_>>()
+            };
             let (x, y) = (ids(&a), ids(&b));
             assert!(!x.is_empty(), "{q}");
             assert_eq!(x, y, "{q}");

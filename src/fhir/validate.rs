@@ -39,7 +39,11 @@ impl SchemaValidator {
             .and_then(Value::as_object)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        SchemaValidator { root, types, compiled: Mutex::new(HashMap::new()) }
+        SchemaValidator {
+            root,
+            types,
+            compiled: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Is `ty` a FHIR R4 resource type?
@@ -90,14 +94,20 @@ impl SchemaValidator {
                 format!("{ty}{path}: {e}")
             })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(FhirError::Unprocessable(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FhirError::Unprocessable(errors))
+        }
     }
 }
 
 /// FHIR logical ids: `[A-Za-z0-9\-\.]{1,64}`.
 pub fn check_id(id: &str) -> FhirResult<()> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-        return Err(FhirError::BadRequest(format!("'{id}' is not a valid FHIR id (1-64 characters of A-Z, a-z, 0-9, '-', '.')")));
+        return Err(FhirError::BadRequest(format!(
+            "'{id}' is not a valid FHIR id (1-64 characters of A-Z, a-z, 0-9, '-', '.')"
+        )));
     }
     Ok(())
 }
@@ -110,8 +120,14 @@ mod tests {
     #[test]
     fn valid_and_invalid_patients() {
         let v = SchemaValidator::r4();
-        v.validate("Patient", &json!({"resourceType":"Patient","gender":"female","birthDate":"1980-01-02"})).unwrap();
-        let err = v.validate("Patient", &json!({"resourceType":"Patient","gender":"femme","birthDat":"x"})).unwrap_err();
+        v.validate(
+            "Patient",
+            &json!({"resourceType":"Patient","gender":"female","birthDate":"1980-01-02"}),
+        )
+        .unwrap();
+        let err = v
+            .validate("Patient", &json!({"resourceType":"Patient","gender":"femme","birthDat":"x"}))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("femme"), "{msg}");
         assert!(msg.contains("birthDat"), "{msg}");

@@ -93,7 +93,11 @@ pub fn tokens(items: &[Item<'_>]) -> Vec<Token> {
     let mut out = Vec::new();
     for it in items {
         match it.value {
-            ItemValue::Bool(b) => out.push(Token { system: None, code: Some(b.to_string()), text: vec![] }),
+            ItemValue::Bool(b) => out.push(Token {
+                system: None,
+                code: Some(b.to_string()),
+                text: vec![],
+            }),
             ItemValue::Json(v) => token_of(v, &mut out),
         }
     }
@@ -102,9 +106,21 @@ pub fn tokens(items: &[Item<'_>]) -> Vec<Token> {
 
 fn token_of(v: &Value, out: &mut Vec<Token>) {
     match v {
-        Value::String(c) => out.push(Token { system: None, code: Some(c.clone()), text: vec![] }),
-        Value::Bool(b) => out.push(Token { system: None, code: Some(b.to_string()), text: vec![] }),
-        Value::Number(n) => out.push(Token { system: None, code: Some(n.to_string()), text: vec![] }),
+        Value::String(c) => out.push(Token {
+            system: None,
+            code: Some(c.clone()),
+            text: vec![],
+        }),
+        Value::Bool(b) => out.push(Token {
+            system: None,
+            code: Some(b.to_string()),
+            text: vec![],
+        }),
+        Value::Number(n) => out.push(Token {
+            system: None,
+            code: Some(n.to_string()),
+            text: vec![],
+        }),
         Value::Object(o) => {
             if let Some(Value::Array(codings)) = o.get("coding") {
                 let text = s(v, "text");
@@ -112,27 +128,53 @@ fn token_of(v: &Value, out: &mut Vec<Token>) {
                     let mut t = vec![];
                     t.extend(s(c, "display"));
                     t.extend(text.clone());
-                    out.push(Token { system: s(c, "system"), code: s(c, "code"), text: t });
+                    out.push(Token {
+                        system: s(c, "system"),
+                        code: s(c, "code"),
+                        text: t,
+                    });
                 }
                 if codings.is_empty() && text.is_some() {
-                    out.push(Token { system: None, code: None, text: text.into_iter().collect() });
+                    out.push(Token {
+                        system: None,
+                        code: None,
+                        text: text.into_iter().collect(),
+                    });
                 }
             } else if o.contains_key("code") || o.contains_key("display") {
-                out.push(Token { system: s(v, "system"), code: s(v, "code"), text: s(v, "display").into_iter().collect() });
+                out.push(Token {
+                    system: s(v, "system"),
+                    code: s(v, "code"),
+                    text: s(v, "display").into_iter().collect(),
+                });
             } else if o.contains_key("value") {
                 // Identifier or ContactPoint
                 let mut text = vec![];
                 if let Some(t) = o.get("type").and_then(|t| t.get("text")).and_then(Value::as_str) {
                     text.push(t.to_string());
                 }
-                let system = if o.contains_key("use") && !o.contains_key("type") && o.get("system").is_some_and(|s| s.as_str().is_some_and(|s| !s.contains(':'))) {
+                let system = if o.contains_key("use")
+                    && !o.contains_key("type")
+                    && o.get("system").is_some_and(|s| s.as_str().is_some_and(|s| !s.contains(':')))
+                {
                     None // ContactPoint.system is a code (phone/email), not a URI
                 } else {
                     s(v, "system")
                 };
-                out.push(Token { system, code: o.get("value").map(|x| match x { Value::String(s) => s.clone(), other => other.to_string() }), text });
+                out.push(Token {
+                    system,
+                    code: o.get("value").map(|x| match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }),
+                    text,
+                });
             } else if let Some(t) = s(v, "text") {
-                out.push(Token { system: None, code: None, text: vec![t] });
+                out.push(Token {
+                    system: None,
+                    code: None,
+                    text: vec![t],
+                });
             }
         }
         _ => {}
@@ -146,7 +188,19 @@ pub fn strings(items: &[Item<'_>]) -> Vec<String> {
         match v {
             Value::String(x) => out.push(x.clone()),
             Value::Object(o) => {
-                for k in ["family", "given", "prefix", "suffix", "text", "line", "city", "district", "state", "postalCode", "country"] {
+                for k in [
+                    "family",
+                    "given",
+                    "prefix",
+                    "suffix",
+                    "text",
+                    "line",
+                    "city",
+                    "district",
+                    "state",
+                    "postalCode",
+                    "country",
+                ] {
                     match o.get(k) {
                         Some(Value::String(x)) => out.push(x.clone()),
                         Some(Value::Array(a)) => out.extend(a.iter().filter_map(Value::as_str).map(str::to_string)),
@@ -168,8 +222,18 @@ pub fn dates(items: &[Item<'_>]) -> Vec<DateRange> {
             Value::String(x) => out.extend(parse_date(x)),
             Value::Object(o) => {
                 if o.contains_key("start") || o.contains_key("end") {
-                    let start = o.get("start").and_then(Value::as_str).and_then(parse_date).map(|r| r.start).unwrap_or(i64::MIN);
-                    let end = o.get("end").and_then(Value::as_str).and_then(parse_date).map(|r| r.end).unwrap_or(i64::MAX);
+                    let start = o
+                        .get("start")
+                        .and_then(Value::as_str)
+                        .and_then(parse_date)
+                        .map(|r| r.start)
+                        .unwrap_or(i64::MIN);
+                    let end = o
+                        .get("end")
+                        .and_then(Value::as_str)
+                        .and_then(parse_date)
+                        .map(|r| r.end)
+                        .unwrap_or(i64::MAX);
                     out.push(DateRange { start, end });
                 } else if let Some(Value::Array(ev)) = o.get("event") {
                     out.extend(ev.iter().filter_map(Value::as_str).filter_map(parse_date));
@@ -216,12 +280,22 @@ pub fn quantities(items: &[Item<'_>]) -> Vec<Quantity> {
         match v {
             Value::Object(o) => {
                 if let Some(value) = o.get("value").and_then(Value::as_f64) {
-                    out.push(Quantity { value, system: s(v, "system"), code: s(v, "code"), unit: s(v, "unit") });
+                    out.push(Quantity {
+                        value,
+                        system: s(v, "system"),
+                        code: s(v, "code"),
+                        unit: s(v, "unit"),
+                    });
                 }
             }
             Value::Number(n) => {
                 if let Some(value) = n.as_f64() {
-                    out.push(Quantity { value, system: None, code: None, unit: None });
+                    out.push(Quantity {
+                        value,
+                        system: None,
+                        code: None,
+                        unit: None,
+                    });
                 }
             }
             _ => {}
@@ -239,7 +313,11 @@ pub fn parse_date(s: &str) -> Option<DateRange> {
         None => (s, None),
     };
     let parts: Vec<&str> = date_part.split('-').collect();
-    if parts.is_empty() || parts.len() > 3 || parts[0].len() != 4 || !parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts[0].len() != 4
+        || !parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
         return None;
     }
     let year: i32 = parts[0].parse().ok()?;
@@ -251,12 +329,19 @@ pub fn parse_date(s: &str) -> Option<DateRange> {
         let end = match parts.len() {
             1 => NaiveDate::from_ymd_opt(year + 1, 1, 1)?,
             2 => {
-                if month == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1)? } else { NaiveDate::from_ymd_opt(year, month + 1, 1)? }
+                if month == 12 {
+                    NaiveDate::from_ymd_opt(year + 1, 1, 1)?
+                } else {
+                    NaiveDate::from_ymd_opt(year, month + 1, 1)?
+                }
             }
             _ => date.succ_opt()?,
         }
         .and_time(NaiveTime::MIN);
-        return Some(DateRange { start: start.and_utc().timestamp_millis(), end: end.and_utc().timestamp_millis() });
+        return Some(DateRange {
+            start: start.and_utc().timestamp_millis(),
+            end: end.and_utc().timestamp_millis(),
+        });
     };
     if parts.len() != 3 {
         return None;
@@ -310,7 +395,10 @@ pub fn parse_date(s: &str) -> Option<DateRange> {
     let local = NaiveDateTime::new(date, time);
     let start = local.and_utc().timestamp_millis() - offset_min * 60_000;
     let _ = date.year();
-    Some(DateRange { start, end: start + precision_ms })
+    Some(DateRange {
+        start,
+        end: start + precision_ms,
+    })
 }
 
 #[cfg(test)]
@@ -339,7 +427,15 @@ mod tests {
 
     #[test]
     fn bad_dates_rejected() {
-        for bad in ["20", "2020-13", "2020-02-30", "2020-01-01T25:00:00Z", "yesterday", "2020-01-01T10:00:00+99:00", "2020-01-01T10"] {
+        for bad in [
+            "20",
+            "2020-13",
+            "2020-02-30",
+            "2020-01-01T25:00:00Z",
+            "yesterday",
+            "2020-01-01T10:00:00+99:00",
+            "2020-01-01T10",
+        ] {
             assert!(parse_date(bad).is_none(), "{bad}");
         }
     }

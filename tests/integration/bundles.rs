@@ -21,9 +21,17 @@ async fn transaction_rewrites_urns_and_commits() {
     assert_eq!(e[0]["response"]["status"], "201 Created");
     let pid = e[1]["resource"]["id"].as_str().unwrap();
     assert_eq!(e[0]["resource"]["subject"]["reference"], format!("Patient/{pid}"));
-    assert_eq!(e[2]["resource"]["subject"]["reference"], "Patient/S6534835", "conditional reference resolved");
+    assert_eq!(
+        e[2]["resource"]["subject"]["reference"], "Patient/S6534835",
+        "conditional reference resolved"
+    );
     assert_eq!(e[3]["resource"]["total"], 1, "GET runs after the POSTs");
-    assert!(e[0]["response"]["location"].as_str().unwrap().starts_with("http://emr.test/fhir/Observation/"));
+    assert!(
+        e[0]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://emr.test/fhir/Observation/")
+    );
     insta::assert_json_snapshot!("transaction_response", r.body);
     assert_eq!(a.get(&format!("/fhir/Patient/{pid}")).await.status, StatusCode::OK);
 }
@@ -61,8 +69,16 @@ async fn batch_entries_are_independent() {
     let r = a.post("/fhir", &bundle).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["type"], "batch-response");
-    let st: Vec<&str> = r.body["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
-    assert_eq!(st, vec!["201 Created", "422 Unprocessable Entity", "200 OK", "404 Not Found", "409 Conflict"]);
+    let st: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        vec!["201 Created", "422 Unprocessable Entity", "200 OK", "404 Not Found", "409 Conflict"]
+    );
     assert_eq!(r.body["entry"][1]["response"]["outcome"]["resourceType"], "OperationOutcome");
 }
 
@@ -74,10 +90,17 @@ async fn bundle_errors() {
     assert!(r.diag().contains("'collection'"));
     let r = a.post("/fhir", &json!({"resourceType":"Patient"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = a.post("/fhir", &json!({"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"PATCH","url":"Patient/1"}}]})).await;
+    let r = a
+        .post(
+            "/fhir",
+            &json!({"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"PATCH","url":"Patient/1"}}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.diag().contains("'PATCH'"));
-    let r = a.post("/fhir", &json!({"resourceType":"Bundle","type":"batch","entry":[{"resource":{}}]})).await;
+    let r = a
+        .post("/fhir", &json!({"resourceType":"Bundle","type":"batch","entry":[{"resource":{}}]}))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.diag().contains("entry[0]"));
 }

@@ -28,7 +28,8 @@ fn builtin_cohorts_validate_and_references_resolve() {
         let v = SchemaValidator::r4();
         for r in &all {
             let ty = r["resourceType"].as_str().unwrap();
-            v.validate(ty, r).unwrap_or_else(|e| panic!("{name}: {ty}/{} invalid: {e}", r["id"]));
+            v.validate(ty, r)
+                .unwrap_or_else(|e| panic!("{name}: {ty}/{} invalid: {e}", r["id"]));
             let mut refs = Vec::new();
             collect_references(r, &mut refs);
             s.check_references(r).unwrap_or_else(|e| panic!("{name}: {ty}/{}: {e}", r["id"]));
@@ -40,7 +41,11 @@ fn builtin_cohorts_validate_and_references_resolve() {
 fn synthea_samples_load_unchanged_from_shared_data() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-fixtures/cohorts/synthea-samples");
     let b = load::load(dir.to_str().unwrap()).unwrap();
-    assert_eq!(b.merged(), 2, "one Organization and one Practitioner repeat, identically, across bundles");
+    assert_eq!(
+        b.merged(),
+        2,
+        "one Organization and one Practitioner repeat, identically, across bundles"
+    );
     let c = b.build(&Clock::System);
     let counts = c.counts();
     assert_eq!(counts["Patient"], 5);
@@ -71,10 +76,18 @@ fn demo_cohort_supports_the_medagentbench_codes() {
 #[test]
 fn load_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Patient.ndjson"), "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Patient\",\"id\":\"a\",\"gender\":\"male\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("Patient.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n{\"resourceType\":\"Patient\",\"id\":\"a\",\"gender\":\"male\"}\n",
+    )
+    .unwrap();
     let e = load::load(dir.path().to_str().unwrap()).unwrap_err().to_string();
     assert!(e.contains("Patient.ndjson:2") && e.contains("duplicate resource Patient/a"), "{e}");
-    std::fs::write(dir.path().join("Patient.ndjson"), "{\"resourceType\":\"Patient\",\"id\":\"bad id\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("Patient.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"bad id\"}\n",
+    )
+    .unwrap();
     let e = load::load(dir.path().to_str().unwrap()).unwrap_err().to_string();
     assert!(e.contains("'bad id'"), "{e}");
     std::fs::write(dir.path().join("Patient.ndjson"), "{\"resourceType\":\"Pationt\",\"id\":\"a\"}\n").unwrap();

@@ -27,13 +27,22 @@ impl Resp {
     }
     /// The diagnostics of the first issue of an OperationOutcome body.
     pub fn diag(&self) -> String {
-        assert_eq!(self.body["resourceType"], "OperationOutcome", "expected an OperationOutcome, got {}", self.body);
+        assert_eq!(
+            self.body["resourceType"], "OperationOutcome",
+            "expected an OperationOutcome, got {}",
+            self.body
+        );
         self.body["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_string()
     }
     pub fn ids(&self) -> Vec<String> {
         self.body["entry"]
             .as_array()
-            .map(|a| a.iter().filter(|e| e["search"]["mode"] == "match").map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["search"]["mode"] == "match")
+                    .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -41,7 +50,15 @@ impl Resp {
 pub fn app_with(cohort: &str, cfg: ServerConfig) -> App {
     let clock = Clock::fixed(parse_instant(NOW).unwrap());
     let c = load::load(cohort).unwrap().build(&clock);
-    let state = AppState::new(c, ServerConfig { clock, seed: 1, public_base: Some("http://emr.test".into()), ..cfg });
+    let state = AppState::new(
+        c,
+        ServerConfig {
+            clock,
+            seed: 1,
+            public_base: Some("http://emr.test".into()),
+            ..cfg
+        },
+    );
     App { router: router(state) }
 }
 
@@ -64,7 +81,11 @@ impl App {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
         Resp { status, headers, body }
     }
     pub async fn get(&self, uri: &str) -> Resp {

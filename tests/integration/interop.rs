@@ -16,9 +16,16 @@ fn python_fhir_clients_against_running_server() {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://") && w.ends_with("/fhir")).unwrap_or_else(|| panic!("no base URL in: {line}")).to_string();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/fhir"))
+        .unwrap_or_else(|| panic!("no base URL in: {line}"))
+        .to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/test_fhir_clients.py");
-    let out = Command::new("python3").args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script]).env("EMRGYM_FHIR_BASE", &base).output();
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("EMRGYM_FHIR_BASE", &base)
+        .output();
     let _ = child.kill();
     let _ = child.wait();
     let out = out.expect("run python3 -m pytest (install: pip install pytest fhirpy fhirclient fhir.resources requests)");

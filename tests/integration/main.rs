@@ -7,7 +7,7 @@ mod bundles;
 mod cohorts;
 mod common;
 mod fhir_api;
-mod robustness;
 mod interop;
+mod robustness;
 mod sandboxes;
 mod search;
