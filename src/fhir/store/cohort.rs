@@ -1,0 +1,766 @@
+//! The cohort: an immutable, indexed snapshot of patient data shared by every sandbox.
+//! Versions and their (compact or parsed) bodies, the builder used by loaders, lazily built
+//! inverted indexes and sort columns, and the one-pass parallel warm-up.
+
+use super::collect_references;
+use crate::fhir::clock::{Clock, fhir_instant};
+use crate::fhir::params::{ParamType, Registry};
+use crate::fhir::search::{self, SortValue};
+use crate::fhir::validate::{SchemaValidator, check_id};
+use crate::fhir::values::normalize_reference;
+use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// What produced a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Loaded with the cohort.
+    Load,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// DELETE.
+    Delete,
+}
+
+/// One version of one resource.
+#[derive(Debug)]
+pub struct Version {
+    /// Resource type.
+    pub ty: Arc<str>,
+    /// Logical id.
+    pub id: Arc<str>,
+    /// `meta.versionId`.
+    pub version_id: u64,
+    /// `meta.lastUpdated` (FHIR instant).
+    pub last_updated: Arc<str>,
+    /// How this version came about.
+    pub method: Method,
+    pub(super) body: Body,
+}
+
+/// A version's content. Cohort rows loaded from NDJSON stay compact JSON text and are
+/// parsed when used, never kept as trees: parsing 785k resources into trees costs seconds at
+/// start-up and gigabytes for as long as they are kept, a page of 20 costs microseconds.
+#[derive(Debug)]
+pub(super) enum Body {
+    Deleted,
+    Parsed(Arc<Value>),
+    Raw(RawText),
+}
+
+/// A resource's JSON text: a range of a shared buffer (a whole NDJSON file, read once).
+#[derive(Debug, Clone)]
+pub(super) struct RawText {
+    buf: Arc<String>,
+    start: usize,
+    end: usize,
+}
+
+impl RawText {
+    fn as_str(&self) -> &str {
+        self.buf.get(self.start..self.end).unwrap_or("null")
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.ty == other.ty
+            && self.id == other.id
+            && self.version_id == other.version_id
+            && self.last_updated == other.last_updated
+            && self.method == other.method
+            && self.resource() == other.resource()
+    }
+}
+
+impl Version {
+    fn parse_raw(&self, text: &str) -> Value {
+        // the text was checked to be a JSON object when it was loaded
+        let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        stamp_meta(&mut v, self.version_id, &self.last_updated);
+        v
+    }
+
+    /// The resource (`None` for a deletion). A compact cohort row is parsed on each call.
+    pub fn resource(&self) -> Option<Arc<Value>> {
+        match &self.body {
+            Body::Deleted => None,
+            Body::Parsed(v) => Some(v.clone()),
+            Body::Raw(text) => Some(Arc::new(self.parse_raw(text.as_str()))),
+        }
+    }
+
+    /// Run `f` on the resource without allocating a shared copy.
+    pub fn with_resource<T>(&self, f: impl FnOnce(&Value) -> T) -> Option<T> {
+        match &self.body {
+            Body::Deleted => None,
+            Body::Parsed(v) => Some(f(v)),
+            Body::Raw(text) => Some(f(&self.parse_raw(text.as_str()))),
+        }
+    }
+
+    /// Like `with_resource`, but a compact row is only partly parsed: `resourceType`, `id`
+    /// and the top-level elements named in `fields` (a name also matches its polymorphic
+    /// forms: `effective` matches `effectiveDateTime`). `None` for `fields` parses everything.
+    pub fn with_fields<T>(&self, fields: Option<&[String]>, f: impl FnOnce(&Value) -> T) -> Option<T> {
+        let (Body::Raw(text), Some(fields)) = (&self.body, fields) else {
+            return self.with_resource(f);
+        };
+        type Top<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
+        #[derive(serde::Deserialize)]
+        struct Borrowed<'a>(#[serde(borrow, with = "top_map")] Top<'a>);
+        let Ok(Borrowed(top)) = serde_json::from_str::<Borrowed<'_>>(text.as_str()) else {
+            return self.with_resource(f);
+        };
+        let wanted = |k: &str| {
+            k == "resourceType"
+                || k == "id"
+                || fields
+                    .iter()
+                    .any(|n| k == n || (k.starts_with(n.as_str()) && k[n.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
+        };
+        let mut partial = Map::new();
+        for (k, raw) in top {
+            if wanted(&k)
+                && let Ok(v) = serde_json::from_str::<Value>(raw.get())
+            {
+                partial.insert(k.into_owned(), v);
+            }
+        }
+        Some(f(&Value::Object(partial)))
+    }
+
+    /// Is this version a deletion?
+    pub fn is_deleted(&self) -> bool {
+        matches!(self.body, Body::Deleted)
+    }
+
+    /// The weak ETag for this version.
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version_id)
+    }
+}
+
+pub(super) type Index = FxHashMap<String, Vec<u32>>;
+/// Reference target (`Type/id`) → the resources that refer to it.
+pub(super) type Referrers = HashMap<String, Vec<(Arc<str>, Arc<str>)>>;
+
+#[derive(Debug)]
+pub(super) struct Table {
+    pub(super) rows: Vec<Arc<Version>>,
+    pub(super) by_id: FxHashMap<Arc<str>, u32>,
+    indexes: HashMap<String, OnceLock<Index>>,
+    sort_columns: Mutex<HashMap<(String, bool), SortColumn>>,
+    /// True while `Cohort::warm` is building this table's indexes (queries wait for it
+    /// rather than building the same index twice).
+    warming: (Mutex<bool>, std::sync::Condvar),
+}
+
+impl Table {
+    fn wait_for_warm(&self) {
+        let (lock, cv) = &self.warming;
+        if let Ok(mut busy) = lock.lock() {
+            while *busy {
+                match cv.wait(busy) {
+                    Ok(b) => busy = b,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    fn set_warming(&self, on: bool) {
+        let (lock, cv) = &self.warming;
+        if let Ok(mut busy) = lock.lock() {
+            *busy = on;
+        }
+        cv.notify_all();
+    }
+}
+
+/// The sort value of every row for one (parameter, direction).
+pub(super) type SortColumn = Arc<Vec<Option<SortValue>>>;
+
+/// Parameters indexed and sort columns built by `Cohort::warm`.
+pub const WARM_INDEXES: &[&str] = &["patient", "subject", "code"];
+/// Sort keys prepared by `Cohort::warm`: (parameter, descending).
+pub const WARM_SORTS: &[(&str, bool)] = &[("date", true), ("date", false)];
+
+/// An immutable, loaded patient cohort. Shared by every sandbox forked from it.
+#[derive(Debug)]
+pub struct Cohort {
+    name: String,
+    pub(super) tables: BTreeMap<String, Table>,
+    registry: Arc<Registry>,
+    count: usize,
+    referrers: OnceLock<Referrers>,
+    warm: std::sync::atomic::AtomicBool,
+}
+
+/// Builds a cohort from resources; references between them must already be literal
+/// (`Type/id`), see `load` for bundle and NDJSON input.
+#[derive(Debug)]
+pub struct CohortBuilder {
+    name: String,
+    tables: BTreeMap<String, PendingTable>,
+    count: usize,
+    merged: usize,
+}
+
+/// Deserialize a JSON object's top level as borrowed (key, raw value) pairs, in order.
+mod top_map {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    let v: &'de RawValue = m.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Rows of one type being built, with their id → row map.
+type PendingTable = (Vec<Body>, FxHashMap<Arc<str>, u32>);
+
+/// The head of a resource, read without building its tree.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    ty: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Where the cohort builder refused a resource.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CohortError {
+    /// Not an object with a known resourceType.
+    #[error("resource #{index}: {reason}")]
+    BadResource {
+        /// Position in the input.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The same Type/id twice.
+    #[error("duplicate resource {0}")]
+    Duplicate(String),
+}
+
+impl CohortBuilder {
+    /// Start an empty cohort called `name`.
+    pub fn new(name: &str) -> Self {
+        CohortBuilder {
+            name: name.to_string(),
+            tables: BTreeMap::new(),
+            count: 0,
+            merged: 0,
+        }
+    }
+
+    /// Number of resources added so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Identical duplicates that were merged (e.g. an Organization repeated in several
+    /// Synthea patient bundles).
+    pub fn merged(&self) -> usize {
+        self.merged
+    }
+
+    fn check_head(&self, ty: Option<&str>, id: Option<&str>) -> Result<(), CohortError> {
+        let index = self.count;
+        let ty = ty.ok_or(CohortError::BadResource {
+            index,
+            reason: "no resourceType".into(),
+        })?;
+        if !SchemaValidator::r4().is_resource_type(ty) {
+            return Err(CohortError::BadResource {
+                index,
+                reason: format!("'{ty}' is not a FHIR R4 resource type"),
+            });
+        }
+        let id = id.ok_or(CohortError::BadResource {
+            index,
+            reason: format!("{ty} has no id"),
+        })?;
+        check_id(id).map_err(|e| CohortError::BadResource {
+            index,
+            reason: e.to_string(),
+        })
+    }
+
+    fn insert(&mut self, ty: &str, id: &str, body: Body) -> Result<(), CohortError> {
+        if !self.tables.contains_key(ty) {
+            self.tables.insert(ty.to_string(), PendingTable::default());
+        }
+        let Some((rows, by_id)) = self.tables.get_mut(ty) else {
+            return Ok(());
+        };
+        if let Some(&pos) = by_id.get(id) {
+            let same = match (rows.get(pos as usize), &body) {
+                (Some(Body::Parsed(a)), Body::Parsed(b)) => a == b,
+                (Some(Body::Raw(a)), Body::Raw(b)) => a.as_str() == b.as_str(),
+                _ => false,
+            };
+            if same {
+                self.merged += 1;
+                return Ok(());
+            }
+            return Err(CohortError::Duplicate(format!("{ty}/{id} (with different content)")));
+        }
+        by_id.insert(Arc::from(id), rows.len() as u32);
+        rows.push(body);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Add one resource (must have `resourceType` and `id`). An exact duplicate of a
+    /// resource already added is merged; a different resource with the same type and id is
+    /// an error.
+    pub fn add(&mut self, resource: Value) -> Result<(), CohortError> {
+        let ty = resource.get("resourceType").and_then(Value::as_str).map(str::to_string);
+        let id = resource.get("id").and_then(Value::as_str).map(str::to_string);
+        self.check_head(ty.as_deref(), id.as_deref())?;
+        let (Some(ty), Some(id)) = (ty, id) else { return Ok(()) };
+        self.insert(&ty, &id, Body::Parsed(Arc::new(resource)))
+    }
+
+    /// Add one resource given as JSON text (one NDJSON line). The text is checked to be a
+    /// JSON object and kept compact; it is parsed when used.
+    pub fn add_json(&mut self, text: &str) -> Result<(), CohortError> {
+        self.add_ndjson(Arc::new(text.trim().to_string())).map_err(|(_, e)| e)
+    }
+
+    /// Add every non-empty line of an NDJSON buffer; the rows keep ranges of the shared
+    /// buffer (no copies). Lines are checked on all cores. On error, returns the 1-based line
+    /// number with the problem; nothing from the buffer is added then.
+    pub fn add_ndjson(&mut self, buf: Arc<String>) -> Result<(), (usize, CohortError)> {
+        let t0 = std::time::Instant::now();
+        let mut lines: Vec<(usize, usize, usize)> = Vec::new(); // (line number, start, end)
+        let mut pos = 0;
+        for (n, line) in buf.split('\n').enumerate() {
+            let start = pos;
+            pos += line.len() + 1;
+            let trimmed = line.trim();
+            if !trimmed.is_empty() {
+                let lead = line.len() - line.trim_start().len();
+                lines.push((n + 1, start + lead, start + lead + trimmed.len()));
+            }
+        }
+        type Heads<'b> = Result<Vec<(std::borrow::Cow<'b, str>, std::borrow::Cow<'b, str>)>, (usize, CohortError)>;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let chunk = lines.len().div_ceil(threads).max(1);
+        let first_index = self.count;
+        let parts: Vec<Heads<'_>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = lines
+                .chunks(chunk)
+                .map(|part| {
+                    let buf: &str = buf.as_str();
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|&(n, a, b)| {
+                                let text = buf.get(a..b).unwrap_or_default();
+                                let head: Head<'_> = serde_json::from_str(text).map_err(|e| {
+                                    (
+                                        n,
+                                        CohortError::BadResource {
+                                            index: first_index,
+                                            reason: format!("not a JSON object: {e}"),
+                                        },
+                                    )
+                                })?;
+                                Ok((head.ty.unwrap_or_default(), head.id.unwrap_or_default()))
+                            })
+                            .collect::<Heads>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err((
+                            0,
+                            CohortError::BadResource {
+                                index: first_index,
+                                reason: "parser thread failed".into(),
+                            },
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let t1 = t0.elapsed().as_millis() as u64;
+        let mut heads = Vec::with_capacity(lines.len());
+        for p in parts {
+            heads.extend(p?);
+        }
+        // bulk NDJSON files hold one resource type: size that table once
+        if let Some((ty, _)) = heads.first()
+            && !ty.is_empty()
+        {
+            let (rows, by_id) = self.tables.entry(ty.to_string()).or_default();
+            rows.reserve(heads.len());
+            by_id.reserve(heads.len());
+        }
+        for ((n, a, b), (ty, id)) in lines.into_iter().zip(heads) {
+            let ty_opt = Some(&*ty).filter(|t| !t.is_empty());
+            let id_opt = Some(&*id).filter(|t| !t.is_empty());
+            self.check_head(ty_opt, id_opt).map_err(|e| (n, e))?;
+            self.insert(
+                &ty,
+                &id,
+                Body::Raw(RawText {
+                    buf: buf.clone(),
+                    start: a,
+                    end: b,
+                }),
+            )
+            .map_err(|e| (n, e))?;
+        }
+        tracing::debug!(
+            split_and_check_ms = t1,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "ndjson rows added"
+        );
+        Ok(())
+    }
+
+    /// Freeze into a cohort. Every resource is version 1 with `meta.lastUpdated` set to
+    /// the load time from `clock` (the server manages meta). Indexes are built on first use
+    /// or by `Cohort::warm`.
+    pub fn build(self, clock: &Clock) -> Arc<Cohort> {
+        let registry = Registry::r4();
+        let stamp: Arc<str> = Arc::from(fhir_instant(clock.now()));
+        let mut tables = BTreeMap::new();
+        for (ty, (bodies, by_id)) in self.tables {
+            let tyarc: Arc<str> = Arc::from(ty.as_str());
+            let mut ids: Vec<Arc<str>> = vec![Arc::from(""); bodies.len()];
+            for (id, &pos) in &by_id {
+                ids[pos as usize] = id.clone();
+            }
+            let rows: Vec<Arc<Version>> = bodies
+                .into_iter()
+                .zip(ids)
+                .map(|(body, id)| {
+                    let body = match body {
+                        Body::Parsed(v) => {
+                            let mut v = Arc::unwrap_or_clone(v);
+                            stamp_meta(&mut v, 1, &stamp);
+                            Body::Parsed(Arc::new(v))
+                        }
+                        other => other,
+                    };
+                    Arc::new(Version {
+                        ty: tyarc.clone(),
+                        id,
+                        version_id: 1,
+                        last_updated: stamp.clone(),
+                        method: Method::Load,
+                        body,
+                    })
+                })
+                .collect();
+            let mut indexes = HashMap::new();
+            for p in registry.for_type(&ty).values() {
+                if matches!(p.ty, ParamType::Token | ParamType::Reference) {
+                    indexes.insert(p.code.clone(), OnceLock::new());
+                }
+            }
+            tables.insert(
+                ty,
+                Table {
+                    rows,
+                    by_id,
+                    indexes,
+                    sort_columns: Mutex::new(HashMap::new()),
+                    warming: (Mutex::new(false), std::sync::Condvar::new()),
+                },
+            );
+        }
+        Arc::new(Cohort {
+            name: self.name,
+            tables,
+            registry,
+            count: self.count,
+            referrers: OnceLock::new(),
+            warm: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+/// Put `resourceType`, `id` and `meta` first (in that order), then the other elements as given.
+pub(super) fn canonical_order(r: Value, id: &str) -> Value {
+    let Value::Object(mut o) = r else { return r };
+    let mut out = Map::new();
+    if let Some(t) = o.shift_remove("resourceType") {
+        out.insert("resourceType".into(), t);
+    }
+    o.shift_remove("id");
+    out.insert("id".into(), Value::String(id.to_string()));
+    if let Some(m) = o.shift_remove("meta") {
+        out.insert("meta".into(), m);
+    } else {
+        out.insert("meta".into(), Value::Object(Map::new()));
+    }
+    out.extend(o);
+    Value::Object(out)
+}
+
+/// Set meta.versionId and meta.lastUpdated (meta placed right after resourceType and id).
+pub(super) fn stamp_meta(r: &mut Value, version: u64, stamp: &str) {
+    let Some(obj) = r.as_object_mut() else { return };
+    if !obj.get("meta").is_some_and(Value::is_object) {
+        let at = usize::from(obj.contains_key("resourceType")) + usize::from(obj.contains_key("id"));
+        obj.shift_remove("meta");
+        obj.shift_insert(at.min(obj.len()), "meta".into(), Value::Object(Map::new()));
+    }
+    if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(stamp.to_string()));
+    }
+}
+
+impl Cohort {
+    /// An empty cohort.
+    pub fn empty(name: &str) -> Arc<Cohort> {
+        CohortBuilder::new(name).build(&Clock::System)
+    }
+
+    /// The cohort's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if the cohort holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Resource counts per type.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.tables.iter().map(|(k, t)| (k.clone(), t.rows.len())).collect()
+    }
+
+    /// The search parameter registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Build the usual indexes and sort columns now, in one pass per resource type over
+    /// all cores (otherwise each is built on first use). `emrgym serve` runs this in the
+    /// background right after it starts listening.
+    pub fn warm(&self) {
+        self.warm_tables();
+        self.warm.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Has `warm` finished?
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn warm_tables(&self) {
+        for (ty, table) in &self.tables {
+            let params: Vec<Arc<crate::fhir::params::ParamDef>> = WARM_INDEXES
+                .iter()
+                .filter(|p| table.indexes.get(**p).is_some_and(|c| c.get().is_none()))
+                .filter_map(|p| self.registry.get(ty, p).cloned())
+                .collect();
+            let sorts: Vec<(Arc<crate::fhir::params::ParamDef>, bool)> = WARM_SORTS
+                .iter()
+                .filter_map(|(p, d)| self.registry.get(ty, p).map(|def| (def.clone(), *d)))
+                .filter(|(p, d)| {
+                    table
+                        .sort_columns
+                        .lock()
+                        .map(|m| !m.contains_key(&(p.code.clone(), *d)))
+                        .unwrap_or(false)
+                })
+                .collect();
+            if params.is_empty() && sorts.is_empty() {
+                continue;
+            }
+            table.set_warming(true);
+            let mut fields: Option<Vec<String>> = Some(Vec::new());
+            for e in params
+                .iter()
+                .map(|p| p.expr_for(ty))
+                .chain(sorts.iter().map(|(p, _)| p.expr_for(ty)))
+            {
+                fields = match (fields, crate::fhir::fhirpath::top_fields(e)) {
+                    (Some(mut all), Some(more)) => {
+                        all.extend(more);
+                        Some(all)
+                    }
+                    _ => None,
+                };
+            }
+            let fields = fields.as_deref();
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+            let chunk = table.rows.len().div_ceil(threads).max(1);
+            type Part = (Vec<Index>, Vec<Vec<Option<SortValue>>>);
+            let parts: Vec<Part> = std::thread::scope(|scope| {
+                let handles: Vec<_> = table
+                    .rows
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(ci, rows)| {
+                        let params = &params;
+                        let sorts = &sorts;
+                        scope.spawn(move || {
+                            let mut idx: Vec<Index> = vec![Index::default(); params.len()];
+                            let mut cols: Vec<Vec<Option<SortValue>>> = vec![Vec::with_capacity(rows.len()); sorts.len()];
+                            for (i, row) in rows.iter().enumerate() {
+                                let pos = (ci * chunk + i) as u32;
+                                row.with_fields(fields, |r| {
+                                    for (k, p) in params.iter().enumerate() {
+                                        for key in search::index_keys(p, ty, r) {
+                                            idx[k].entry(key).or_default().push(pos);
+                                        }
+                                    }
+                                    for (k, (p, d)) in sorts.iter().enumerate() {
+                                        cols[k].push(search::sort_value(p, ty, r, *d));
+                                    }
+                                });
+                            }
+                            (idx, cols)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            let mut merged_idx: Vec<Index> = vec![Index::default(); params.len()];
+            let mut merged_cols: Vec<Vec<Option<SortValue>>> = vec![Vec::with_capacity(table.rows.len()); sorts.len()];
+            for (idx, cols) in parts {
+                for (k, part) in idx.into_iter().enumerate() {
+                    for (key, list) in part {
+                        merged_idx[k].entry(key).or_default().extend(list);
+                    }
+                }
+                for (k, col) in cols.into_iter().enumerate() {
+                    merged_cols[k].extend(col);
+                }
+            }
+            for (p, idx) in params.iter().zip(merged_idx) {
+                if let Some(cell) = table.indexes.get(&p.code) {
+                    let _ = cell.set(idx);
+                }
+            }
+            if let Ok(mut m) = table.sort_columns.lock() {
+                for ((p, d), col) in sorts.iter().zip(merged_cols) {
+                    if col.len() == table.rows.len() {
+                        m.entry((p.code.clone(), *d)).or_insert_with(|| Arc::new(col));
+                    }
+                }
+            }
+            table.set_warming(false);
+        }
+    }
+
+    pub(super) fn get(&self, ty: &str, id: &str) -> Option<&Arc<Version>> {
+        let t = self.tables.get(ty)?;
+        t.by_id.get(id).and_then(|&i| t.rows.get(i as usize))
+    }
+
+    pub(super) fn index(&self, ty: &str, code: &str) -> Option<&Index> {
+        let table = self.tables.get(ty)?;
+        let cell = table.indexes.get(code)?;
+        if cell.get().is_none() {
+            table.wait_for_warm();
+        }
+        Some(cell.get_or_init(|| {
+            let mut idx: Index = Index::default();
+            if let Some(param) = self.registry.get(ty, code) {
+                let fields = crate::fhir::fhirpath::top_fields(param.expr_for(ty));
+                for (pos, row) in table.rows.iter().enumerate() {
+                    row.with_fields(fields.as_deref(), |r| {
+                        for k in search::index_keys(param, ty, r) {
+                            idx.entry(k).or_default().push(pos as u32);
+                        }
+                    });
+                }
+            }
+            idx
+        }))
+    }
+
+    /// The sort values of every row of `ty` for a parameter and direction (built once).
+    pub(super) fn sort_column(&self, ty: &str, param: &crate::fhir::params::ParamDef, descending: bool) -> Option<SortColumn> {
+        let table = self.tables.get(ty)?;
+        let key = (param.code.clone(), descending);
+        if let Some(c) = table.sort_columns.lock().ok()?.get(&key) {
+            return Some(c.clone());
+        }
+        table.wait_for_warm();
+        if let Some(c) = table.sort_columns.lock().ok()?.get(&key) {
+            return Some(c.clone());
+        }
+        let fields = crate::fhir::fhirpath::top_fields(param.expr_for(ty));
+        let col: Vec<Option<SortValue>> = table
+            .rows
+            .iter()
+            .map(|row| {
+                row.with_fields(fields.as_deref(), |r| search::sort_value(param, ty, r, descending))
+                    .flatten()
+            })
+            .collect();
+        let col = Arc::new(col);
+        table.sort_columns.lock().ok()?.insert(key, col.clone());
+        Some(col)
+    }
+
+    pub(super) fn referrers(&self) -> &Referrers {
+        self.referrers.get_or_init(|| {
+            let mut map: Referrers = HashMap::new();
+            for table in self.tables.values() {
+                for row in &table.rows {
+                    let refs = row
+                        .with_resource(|r| {
+                            let mut refs = Vec::new();
+                            collect_references(r, &mut refs);
+                            refs
+                        })
+                        .unwrap_or_default();
+                    for target in refs {
+                        map.entry(normalize_reference(&target))
+                            .or_default()
+                            .push((row.ty.clone(), row.id.clone()));
+                    }
+                }
+            }
+            map
+        })
+    }
+}
