@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bundles;
+mod cli;
 mod cohorts;
 mod common;
 mod fhir_api;
