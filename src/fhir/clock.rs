@@ -62,11 +62,6 @@ impl Clock {
             }
         }
     }
-
-    /// Is this clock deterministic (not the wall clock)?
-    pub fn is_deterministic(&self) -> bool {
-        !matches!(self, Clock::System)
-    }
 }
 
 /// Format an instant as a FHIR `instant` with millisecond precision and `Z`.

@@ -8,7 +8,7 @@ use super::error::FhirError;
 use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
 use super::store::{Cohort, Sandbox, SandboxOptions};
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -437,9 +437,4 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> s
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-}
-
-/// Convenience for in-process callers: a `Body` from JSON.
-pub fn json_body(v: &Value) -> Body {
-    Body::from(serde_json::to_vec(v).unwrap_or_default())
 }

@@ -548,11 +548,6 @@ pub(super) fn stamp_meta(r: &mut Value, version: u64, stamp: &str) {
 }
 
 impl Cohort {
-    /// An empty cohort.
-    pub fn empty(name: &str) -> Arc<Cohort> {
-        CohortBuilder::new(name).build(&Clock::System)
-    }
-
     /// The cohort's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -10,7 +10,6 @@ pub use cohort::{Cohort, CohortBuilder, CohortError, Method, Version, WARM_INDEX
 pub use sandbox::{Change, CreateOutcome, Sandbox, SandboxOptions, SearchResult, WriteRecord};
 
 use serde_json::Value;
-use std::sync::Arc;
 
 /// Every `reference` string anywhere in a JSON value.
 pub fn collect_references(v: &Value, out: &mut Vec<String>) {
@@ -36,9 +35,4 @@ pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-/// A resource as JSON for output (clone of the stored value; `null` for a deletion).
-pub fn resource_json(v: &Version) -> Value {
-    v.resource().map(Arc::unwrap_or_clone).unwrap_or(Value::Null)
 }

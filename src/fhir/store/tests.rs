@@ -7,6 +7,7 @@ use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::params::Registry;
 use crate::fhir::search::SearchQuery;
 use serde_json::json;
+use std::sync::Arc;
 
 fn cohort() -> Arc<Cohort> {
     let mut b = CohortBuilder::new("t");
