@@ -111,27 +111,11 @@ impl Version {
         let (Body::Raw(text), Some(fields)) = (&self.body, fields) else {
             return self.with_resource(f);
         };
-        type Top<'a> = Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>;
-        #[derive(serde::Deserialize)]
-        struct Borrowed<'a>(#[serde(borrow, with = "top_map")] Top<'a>);
-        let Ok(Borrowed(top)) = serde_json::from_str::<Borrowed<'_>>(text.as_str()) else {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(text.as_str());
+        let Ok(partial) = Partial(fields).deserialize(&mut de) else {
             return self.with_resource(f);
         };
-        let wanted = |k: &str| {
-            k == "resourceType"
-                || k == "id"
-                || fields
-                    .iter()
-                    .any(|n| k == n || (k.starts_with(n.as_str()) && k[n.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
-        };
-        let mut partial = Map::new();
-        for (k, raw) in top {
-            if wanted(&k)
-                && let Ok(v) = serde_json::from_str::<Value>(raw.get())
-            {
-                partial.insert(k.into_owned(), v);
-            }
-        }
         Some(f(&Value::Object(partial)))
     }
 
@@ -212,29 +196,45 @@ pub struct CohortBuilder {
     merged: usize,
 }
 
-/// Deserialize a JSON object's top level as borrowed (key, raw value) pairs, in order.
-mod top_map {
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    use serde_json::value::RawValue;
-    use std::borrow::Cow;
+/// Deserializes only some top-level elements of a resource (plus `resourceType` and `id`)
+/// in one pass, skipping the rest without building it. A name also matches its polymorphic
+/// forms (`effective` matches `effectiveDateTime`).
+struct Partial<'f>(&'f [String]);
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                    let v: &'de RawValue = m.next_value()?;
-                    out.push((k, v));
-                }
-                Ok(out)
+impl Partial<'_> {
+    fn wanted(&self, k: &str) -> bool {
+        k == "resourceType"
+            || k == "id"
+            || self
+                .0
+                .iter()
+                .any(|n| k == n || (k.starts_with(n.as_str()) && k[n.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Partial<'_> {
+    type Value = Map<String, Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Partial<'_> {
+    type Value = Map<String, Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.wanted(&k) {
+                let v: Value = m.next_value()?;
+                out.insert(k.into_owned(), v);
+            } else {
+                m.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        d.deserialize_map(V)
+        Ok(out)
     }
 }
 
