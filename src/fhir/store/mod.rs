@@ -2,6 +2,7 @@
 //! copy-on-write sandboxes forked from it in O(1) (`sandbox`).
 
 mod cohort;
+mod execute;
 mod sandbox;
 #[cfg(test)]
 mod tests;

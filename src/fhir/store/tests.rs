@@ -1,6 +1,7 @@
 //! Unit tests of the store: isolation, ids, versions, deletes, search over cohort and overlay.
 
 use super::cohort::*;
+use super::execute::*;
 use super::sandbox::*;
 use super::*;
 use crate::fhir::clock::{Clock, parse_instant};
