@@ -3,6 +3,7 @@
 
 mod cohort;
 mod execute;
+mod index;
 mod sandbox;
 #[cfg(test)]
 mod tests;
