@@ -1,12 +1,11 @@
-//! The cohort: an immutable, indexed snapshot of patient data shared by every sandbox.
-//! Versions and their (compact or parsed) bodies, the builder used by loaders, lazily built
-//! inverted indexes and sort columns, and the one-pass parallel warm-up.
+//! The cohort: an immutable snapshot of patient data shared by every sandbox. Versions and
+//! their (compact or parsed) bodies, and the builder used by loaders. Its indexes live in
+//! `index.rs`.
 
 use crate::fhir::clock::{Clock, fhir_instant};
 use crate::fhir::params::{ParamType, Registry};
 use crate::fhir::search::SortValue;
 use crate::fhir::validate::{SchemaValidator, check_id};
-
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
