@@ -353,6 +353,14 @@ async fn http_load(base: &str, patients: usize, secs: u64, concurrency: usize, t
     })
 }
 
+/// Wait until the server at `base` answers, then put it under the configured HTTP load.
+fn load_server(rt: &tokio::runtime::Runtime, base: &str, a: &BenchArgs) -> anyhow::Result<Load> {
+    rt.block_on(async {
+        wait_ready(base).await?;
+        http_load(base, a.patients, a.seconds, a.concurrency, Duration::from_secs(a.request_timeout)).await
+    })
+}
+
 /// Run the benchmark.
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.patients == 0 || a.obs_per_patient == 0 {
@@ -450,17 +458,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     drop(big);
 
     eprintln!("HTTP load on emrgym ({} s, {} clients) ...", a.seconds, a.concurrency);
-    let ours = rt.block_on(async {
-        wait_ready(&server.base).await?;
-        http_load(
-            &server.base,
-            a.patients,
-            a.seconds,
-            a.concurrency,
-            Duration::from_secs(a.request_timeout),
-        )
-        .await
-    })?;
+    let ours = load_server(&rt, &server.base, &a)?;
     drop(server);
 
     let mut rows = vec![
@@ -529,17 +527,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.sekmet {
         let (sk, load_s) = start_sekmet(&a.data)?;
         eprintln!("HTTP load on sekmet ({} s, {} clients) ...", a.seconds, a.concurrency);
-        let theirs = rt.block_on(async {
-            wait_ready(&sk.base).await?;
-            http_load(
-                &sk.base,
-                a.patients,
-                a.seconds,
-                a.concurrency,
-                Duration::from_secs(a.request_timeout),
-            )
-            .await
-        })?;
+        let theirs = load_server(&rt, &sk.base, &a)?;
         drop(sk);
         let our_rate = ours.requests as f64 / ours.seconds;
         // with no answer at all, the rate is below one answer per measured window
