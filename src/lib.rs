@@ -1,7 +1,9 @@
 //! EMRGym: a FHIR-sandbox agent simulator and benchmark.
 //!
 //! Layers (see docs/architecture.md): `fhir` is the mock EMR (store, copy-on-write
-//! sandboxes, search, validation, REST server); `cli` wires commands together.
+//! sandboxes, search, validation, REST server); `calc` holds the medical calculators;
+//! `tools` is the agent-facing tool catalogue over both; `cli` wires commands together.
 
+pub mod calc;
 pub mod cli;
 pub mod fhir;
