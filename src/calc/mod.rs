@@ -11,6 +11,7 @@ mod args;
 mod body;
 mod cardiac;
 mod critical;
+pub mod docs;
 mod electrolytes;
 mod liver;
 mod meds;

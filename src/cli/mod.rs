@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 pub mod bench;
+pub mod calc;
 pub mod serve;
+pub mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,12 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Measure fork time, search latency and throughput, cold start and memory.
     Bench(bench::BenchArgs),
+    /// Medical calculators: list them, run one.
+    #[command(subcommand)]
+    Calc(calc::CalcCommand),
+    /// The agent-facing tool catalogue: list, OpenAI format, export manifests.
+    #[command(subcommand)]
+    Tools(tools::ToolsCommand),
 }
 
 /// Run a parsed command line.
@@ -28,5 +36,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Calc(c) => calc::run(c),
+        Command::Tools(c) => tools::run(c),
+    }
+}
+
+/// Write user-facing output to stdout; a closed pipe (`| head`) ends output quietly.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }

@@ -3,6 +3,7 @@
 use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
 use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
+use crate::tools::Registry;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -157,6 +158,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             validate: c.validate,
         },
     );
+    let registry = std::sync::Arc::new(Registry::standard().context("building the tool catalogue")?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port))
@@ -171,10 +173,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(ms = t.elapsed().as_millis() as u64, "indexes warm");
         });
         println!(
-            "EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes)",
+            "EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes; {} tools: GET http://{addr}/tools)",
             state.cohort().name(),
-            state.cohort().len()
+            state.cohort().len(),
+            registry.names().count()
         );
-        serve(state, listener).await.context("server failed")
+        serve(crate::tools::http::app(state, registry), listener).await.context("server failed")
     })
 }

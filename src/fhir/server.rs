@@ -95,7 +95,12 @@ impl AppState {
         })
     }
 
-    /// The loaded cohort.
+    /// The server settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The cohort.
     pub fn cohort(&self) -> &Arc<Cohort> {
         &self.cohort
     }
@@ -157,7 +162,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
-fn fhir_json(status: u16, body: &Value) -> Response {
+/// A JSON response with the FHIR media type.
+pub fn fhir_json(status: u16, body: &Value) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = (code, bytes).into_response();
@@ -168,7 +174,8 @@ fn fhir_json(status: u16, body: &Value) -> Response {
     resp
 }
 
-fn error_response(e: &FhirError) -> Response {
+/// An OperationOutcome response for an error.
+pub fn error_response(e: &FhirError) -> Response {
     let mut r = fhir_json(e.status(), &e.to_outcome());
     if e.status() == 401 {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -209,7 +216,8 @@ fn to_http(resp: FhirResponse) -> Response {
     r
 }
 
-fn host_base(headers: &HeaderMap, cfg: &ServerConfig) -> String {
+/// The public base URL for a request.
+pub fn host_base(headers: &HeaderMap, cfg: &ServerConfig) -> String {
     if let Some(b) = &cfg.public_base {
         return b.trim_end_matches('/').to_string();
     }
@@ -221,7 +229,8 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-fn authorized(headers: &HeaderMap, cfg: &ServerConfig) -> bool {
+/// Does the request carry the configured bearer token (or is none configured)?
+pub fn authorized(headers: &HeaderMap, cfg: &ServerConfig) -> bool {
     let Some(token) = &cfg.token else { return true };
     let Some(given) = header_str(headers, "authorization") else {
         return false;
@@ -429,9 +438,9 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
     to_http(resp)
 }
 
-/// Serve `router` on `addr` until ctrl-c.
-pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+/// Serve `app` on `listener` until ctrl-c.
+pub async fn serve(app: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -5,8 +5,10 @@ use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use emrgym::fhir::clock::{Clock, parse_instant};
 use emrgym::fhir::load;
-use emrgym::fhir::server::{AppState, ServerConfig, router};
+use emrgym::fhir::server::{AppState, ServerConfig};
+use emrgym::tools::{Registry, http};
 use serde_json::Value;
+use std::sync::Arc;
 use tower::ServiceExt;
 
 pub const NOW: &str = "2023-11-13T10:15:00Z";
@@ -59,7 +61,9 @@ pub fn app_with(cohort: &str, cfg: ServerConfig) -> App {
             ..cfg
         },
     );
-    App { router: router(state) }
+    App {
+        router: http::app(state, Arc::new(Registry::standard().unwrap())),
+    }
 }
 
 pub fn app() -> App {

@@ -1,5 +1,5 @@
 //! The one integration test binary: the FHIR API through the router (`oneshot`), sandboxes,
-//! Bundles, cohorts, and interop with real third-party FHIR clients over HTTP.
+//! Bundles, cohorts, the tool catalogue and calculators over HTTP and the CLI, and interop with real third-party FHIR clients over HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,3 +12,4 @@ mod interop;
 mod robustness;
 mod sandboxes;
 mod search;
+mod tools_api;

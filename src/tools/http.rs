@@ -1,0 +1,138 @@
+//! The tool catalogue over HTTP, mounted beside the FHIR server: `GET /tools` lists the
+//! manifests (`?format=openai` gives OpenAI function-calling tools), `GET /tools/{name}`
+//! one manifest, `POST /tools/{name}` runs a tool with a JSON body (FHIR tools act on the
+//! default sandbox), and `POST /sandboxes/{id}/tools/{name}` runs it against that sandbox.
+//! Failures are OperationOutcomes with the observation's status.
+
+use super::fhir_tools::SandboxBackend;
+use super::{Observation, Registry};
+use crate::fhir::FhirError;
+use crate::fhir::error::outcome;
+use crate::fhir::server::{AppState, authorized, error_response, fhir_json, host_base, router as fhir_router};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct ToolState {
+    app: Arc<AppState>,
+    registry: Arc<Registry>,
+}
+
+/// The whole application: tool routes plus the FHIR server.
+pub fn app(state: Arc<AppState>, registry: Arc<Registry>) -> Router {
+    routes(state.clone(), registry).merge(fhir_router(state))
+}
+
+/// Only the tool routes.
+pub fn routes(state: Arc<AppState>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/tools", get(list))
+        .route("/tools/{name}", get(manifest).post(run_default))
+        .route("/sandboxes/{id}/tools/{name}", axum::routing::post(run_in))
+        .with_state(ToolState { app: state, registry })
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `Some(401 response)` when the request lacks the configured bearer token
+/// (`error_response` adds `WWW-Authenticate`).
+fn check_auth(st: &ToolState, headers: &HeaderMap) -> Option<Response> {
+    if authorized(headers, st.app.config()) {
+        None
+    } else {
+        Some(error_response(&FhirError::Unauthorized(
+            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
+        )))
+    }
+}
+
+async fn list(State(st): State<ToolState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(r) = check_auth(&st, &headers) {
+        return r;
+    }
+    match q.get("format").map(String::as_str) {
+        Some("openai") => json_response(200, &st.registry.openai_tools()),
+        None | Some("manifest") => {
+            let tools: Vec<Value> = st
+                .registry
+                .manifests()
+                .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+                .collect();
+            json_response(200, &json!({"count": tools.len(), "tools": tools}))
+        }
+        Some(other) => error_response(&FhirError::BadRequest(format!("unknown format '{other}' (manifest, openai)"))),
+    }
+}
+
+async fn manifest(State(st): State<ToolState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(r) = check_auth(&st, &headers) {
+        return r;
+    }
+    match st.registry.manifest(&name) {
+        Some(m) => json_response(200, &serde_json::to_value(m).unwrap_or(Value::Null)),
+        None => error_response(&FhirError::NotFound(format!("no tool named '{name}'; GET /tools lists them"))),
+    }
+}
+
+async fn run_default(State(st): State<ToolState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    run(&st, &headers, "default", &name, &body)
+}
+
+async fn run_in(State(st): State<ToolState>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, body: Bytes) -> Response {
+    run(&st, &headers, &id, &name, &body)
+}
+
+fn run(st: &ToolState, headers: &HeaderMap, sandbox: &str, name: &str, body: &[u8]) -> Response {
+    if let Some(r) = check_auth(st, headers) {
+        return r;
+    }
+    let Some(sb) = st.app.sandbox(sandbox) else {
+        return error_response(&FhirError::NotFound(format!("no sandbox '{sandbox}'")));
+    };
+    let base = format!(
+        "{}{}",
+        host_base(headers, st.app.config()),
+        if sandbox == "default" {
+            "/fhir".to_string()
+        } else {
+            format!("/sandboxes/{sandbox}/fhir")
+        }
+    );
+    let mut backend = SandboxBackend::new(sb, base);
+    let text = String::from_utf8_lossy(body);
+    let obs = st.registry.call_text(name, &text, &mut backend);
+    to_response(&obs)
+}
+
+fn to_response(obs: &Observation) -> Response {
+    if obs.ok {
+        return json_response(obs.status, &obs.content);
+    }
+    let code = match obs.status {
+        400 => "invalid",
+        404 => "not-found",
+        422 => "business-rule",
+        _ => "processing",
+    };
+    if let Some(inner) = obs.content.get("outcome") {
+        return fhir_json(obs.status, inner);
+    }
+    let mut oo = outcome("error", code, &[obs.error().unwrap_or("tool call failed").to_string()]);
+    if let Some(obj) = oo.as_object_mut() {
+        obj.insert("id".into(), json!(format!("tool-{}", obs.tool)));
+    }
+    fhir_json(obs.status, &oo)
+}
