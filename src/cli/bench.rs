@@ -45,6 +45,82 @@ pub struct BenchArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Measure only the tool catalogue's per-call cost (direct call vs registry dispatch), on the demo cohort.
+    #[arg(long)]
+    pub tools: bool,
+}
+
+/// Median nanoseconds per call of `f` over 7 batches of `n` calls.
+fn per_call_ns(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut batches: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    batches.sort_by(|a, b| a.total_cmp(b));
+    batches[3]
+}
+
+/// The tool catalogue's overhead: each calculator or FHIR call made directly and through
+/// `Registry::call` (JSON Schema validation, dispatch, observation), in the same run.
+fn tool_bench() -> anyhow::Result<Vec<(String, String)>> {
+    use crate::tools::{Registry, fhir_tools::FhirTool};
+    let registry = Registry::standard()?;
+    let mut rows = Vec::new();
+    let cases = [
+        (
+            "ckd_epi_2021",
+            json!({"sex": "female", "age": 70, "creatinine": {"value": 97, "unit": "µmol/L"}}),
+        ),
+        (
+            "apache_ii",
+            serde_json::from_str(crate::calc::find("apache_ii").map(|c| c.example).unwrap_or("{}"))?,
+        ),
+        (
+            "caprini",
+            serde_json::from_str(crate::calc::find("caprini").map(|c| c.example).unwrap_or("{}"))?,
+        ),
+    ];
+    for (name, args) in cases {
+        let calc = crate::calc::find(name).context("calculator")?;
+        let direct = per_call_ns(20_000, || {
+            std::hint::black_box(crate::calc::run(calc, std::hint::black_box(&args)).ok());
+        });
+        let via = per_call_ns(20_000, || {
+            std::hint::black_box(registry.call(name, std::hint::black_box(&args), &mut crate::tools::NoFhir));
+        });
+        rows.push((
+            format!("{name}: direct / via registry"),
+            format!("{:.1} / {:.1} µs ({:.2}×)", direct / 1e3, via / 1e3, via / direct),
+        ));
+    }
+    let clock = Clock::fixed(parse_instant("2023-11-13T10:15:00Z").map_err(anyhow::Error::msg)?);
+    let cohort = load::load("demo")?.build(&clock);
+    let mut sb = Sandbox::fork(
+        &cohort,
+        SandboxOptions {
+            clock,
+            ..Default::default()
+        },
+    );
+    let args = json!({"resource_type": "Observation", "params": {"patient": "S3241217", "code": "K", "_sort": "-date", "_count": 1}});
+    let req = FhirTool::Search.request(&args).map_err(anyhow::Error::msg)?;
+    let direct = per_call_ns(5_000, || {
+        std::hint::black_box(crate::fhir::rest::handle_read(&sb, "http://b/fhir", &req));
+    });
+    let mut backend = (&mut sb, "http://b/fhir");
+    let via = per_call_ns(5_000, || {
+        std::hint::black_box(registry.call("fhir_search", &args, &mut backend));
+    });
+    rows.push((
+        "fhir_search (latest K of a patient): direct / via registry".into(),
+        format!("{:.1} / {:.1} µs ({:.2}×)", direct / 1e3, via / 1e3, via / direct),
+    ));
+    Ok(rows)
 }
 
 const CODES: &[(&str, &str)] = &[
@@ -369,6 +445,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.patients,
             a.obs_per_patient
         );
+    }
+    if a.tools {
+        super::emit("| tool call | direct / registry (ratio) |\n|---|---|\n")?;
+        for (k, v) in tool_bench()? {
+            super::emit(&format!("| {k} | {v} |\n"))?;
+        }
+        return Ok(());
     }
     let mut results = serde_json::Map::new();
     eprintln!("writing the synthetic cohort to {} ...", a.data.display());

@@ -138,3 +138,43 @@ def test_errors_are_operation_outcomes():
         assert r.status_code == status, (path, r.text)
         oo = r4b(r.json())
         assert oo.issue[0].severity == "error"
+
+
+def test_tool_catalogue_over_http():
+    """The catalogue is valid JSON Schema for a third-party validator, and tools run over HTTP."""
+    from jsonschema import Draft202012Validator
+
+    root = BASE.rsplit("/fhir", 1)[0]
+    catalogue = requests.get(f"{root}/tools").json()
+    assert catalogue["count"] >= 63
+    for tool in catalogue["tools"]:
+        Draft202012Validator.check_schema(tool["parameters"])
+        validator = Draft202012Validator(tool["parameters"])
+        for example in tool["examples"]:
+            errors = [e.message for e in validator.iter_errors(example["arguments"])]
+            assert not errors, (tool["name"], errors)
+    openai = requests.get(f"{root}/tools", params={"format": "openai"}).json()
+    assert {t["function"]["name"] for t in openai} == {t["name"] for t in catalogue["tools"]}
+
+    r = requests.post(f"{root}/tools/meld_3", json={"sex": "female", "bilirubin": 2.5, "sodium": 130,
+                                                   "inr": 1.6, "creatinine": 1.4, "albumin": 2.9})
+    assert r.status_code == 200, r.text
+    assert r.json()["unit"] == "points" and r.json()["interpretation"]
+    r = requests.post(f"{root}/tools/bmi", json={"weight": {"value": 70, "unit": "stone"}, "height": 170})
+    assert r.status_code == 400
+    assert "stone" in r4b(r.json()).issue[0].diagnostics
+
+
+def test_fhir_tool_writes_a_valid_resource(sandbox_base):
+    root, sandbox_id = sandbox_base.rsplit("/sandboxes/", 1)
+    sandbox_id = sandbox_id.split("/")[0]
+    r = requests.post(f"{root}/sandboxes/{sandbox_id}/tools/fhir_create", json={
+        "resource_type": "MedicationRequest",
+        "resource": {"status": "active", "intent": "order", "subject": {"reference": "Patient/S6534835"},
+                     "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                               "code": "197361"}]}}})
+    assert r.status_code == 201, r.text
+    created = r4b(r.json())
+    read = requests.get(f"{sandbox_base}/MedicationRequest/{created.id}")
+    assert read.status_code == 200
+    assert r4b(read.json()).subject.reference == "Patient/S6534835"
