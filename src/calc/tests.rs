@@ -1406,3 +1406,130 @@ proptest! {
         prop_assert!(close(back["value"].as_f64().unwrap(), v, 1e-12));
     }
 }
+
+#[test]
+fn equation_thresholds_and_bounds() {
+    // MELD-Na: the sodium term applies only when MELD(i) > 11; sodium is clamped to 125-137,
+    // creatinine to 1-4, and dialysis sets creatinine to 4.
+    let meld =
+        |cr: f64, bili: f64, inr: f64, na: f64| go("meld_na", json!({"creatinine": cr, "bilirubin": bili, "inr": inr, "sodium": na})).value;
+    // raw MELD(i) with Cr 1.3, bili 1, INR 1.2: 0.957 ln1.3 + 1.12 ln1.2 + 0.643 = 1.0982 -> 11: no sodium term
+    assert_eq!(meld(1.3, 1.0, 1.2, 125.0), json!(11));
+    // Cr 1.4 -> 1.1698 -> 12 (> 11): 12 + 1.32*12 - 0.033*12*12 = 23.088 -> 23
+    assert_eq!(meld(1.4, 1.0, 1.2, 125.0), json!(23));
+    assert_eq!(meld(1.4, 1.0, 1.2, 110.0), meld(1.4, 1.0, 1.2, 125.0), "sodium clamped at 125");
+    assert_eq!(meld(1.4, 1.0, 1.2, 150.0), meld(1.4, 1.0, 1.2, 137.0), "sodium clamped at 137");
+    assert_eq!(meld(9.0, 2.0, 1.5, 130.0), meld(4.0, 2.0, 1.5, 130.0), "creatinine capped at 4");
+    assert_eq!(
+        meld(0.5, 0.4, 0.9, 137.0),
+        meld(1.0, 1.0, 1.0, 137.0),
+        "values below 1 floored at 1"
+    );
+    let dial = go(
+        "meld_na",
+        json!({"creatinine": 1.0, "bilirubin": 2.0, "inr": 1.5, "sodium": 130, "cvvhd_24h_past_week": true}),
+    )
+    .value;
+    assert_eq!(dial, meld(4.0, 2.0, 1.5, 130.0));
+    // Child-Pugh classes: 6 is A, 7 is B, 9 is B, 10 is C
+    let cp =
+        |bili: f64, alb: f64, inr: f64, asc: &str| go("child_pugh", json!({"bilirubin": bili, "albumin": alb, "inr": inr, "ascites": asc}));
+    assert!(cp(2.5, 4.0, 1.0, "none").interpretation.unwrap().starts_with("class A"));
+    assert!(cp(2.5, 3.0, 1.0, "none").interpretation.unwrap().starts_with("class B"));
+    assert!(cp(2.5, 3.0, 2.0, "slight").interpretation.unwrap().starts_with("class B"));
+    assert!(cp(3.5, 3.0, 2.0, "slight").interpretation.unwrap().starts_with("class C"));
+    // PSI: class I needs age <= 50 with no comorbidity or exam finding; class bands at 70/90/130
+    let psi = |args: Value| go("psi_port", args).interpretation.unwrap();
+    assert!(psi(json!({"age": 50, "sex": "male"})).starts_with("class I:"));
+    assert!(psi(json!({"age": 51, "sex": "male"})).starts_with("class II"));
+    assert!(psi(json!({"age": 40, "sex": "male", "renal_disease": true})).starts_with("class II"));
+    assert!(psi(json!({"age": 70, "sex": "male"})).starts_with("class II"));
+    assert!(psi(json!({"age": 71, "sex": "male"})).starts_with("class III"));
+    assert!(psi(json!({"age": 90, "sex": "male"})).starts_with("class III"));
+    assert!(psi(json!({"age": 91, "sex": "male"})).starts_with("class IV"));
+    assert!(psi(json!({"age": 100, "sex": "male", "nursing_home_resident": true, "heart_rate": 130})).starts_with("class IV"));
+    assert!(
+        psi(json!({"age": 100, "sex": "male", "nursing_home_resident": true, "heart_rate": 130, "pleural_effusion": true}))
+            .starts_with("class IV"),
+        "130 points"
+    );
+    assert!(
+        psi(json!({"age": 101, "sex": "male", "nursing_home_resident": true, "heart_rate": 130, "pleural_effusion": true}))
+            .starts_with("class V"),
+        "131 points"
+    );
+    // free water deficit: total body water by age and sex (18 and 65)
+    let tbw = |sex: &str, age: f64| {
+        go("free_water_deficit", json!({"sex": sex, "age": age, "weight": 70, "sodium": 154})).steps[0]
+            .value
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        (tbw("female", 17.9), tbw("female", 18.0), tbw("female", 64.9), tbw("female", 65.0)),
+        (0.6, 0.5, 0.5, 0.45)
+    );
+    assert_eq!(
+        (tbw("male", 17.9), tbw("male", 18.0), tbw("male", 64.9), tbw("male", 65.0)),
+        (0.6, 0.6, 0.6, 0.5)
+    );
+    assert!(close(
+        num("free_water_deficit", json!({"sex": "male", "age": 40, "weight": 70, "sodium": 154})),
+        0.6 * 70.0 * 0.1,
+        1e-12
+    ));
+    // maintenance fluids at 10 and 20 kg
+    assert!(close(num("maintenance_fluids", json!({"weight": 9.99})), 39.96, 1e-9));
+    assert!(close(num("maintenance_fluids", json!({"weight": 10})), 40.0, 1e-12));
+    assert!(close(num("maintenance_fluids", json!({"weight": 20})), 60.0, 1e-12));
+    assert!(close(num("maintenance_fluids", json!({"weight": 21})), 61.0, 1e-12));
+    // KDIGO stage and BMI category edges
+    let stage = |cr: f64| {
+        go("ckd_epi_2021", json!({"sex": "male", "age": 60, "creatinine": cr}))
+            .interpretation
+            .unwrap()
+    };
+    // male 60: Cr 0.8 -> 101.4, 1.3 -> 62.9, 3.0 -> 23.1, 5.0 -> 12.5
+    assert!(stage(0.8).starts_with("G1"), "{}", stage(0.8));
+    assert!(stage(1.3).starts_with("G2"), "{}", stage(1.3));
+    assert!(stage(3.0).starts_with("G4"), "{}", stage(3.0));
+    assert!(stage(5.0).starts_with("G5"), "{}", stage(5.0));
+    let bmi_cat = |w: f64| go("bmi", json!({"weight": w, "height": 100})).interpretation.unwrap();
+    assert_eq!(bmi_cat(18.49), "underweight (< 18.5)");
+    assert!(
+        bmi_cat(18.5).starts_with("normal")
+            && bmi_cat(25.0).starts_with("overweight")
+            && bmi_cat(30.0).contains("class I ")
+            && bmi_cat(40.0).contains("class III")
+    );
+    // FIB-4 cut-offs move to 2.0 at age 65
+    let fib = |age: f64, plt: f64| {
+        go("fib4", json!({"age": age, "ast": 40, "alt": 25, "platelets": plt}))
+            .interpretation
+            .unwrap()
+    };
+    // FIB-4 = age x 40 / (platelets x 5): age 40, 250 -> 1.28; age 64, 280 -> 1.83; age 65, 280 -> 1.86
+    assert!(fib(40.0, 250.0).starts_with("< 1.45"), "{}", fib(40.0, 250.0));
+    assert!(fib(64.0, 280.0).starts_with("1.45-3.25"), "{}", fib(64.0, 280.0));
+    assert!(fib(65.0, 280.0).starts_with("< 2"), "{}", fib(65.0, 280.0));
+    // Cockcroft-Gault BMI rule bands: underweight takes actual, normal the lesser of ideal and actual
+    let cg = |w: f64| {
+        go(
+            "cockcroft_gault",
+            json!({"sex": "male", "age": 40, "weight": w, "height": 180, "creatinine": 1, "weight_basis": "bmi_rule"}),
+        )
+    };
+    let used = |r: &CalcResult| {
+        r.steps
+            .iter()
+            .find(|s| s.label == "weight used (kg)")
+            .unwrap()
+            .value
+            .as_f64()
+            .unwrap()
+    };
+    assert!(close(used(&cg(59.0)), 59.0, 1e-12), "BMI 18.2: actual");
+    let ibw: f64 = 50.0 + 2.3 * (180.0 / 2.54 - 60.0);
+    assert!(close(used(&cg(80.0)), ibw.min(80.0), 1e-12), "BMI 24.7: lesser of ideal and actual");
+    assert!(close(used(&cg(81.0)), ibw + 0.4 * (81.0 - ibw), 1e-12), "BMI 25.0: adjusted");
+}

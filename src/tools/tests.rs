@@ -223,3 +223,64 @@ fn finish_carries_the_answer() {
     assert!(o.ok);
     assert_eq!(o.answer, Some(json!([2.3, "mg/dL"])));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z_/µ%0-9 .-]{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("mg/dL"),
+                Just("µmol/L"),
+                Just("male"),
+                Just("Patient"),
+                Just("kg"),
+                Just("2024-01-01")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        "[a-z_]{1,10}".boxed(),
+                        Just("value".to_string()).boxed(),
+                        Just("unit".to_string()).boxed(),
+                        Just("age".to_string()).boxed(),
+                        Just("sex".to_string()).boxed(),
+                        Just("creatinine".to_string()).boxed(),
+                        Just("resource_type".to_string()).boxed(),
+                        Just("params".to_string()).boxed(),
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Any JSON sent to any tool comes back as an observation: no panic, and a failure
+        /// always carries a message.
+        #[test]
+        fn arbitrary_arguments_never_crash(args in arb_json()) {
+            let r = registry();
+            let mut sb = demo_sandbox();
+            let mut backend = (&mut sb, "http://emr.test/fhir");
+            for m in r.manifests() {
+                let o = r.call(&m.name, &args, &mut backend);
+                prop_assert!(o.ok || o.error().is_some_and(|e| !e.is_empty()), "{}: {}", m.name, o.content);
+                prop_assert!(o.ok == (o.status < 400), "{}: status {} ok {}", m.name, o.status, o.ok);
+            }
+        }
+    }
+}
