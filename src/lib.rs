@@ -7,4 +7,5 @@
 pub mod calc;
 pub mod cli;
 pub mod fhir;
+pub mod htn;
 pub mod tools;
