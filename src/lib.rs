@@ -4,8 +4,12 @@
 //! sandboxes, search, validation, REST server); `calc` holds the medical calculators;
 //! `tools` is the agent-facing tool catalogue over both; `cli` wires commands together.
 
+pub mod agent;
 pub mod calc;
 pub mod cli;
 pub mod fhir;
+pub mod grade;
 pub mod htn;
+pub mod scenario;
 pub mod tools;
+pub mod trajectory;

@@ -2,6 +2,8 @@
 
 pub mod bench;
 pub mod calc;
+pub mod episode;
+pub mod scenarios;
 pub mod serve;
 pub mod tools;
 
@@ -29,6 +31,9 @@ pub enum Command {
     /// The agent-facing tool catalogue: list, OpenAI format, export manifests.
     #[command(subcommand)]
     Tools(tools::ToolsCommand),
+    /// Scenario families: check (the integrity gate), list, new.
+    #[command(subcommand)]
+    Scenarios(scenarios::ScenariosCommand),
 }
 
 /// Run a parsed command line.
@@ -38,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Calc(c) => calc::run(c),
         Command::Tools(c) => tools::run(c),
+        Command::Scenarios(c) => scenarios::run(c),
     }
 }
 

@@ -515,6 +515,8 @@ const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("not", 0, 0),
     ("abs", 0, 0),
     ("round", 0, 1),
+    ("power", 1, 1),
+    ("ln", 0, 0),
     ("floor", 0, 0),
     ("ceiling", 0, 0),
     ("toDateTime", 0, 0),
@@ -1071,6 +1073,22 @@ fn call(base: &Expr, name: &str, args: &[Expr], focus: &Coll, scope: &dyn Scope)
             };
             vec![V::Num(r)]
         }
+        "power" | "ln" => {
+            let Some(v) = single(&b, name)? else { return Ok(Vec::new()) };
+            let n = nums(&vec![v.clone()], name)?[0];
+            let r = if name == "ln" {
+                n.ln()
+            } else {
+                let a = arg(0)?;
+                let Some(e) = single(&a, name)? else { return Ok(Vec::new()) };
+                n.powf(nums(&vec![e.clone()], name)?[0])
+            };
+            if r.is_finite() {
+                vec![V::Num(r)]
+            } else {
+                return Err(type_err(format!("{name}() of {n} is not a finite number")));
+            }
+        }
         "toNumber" => nums(&b, "toNumber")?.into_iter().map(V::Num).collect(),
         "toDateTime" | "date" => b
             .iter()
@@ -1274,14 +1292,30 @@ pub fn instantiate(v: &Value, scope: &dyn Scope) -> Result<Value, TemplateError>
                 Value::String(render(s, scope)?)
             }
         }
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .map(|x| instantiate(x, scope))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(|x| !x.is_null())
-                .collect(),
-        ),
+        Value::Array(a) => {
+            // an element that is exactly "${expr}" splices every item of its collection
+            let mut out = Vec::new();
+            for x in a {
+                let exact = x.as_str().and_then(|s| match template_parts(s).ok()?.as_slice() {
+                    [(true, src)] => Some(src.clone()),
+                    _ => None,
+                });
+                match exact {
+                    Some(src) => {
+                        let e = parse(&src).map_err(|e| TemplateError::Parse(e.to_string()))?;
+                        let c = eval(&e, &Vec::new(), scope).map_err(|error| TemplateError::Eval { expr: src.clone(), error })?;
+                        out.extend(c.iter().map(V::to_json));
+                    }
+                    None => {
+                        let v = instantiate(x, scope)?;
+                        if !v.is_null() {
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            Value::Array(out)
+        }
         Value::Object(m) => {
             let mut out = Map::new();
             for (k, x) in m {

@@ -10,6 +10,7 @@
 //! definitions in [`fhir_tools`]; `tools/*.json` in the repository is the same catalogue
 //! written out by `emrgym tools export` (a test keeps the two equal).
 
+pub mod facts;
 pub mod fhir_tools;
 pub mod http;
 

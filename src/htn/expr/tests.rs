@@ -56,6 +56,9 @@ fn paths_functions_and_operators() {
     assert_eq!(ev("(110 | 145 | 188).avg().round(2)", json!(null), &s), json!(147.67));
     assert_eq!(ev("'Ab  C' ~ 'ab c'", json!(null), &s), json!(true));
     assert_eq!(ev("7 div 2", json!(null), &s), json!(3));
+    assert_eq!(ev("2.power(10)", json!(null), &s), json!(1024));
+    assert_eq!(ev("1.ln()", json!(null), &s), json!(0));
+    assert!(eval(&parse("(-1).ln()").unwrap(), &Vec::new(), &s).is_err());
     assert_eq!(ev("7 mod 2", json!(null), &s), json!(1));
     assert_eq!(ev("-(2) + 5", json!(null), &s), json!(3));
     assert_eq!(ev("{}.empty()", json!(null), &s), json!(true));
@@ -145,6 +148,13 @@ fn templates() {
         instantiate(&t, &s).unwrap(),
         json!({"subject": {"reference": "Patient/p1"}, "dose": 40, "list": [40, "x"], "at": "2023-11-14T10:15:00+00:00"})
     );
+    let two = scope(&[("xs", Some(json!([{"a": 1}, {"a": 2}]))), ("one", Some(json!([{"a": 1}])))]);
+    assert_eq!(
+        instantiate(&json!(["${%xs}"]), &two).unwrap(),
+        json!([{"a": 1}, {"a": 2}]),
+        "array elements splice collections"
+    );
+    assert_eq!(instantiate(&json!(["${%one}", "z"]), &two).unwrap(), json!([{"a": 1}, "z"]));
     assert!(matches!(render("${%missing}", &s), Err(TemplateError::Eval { .. })));
     assert!(matches!(render("${1 +}", &s), Err(TemplateError::Parse(_))));
     assert!(render("${unterminated", &s).is_err());

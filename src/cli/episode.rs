@@ -1,0 +1,175 @@
+//! Wiring for one episode: load a scenario directory (families, HTN libraries, cohorts),
+//! prepare an instance (plan the oracle tree against an untouched fork of its cohort,
+//! restrict the tool catalogue), run an agent on a fresh fork and grade the result.
+//! `scenarios check`, the episode API and the agent loop build on this.
+
+use crate::agent::{Policy, run_episode};
+use crate::fhir::clock::{Clock, parse_instant};
+use crate::fhir::{Cohort, Sandbox, SandboxOptions, load};
+use crate::grade::{Grade, grade, writes_from_diff};
+use crate::htn::library::Library;
+use crate::htn::plan::{Globals, Knowledge, Tree, plan};
+use crate::scenario::{Instance, Suite};
+use crate::tools::Registry;
+use crate::tools::facts::SandboxFacts;
+use crate::trajectory::Trajectory;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Base URL FHIR tools see in process.
+pub const BASE: &str = "http://emrgym.local/fhir";
+
+/// A loaded scenario directory with caches of libraries and cohorts.
+pub struct Workspace {
+    /// The families.
+    pub suite: Suite,
+    libraries: BTreeMap<Vec<String>, Result<Arc<Library>, Vec<String>>>,
+    cohorts: BTreeMap<String, Result<Arc<Cohort>, String>>,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace").field("dir", &self.suite.dir).finish()
+    }
+}
+
+/// An instance ready to run.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The instance.
+    pub instance: Instance,
+    /// Its HTN library.
+    pub library: Arc<Library>,
+    /// Its cohort.
+    pub cohort: Arc<Cohort>,
+    /// Clock and variables.
+    pub globals: Globals,
+    /// The clock as the sandbox uses it.
+    pub clock: Clock,
+    /// The oracle tree.
+    pub oracle: Tree,
+    /// The tools the instance allows.
+    pub registry: Arc<Registry>,
+}
+
+impl Workspace {
+    /// Open a scenario directory (or one family file).
+    pub fn open(path: &Path) -> Result<Workspace, Vec<String>> {
+        let suite = Suite::load(path).map_err(|es| es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let registry = Arc::new(Registry::standard().map_err(|e| vec![e.to_string()])?);
+        Ok(Workspace {
+            suite,
+            libraries: BTreeMap::new(),
+            cohorts: BTreeMap::new(),
+            registry,
+        })
+    }
+
+    /// The full tool catalogue.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The library made of these files (cached).
+    pub fn library(&mut self, files: &[String]) -> Result<Arc<Library>, Vec<String>> {
+        if let Some(l) = self.libraries.get(files) {
+            return l.clone();
+        }
+        let mut texts = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            match self.suite.library_text(f) {
+                Ok(t) => texts.push((self.suite.dir.join(f).display().to_string(), t)),
+                Err(e) => errors.push(e),
+            }
+        }
+        let result = if errors.is_empty() {
+            Library::load(&texts)
+                .map(Arc::new)
+                .map_err(|es| es.into_iter().map(|e| e.to_string()).collect())
+        } else {
+            Err(errors)
+        };
+        self.libraries.insert(files.to_vec(), result.clone());
+        result
+    }
+
+    /// A cohort by name or path (cached).
+    pub fn cohort(&mut self, name: &str, clock: &Clock) -> Result<Arc<Cohort>, String> {
+        if let Some(c) = self.cohorts.get(name) {
+            return c.clone();
+        }
+        let path = self.suite.dir.join(name);
+        let source = if path.exists() {
+            path.display().to_string()
+        } else {
+            name.to_string()
+        };
+        let r = load::load(&source)
+            .map(|b| b.build(clock))
+            .map_err(|e| format!("cohort '{name}': {e}"));
+        self.cohorts.insert(name.to_string(), r.clone());
+        r
+    }
+
+    /// Plan an instance's oracle tree and restrict the catalogue.
+    pub fn prepare(&mut self, inst: &Instance) -> Result<Prepared, Vec<String>> {
+        let now = parse_instant(&inst.now).map_err(|e| vec![format!("{}: now '{}': {e}", inst.id, inst.now)])?;
+        let clock = Clock::fixed(now);
+        let library = self.library(&inst.library)?;
+        let cohort = self.cohort(&inst.cohort, &clock).map_err(|e| vec![e])?;
+        let names: Vec<&str> = inst.tools.iter().map(String::as_str).collect();
+        let registry = Arc::new(
+            self.registry
+                .subset(&names)
+                .map_err(|unknown| vec![format!("{}: unknown tools {}", inst.id, unknown.join(", "))])?,
+        );
+        let now_fixed = crate::htn::expr::parse_datetime(&inst.now)
+            .ok_or_else(|| vec![format!("{}: now '{}' is not a date-time", inst.id, inst.now)])?;
+        let globals = Globals {
+            vars: inst.vars.clone().into_iter().collect(),
+            now: now_fixed,
+        };
+        let mut facts = SandboxFacts::new(fork(&cohort, &clock, 0));
+        let oracle = plan(&library, &inst.root.task, &inst.root.args, &globals, &mut facts, &Knowledge::Oracle);
+        Ok(Prepared {
+            instance: inst.clone(),
+            library,
+            cohort,
+            globals,
+            clock,
+            oracle,
+            registry,
+        })
+    }
+}
+
+/// A fresh sandbox of `cohort` with a fixed clock.
+pub fn fork(cohort: &Arc<Cohort>, clock: &Clock, seed: u64) -> Sandbox {
+    Sandbox::fork(
+        cohort,
+        SandboxOptions {
+            seed,
+            clock: clock.clone(),
+            ..SandboxOptions::default()
+        },
+    )
+}
+
+/// Run `policy` on a fresh fork of the instance's cohort and grade the episode.
+pub fn run_and_grade(p: &Prepared, policy: &mut dyn Policy, seed: u64) -> (Trajectory, Grade, Sandbox) {
+    let mut sb = fork(&p.cohort, &p.clock, seed);
+    let traj = {
+        let mut backend = (&mut sb, BASE);
+        run_episode(policy, &p.registry, &mut backend, p.instance.max_steps)
+    };
+    let g = grade(&p.instance.id, &p.library, &p.oracle, &traj, &writes_from_diff(&sb.diff()));
+    (traj, g, sb)
+}
+
+/// Grade a trajectory that was already executed into `sandbox`.
+pub fn grade_sandbox(p: &Prepared, traj: &Trajectory, sandbox: &Sandbox) -> Grade {
+    grade(&p.instance.id, &p.library, &p.oracle, traj, &writes_from_diff(&sandbox.diff()))
+}

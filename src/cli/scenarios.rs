@@ -1,0 +1,517 @@
+//! `emrgym scenarios`: the integrity gate (`check`), a listing of families with their
+//! branch balance (`list`), and a scaffold for a new family (`new`).
+
+use super::episode::{Prepared, Workspace, fork, run_and_grade};
+use crate::agent::{Null, Oracle};
+use crate::grade::Verdict;
+use crate::htn::expr::{self, V};
+use crate::htn::library::{Check, locate};
+use crate::htn::plan::checks;
+use crate::scenario::Instance;
+use crate::tools::facts::SandboxFacts;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// JSON Schema of family files.
+pub const SCENARIO_SCHEMA: &str = include_str!("../../scenarios/scenario.schema.json");
+/// JSON Schema of HTN library files.
+pub const HTN_SCHEMA: &str = include_str!("../../scenarios/htn/htn.schema.json");
+
+/// `emrgym scenarios` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ScenariosCommand {
+    /// Validate scenarios: schema, references, branch uniqueness, oracle passes, null agent fails.
+    Check {
+        /// A scenario directory or one family file.
+        #[arg(default_value = "scenarios")]
+        path: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List families, instances and branch balance.
+    List {
+        /// A scenario directory.
+        #[arg(default_value = "scenarios")]
+        path: PathBuf,
+        /// Print a Markdown table.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Write a new family skeleton (with `doc` fields explaining each part).
+    New {
+        /// Family name (snake_case).
+        name: String,
+        /// Scenario directory.
+        #[arg(long, default_value = "scenarios")]
+        dir: PathBuf,
+    },
+}
+
+/// One problem found by `check`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    /// File.
+    pub file: String,
+    /// Line, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Instance id, when the problem is specific to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(i) = &self.instance {
+            write!(f, " [{i}]")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The result of `check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// No problems.
+    pub ok: bool,
+    /// Families checked.
+    pub families: usize,
+    /// Instances checked.
+    pub instances: usize,
+    /// Branch counts: family -> node path -> method -> instances.
+    pub branches: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>>,
+    /// Problems.
+    pub problems: Vec<Problem>,
+}
+
+fn schema_problems(file: &str, text: &str, schema: &str) -> Vec<Problem> {
+    let (Ok(schema), Ok(instance)) = (serde_json::from_str::<Value>(schema), serde_json::from_str::<Value>(text)) else {
+        return Vec::new(); // JSON syntax errors are reported by the parser with their line
+    };
+    let Ok(v) = jsonschema::validator_for(&schema) else {
+        return vec![Problem {
+            file: file.into(),
+            line: None,
+            instance: None,
+            message: "internal: schema does not compile".into(),
+        }];
+    };
+    v.iter_errors(&instance)
+        .map(|e| {
+            let ptr = e.instance_path().to_string();
+            Problem {
+                file: file.into(),
+                line: locate(text, &ptr),
+                instance: None,
+                message: format!("schema: {}{e}", if ptr.is_empty() { String::new() } else { format!("{ptr}: ") }),
+            }
+        })
+        .collect()
+}
+
+/// Check one prepared instance; problems are plain messages.
+pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
+    let _ = ws;
+    let mut out = Vec::new();
+    let inst = &p.instance;
+    let tree = &p.oracle;
+    for (path, status) in tree.problems() {
+        out.push(format!("node '{path}' is not planned under oracle facts: {}", json!(status)));
+    }
+    // exactly one method applies at each decision
+    for (i, n) in tree.nodes.iter().enumerate().filter(|(_, n)| n.method.is_some()) {
+        let Some(task) = p.library.tasks.get(&n.task) else { continue };
+        if task.methods.len() < 2 {
+            continue;
+        }
+        let env = tree.scope(i, &[]);
+        let applying: Vec<&str> = task
+            .methods
+            .iter()
+            .filter(|m| {
+                m.when
+                    .as_ref()
+                    .is_none_or(|w| matches!(expr::truth(w, &Vec::new(), &env), Ok(Some(true))))
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        if applying.len() != 1 {
+            out.push(format!(
+                "at '{}' ({}), {} methods apply under the oracle facts: {}",
+                n.path,
+                n.task,
+                applying.len(),
+                applying.join(", ")
+            ));
+        }
+    }
+    // pinned branches
+    let branches = tree.branches();
+    for (path, want) in &inst.expect_branch {
+        match branches.get(path) {
+            Some(got) if got == want => {}
+            Some(got) => out.push(format!("expect_branch '{path}': the record calls for '{got}', not '{want}'")),
+            None => out.push(format!("expect_branch '{path}': there is no decision at that path")),
+        }
+    }
+    // scenario variables the network reads
+    for v in p.library.free_globals(&inst.root.task) {
+        if !inst.vars.contains_key(&v) {
+            out.push(format!("the task network reads %{v}, which the family does not define"));
+        }
+    }
+    // patient, codes and references exist in the cohort
+    let s0 = fork(&p.cohort, &p.clock, 0);
+    if s0.read("Patient", &inst.patient).is_err() {
+        out.push(format!("patient '{}' does not exist in cohort '{}'", inst.patient, inst.cohort));
+    }
+    let mut facts = SandboxFacts::new(s0.clone());
+    for n in &tree.nodes {
+        if let Some(f) = &n.fact {
+            let codes: Vec<(String, String)> = f.params.iter().filter(|(k, _)| k == "code").cloned().collect();
+            if !codes.is_empty() {
+                use crate::htn::plan::FactSource;
+                match facts.search(&f.resource_type, &codes) {
+                    Ok(found) if found.is_empty() => out.push(format!(
+                        "node '{}': code {} occurs nowhere in cohort '{}'",
+                        n.path,
+                        codes.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(","),
+                        inst.cohort
+                    )),
+                    Ok(_) => {}
+                    Err(e) => out.push(format!("node '{}': {e}", n.path)),
+                }
+            }
+        }
+        if let Some(call) = &n.call
+            && p.registry.manifest(&call.name).is_none()
+        {
+            out.push(format!(
+                "node '{}': the reference plan calls '{}', which the family's tools do not allow",
+                n.path, call.name
+            ));
+        }
+    }
+    // no write postcondition already holds on the untouched record
+    for (i, n) in tree.nodes.iter().enumerate() {
+        for c in checks(&p.library, n) {
+            let Check::Select { selector, count, asserts } = c else { continue };
+            if *count == 0 {
+                continue;
+            }
+            let params = vec![("_count".to_string(), "1000".to_string())];
+            let existing = {
+                use crate::htn::plan::FactSource;
+                facts.search(&selector.resource_type, &params).unwrap_or_default()
+            };
+            let env = tree.scope(i, &[]);
+            let holds = existing.iter().any(|r| {
+                let focus = V::from_json(r);
+                selector
+                    .where_
+                    .as_ref()
+                    .is_none_or(|w| matches!(expr::truth(w, &focus, &env), Ok(Some(true))))
+                    && !asserts.is_empty()
+                    && asserts.iter().all(|(_, a)| matches!(expr::truth(a, &focus, &env), Ok(Some(true))))
+            });
+            if holds {
+                out.push(format!(
+                    "node '{}': its postcondition already holds on the untouched cohort (a matching {} exists)",
+                    n.path, selector.resource_type
+                ));
+            }
+        }
+    }
+    // the oracle passes every node
+    let calls: Vec<_> = tree.reference_calls().into_iter().map(|(_, c)| c).collect();
+    let (traj, g, _) = run_and_grade(p, &mut Oracle::new(calls), 1);
+    for (i, s) in traj.steps.iter().enumerate() {
+        if !s.result.ok {
+            out.push(format!("oracle step {i} ({}) failed: {}", s.call.name, s.result.content));
+        }
+    }
+    for n in g.nodes.iter().filter(|n| n.verdict != Verdict::Passed) {
+        out.push(format!("the oracle does not pass node '{}': {}", n.path, n.reasons.join("; ")));
+    }
+    if !g.success {
+        out.push(format!("the oracle run is not a success (classes: {:?})", g.classes));
+    }
+    // the null agent fails every gated node that asks for something
+    let (_, ng, _) = run_and_grade(p, &mut Null, 1);
+    if ng.success {
+        out.push("the null agent (finishes at once) succeeds: the scenario tests nothing".into());
+    }
+    for (i, n) in tree.nodes.iter().enumerate() {
+        let positive = checks(&p.library, n).iter().any(|c| !matches!(c, Check::Select { count: 0, .. }));
+        if positive && n.gate && ng.nodes[i].verdict == Verdict::Passed {
+            out.push(format!("the null agent passes gated node '{}'", n.path));
+        }
+    }
+    out
+}
+
+/// Run every check over a scenario directory.
+pub fn check(path: &Path) -> CheckReport {
+    let mut report = CheckReport {
+        ok: true,
+        families: 0,
+        instances: 0,
+        branches: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    // schema of every JSON file first (line-precise)
+    let mut files: Vec<PathBuf> = Vec::new();
+    if path.is_dir() {
+        for sub in [path.to_path_buf(), path.join("htn")] {
+            if let Ok(rd) = std::fs::read_dir(&sub) {
+                let mut v: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .collect();
+                v.sort();
+                files.extend(v);
+            }
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    for f in &files {
+        let name = f.display().to_string();
+        if name.ends_with(".schema.json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let is_lib = f.parent().is_some_and(|p| p.file_name().is_some_and(|n| n == "htn"));
+        report
+            .problems
+            .extend(schema_problems(&name, &text, if is_lib { HTN_SCHEMA } else { SCENARIO_SCHEMA }));
+    }
+    let mut ws = match Workspace::open(path) {
+        Ok(w) => w,
+        Err(es) => {
+            report.problems.extend(es.into_iter().map(|m| Problem {
+                file: path.display().to_string(),
+                line: None,
+                instance: None,
+                message: m,
+            }));
+            report.ok = false;
+            return report;
+        }
+    };
+    let families = ws.suite.families.clone();
+    report.families = families.len();
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for (file, text, fam) in &families {
+        let fname = file.display().to_string();
+        let instances = match fam.instances() {
+            Ok(i) => i,
+            Err(e) => {
+                report.problems.push(Problem {
+                    file: fname.clone(),
+                    line: None,
+                    instance: None,
+                    message: e,
+                });
+                continue;
+            }
+        };
+        let mut lib_reported = false;
+        for (k, inst) in instances.iter().enumerate() {
+            report.instances += 1;
+            let line = locate(text, &format!("/instances/{k}/id")).or_else(|| locate(text, "/instances"));
+            if let Some(other) = ids.insert(inst.id.clone(), fname.clone()) {
+                report.problems.push(Problem {
+                    file: fname.clone(),
+                    line,
+                    instance: Some(inst.id.clone()),
+                    message: format!("instance id is also used in {other}"),
+                });
+            }
+            match ws.prepare(inst) {
+                Err(es) => {
+                    if !lib_reported {
+                        for m in es {
+                            report.problems.push(Problem {
+                                file: fname.clone(),
+                                line: None,
+                                instance: Some(inst.id.clone()),
+                                message: m,
+                            });
+                        }
+                        lib_reported = true;
+                    }
+                }
+                Ok(p) => {
+                    for (path, method) in p.oracle.branches() {
+                        *report
+                            .branches
+                            .entry(fam.family.clone())
+                            .or_default()
+                            .entry(path)
+                            .or_default()
+                            .entry(method)
+                            .or_default() += 1;
+                    }
+                    for m in check_instance(&ws, &p) {
+                        report.problems.push(Problem {
+                            file: fname.clone(),
+                            line,
+                            instance: Some(inst.id.clone()),
+                            message: m,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    report.ok = report.problems.is_empty();
+    report
+}
+
+fn family_rows(ws: &mut Workspace) -> Vec<(String, String, usize, String, String)> {
+    let families = ws.suite.families.clone();
+    let mut rows = Vec::new();
+    for (_, _, fam) in &families {
+        let Ok(instances) = fam.instances() else { continue };
+        let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for inst in &instances {
+            if let Ok(p) = ws.prepare(inst) {
+                for (path, m) in p.oracle.branches() {
+                    if p.library
+                        .tasks
+                        .get(&p.oracle.nodes[p.oracle.find(&path).unwrap_or(0)].task)
+                        .is_some_and(|t| t.methods.len() > 1)
+                    {
+                        *counts.entry(path).or_default().entry(m).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let balance = if counts.is_empty() {
+            "-".to_string()
+        } else {
+            counts
+                .iter()
+                .map(|(path, ms)| {
+                    format!(
+                        "{path}: {}",
+                        ms.iter().map(|(m, c)| format!("{m} {c}")).collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        rows.push((
+            fam.family.clone(),
+            fam.title.clone(),
+            instances.len(),
+            balance,
+            fam.tools.join(", "),
+        ));
+    }
+    rows
+}
+
+fn new_family(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        bail!("family name '{name}' must be snake_case (a-z, 0-9, _)");
+    }
+    let path = dir.join(format!("{name}.json"));
+    if path.exists() {
+        bail!("{} already exists", path.display());
+    }
+    let family = json!({
+        "$schema": "./scenario.schema.json",
+        "format_version": 1,
+        "family": name,
+        "title": "One line: what the agent must do",
+        "doc": "What this family tests, which branches it has, and why. (Every field below is documented in docs/scenario-format.md.)",
+        "source": "Where the task comes from (a benchmark, a guideline, a clinical protocol)",
+        "cohort": "demo",
+        "now": "2023-11-13T10:15:00+00:00",
+        "library": ["htn/common.json", "htn/electrolytes.json"],
+        "tools": ["fhir_search", "fhir_read", "fhir_create", "finish"],
+        "instruction": "The task as a clinician would say it, with slots like ${%patient}. Do not leak the branch or the answer.",
+        "context": "Facts the task gives: codes, dosing rules. It's ${%now} now.",
+        "root": {"task": "latest_value", "args": {"code": "K", "label": "serum potassium"}},
+        "vars": {},
+        "max_steps": 12,
+        "instances": [
+            {"id": format!("{}-001", name.replace('_', "-")), "patient": "S6534835", "vars": {}, "expect_branch": {}, "doc": "Why this instance exists (which branch it exercises)."}
+        ]
+    });
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&path, format!("{}\n", serde_json::to_string_pretty(&family)?))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Run `emrgym scenarios`.
+pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
+    match cmd {
+        ScenariosCommand::Check { path, json } => {
+            let report = check(&path);
+            if json {
+                super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            } else {
+                for p in &report.problems {
+                    super::emit(&format!("{p}\n"))?;
+                }
+                super::emit(&format!(
+                    "{} families, {} instances: {}\n",
+                    report.families,
+                    report.instances,
+                    if report.ok {
+                        "all checks pass".to_string()
+                    } else {
+                        format!("{} problems", report.problems.len())
+                    }
+                ))?;
+            }
+            if !report.ok {
+                bail!("scenarios check failed: {} problems", report.problems.len());
+            }
+        }
+        ScenariosCommand::List { path, markdown } => {
+            let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+            let rows = family_rows(&mut ws);
+            if markdown {
+                let mut s = String::from("| Family | What it tests | Instances | Branch balance | Tools |\n|---|---|---|---|---|\n");
+                for (f, t, n, b, tools) in &rows {
+                    s.push_str(&format!("| `{f}` | {t} | {n} | {b} | {tools} |\n"));
+                }
+                super::emit(&s)?;
+            } else {
+                for (f, _, n, b, _) in &rows {
+                    super::emit(&format!("{f:<28} {n:>4}  {b}\n"))?;
+                }
+            }
+        }
+        ScenariosCommand::New { name, dir } => {
+            let p = new_family(&name, &dir)?;
+            super::emit(&format!(
+                "wrote {}; edit it, then run `emrgym scenarios check {}`\n",
+                p.display(),
+                p.display()
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Used by tests: instances of a directory.
+pub fn instances(path: &Path) -> anyhow::Result<Vec<Instance>> {
+    let ws = Workspace::open(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+    ws.suite.instances().map_err(anyhow::Error::msg)
+}

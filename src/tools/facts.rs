@@ -1,0 +1,37 @@
+//! Facts for the planner: sensing queries run on an untouched fork of the cohort (the
+//! record as it stands at the scenario's "now"), with strict parameter checking so a typo
+//! in a scenario is an error rather than an empty fact.
+
+use crate::fhir::Sandbox;
+use crate::fhir::search::SearchQuery;
+use crate::htn::plan::FactSource;
+use serde_json::Value;
+
+/// A [`FactSource`] over a sandbox nobody writes to.
+#[derive(Debug)]
+pub struct SandboxFacts {
+    sandbox: Sandbox,
+}
+
+impl SandboxFacts {
+    /// Facts from `sandbox` (normally a fresh fork of the cohort).
+    pub fn new(sandbox: Sandbox) -> SandboxFacts {
+        SandboxFacts { sandbox }
+    }
+
+    /// The sandbox.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl FactSource for SandboxFacts {
+    fn search(&mut self, resource_type: &str, params: &[(String, String)]) -> Result<Vec<Value>, String> {
+        if !crate::fhir::validate::SchemaValidator::r4().is_resource_type(resource_type) {
+            return Err(format!("'{resource_type}' is not a FHIR R4 resource type"));
+        }
+        let query = SearchQuery::parse(resource_type, params, self.sandbox.cohort().registry(), true).map_err(|e| e.to_string())?;
+        let result = self.sandbox.search(&query).map_err(|e| e.to_string())?;
+        Ok(result.matches.iter().filter_map(|v| v.resource().map(|r| (*r).clone())).collect())
+    }
+}
