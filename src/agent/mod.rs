@@ -43,6 +43,25 @@ impl Policy for Oracle {
     }
 }
 
+/// Replays exactly these calls, then stops (a hand-written or recorded trajectory).
+#[derive(Debug, Clone)]
+pub struct Script {
+    calls: VecDeque<ToolCall>,
+}
+
+impl Script {
+    /// A script of calls.
+    pub fn new(calls: Vec<ToolCall>) -> Script {
+        Script { calls: calls.into() }
+    }
+}
+
+impl Policy for Script {
+    fn next(&mut self, _steps: &[Step]) -> Option<ToolCall> {
+        self.calls.pop_front()
+    }
+}
+
 /// Finishes at once with no answer.
 #[derive(Debug, Clone, Default)]
 pub struct Null;

@@ -58,6 +58,11 @@ impl Workspace {
     /// Open a scenario directory (or one family file).
     pub fn open(path: &Path) -> Result<Workspace, Vec<String>> {
         let suite = Suite::load(path).map_err(|es| es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        Workspace::from_suite(suite)
+    }
+
+    /// A workspace over loaded families.
+    pub fn from_suite(suite: Suite) -> Result<Workspace, Vec<String>> {
         let registry = Arc::new(Registry::standard().map_err(|e| vec![e.to_string()])?);
         Ok(Workspace {
             suite,

@@ -296,7 +296,19 @@ pub fn check(path: &Path) -> CheckReport {
             .problems
             .extend(schema_problems(&name, &text, if is_lib { HTN_SCHEMA } else { SCENARIO_SCHEMA }));
     }
-    let mut ws = match Workspace::open(path) {
+    let (suite, load_errors) = crate::scenario::Suite::load_partial(path);
+    for e in load_errors {
+        // schema errors already name these files with their lines; keep parser errors the schema cannot see
+        if !report.problems.iter().any(|p| p.file == e.file) {
+            report.problems.push(Problem {
+                file: e.file,
+                line: e.line,
+                instance: None,
+                message: e.message,
+            });
+        }
+    }
+    let mut ws = match Workspace::from_suite(suite) {
         Ok(w) => w,
         Err(es) => {
             report.problems.extend(es.into_iter().map(|m| Problem {

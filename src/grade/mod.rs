@@ -261,6 +261,17 @@ fn describe(sel: &Selector) -> String {
 fn sides(e: &Expr, focus: &Coll, env: &dyn expr::Scope) -> (Value, Value) {
     let side = |x: &Expr| expr::eval(x, focus, env).map(|c| expr::coll_json(&c)).unwrap_or(Value::Null);
     match e {
+        // `(x - y).abs() <= tol`: report x against y
+        Expr::Bin(Op::Le | Op::Lt, a, _) if matches!(a.as_ref(), Expr::Call(inner, f, _) if f == "abs" && matches!(inner.as_ref(), Expr::Bin(Op::Sub, ..))) =>
+        {
+            let Expr::Call(inner, _, _) = a.as_ref() else {
+                return (Value::Null, Value::Null);
+            };
+            let Expr::Bin(_, x, y) = inner.as_ref() else {
+                return (Value::Null, Value::Null);
+            };
+            (side(x), side(y))
+        }
         Expr::Bin(Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Equiv, a, b) => (side(a), side(b)),
         Expr::Bin(Op::And, a, b) => {
             // report the first conjunct that fails
@@ -387,6 +398,17 @@ struct CheckOutcome {
     diff: ResourceDiff,
     evidence: bool,
     done_at: Option<usize>,
+    started_at: Option<usize>,
+}
+
+impl CheckOutcome {
+    fn saw(&mut self, step: Option<usize>) {
+        self.evidence = true;
+        if let Some(s) = step {
+            self.done_at = Some(self.done_at.map_or(s, |d| d.max(s)));
+            self.started_at = Some(self.started_at.map_or(s, |d| d.min(s)));
+        }
+    }
 }
 
 /// Grade an episode.
@@ -407,6 +429,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
             diff: ResourceDiff::default(),
             evidence: false,
             done_at: None,
+            started_at: None,
         };
         let fail = |o: &mut CheckOutcome, class: FailureClass, reason: String| {
             o.ok = false;
@@ -418,10 +441,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
         for c in checks(lib, node) {
             match c {
                 Check::Observed => match node.fact.as_ref().and_then(|f| fact_revealed(f, &traj.steps)) {
-                    Some(at) => {
-                        o.evidence = true;
-                        o.done_at = o.done_at.max(Some(at));
-                    }
+                    Some(at) => o.saw(Some(at)),
                     None => {
                         let q = node
                             .fact
@@ -468,8 +488,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
                         if attributed[*w].is_none() {
                             attributed[*w] = Some((node.path.clone(), None));
                         }
-                        o.evidence = true;
-                        o.done_at = o.done_at.max(steps[*w]);
+                        o.saw(steps[*w]);
                     }
                     if matches.is_empty() {
                         o.diff.missing.push(describe(selector));
@@ -529,8 +548,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
                         Some(_) => answer_matches(&expected, &given, *tolerance, unit.as_deref(), analyte.as_deref()),
                     };
                     if let Some((at, _)) = answer {
-                        o.evidence = true;
-                        o.done_at = o.done_at.max(Some(at));
+                        o.saw(Some(at));
                     }
                     answer_grade = Some(AnswerGrade {
                         node: node.path.clone(),
@@ -580,37 +598,31 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
         }
     }
 
-    // done_at of compounds: all children done
+    // when each node was started and done (compounds: over their children)
     let mut done_at: Vec<Option<usize>> = outcomes.iter().map(|o| o.as_ref().and_then(|o| o.done_at)).collect();
+    let mut started_at: Vec<Option<usize>> = outcomes.iter().map(|o| o.as_ref().and_then(|o| o.started_at)).collect();
     for i in (0..n).rev() {
-        let kids = &tree.nodes[i].children;
-        if !kids.is_empty() {
-            let child: Option<Vec<usize>> = kids.iter().map(|k| done_at[*k]).collect::<Option<Vec<_>>>().or_else(|| {
-                // children without checks (no evidence possible) do not hold their parent back
-                let with: Vec<usize> = kids.iter().filter_map(|k| done_at[*k]).collect();
-                (with.len()
-                    == kids
-                        .iter()
-                        .filter(|k| !checks(lib, &tree.nodes[**k]).is_empty() || !tree.nodes[**k].children.is_empty())
-                        .count())
-                .then_some(with)
-            });
-            done_at[i] = match (child.and_then(|c| c.into_iter().max()), done_at[i]) {
+        for k in tree.nodes[i].children.clone() {
+            done_at[i] = match (done_at[i], done_at[k]) {
                 (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            started_at[i] = match (started_at[i], started_at[k]) {
+                (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
         }
     }
-    // ordering edges
+    // ordering edges: a must be done before b starts
     for (a, b) in &tree.before {
-        if let (Some(ta), Some(tb)) = (done_at[*a], done_at[*b])
+        if let (Some(ta), Some(tb)) = (done_at[*a], started_at[*b])
             && ta > tb
             && let Some(o) = outcomes[*b].as_mut()
         {
             o.ok = false;
             o.class.get_or_insert(FailureClass::Ordering);
             o.reasons.push(format!(
-                "done at step {tb}, before '{}' (step {ta}) which must come first",
+                "started at step {tb}, before '{}' was done (step {ta}), which must come first",
                 tree.nodes[*a].path
             ));
         }

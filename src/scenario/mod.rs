@@ -211,20 +211,48 @@ impl Suite {
     /// Load every family file in `path` (a directory, searched one level deep, or one file).
     /// Library files live under `htn/` and are read by the planner, not here.
     pub fn load(path: &Path) -> Result<Suite, Vec<FileError>> {
+        let (suite, errors) = Suite::load_partial(path);
+        if errors.is_empty() { Ok(suite) } else { Err(errors) }
+    }
+
+    /// Load what parses, and report the files that do not.
+    pub fn load_partial(path: &Path) -> (Suite, Vec<FileError>) {
         let (dir, files): (PathBuf, Vec<PathBuf>) = if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| {
-                    vec![FileError {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && is_family_file(p))
+                    .collect(),
+                Err(e) => {
+                    let err = FileError {
                         file: path.display().to_string(),
                         line: None,
                         message: e.to_string(),
-                    }]
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_family_file(p))
-                .collect();
+                    };
+                    return (
+                        Suite {
+                            dir: path.to_path_buf(),
+                            families: Vec::new(),
+                        },
+                        vec![err],
+                    );
+                }
+            };
             files.sort();
             (path.to_path_buf(), files)
+        } else if !path.exists() {
+            let err = FileError {
+                file: path.display().to_string(),
+                line: None,
+                message: "no such file or directory".into(),
+            };
+            return (
+                Suite {
+                    dir: PathBuf::new(),
+                    families: Vec::new(),
+                },
+                vec![err],
+            );
         } else {
             (path.parent().map(Path::to_path_buf).unwrap_or_default(), vec![path.to_path_buf()])
         };
@@ -259,11 +287,7 @@ impl Suite {
                 }),
             }
         }
-        if errors.is_empty() {
-            Ok(Suite { dir, families })
-        } else {
-            Err(errors)
-        }
+        (Suite { dir, families }, errors)
     }
 
     /// Every instance with its family.

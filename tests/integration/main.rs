@@ -11,5 +11,6 @@ mod fhir_api;
 mod interop;
 mod robustness;
 mod sandboxes;
+mod scenarios;
 mod search;
 mod tools_api;

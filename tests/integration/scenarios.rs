@@ -1,0 +1,446 @@
+//! Scenarios and grading on the real suite (scenarios/): the integrity gate passes, broken
+//! scenarios are reported with file and line, every failure class is detected on a minimal
+//! hand-written trajectory, mutated oracle runs fail the right node, the planner defers on
+//! unrevealed facts, and the oracle grades are snapshotted.
+
+use emrgym::agent::{Null, Oracle, Script};
+use emrgym::cli::episode::{Prepared, Workspace, run_and_grade};
+use emrgym::cli::scenarios::check;
+use emrgym::grade::{FailureClass, Grade, Verdict};
+use emrgym::htn::plan::{Knowledge, Status, plan, revealed_paths};
+use emrgym::tools::facts::SandboxFacts;
+use emrgym::trajectory::ToolCall;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+fn prepared(id: &str) -> Prepared {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    let inst = ws
+        .suite
+        .instances()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("no instance {id}"));
+    ws.prepare(&inst).unwrap()
+}
+
+fn calls(p: &Prepared) -> Vec<ToolCall> {
+    p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect()
+}
+
+fn finish(answer: Value) -> ToolCall {
+    ToolCall {
+        name: "finish".into(),
+        arguments: json!({ "answer": answer }),
+    }
+}
+
+fn node<'a>(g: &'a Grade, path: &str) -> &'a emrgym::grade::NodeGrade {
+    g.nodes
+        .iter()
+        .find(|n| n.path == path)
+        .unwrap_or_else(|| panic!("no node {path} in {g:#?}"))
+}
+
+fn run(p: &Prepared, calls: Vec<ToolCall>) -> Grade {
+    run_and_grade(p, &mut Script::new(calls), 1).1
+}
+
+#[test]
+fn the_suite_passes_the_integrity_gate_with_balanced_branches() {
+    let r = check(&suite_dir());
+    let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert!(r.ok, "{problems:#?}");
+    assert!(
+        r.families >= 12 && r.instances >= 80,
+        "{} families, {} instances",
+        r.families,
+        r.instances
+    );
+    // MedAgentBench ports: every branch of every decision in at least 30% of the family's instances
+    for (family, nodes) in &r.branches {
+        if !family.starts_with("mab_") {
+            continue;
+        }
+        for (path, methods) in nodes {
+            let total: usize = methods.values().sum();
+            if methods.len() < 2 {
+                continue;
+            }
+            for (m, c) in methods {
+                assert!(*c as f64 / total as f64 >= 0.3, "{family} {path}: branch {m} in {c}/{total}");
+            }
+        }
+    }
+    // every MedAgentBench decision family has more than one branch exercised
+    for f in [
+        "mab_k_replete",
+        "mab_mg_replete",
+        "mab_a1c",
+        "mab_patient_lookup",
+        "mab_latest_mg_24h",
+        "mab_mean_glucose_24h",
+    ] {
+        let branches: usize = r.branches[f].values().map(|m| m.len()).max().unwrap();
+        assert!(branches >= 2, "{f}");
+    }
+}
+
+#[test]
+fn broken_scenarios_are_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let htn = dir.path().join("htn");
+    std::fs::create_dir_all(&htn).unwrap();
+    for f in ["common.json", "electrolytes.json", "htn.schema.json"] {
+        std::fs::copy(suite_dir().join("htn").join(f), htn.join(f)).unwrap();
+    }
+    std::fs::copy(suite_dir().join("scenario.schema.json"), dir.path().join("scenario.schema.json")).unwrap();
+    let mut fam: Value = serde_json::from_str(&std::fs::read_to_string(suite_dir().join("mab_k_replete.json")).unwrap()).unwrap();
+    fam["instances"] = json!([
+        {"id": "bad-branch", "patient": "S3241217", "expect_branch": {"act": "normal"}},
+        {"id": "bad-patient", "patient": "NOPE123", "expect_branch": {"act": "no_result"}}
+    ]);
+    std::fs::write(dir.path().join("k.json"), serde_json::to_string_pretty(&fam).unwrap()).unwrap();
+    // a family with an unknown field: a schema error on its line
+    let mut bad = fam.clone();
+    bad["family"] = json!("other");
+    bad["instances"] = json!([{"id": "other-001", "patient": "S3241217", "colour": "blue"}]);
+    std::fs::write(dir.path().join("other.json"), serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    let r = check(dir.path());
+    assert!(!r.ok);
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("[bad-branch]: expect_branch 'act': the record calls for 'replete', not 'normal'"),
+        "{text:#?}"
+    );
+    assert!(has("[bad-patient]: patient 'NOPE123' does not exist"), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("other.json:") && t.contains("colour")), "{text:#?}");
+    assert!(
+        r.problems
+            .iter()
+            .filter(|p| p.instance.as_deref() == Some("bad-branch"))
+            .all(|p| p.line.is_some()),
+        "{text:#?}"
+    );
+
+    // library defects: unknown task, a fact used before it is sensed, a cycle
+    let lib = json!({"tasks": {
+        "t": {"methods": [{"name": "m", "subtasks": [
+            {"id": "use", "task": "report", "args": {"answer": "%k"}},
+            {"id": "k", "task": "read_latest_obs", "args": {"code": "K", "label": "k"}},
+            {"id": "x", "task": "no_such_task"}
+        ], "order": "unordered"}]},
+        "loop": {"methods": [{"name": "m", "subtasks": [{"id": "a", "task": "report", "args": {"answer": 1}}, {"id": "b", "task": "report", "args": {"answer": 2}}],
+                 "order": [["a", "b"], ["b", "a"]]}]}
+    }});
+    std::fs::write(htn.join("broken.json"), serde_json::to_string_pretty(&lib).unwrap()).unwrap();
+    let mut fam2 = fam.clone();
+    fam2["family"] = json!("broken");
+    fam2["library"] = json!(["htn/common.json", "htn/broken.json"]);
+    fam2["root"] = json!({"task": "t", "args": {}});
+    fam2["instances"] = json!([{"id": "broken-001", "patient": "S3241217"}]);
+    std::fs::remove_file(dir.path().join("other.json")).unwrap();
+    std::fs::remove_file(dir.path().join("k.json")).unwrap();
+    std::fs::write(dir.path().join("broken.json"), serde_json::to_string_pretty(&fam2).unwrap()).unwrap();
+    let r = check(dir.path());
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(has("unknown task or primitive 'no_such_task'"), "{text:#?}");
+    assert!(has("fact %k is used by 'use' but 'k' is not ordered before it"), "{text:#?}");
+    assert!(has("has a cycle"), "{text:#?}");
+    assert!(
+        text.iter().any(|t| t.contains("broken.json:") && t.contains("no_such_task")),
+        "library errors carry the library file and line: {text:#?}"
+    );
+}
+
+#[test]
+fn oracle_passes_and_null_fails_everything_that_asks_for_something() {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    for inst in ws.suite.instances().unwrap() {
+        let p = ws.prepare(&inst).unwrap();
+        let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls(&p)), 1);
+        assert!(g.success && g.progress == 1.0 && g.classes.is_empty(), "{}: {g:#?}", inst.id);
+        let (_, n, _) = run_and_grade(&p, &mut Null, 1);
+        assert!(!n.success, "{}", inst.id);
+        assert!(n.classes.contains(&FailureClass::PrematureFinish), "{}: {:?}", inst.id, n.classes);
+    }
+}
+
+#[test]
+fn every_failure_class_on_a_minimal_trajectory() {
+    // replete branch: K 3.2 -> 30 mEq
+    let p = prepared("mab-k-005");
+    let oracle = calls(&p);
+    assert_eq!(oracle.len(), 3, "search, order, recheck: {oracle:#?}");
+    let (search, order, lab) = (oracle[0].clone(), oracle[1].clone(), oracle[2].clone());
+
+    // sensing: right orders, never looked at the potassium
+    let g = run(&p, vec![order.clone(), lab.clone(), finish(json!("done"))]);
+    assert_eq!(node(&g, "k").class, Some(FailureClass::Sensing));
+    assert!(
+        node(&g, "act.med").verdict == Verdict::Passed,
+        "the write itself is right (a lucky guess)"
+    );
+    assert!(!g.success);
+
+    // wrong parameter: 20 mEq instead of 30, with the field diff
+    let mut wrong = order.clone();
+    wrong.arguments["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] = json!(20);
+    let g = run(&p, vec![search.clone(), wrong, lab.clone(), finish(json!("done"))]);
+    let med = node(&g, "act.med");
+    assert_eq!(med.class, Some(FailureClass::WrongParameter));
+    let changed = &med.diff.as_ref().unwrap().changed[0];
+    assert!(
+        changed.assert.contains("doseQuantity.value") && changed.actual == json!(20) && changed.expected == json!(30),
+        "{changed:?}"
+    );
+    assert_eq!(g.primary, Some(FailureClass::WrongParameter));
+
+    // omission: no recheck
+    let g = run(&p, vec![search.clone(), order.clone(), finish(json!("done"))]);
+    let labn = node(&g, "act.lab");
+    assert_eq!(labn.class, Some(FailureClass::Omission));
+    assert!(labn.diff.as_ref().unwrap().missing[0].contains("ServiceRequest"));
+    assert!((g.progress - 2.0 / 3.0).abs() < 1e-9, "{}", g.progress);
+
+    // extraneous write: everything right plus a stray vital sign
+    let stray = ToolCall {
+        name: "fhir_create".into(),
+        arguments: json!({"resource_type": "Observation", "resource": {"status": "final", "code": {"text": "BP"}, "subject": {"reference": "Patient/S3241217"}, "valueString": "120/80 mmHg"}}),
+    };
+    let g = run(&p, vec![search.clone(), order.clone(), lab.clone(), stray, finish(json!("done"))]);
+    assert!(g.nodes.iter().all(|n| n.verdict == Verdict::Passed));
+    assert!(!g.success && g.classes == vec![FailureClass::ExtraneousWrite], "{:?}", g.classes);
+    assert!(
+        g.writes
+            .iter()
+            .any(|w| w.class == Some(FailureClass::ExtraneousWrite) && w.resource.starts_with("Observation/"))
+    );
+
+    // premature finish: stops after looking
+    let g = run(&p, vec![search.clone(), finish(json!("done"))]);
+    assert!(g.classes.contains(&FailureClass::PrematureFinish));
+    assert_eq!(node(&g, "act.med").verdict, Verdict::Failed);
+
+    // not reached: the episode ends (budget) before the orders
+    let g = run(&p, vec![search.clone()]);
+    assert_eq!(node(&g, "k").verdict, Verdict::Passed);
+    assert_eq!(node(&g, "act.med").verdict, Verdict::NotReached);
+    assert_eq!(node(&g, "act").verdict, Verdict::NotReached);
+
+    // wrong branch: a normal potassium, and the agent orders repletion
+    let normal = prepared("mab-k-003");
+    let mut order_for = order.clone();
+    order_for.arguments["resource"]["subject"]["reference"] = json!(format!("Patient/{}", normal.instance.patient));
+    let g = run(&normal, vec![calls(&normal)[0].clone(), order_for, finish(json!("done"))]);
+    assert_eq!(node(&g, "act").class, Some(FailureClass::WrongBranch), "{g:#?}");
+    assert!(g.writes[0].class == Some(FailureClass::WrongBranch) && g.writes[0].node.as_deref() == Some("act"));
+
+    // ordering: the potassium order written before the potassium was read (electrolyte review)
+    let lr = prepared("lyte-review-003");
+    let lc = calls(&lr);
+    let pos = lc.iter().position(|c| c.name == "fhir_create").unwrap();
+    let mut swapped = vec![lc[pos].clone()];
+    swapped.extend(lc.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, c)| c.clone()));
+    let g = run(&lr, swapped);
+    assert!(g.nodes.iter().any(|n| n.class == Some(FailureClass::Ordering)), "{g:#?}");
+
+    // wrong answer
+    let lg = prepared("mab-cbg-001");
+    let g = run(&lg, vec![calls(&lg)[0].clone(), finish(json!([999]))]);
+    assert_eq!(node(&g, "done").class, Some(FailureClass::WrongAnswer));
+    assert_eq!(g.answer.as_ref().unwrap().given, json!([999]));
+}
+
+#[test]
+fn mutated_oracle_runs_fail_the_right_node() {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    let mut tried = BTreeSet::new();
+    for inst in ws.suite.instances().unwrap() {
+        let p = ws.prepare(&inst).unwrap();
+        let base = calls(&p);
+        let leaf_of = |call_idx: usize| -> String {
+            let (n, _) = p.oracle.reference_calls()[call_idx].clone();
+            p.oracle.nodes[n].path.clone()
+        };
+        for (i, c) in base.iter().enumerate() {
+            // wrong dose
+            if c.name == "fhir_create" && c.arguments["resource_type"] == "MedicationRequest" {
+                let mut m = base.clone();
+                let v = &mut m[i].arguments["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"];
+                *v = json!(v.as_f64().unwrap() * 2.0 + 1.0);
+                let g = run(&p, m);
+                assert_eq!(
+                    node(&g, &leaf_of(i)).class,
+                    Some(FailureClass::WrongParameter),
+                    "{}: wrong dose",
+                    inst.id
+                );
+                tried.insert("wrong dose");
+            }
+            // wrong patient
+            if c.name == "fhir_create" {
+                let mut m = base.clone();
+                let other = if inst.patient == "S2016972" { "S6315806" } else { "S2016972" };
+                m[i].arguments["resource"]["subject"]["reference"] = json!(format!("Patient/{other}"));
+                let g = run(&p, m);
+                assert_eq!(
+                    node(&g, &leaf_of(i)).class,
+                    Some(FailureClass::WrongParameter),
+                    "{}: wrong patient",
+                    inst.id
+                );
+                tried.insert("wrong patient");
+            }
+            // missing step
+            if matches!(c.name.as_str(), "fhir_create" | "fhir_update") {
+                let mut m = base.clone();
+                m.remove(i);
+                let g = run(&p, m);
+                assert_eq!(
+                    node(&g, &leaf_of(i)).class,
+                    Some(FailureClass::Omission),
+                    "{}: missing step",
+                    inst.id
+                );
+                tried.insert("missing step");
+            }
+            // wrong answer
+            if c.name == "finish" && c.arguments["answer"].is_number() {
+                let mut m = base.clone();
+                m[i].arguments["answer"] = json!(c.arguments["answer"].as_f64().unwrap() + 50.0);
+                let g = run(&p, m);
+                assert_eq!(
+                    node(&g, &leaf_of(i)).class,
+                    Some(FailureClass::WrongAnswer),
+                    "{}: wrong answer",
+                    inst.id
+                );
+                tried.insert("wrong answer");
+            }
+        }
+        // swapped order: a write moved before the sensing step it depends on
+        if let Some(w) = base.iter().position(|c| c.name == "fhir_create")
+            && base[..w].iter().any(|c| c.name == "fhir_search")
+            && p.oracle
+                .before
+                .iter()
+                .any(|(a, b)| p.oracle.nodes[*a].fact.is_some() && p.oracle.nodes[*b].kind == "compound")
+        {
+            let mut m = base.clone();
+            let c = m.remove(w);
+            m.insert(0, c);
+            let g = run(&p, m);
+            assert!(
+                g.nodes.iter().any(|n| n.class == Some(FailureClass::Ordering)),
+                "{}: swapped order {:#?}",
+                inst.id,
+                g.nodes
+            );
+            tried.insert("swapped order");
+        }
+        // extra write
+        let mut m = base.clone();
+        let at = m.len().saturating_sub(1);
+        m.insert(
+            at,
+            ToolCall {
+                name: "fhir_create".into(),
+                arguments: json!({"resource_type": "Observation", "resource": {"status": "final", "code": {"text": "NOTE"}, "subject": {"reference": format!("Patient/{}", inst.patient)}, "valueString": "x"}}),
+            },
+        );
+        if p.registry.manifest("fhir_create").is_some() {
+            let g = run(&p, m);
+            assert!(
+                g.classes.contains(&FailureClass::ExtraneousWrite) && !g.success,
+                "{}: extra write",
+                inst.id
+            );
+            tried.insert("extra write");
+        }
+    }
+    assert_eq!(tried.len(), 6, "every mutation kind was exercised: {tried:?}");
+}
+
+#[test]
+fn guided_planning_defers_until_the_agent_sees_the_fact() {
+    let p = prepared("mab-k-005");
+    let mut facts = SandboxFacts::new(emrgym::cli::episode::fork(&p.cohort, &p.clock, 0));
+    let hidden = plan(
+        &p.library,
+        &p.instance.root.task,
+        &p.instance.root.args,
+        &p.globals,
+        &mut facts,
+        &Knowledge::Revealed(BTreeSet::new()),
+    );
+    let act = hidden.find("act").unwrap();
+    assert!(
+        matches!(&hidden.nodes[act].status, Status::Deferred { waiting } if waiting == &vec!["k".to_string()]),
+        "{:?}",
+        hidden.nodes[act].status
+    );
+    assert!(hidden.nodes[act].method.is_none(), "no branch leaks before the fact is seen");
+    assert!(hidden.find("act.med").is_none());
+    // after the agent's own search shows the potassium, the planner knows it
+    let (traj, _, _) = run_and_grade(&p, &mut Script::new(vec![calls(&p)[0].clone()]), 1);
+    let revealed = revealed_paths(&p.oracle, &traj.steps);
+    assert_eq!(revealed, BTreeSet::from(["k".to_string()]));
+    let shown = plan(
+        &p.library,
+        &p.instance.root.task,
+        &p.instance.root.args,
+        &p.globals,
+        &mut facts,
+        &Knowledge::Revealed(revealed),
+    );
+    assert_eq!(shown.nodes[shown.find("act").unwrap()].method.as_deref(), Some("replete"));
+    // a search for another code does not reveal it
+    let other = ToolCall {
+        name: "fhir_search".into(),
+        arguments: json!({"resource_type": "Observation", "params": {"patient": "S3241217", "code": "MG"}}),
+    };
+    let (traj, _, _) = run_and_grade(&p, &mut Script::new(vec![other]), 1);
+    assert!(revealed_paths(&p.oracle, &traj.steps).is_empty());
+    // an empty result is revealed by a search that covers the query
+    let none = prepared("mab-k-001");
+    let (traj, _, _) = run_and_grade(&none, &mut Script::new(vec![calls(&none)[0].clone()]), 1);
+    assert_eq!(revealed_paths(&none.oracle, &traj.steps), BTreeSet::from(["k".to_string()]));
+}
+
+#[test]
+fn reference_plans_respect_the_partial_order() {
+    let p = prepared("dm-followup-001");
+    let order: Vec<String> = p.oracle.linear().into_iter().map(|n| p.oracle.nodes[n].path.clone()).collect();
+    let pos = |x: &str| order.iter().position(|p| p == x).unwrap_or_else(|| panic!("{x} in {order:?}"));
+    assert!(
+        pos("a1c") < pos("act.order") && pos("act.order") < pos("done") && pos("record") < pos("done") && pos("glu") < pos("done"),
+        "{order:?}"
+    );
+    // edges are checked on every run: the oracle's order passes
+    assert!(!p.oracle.before.is_empty());
+}
+
+#[test]
+fn oracle_grades_are_stable() {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    let families: Vec<String> = ws.suite.families.iter().map(|(_, _, f)| f.family.clone()).collect();
+    for family in families {
+        let insts: Vec<_> = ws.suite.instances().unwrap().into_iter().filter(|i| i.family == family).collect();
+        let mut grades = Vec::new();
+        for inst in insts {
+            let p = ws.prepare(&inst).unwrap();
+            let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls(&p)), 1);
+            grades.push(json!({"instance": inst.id, "branches": p.oracle.branches(), "grade": g}));
+        }
+        insta::assert_json_snapshot!(format!("oracle_{family}"), grades);
+    }
+}
