@@ -178,3 +178,40 @@ pub fn run_and_grade(p: &Prepared, policy: &mut dyn Policy, seed: u64) -> (Traje
 pub fn grade_sandbox(p: &Prepared, traj: &Trajectory, sandbox: &Sandbox) -> Grade {
     grade(&p.instance.id, &p.library, &p.oracle, traj, &writes_from_diff(&sandbox.diff()))
 }
+
+/// Start from any subtask: a fresh fork with the oracle's prefix applied, i.e. every
+/// reference call that comes before node `path` in the reference plan (the `finish` call
+/// excluded), and the steps that prefix produced. Errors name an unknown path.
+pub fn materialize(p: &Prepared, path: &str, seed: u64) -> Result<(Sandbox, Trajectory), String> {
+    let target = p
+        .oracle
+        .find(path)
+        .ok_or_else(|| format!("no node '{path}' in the plan of {}", p.instance.id))?;
+    // the first primitive at or under the target in execution order
+    let under = |mut n: usize| loop {
+        if n == target {
+            return true;
+        }
+        match p.oracle.nodes[n].parent {
+            Some(q) => n = q,
+            None => return false,
+        }
+    };
+    let linear = p.oracle.linear();
+    let stop = linear.iter().position(|n| under(*n)).unwrap_or(linear.len());
+    let prefix: Vec<_> = linear[..stop]
+        .iter()
+        .filter_map(|n| p.oracle.nodes[*n].call.clone())
+        .filter(|c| c.name != "finish")
+        .collect();
+    let mut sb = fork(&p.cohort, &p.clock, seed);
+    let traj = {
+        let mut backend = (&mut sb, BASE);
+        let mut script = crate::agent::Script::new(prefix);
+        run_episode(&mut script, &p.registry, &mut backend, u32::MAX)
+    };
+    if let Some(bad) = traj.steps.iter().find(|s| !s.result.ok) {
+        return Err(format!("the oracle prefix failed at {}: {}", bad.call.name, bad.result.content));
+    }
+    Ok((sb, traj))
+}

@@ -444,3 +444,78 @@ fn oracle_grades_are_stable() {
         insta::assert_json_snapshot!(format!("oracle_{family}"), grades);
     }
 }
+
+#[test]
+fn materialise_the_state_at_any_node() {
+    let p = prepared("lyte-review-001");
+    // before the magnesium decision: the potassium orders are in, nothing for magnesium yet
+    let (sb, traj) = emrgym::cli::episode::materialize(&p, "mg_act", 1).unwrap();
+    let written: Vec<String> = sb.diff().iter().map(|c| c.ty.clone()).collect();
+    assert_eq!(
+        written,
+        vec!["MedicationRequest".to_string(), "ServiceRequest".to_string()],
+        "{traj:#?}"
+    );
+    assert!(traj.steps.iter().all(|s| s.call.name != "finish"));
+    // finishing from there with the rest of the reference plan passes every node
+    let rest: Vec<ToolCall> = calls(&p).into_iter().skip(traj.steps.len()).collect();
+    let mut steps = traj.steps.clone();
+    let mut sb = sb;
+    {
+        let mut backend = (&mut sb, emrgym::cli::episode::BASE);
+        let t = emrgym::agent::run_episode(&mut Script::new(rest), &p.registry, &mut backend, 100);
+        steps.extend(t.steps);
+    }
+    let full = emrgym::trajectory::Trajectory {
+        steps,
+        end: emrgym::trajectory::EndReason::Finished,
+    };
+    let g = emrgym::cli::episode::grade_sandbox(&p, &full, &sb);
+    assert!(g.success, "{g:#?}");
+    // the root is the empty prefix; an unknown node is an error naming it
+    assert!(emrgym::cli::episode::materialize(&p, "", 1).unwrap().0.diff().is_empty());
+    assert!(emrgym::cli::episode::materialize(&p, "nope", 1).unwrap_err().contains("'nope'"));
+}
+
+#[test]
+fn scaffolded_family_passes_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let htn = dir.path().join("htn");
+    std::fs::create_dir_all(&htn).unwrap();
+    for e in std::fs::read_dir(suite_dir().join("htn")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), htn.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(suite_dir().join("scenario.schema.json"), dir.path().join("scenario.schema.json")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let out = std::process::Command::new(bin)
+        .args(["scenarios", "new", "my_family", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(bin)
+        .args(["scenarios", "check", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["instances"], 1);
+    let again = std::process::Command::new(bin)
+        .args(["scenarios", "new", "my_family", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = std::process::Command::new(bin)
+        .args(["scenarios", "new", "My Family"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("'My Family'"));
+    let missing = std::process::Command::new(bin)
+        .args(["scenarios", "check", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stdout).contains("/nonexistent/dir"));
+}
