@@ -7,6 +7,7 @@
 //! [`plan::FactSource`] trait and everything is JSON.
 
 pub mod expr;
+pub mod guide;
 pub mod library;
 pub mod plan;
 

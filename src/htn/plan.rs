@@ -231,6 +231,23 @@ impl Tree {
         }
     }
 
+    /// Every node in execution order (compounds before their children).
+    pub fn linear_all(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.walk_all(0, &mut out);
+        out
+    }
+
+    fn walk_all(&self, n: usize, out: &mut Vec<usize>) {
+        if n >= self.nodes.len() {
+            return;
+        }
+        out.push(n);
+        for c in self.ordered_children(n) {
+            self.walk_all(c, out);
+        }
+    }
+
     /// The reference plan: tool calls in order.
     pub fn reference_calls(&self) -> Vec<(usize, ToolCall)> {
         self.linear()

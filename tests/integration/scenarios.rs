@@ -519,3 +519,68 @@ fn scaffolded_family_passes_the_check() {
         .unwrap();
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stdout).contains("/nonexistent/dir"));
 }
+
+#[test]
+fn guidance_follows_the_agent_without_leaking_branches() {
+    use emrgym::htn::guide::{Written, guidance};
+    let p = prepared("mab-k-005");
+    let ref_calls = calls(&p);
+    let mut sb = emrgym::cli::episode::fork(&p.cohort, &p.clock, 1);
+    let mut facts = SandboxFacts::new(emrgym::cli::episode::fork(&p.cohort, &p.clock, 0));
+    let mut steps = Vec::new();
+    let mut seen_next: Vec<Vec<String>> = Vec::new();
+    for i in 0..=ref_calls.len() {
+        let revealed = revealed_paths(&p.oracle, &steps);
+        let tree = plan(
+            &p.library,
+            &p.instance.root.task,
+            &p.instance.root.args,
+            &p.globals,
+            &mut facts,
+            &Knowledge::Revealed(revealed),
+        );
+        let writes: Vec<Written> = sb
+            .diff()
+            .iter()
+            .filter_map(|c| {
+                c.after.as_ref().map(|a| Written {
+                    resource_type: c.ty.clone(),
+                    action: if c.before.is_none() { "create" } else { "update" },
+                    resource: (**a).clone(),
+                })
+            })
+            .collect();
+        let g = guidance(&p.library, &tree, &steps, &writes, false);
+        seen_next.push(g.next.iter().map(|s| s.path.clone()).collect());
+        if i == 0 {
+            assert_eq!(seen_next[0], vec!["k".to_string()]);
+            let text = serde_json::to_string(&g).unwrap();
+            assert!(
+                !text.contains("replete") && !text.contains("30"),
+                "no branch or dose before the potassium is seen: {text}"
+            );
+        }
+        if i == ref_calls.len() {
+            assert!(g.complete && g.next.is_empty(), "{g:?}");
+            break;
+        }
+        let mut backend = (&mut sb, emrgym::cli::episode::BASE);
+        let t = emrgym::agent::run_episode(&mut Script::new(vec![ref_calls[i].clone()]), &p.registry, &mut backend, 1);
+        steps.extend(t.steps);
+    }
+    // after the search both orders are released together (unordered), then the recheck alone
+    assert_eq!(seen_next[1], vec!["act.med".to_string(), "act.lab".to_string()]);
+    assert_eq!(seen_next[2], vec!["act.lab".to_string()]);
+    // hints carry the computed dose only when asked for
+    let revealed = revealed_paths(&p.oracle, &steps[..1]);
+    let tree = plan(
+        &p.library,
+        &p.instance.root.task,
+        &p.instance.root.args,
+        &p.globals,
+        &mut facts,
+        &Knowledge::Revealed(revealed),
+    );
+    let with_hints = guidance(&p.library, &tree, &steps[..1], &[], true);
+    assert!(with_hints.next[0].hint.as_deref().unwrap().contains("30"), "{with_hints:?}");
+}
