@@ -48,6 +48,52 @@ pub struct BenchArgs {
     /// Measure only the tool catalogue's per-call cost (direct call vs registry dispatch), on the demo cohort.
     #[arg(long)]
     pub tools: bool,
+    /// Measure only scenario planning, oracle episodes and grading over this scenario directory.
+    #[arg(long)]
+    pub scenarios: Option<PathBuf>,
+}
+
+/// Per-instance cost of planning the oracle tree, running the oracle episode, and grading,
+/// next to the cost of one FHIR search in the same run.
+fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    use super::episode::{Workspace, run_and_grade};
+    let mut ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let instances = ws.suite.instances().map_err(anyhow::Error::msg)?;
+    // warm caches (cohorts, libraries, schema validators)
+    for i in &instances {
+        ws.prepare(i).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    }
+    let reps = 5;
+    let t = Instant::now();
+    let mut prepared = Vec::new();
+    for _ in 0..reps {
+        prepared.clear();
+        for i in &instances {
+            prepared.push(ws.prepare(i).map_err(|e| anyhow::anyhow!(e.join("; ")))?);
+        }
+    }
+    let plan_ms = t.elapsed().as_secs_f64() * 1e3 / (reps * instances.len()) as f64;
+    let t = Instant::now();
+    let mut grade_total = 0.0;
+    let mut steps = 0usize;
+    for _ in 0..reps {
+        for p in &prepared {
+            let calls = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
+            let (traj, _, sb) = run_and_grade(p, &mut crate::agent::Oracle::new(calls), 1);
+            steps += traj.steps.len();
+            let tg = Instant::now();
+            std::hint::black_box(super::episode::grade_sandbox(p, &traj, &sb));
+            grade_total += tg.elapsed().as_secs_f64();
+        }
+    }
+    let episode_ms = t.elapsed().as_secs_f64() * 1e3 / (reps * instances.len()) as f64;
+    let grade_ms = grade_total * 1e3 / (reps * instances.len()) as f64;
+    Ok(vec![
+        ("instances".into(), instances.len().to_string()),
+        ("plan the oracle tree (prepare), per instance".into(), format!("{plan_ms:.2} ms")),
+        ("oracle episode + grade, per instance".into(), format!("{episode_ms:.2} ms ({:.1} tool calls)", steps as f64 / (reps * instances.len()) as f64)),
+        ("grade alone, per instance".into(), format!("{grade_ms:.2} ms")),
+    ])
 }
 
 /// Median nanoseconds per call of `f` over 7 batches of `n` calls.
@@ -445,6 +491,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.patients,
             a.obs_per_patient
         );
+    }
+    if let Some(dir) = &a.scenarios {
+        super::emit("| scenarios | value |\n|---|---|\n")?;
+        for (k, v) in scenario_bench(dir)? {
+            super::emit(&format!("| {k} | {v} |\n"))?;
+        }
+        return Ok(());
     }
     if a.tools {
         super::emit("| tool call | direct / registry (ratio) |\n|---|---|\n")?;
