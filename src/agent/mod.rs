@@ -6,6 +6,8 @@
 //! Built-in agents that need no model: [`Oracle`] replays the scenario's reference plan;
 //! [`Null`] finishes at once.
 
+pub mod model;
+
 use crate::tools::{FhirBackend, Registry};
 use crate::trajectory::{EndReason, Step, ToolCall, ToolResult, Trajectory};
 use serde_json::{Value, json};
@@ -80,16 +82,10 @@ pub fn run_episode(policy: &mut dyn Policy, registry: &Registry, fhir: &mut dyn 
     let mut steps: Vec<Step> = Vec::new();
     loop {
         if steps.len() >= max_steps as usize {
-            return Trajectory {
-                steps,
-                end: EndReason::MaxSteps,
-            };
+            return Trajectory::new(steps, EndReason::MaxSteps);
         }
         let Some(call) = policy.next(&steps) else {
-            return Trajectory {
-                steps,
-                end: EndReason::Stopped,
-            };
+            return Trajectory::new(steps, EndReason::Stopped);
         };
         let obs = registry.call(&call.name, &call.arguments, fhir);
         let finished = obs.answer.is_some() && obs.ok;
@@ -102,10 +98,7 @@ pub fn run_episode(policy: &mut dyn Policy, registry: &Registry, fhir: &mut dyn 
             },
         });
         if finished {
-            return Trajectory {
-                steps,
-                end: EndReason::Finished,
-            };
+            return Trajectory::new(steps, EndReason::Finished);
         }
     }
 }

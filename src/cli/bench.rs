@@ -91,7 +91,13 @@ fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(vec![
         ("instances".into(), instances.len().to_string()),
         ("plan the oracle tree (prepare), per instance".into(), format!("{plan_ms:.2} ms")),
-        ("oracle episode + grade, per instance".into(), format!("{episode_ms:.2} ms ({:.1} tool calls)", steps as f64 / (reps * instances.len()) as f64)),
+        (
+            "oracle episode + grade, per instance".into(),
+            format!(
+                "{episode_ms:.2} ms ({:.1} tool calls)",
+                steps as f64 / (reps * instances.len()) as f64
+            ),
+        ),
         ("grade alone, per instance".into(), format!("{grade_ms:.2} ms")),
     ])
 }

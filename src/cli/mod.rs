@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calc;
 pub mod episode;
+pub mod run;
 pub mod scenarios;
 pub mod serve;
 pub mod tools;
@@ -31,6 +32,8 @@ pub enum Command {
     /// The agent-facing tool catalogue: list, OpenAI format, export manifests.
     #[command(subcommand)]
     Tools(tools::ToolsCommand),
+    /// Run an agent over the scenarios: K trials, concurrency, resume, pass^k summary.
+    Run(run::RunArgs),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calc(c) => calc::run(c),
         Command::Tools(c) => tools::run(c),
         Command::Scenarios(c) => scenarios::run(c),
+        Command::Run(a) => run::run(a),
     }
 }
 

@@ -728,7 +728,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
     let extraneous = write_grades.iter().any(|w| w.class == Some(FailureClass::ExtraneousWrite));
     let gated_ok = nodes.iter().filter(|g| g.gate).all(|g| g.verdict == Verdict::Passed);
     let leaves = tree.leaves();
-    let total: f64 = leaves.iter().map(|l| nodes[*l].weight).sum();
+    let total: f64 = leaves.iter().map(|l| nodes[*l].weight).fold(0.0, |a, b| a + b);
     let passed: f64 = leaves
         .iter()
         .filter(|l| nodes[**l].verdict == Verdict::Passed)

@@ -1,0 +1,723 @@
+//! Model backends and the model episode loop.
+//!
+//! [`Backend`] is one enum over the ways to get a model reply: an OpenAI-compatible
+//! endpoint (async-openai with bring-your-own JSON types, so any server that speaks the
+//! chat-completions protocol works: OpenAI, vLLM, llama.cpp's llama-server, Ollama), with
+//! native tool calling or a text protocol (`<tool_call>{json}</tool_call>`) for servers
+//! without tool support; or a cassette of recorded replies keyed by request hash.
+//!
+//! [`run_model_episode`] drives one episode: system prompt from the scenario, tool calls
+//! dispatched through the registry (tool errors are observations), malformed calls answered
+//! with a precise error and repaired in the history before it is re-sent, limits on turns,
+//! tokens and wall time, retries with backoff for infrastructure failures (429 honouring
+//! `Retry-After` in the HTTP layer; timeouts here), and a typed end reason.
+
+use super::super::tools::{FhirBackend, Registry};
+use crate::trajectory::{EndReason, Step, ToolCall, ToolResult, Trajectory, Turn};
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How tool calls travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolProtocol {
+    /// The server's native `tools` / `tool_calls`.
+    #[default]
+    Native,
+    /// Tools described in the system prompt; calls written as `<tool_call>{...}</tool_call>`.
+    Text,
+}
+
+/// An OpenAI-compatible endpoint and its sampling parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Base URL (`https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`).
+    pub base_url: String,
+    /// Model name sent in requests.
+    pub model: String,
+    /// Environment variable holding the API key (none: no key is sent).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Native tool calls or the text protocol.
+    #[serde(default)]
+    pub tool_protocol: ToolProtocol,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Most tokens per reply.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Sampling seed sent to the server.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Seconds before one request is abandoned.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: f64,
+    /// Retries of a failed request (429, 5xx, connection errors, timeouts).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Requests in flight to this endpoint at once.
+    #[serde(default = "default_endpoint_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_request_timeout() -> f64 {
+    120.0
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_endpoint_concurrency() -> usize {
+    64
+}
+
+impl OpenAiConfig {
+    /// Parse `MODEL@BASE_URL` (the `--model openai:...` form).
+    pub fn from_spec(spec: &str) -> Result<OpenAiConfig, String> {
+        let (model, base) = spec
+            .split_once('@')
+            .ok_or_else(|| format!("model spec '{spec}' must look like MODEL@BASE_URL, e.g. gpt-4o-mini@https://api.openai.com/v1"))?;
+        if model.is_empty() || !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!("model spec '{spec}' must look like MODEL@BASE_URL with an http(s) URL"));
+        }
+        Ok(OpenAiConfig {
+            base_url: base.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+            api_key_env: None,
+            tool_protocol: ToolProtocol::Native,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            seed: None,
+            request_timeout_s: default_request_timeout(),
+            max_retries: default_retries(),
+            max_concurrency: default_endpoint_concurrency(),
+        })
+    }
+}
+
+/// A model reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Text content.
+    pub text: Option<String>,
+    /// Tool calls: (id, name, raw argument text).
+    pub tool_calls: Vec<(String, String, String)>,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// `stop`, `tool_calls`, `length`, ...
+    pub finish_reason: Option<String>,
+}
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// 429 after retries.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// A request timed out after retries.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The prompt does not fit the context.
+    #[error("context overflow: {0}")]
+    ContextOverflow(String),
+    /// A cassette has no reply for this request.
+    #[error("cassette miss: {0}")]
+    CassetteMiss(String),
+    /// Anything else (5xx after retries, unreadable response, connection).
+    #[error("backend error: {0}")]
+    Other(String),
+}
+
+impl BackendError {
+    /// The episode end reason this failure causes.
+    pub fn end_reason(&self) -> EndReason {
+        match self {
+            BackendError::RateLimited(_) => EndReason::RateLimited,
+            BackendError::Timeout(_) => EndReason::Timeout,
+            BackendError::ContextOverflow(_) => EndReason::ContextOverflow,
+            BackendError::CassetteMiss(_) | BackendError::Other(_) => EndReason::BackendError,
+        }
+    }
+}
+
+/// An OpenAI-compatible backend.
+#[derive(Clone)]
+pub struct OpenAiBackend {
+    cfg: OpenAiConfig,
+    client: Client<OpenAIConfig>,
+}
+
+impl std::fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("base_url", &self.cfg.base_url)
+            .field("model", &self.cfg.model)
+            .finish()
+    }
+}
+
+fn is_context_overflow(message: &str) -> bool {
+    let m = message.to_lowercase();
+    [
+        "context length",
+        "context_length",
+        "context window",
+        "exceeds the context",
+        "maximum context",
+        "too many tokens",
+        "prompt is too long",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+impl OpenAiBackend {
+    /// A backend for `cfg`; the API key is read from the named environment variable.
+    pub fn new(cfg: OpenAiConfig) -> Result<OpenAiBackend, String> {
+        let mut oc = OpenAIConfig::new().with_api_base(cfg.base_url.clone());
+        if let Some(var) = &cfg.api_key_env {
+            let key = std::env::var(var).map_err(|_| format!("environment variable {var} (api_key_env) is not set"))?;
+            oc = oc.with_api_key(key);
+        } else {
+            oc = oc.with_api_key("");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs_f64(cfg.request_timeout_s.max(0.001)))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let service = tower::ServiceBuilder::new()
+            .concurrency_limit(cfg.max_concurrency.max(1))
+            .layer(async_openai::middleware::retry::OpenAIRetryLayer::new(cfg.max_retries as usize))
+            .service(async_openai::middleware::ReqwestService::new(http));
+        let client = Client::with_config(oc).with_http_service(service);
+        Ok(OpenAiBackend { cfg, client })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.cfg
+    }
+
+    fn request(&self, messages: &[Value], tools: &Value) -> Value {
+        let mut req = Map::new();
+        req.insert("model".into(), json!(self.cfg.model));
+        req.insert("messages".into(), json!(messages));
+        if self.cfg.tool_protocol == ToolProtocol::Native && tools.as_array().is_some_and(|t| !t.is_empty()) {
+            req.insert("tools".into(), tools.clone());
+            req.insert("tool_choice".into(), json!("auto"));
+        }
+        for (k, v) in [
+            ("temperature", self.cfg.temperature.map(|x| json!(x))),
+            ("top_p", self.cfg.top_p.map(|x| json!(x))),
+            ("max_tokens", self.cfg.max_tokens.map(|x| json!(x))),
+            ("seed", self.cfg.seed.map(|x| json!(x))),
+        ] {
+            if let Some(v) = v {
+                req.insert(k.into(), v);
+            }
+        }
+        req.insert("stream".into(), json!(false));
+        Value::Object(req)
+    }
+
+    async fn complete(&self, messages: &[Value], tools: &Value) -> Result<Reply, BackendError> {
+        let req = self.request(messages, tools);
+        let mut attempt = 0;
+        loop {
+            let r: Result<Value, OpenAIError> = self.client.chat().create_byot(req.clone()).await;
+            match r {
+                Ok(v) => return parse_reply(&v, self.cfg.tool_protocol),
+                Err(e) => {
+                    let err = classify(e);
+                    // timeouts are retried here (the HTTP layer retries 429, 5xx and connection errors)
+                    if matches!(err, BackendError::Timeout(_)) && attempt < self.cfg.max_retries {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(6)))).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+fn classify(e: OpenAIError) -> BackendError {
+    match e {
+        OpenAIError::ApiError(resp) => {
+            let status = resp.status_code.as_u16();
+            let msg = resp.api_error.message.clone();
+            if status == 429 {
+                BackendError::RateLimited(msg)
+            } else if is_context_overflow(&msg) || resp.api_error.code.as_deref() == Some("context_length_exceeded") {
+                BackendError::ContextOverflow(msg)
+            } else {
+                BackendError::Other(format!("HTTP {status}: {msg}"))
+            }
+        }
+        OpenAIError::Reqwest(r) if r.is_timeout() => BackendError::Timeout(r.to_string()),
+        OpenAIError::Boxed(b) => {
+            let text = b.to_string();
+            if let Some(r) = b.downcast_ref::<reqwest::Error>()
+                && r.is_timeout()
+            {
+                return BackendError::Timeout(text);
+            }
+            if text.to_lowercase().contains("timed out") || text.to_lowercase().contains("timeout") {
+                BackendError::Timeout(text)
+            } else {
+                BackendError::Other(text)
+            }
+        }
+        other => {
+            let text = other.to_string();
+            if is_context_overflow(&text) {
+                BackendError::ContextOverflow(text)
+            } else {
+                BackendError::Other(text)
+            }
+        }
+    }
+}
+
+/// Parse `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks from text.
+pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String, String)>) {
+    let mut calls = Vec::new();
+    let mut rest = text;
+    let mut plain = String::new();
+    let mut n = 0;
+    while let Some(i) = rest.find("<tool_call>") {
+        plain.push_str(&rest[..i]);
+        let after = &rest[i + "<tool_call>".len()..];
+        let (body, next) = match after.find("</tool_call>") {
+            Some(j) => (&after[..j], &after[j + "</tool_call>".len()..]),
+            None => (after, ""),
+        };
+        n += 1;
+        let body = body.trim();
+        match serde_json::from_str::<Value>(body) {
+            Ok(v) => {
+                let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let args = match v.get("arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => "{}".into(),
+                };
+                calls.push((format!("call_{n}"), name, args));
+            }
+            // an unparseable call keeps its raw text so the agent is told exactly what was wrong
+            Err(_) => calls.push((format!("call_{n}"), String::new(), body.to_string())),
+        }
+        rest = next;
+    }
+    plain.push_str(rest);
+    let plain = plain.trim().to_string();
+    ((!plain.is_empty()).then_some(plain), calls)
+}
+
+/// Parse a chat-completions response.
+pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendError> {
+    let choice = v
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| BackendError::Other(format!("response has no choices: {}", truncate(&v.to_string(), 300))))?;
+    let msg = choice.get("message").cloned().unwrap_or(Value::Null);
+    let text = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .filter(|s| !s.trim().is_empty());
+    let mut tool_calls: Vec<(String, String, String)> = msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let id = c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("call_{}", i + 1));
+                    let f = c.get("function").cloned().unwrap_or(Value::Null);
+                    let name = f.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let args = match f.get("arguments") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => other.to_string(),
+                    };
+                    (id, name, args)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut text = text;
+    if (protocol == ToolProtocol::Text || tool_calls.is_empty())
+        && let Some(t) = &text
+        && t.contains("<tool_call>")
+    {
+        let (plain, calls) = parse_text_tool_calls(t);
+        text = plain;
+        tool_calls.extend(calls);
+    }
+    let usage = v.get("usage");
+    let tok = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Ok(Reply {
+        text,
+        tool_calls,
+        prompt_tokens: tok("prompt_tokens"),
+        completion_tokens: tok("completion_tokens"),
+        finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_string),
+    })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The hash of a request (messages and tools), for cassettes.
+pub fn request_hash(messages: &[Value], tools: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&json!({"messages": messages, "tools": tools})).unwrap_or_default());
+    format!("{:x}", h.finalize())
+}
+
+/// Recorded replies by request hash.
+#[derive(Debug, Clone, Default)]
+pub struct Cassette {
+    replies: Arc<Mutex<BTreeMap<String, Reply>>>,
+}
+
+impl Cassette {
+    /// A cassette with these replies.
+    pub fn new(replies: BTreeMap<String, Reply>) -> Cassette {
+        Cassette {
+            replies: Arc::new(Mutex::new(replies)),
+        }
+    }
+
+    /// Record a reply.
+    pub fn record(&self, hash: String, reply: Reply) {
+        if let Ok(mut m) = self.replies.lock() {
+            m.insert(hash, reply);
+        }
+    }
+
+    /// Every recorded reply.
+    pub fn replies(&self) -> BTreeMap<String, Reply> {
+        self.replies.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// One model backend.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// An OpenAI-compatible endpoint.
+    OpenAi(OpenAiBackend),
+    /// Replay recorded replies; a request that was not recorded is an error.
+    Cassette(Cassette),
+}
+
+impl Backend {
+    /// Ask for a reply.
+    pub async fn complete(&self, messages: &[Value], tools: &Value) -> Result<Reply, BackendError> {
+        match self {
+            Backend::OpenAi(b) => b.complete(messages, tools).await,
+            Backend::Cassette(c) => {
+                let h = request_hash(messages, tools);
+                c.replies
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&h).cloned())
+                    .ok_or_else(|| BackendError::CassetteMiss(format!("no recorded reply for request {}", &h[..16])))
+            }
+        }
+    }
+
+    /// The tool protocol.
+    pub fn protocol(&self) -> ToolProtocol {
+        match self {
+            Backend::OpenAi(b) => b.cfg.tool_protocol,
+            Backend::Cassette(_) => ToolProtocol::Native,
+        }
+    }
+}
+
+/// Episode limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Tool calls.
+    pub max_steps: u32,
+    /// Model turns.
+    pub max_turns: u32,
+    /// Prompt + completion tokens over the episode.
+    pub max_tokens: u64,
+    /// Wall time, seconds.
+    pub timeout_s: f64,
+    /// Consecutive turns whose tool calls could not be parsed before giving up.
+    pub max_parse_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps: 30,
+            max_turns: 30,
+            max_tokens: 200_000,
+            timeout_s: 600.0,
+            max_parse_errors: 3,
+        }
+    }
+}
+
+/// What the agent is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Briefing {
+    /// The task.
+    pub instruction: String,
+    /// Facts the task gives.
+    pub context: String,
+    /// The clinical now.
+    pub now: String,
+    /// The FHIR base the tools act on.
+    pub fhir_base: String,
+}
+
+/// The system prompt for an episode.
+pub fn system_prompt(b: &Briefing, protocol: ToolProtocol, tools: &Value) -> String {
+    let mut s = format!(
+        "You are a clinician's assistant working inside an electronic health record (FHIR R4 at {}). \
+It is now {}. Use the tools to read the record, compute, and write orders or observations; \
+every write really lands in the record. Patients are identified by their MRN, which is also their FHIR id. \
+When the task is complete, call `finish` with the answer in the format the task asks for \
+(use `finish` with a short text such as \"Patient not found\" if the task cannot be done). \
+Do not make writes the task does not ask for.",
+        b.fhir_base, b.now
+    );
+    if protocol == ToolProtocol::Text {
+        s.push_str("\n\nTools (JSON Schema of arguments):\n");
+        for t in tools.as_array().into_iter().flatten() {
+            let f = &t["function"];
+            s.push_str(&format!(
+                "- {}: {}\n  arguments: {}\n",
+                f["name"].as_str().unwrap_or_default(),
+                f["description"].as_str().unwrap_or_default(),
+                f["parameters"]
+            ));
+        }
+        s.push_str("\nTo call a tool, reply with exactly one block:\n<tool_call>\n{\"name\": \"TOOL\", \"arguments\": {...}}\n</tool_call>\nThe result comes back in a <tool_response> block.");
+    }
+    s
+}
+
+fn user_prompt(b: &Briefing) -> String {
+    if b.context.trim().is_empty() {
+        b.instruction.clone()
+    } else {
+        format!("{}\n\nContext: {}", b.instruction, b.context)
+    }
+}
+
+/// Run one model episode.
+///
+/// `guidance` (guided mode) is asked after every step for the text to add to the next
+/// request (the steps that can be done now); it must never reveal a branch.
+pub async fn run_model_episode(
+    backend: &Backend,
+    registry: &Registry,
+    fhir: &mut (dyn FhirBackend + Send),
+    briefing: &Briefing,
+    limits: Limits,
+    mut guidance: Option<&mut (dyn FnMut(&[Step]) -> Option<String> + Send)>,
+    record: Option<&Cassette>,
+) -> Trajectory {
+    let protocol = backend.protocol();
+    let tools = registry.openai_tools();
+    let mut messages: Vec<Value> = vec![
+        json!({"role": "system", "content": system_prompt(briefing, protocol, &tools)}),
+        json!({"role": "user", "content": user_prompt(briefing)}),
+    ];
+    let mut traj = Trajectory::new(Vec::new(), EndReason::Stopped);
+    let started = Instant::now();
+    let deadline = Duration::from_secs_f64(limits.timeout_s.max(0.0));
+    let mut tokens = 0u64;
+    let mut parse_errors = 0u32;
+    let mut last_guidance: Option<String> = None;
+    loop {
+        if traj.turns.len() as u32 >= limits.max_turns {
+            traj.end = EndReason::MaxTurns;
+            return traj;
+        }
+        if tokens >= limits.max_tokens {
+            traj.end = EndReason::MaxTokens;
+            return traj;
+        }
+        if let Some(g) = guidance.as_mut()
+            && let Some(text) = g(&traj.steps)
+            && last_guidance.as_ref() != Some(&text)
+        {
+            messages.push(json!({"role": "user", "content": text.clone()}));
+            last_guidance = Some(text);
+        }
+        let Some(remaining) = deadline.checked_sub(started.elapsed()) else {
+            traj.end = EndReason::Timeout;
+            return traj;
+        };
+        let t0 = Instant::now();
+        let reply = match tokio::time::timeout(remaining, backend.complete(&messages, &tools)).await {
+            Err(_) => {
+                traj.end = EndReason::Timeout;
+                traj.detail = Some(format!("episode wall time of {} s exceeded", limits.timeout_s));
+                return traj;
+            }
+            Ok(Err(e)) => {
+                traj.end = e.end_reason();
+                traj.detail = Some(e.to_string());
+                return traj;
+            }
+            Ok(Ok(r)) => r,
+        };
+        if let Some(c) = record {
+            c.record(request_hash(&messages, &tools), reply.clone());
+        }
+        tokens += reply.prompt_tokens + reply.completion_tokens;
+        traj.turns.push(Turn {
+            messages: messages.len(),
+            text: reply.text.clone(),
+            tool_calls: reply.tool_calls.iter().map(|(_, n, a)| (n.clone(), a.clone())).collect(),
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            latency_ms: t0.elapsed().as_millis() as u64,
+            finish_reason: reply.finish_reason.clone(),
+        });
+        if reply.tool_calls.is_empty() {
+            if reply.finish_reason.as_deref() == Some("length") {
+                traj.end = EndReason::MaxTokens;
+                traj.detail = Some("the reply was cut off by the token limit before any tool call".into());
+            } else {
+                traj.end = EndReason::Stopped;
+                traj.detail = reply.text.clone();
+            }
+            return traj;
+        }
+        // the assistant message, with malformed arguments repaired to valid JSON
+        let mut parsed: Vec<(String, String, Result<Value, String>)> = Vec::new();
+        for (id, name, raw) in &reply.tool_calls {
+            let args = if raw.trim().is_empty() {
+                Ok(json!({}))
+            } else {
+                serde_json::from_str::<Value>(raw).map_err(|e| {
+                    let cut = if reply.finish_reason.as_deref() == Some("length") {
+                        " (the reply was cut off by the token limit)"
+                    } else {
+                        ""
+                    };
+                    format!("the arguments of {name} are not valid JSON: {e}{cut}. Send the call again with a JSON object of arguments.")
+                })
+            };
+            let args = match args {
+                Ok(Value::Object(m)) => Ok(Value::Object(m)),
+                Ok(other) => Err(format!("the arguments of {name} must be a JSON object, got {other}")),
+                Err(e) => Err(e),
+            };
+            let name = if name.is_empty() {
+                "(missing name)".to_string()
+            } else {
+                name.clone()
+            };
+            parsed.push((id.clone(), name, args));
+        }
+        let all_bad = parsed.iter().all(|(_, _, a)| a.is_err());
+        match protocol {
+            ToolProtocol::Native => messages.push(json!({
+                "role": "assistant",
+                "content": reply.text.clone().unwrap_or_default(),
+                "tool_calls": parsed.iter().map(|(id, name, a)| json!({
+                    "id": id, "type": "function",
+                    "function": {"name": name, "arguments": a.as_ref().map(|v| v.to_string()).unwrap_or_else(|_| "{}".into())}
+                })).collect::<Vec<_>>()
+            })),
+            ToolProtocol::Text => {
+                let text = parsed
+                    .iter()
+                    .map(|(_, name, a)| {
+                        format!(
+                            "<tool_call>\n{}\n</tool_call>",
+                            json!({"name": name, "arguments": a.as_ref().cloned().unwrap_or_else(|_| json!({}))})
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                messages.push(json!({"role": "assistant", "content": text}));
+            }
+        }
+        let mut finished = false;
+        for (id, name, args) in parsed {
+            let content = match args {
+                Err(msg) => json!({"error": msg}),
+                Ok(a) => {
+                    if traj.steps.len() as u32 >= limits.max_steps {
+                        traj.end = EndReason::MaxSteps;
+                        return traj;
+                    }
+                    let obs = registry.call(&name, &a, fhir);
+                    finished |= obs.ok && obs.answer.is_some();
+                    traj.steps.push(Step {
+                        call: ToolCall {
+                            name: name.clone(),
+                            arguments: a,
+                        },
+                        result: ToolResult {
+                            ok: obs.ok,
+                            status: obs.status,
+                            content: obs.content.clone(),
+                        },
+                    });
+                    obs.content
+                }
+            };
+            match protocol {
+                ToolProtocol::Native => messages.push(json!({"role": "tool", "tool_call_id": id, "content": content.to_string()})),
+                ToolProtocol::Text => {
+                    messages.push(json!({"role": "user", "content": format!("<tool_response>\n{content}\n</tool_response>")}))
+                }
+            }
+            if finished {
+                traj.end = EndReason::Finished;
+                return traj;
+            }
+        }
+        if all_bad {
+            parse_errors += 1;
+            if parse_errors >= limits.max_parse_errors {
+                traj.end = EndReason::ToolCallParseError;
+                traj.detail = Some(format!("{parse_errors} consecutive turns without a parseable tool call"));
+                return traj;
+            }
+        } else {
+            parse_errors = 0;
+        }
+    }
+}

@@ -1,0 +1,803 @@
+//! `emrgym run`: run an agent over scenario instances, K trials each, with bounded
+//! concurrency, into a run directory (manifest, results.jsonl flushed per episode, one
+//! trajectory per episode, summary), resumable after an interruption; and `emrgym merge`
+//! for shards. The summary reports success and pass^k with bootstrap confidence intervals,
+//! per family and per failure class, progress, end reasons, tokens and latency.
+
+use super::episode::{BASE, Prepared, Workspace, fork, grade_sandbox};
+use crate::agent::model::{Backend, Briefing, Limits, OpenAiBackend, OpenAiConfig, run_model_episode};
+use crate::agent::{Null, Oracle, run_episode};
+use crate::grade::Grade;
+use crate::htn::guide::{Written, guidance};
+use crate::htn::plan::{Knowledge, plan, revealed_paths};
+use crate::tools::facts::SandboxFacts;
+use crate::trajectory::{EndReason, Trajectory};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Run directory format version.
+pub const RUN_FORMAT_VERSION: u32 = 1;
+
+/// Which agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// Executes the reference plan.
+    #[default]
+    Oracle,
+    /// Finishes at once.
+    Null,
+    /// A model (see `--model`).
+    Model,
+}
+
+/// Flat or HTN-guided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only the instruction.
+    #[default]
+    Flat,
+    /// The instruction plus the steps the planner releases as the agent goes.
+    Guided,
+}
+
+/// Flags of `emrgym run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// JSON config file (keys as in the manifest's `config`); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Scenario directory.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// Agent.
+    #[arg(long, value_enum)]
+    pub agent: Option<AgentKind>,
+    /// Model: `openai:MODEL@BASE_URL` (an OpenAI-compatible endpoint).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Environment variable holding the endpoint's API key.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Flat or guided.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Trials per instance (pass^k up to this k).
+    #[arg(long)]
+    pub trials: Option<u32>,
+    /// Episodes in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Run only shard I of N (`I/N`, 1-based).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Only these families (repeatable).
+    #[arg(long = "family")]
+    pub families: Vec<String>,
+    /// Only these instances (repeatable).
+    #[arg(long = "instance")]
+    pub instances: Vec<String>,
+    /// Seed of sandboxes and sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory to create.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Finish an interrupted run in this directory.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Model turns per episode.
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Wall time per episode, seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The resolved configuration of a run (recorded in the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Scenario directory.
+    pub suite: PathBuf,
+    /// Agent.
+    pub agent: AgentKind,
+    /// Model endpoint (agent = model).
+    pub model: Option<OpenAiConfig>,
+    /// Flat or guided.
+    pub mode: Mode,
+    /// Trials per instance.
+    pub trials: u32,
+    /// Concurrency.
+    pub concurrency: usize,
+    /// Shard `[i, n]` (1-based).
+    pub shard: Option<[u32; 2]>,
+    /// Family filter.
+    pub families: Vec<String>,
+    /// Instance filter.
+    pub instances: Vec<String>,
+    /// Seed.
+    pub seed: u64,
+    /// Episode limits.
+    pub limits: Limits,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            suite: PathBuf::from("scenarios"),
+            agent: AgentKind::Oracle,
+            model: None,
+            mode: Mode::Flat,
+            trials: 1,
+            concurrency: 4,
+            shard: None,
+            families: Vec::new(),
+            instances: Vec::new(),
+            seed: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+fn parse_shard(s: &str) -> anyhow::Result<[u32; 2]> {
+    let (i, n) = s.split_once('/').with_context(|| format!("--shard '{s}' must be I/N, e.g. 1/4"))?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().with_context(|| format!("--shard '{s}': '{i}' is not a number"))?,
+        n.trim().parse().with_context(|| format!("--shard '{s}': '{n}' is not a number"))?,
+    );
+    if n == 0 || i == 0 || i > n {
+        bail!("--shard '{s}': need 1 <= I <= N");
+    }
+    Ok([i, n])
+}
+
+/// Layer defaults, the config file and the flags.
+pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
+    let mut c = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            serde_json::from_str::<RunConfig>(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => RunConfig::default(),
+    };
+    if let Some(s) = &a.suite {
+        c.suite = s.clone();
+    }
+    if let Some(x) = a.agent {
+        c.agent = x;
+    }
+    if let Some(m) = &a.model {
+        let spec = m.strip_prefix("openai:").with_context(|| {
+            if m.ends_with(".gguf") {
+                format!("--model '{m}': the in-process llama.cpp backend is not in this build yet; serve the GGUF with llama-server and use openai:MODEL@http://HOST:PORT/v1")
+            } else {
+                format!("--model '{m}' must be openai:MODEL@BASE_URL")
+            }
+        })?;
+        let mut cfg = OpenAiConfig::from_spec(spec).map_err(anyhow::Error::msg)?;
+        if let Some(old) = &c.model {
+            cfg.api_key_env = old.api_key_env.clone();
+            cfg.tool_protocol = old.tool_protocol;
+            cfg.temperature = old.temperature;
+        }
+        c.model = Some(cfg);
+        if a.agent.is_none() {
+            c.agent = AgentKind::Model;
+        }
+    }
+    if let Some(k) = &a.api_key_env {
+        match c.model.as_mut() {
+            Some(m) => m.api_key_env = Some(k.clone()),
+            None => bail!("--api-key-env '{k}' needs a model (--model openai:MODEL@BASE_URL)"),
+        }
+    }
+    if let Some(m) = a.mode {
+        c.mode = m;
+    }
+    if let Some(t) = a.trials {
+        c.trials = t;
+    }
+    if let Some(n) = a.concurrency {
+        c.concurrency = n;
+    }
+    if let Some(s) = &a.shard {
+        c.shard = Some(parse_shard(s)?);
+    }
+    if !a.families.is_empty() {
+        c.families = a.families.clone();
+    }
+    if !a.instances.is_empty() {
+        c.instances = a.instances.clone();
+    }
+    if let Some(s) = a.seed {
+        c.seed = s;
+    }
+    if let Some(t) = a.max_turns {
+        c.limits.max_turns = t;
+    }
+    if let Some(t) = a.timeout {
+        c.limits.timeout_s = t;
+    }
+    if c.trials == 0 {
+        bail!("--trials must be at least 1 (got 0)");
+    }
+    if c.concurrency == 0 {
+        bail!("--concurrency must be at least 1 (got 0)");
+    }
+    if !(c.limits.timeout_s > 0.0) {
+        bail!("--timeout must be positive (got {})", c.limits.timeout_s);
+    }
+    if c.agent == AgentKind::Model && c.model.is_none() {
+        bail!("--agent model needs --model openai:MODEL@BASE_URL");
+    }
+    Ok(c)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    format!("{:x}", h.finalize())
+}
+
+/// One episode's result line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultLine {
+    /// Instance.
+    pub instance: String,
+    /// Family.
+    pub family: String,
+    /// Trial (0-based).
+    pub trial: u32,
+    /// End reason.
+    pub end: EndReason,
+    /// An infrastructure failure: reported apart, not scored.
+    pub infrastructure: bool,
+    /// The grade (absent for infrastructure failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grade: Option<Value>,
+    /// Success.
+    pub success: bool,
+    /// Progress.
+    pub progress: f64,
+    /// Tool calls.
+    pub steps: usize,
+    /// Model turns.
+    pub turns: usize,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
+    let mut h = seed ^ u64::from(trial).wrapping_mul(0x1000_0000_01b3);
+    for b in instance.bytes() {
+        h = splitmix(h ^ u64::from(b));
+    }
+    h
+}
+
+/// Run one episode of an instance.
+async fn one_episode(cfg: &RunConfig, p: &Prepared, trial: u32, backend: Option<&Backend>) -> (Trajectory, Option<Grade>) {
+    let seed = episode_seed(cfg.seed, &p.instance.id, trial);
+    let mut sb = fork(&p.cohort, &p.clock, seed);
+    let traj = match cfg.agent {
+        AgentKind::Oracle => {
+            let calls = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
+            run_episode(&mut Oracle::new(calls), &p.registry, &mut (&mut sb, BASE), p.instance.max_steps)
+        }
+        AgentKind::Null => run_episode(&mut Null, &p.registry, &mut (&mut sb, BASE), p.instance.max_steps),
+        AgentKind::Model => {
+            let Some(backend) = backend else {
+                let mut t = Trajectory::new(Vec::new(), EndReason::Error);
+                t.detail = Some("no model backend".into());
+                return (t, None);
+            };
+            let briefing = Briefing {
+                instruction: p.instance.instruction.clone(),
+                context: p.instance.context.clone(),
+                now: p.instance.now.clone(),
+                fhir_base: BASE.into(),
+            };
+            let mut limits = cfg.limits;
+            limits.max_steps = limits.max_steps.min(p.instance.max_steps.max(1) * 2);
+            let shared = Arc::new(std::sync::RwLock::new(fork(&p.cohort, &p.clock, seed)));
+            let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
+            let traj = if cfg.mode == Mode::Guided {
+                let mut facts = SandboxFacts::new(fork(&p.cohort, &p.clock, 0));
+                let guide_sb = shared.clone();
+                let mut g = move |steps: &[crate::trajectory::Step]| -> Option<String> {
+                    let revealed = revealed_paths(&p.oracle, steps);
+                    let tree = plan(
+                        &p.library,
+                        &p.instance.root.task,
+                        &p.instance.root.args,
+                        &p.globals,
+                        &mut facts,
+                        &Knowledge::Revealed(revealed),
+                    );
+                    let writes: Vec<Written> = guide_sb
+                        .read()
+                        .ok()?
+                        .diff()
+                        .iter()
+                        .filter_map(|c| {
+                            c.after.as_ref().map(|a| Written {
+                                resource_type: c.ty.clone(),
+                                action: if c.before.is_none() { "create" } else { "update" },
+                                resource: (**a).clone(),
+                            })
+                        })
+                        .collect();
+                    let gd = guidance(&p.library, &tree, steps, &writes, false);
+                    if gd.next.is_empty() {
+                        return None;
+                    }
+                    Some(format!(
+                        "Next step{}: {}",
+                        if gd.next.len() > 1 { "s (any order)" } else { "" },
+                        gd.next.iter().map(|s| s.instruction.clone()).collect::<Vec<_>>().join(" | ")
+                    ))
+                };
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Some(&mut g), None).await
+            } else {
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, None, None).await
+            };
+            // grade the sandbox the model wrote into
+            let g = match shared.read() {
+                Ok(s) => (!traj.end.is_infrastructure()).then(|| grade_sandbox(p, &traj, &s)),
+                Err(_) => None,
+            };
+            return (traj, g);
+        }
+    };
+    let g = grade_sandbox(p, &traj, &sb);
+    (traj, Some(g))
+}
+
+fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
+    let infra = traj.end.is_infrastructure();
+    ResultLine {
+        instance: p.instance.id.clone(),
+        family: p.instance.family.clone(),
+        trial,
+        end: traj.end,
+        infrastructure: infra,
+        grade: g.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+        success: g.as_ref().is_some_and(|g| g.success),
+        progress: g.as_ref().map_or(0.0, |g| g.progress),
+        steps: traj.steps.len(),
+        turns: traj.turns.len(),
+        prompt_tokens: traj.turns.iter().map(|t| t.prompt_tokens).sum(),
+        completion_tokens: traj.turns.iter().map(|t| t.completion_tokens).sum(),
+    }
+}
+
+/// Read the complete lines of a results file (a torn last line from a kill is ignored).
+pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultLine>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // torn write
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).with_context(|| format!("{}: bad result line", path.display()))?);
+    }
+    Ok(out)
+}
+
+fn binom(n: u64, k: u64) -> f64 {
+    if k > n {
+        return 0.0;
+    }
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (k - i) as f64)
+}
+
+/// pass^k of one instance with `c` successes in `n` trials: C(c, k) / C(n, k).
+pub fn pass_hat_k(n: u64, c: u64, k: u64) -> f64 {
+    if n < k { f64::NAN } else { binom(c, k) / binom(n, k) }
+}
+
+/// Mean with a bootstrap 95% interval over items (deterministic resampling).
+pub fn bootstrap_mean(values: &[f64], seed: u64) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    let mean = values.iter().fold(0.0, |a, b| a + b) / values.len() as f64;
+    let b = 2000;
+    let mut state = seed ^ 0xB007;
+    let mut means: Vec<f64> = (0..b)
+        .map(|_| {
+            let mut s = 0.0;
+            for _ in 0..values.len() {
+                state = splitmix(state);
+                s += values[(state % values.len() as u64) as usize];
+            }
+            s / values.len() as f64
+        })
+        .collect();
+    means.sort_by(|a, b| a.total_cmp(b));
+    let lo = means[(0.025 * b as f64) as usize];
+    let hi = means[((0.975 * b as f64) as usize).min(b - 1)];
+    json!({"mean": round4(mean), "ci95": [round4(lo), round4(hi)], "n": values.len()})
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// The run summary from result lines.
+pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Value {
+    let scored: Vec<&ResultLine> = results.iter().filter(|r| !r.infrastructure).collect();
+    let mut by_inst: BTreeMap<&str, Vec<&ResultLine>> = BTreeMap::new();
+    for r in &scored {
+        by_inst.entry(r.instance.as_str()).or_default().push(r);
+    }
+    let success: Vec<f64> = scored.iter().map(|r| if r.success { 1.0 } else { 0.0 }).collect();
+    let progress: Vec<f64> = scored.iter().map(|r| r.progress).collect();
+    let mut pass = serde_json::Map::new();
+    for k in 1..=trials.max(1) {
+        let per: Vec<f64> = by_inst
+            .values()
+            .filter(|v| v.len() as u32 >= k)
+            .map(|v| pass_hat_k(v.len() as u64, v.iter().filter(|r| r.success).count() as u64, u64::from(k)))
+            .collect();
+        pass.insert(format!("pass^{k}"), bootstrap_mean(&per, seed.wrapping_add(u64::from(k))));
+    }
+    let mut families: BTreeMap<&str, Vec<&ResultLine>> = BTreeMap::new();
+    for r in &scored {
+        families.entry(r.family.as_str()).or_default().push(r);
+    }
+    let fam: serde_json::Map<String, Value> = families
+        .iter()
+        .map(|(f, rs)| {
+            let s: Vec<f64> = rs.iter().map(|r| if r.success { 1.0 } else { 0.0 }).collect();
+            let p: f64 = rs.iter().map(|r| r.progress).sum::<f64>() / rs.len() as f64;
+            (
+                f.to_string(),
+                json!({"episodes": rs.len(), "success": bootstrap_mean(&s, seed), "progress": round4(p)}),
+            )
+        })
+        .collect();
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &scored {
+        if let Some(cs) = r.grade.as_ref().and_then(|g| g.get("classes")).and_then(Value::as_array) {
+            for c in cs {
+                *classes.entry(c.as_str().unwrap_or_default().to_string()).or_default() += 1;
+            }
+        }
+    }
+    let mut ends: BTreeMap<String, usize> = BTreeMap::new();
+    for r in results {
+        *ends
+            .entry(
+                serde_json::to_value(r.end)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            )
+            .or_default() += 1;
+    }
+    let turns: usize = scored.iter().map(|r| r.turns).sum();
+    json!({
+        "episodes": results.len(),
+        "scored": scored.len(),
+        "infrastructure_failures": results.len() - scored.len(),
+        "instances": by_inst.len(),
+        "trials": trials,
+        "success": bootstrap_mean(&success, seed),
+        "progress": bootstrap_mean(&progress, seed),
+        "pass_k": pass,
+        "families": fam,
+        "failure_classes": classes,
+        "end_reasons": ends,
+        "tokens": if turns == 0 { Value::Null } else { json!({
+            "prompt_per_episode": round4(scored.iter().map(|r| r.prompt_tokens as f64).sum::<f64>() / scored.len().max(1) as f64),
+            "completion_per_episode": round4(scored.iter().map(|r| r.completion_tokens as f64).sum::<f64>() / scored.len().max(1) as f64),
+            "turns_per_episode": round4(turns as f64 / scored.len().max(1) as f64),
+        }) },
+        "cost": Value::Null,
+    })
+}
+
+fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
+    let mut hashes = BTreeMap::new();
+    for (file, text, fam) in &ws.suite.families {
+        let mut h = Sha256::new();
+        h.update(text.as_bytes());
+        for lib in &fam.library {
+            h.update(ws.suite.library_text(lib).unwrap_or_default().as_bytes());
+        }
+        hashes.insert(
+            fam.family.clone(),
+            json!({"file": file.file_name().map(|f| f.to_string_lossy().into_owned()), "sha256": format!("{:x}", h.finalize())}),
+        );
+    }
+    let cfg_json = serde_json::to_value(cfg)?;
+    let mut cfg_for_hash = cfg_json.clone();
+    if let Some(o) = cfg_for_hash.as_object_mut() {
+        o.remove("concurrency"); // how fast, not what
+    }
+    Ok(json!({
+        "format_version": RUN_FORMAT_VERSION,
+        "emrgym_version": env!("CARGO_PKG_VERSION"),
+        "config": cfg_json,
+        "config_sha256": sha256_hex(&serde_json::to_vec(&cfg_for_hash)?),
+        "scenarios": hashes,
+        "instances": instances,
+        "tool_catalogue_sha256": sha256_hex(&serde_json::to_vec(&ws.registry().openai_tools())?),
+    }))
+}
+
+/// Execute a run.
+pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value> {
+    let mut ws = Workspace::open(&cfg.suite).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
+    if !cfg.families.is_empty() {
+        for f in &cfg.families {
+            if !insts.iter().any(|i| &i.family == f) {
+                bail!("--family '{f}' is not in {}", cfg.suite.display());
+            }
+        }
+        insts.retain(|i| cfg.families.contains(&i.family));
+    }
+    if !cfg.instances.is_empty() {
+        for id in &cfg.instances {
+            if !insts.iter().any(|i| &i.id == id) {
+                bail!("--instance '{id}' is not in {}", cfg.suite.display());
+            }
+        }
+        insts.retain(|i| cfg.instances.contains(&i.id));
+    }
+    insts.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some([i, n]) = cfg.shard {
+        insts = insts
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| (*k as u32) % n == i - 1)
+            .map(|(_, x)| x)
+            .collect();
+    }
+    let ids: Vec<String> = insts.iter().map(|i| i.id.clone()).collect();
+    let man = manifest(&cfg, &ws, &ids)?;
+    let manifest_path = out.join("manifest.json");
+    let results_path = out.join("results.jsonl");
+    let mut done: BTreeSet<(String, u32)> = BTreeSet::new();
+    if resume {
+        let old: Value = serde_json::from_str(
+            &std::fs::read_to_string(&manifest_path).with_context(|| format!("--resume {}: no manifest.json", out.display()))?,
+        )?;
+        if old["config_sha256"] != man["config_sha256"] {
+            bail!(
+                "--resume {}: the configuration differs from the interrupted run's (manifest.json config)",
+                out.display()
+            );
+        }
+        if old["scenarios"] != man["scenarios"] {
+            let changed: Vec<String> = man["scenarios"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, v)| old["scenarios"].get(k.as_str()) != Some(v))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            bail!(
+                "--resume {}: scenarios changed since the run started: {}",
+                out.display(),
+                changed.join(", ")
+            );
+        }
+        // rewrite only complete lines (a kill can tear the last one)
+        let kept = read_results(&results_path)?;
+        let mut f = std::fs::File::create(&results_path)?;
+        for r in &kept {
+            writeln!(f, "{}", serde_json::to_string(r)?)?;
+            done.insert((r.instance.clone(), r.trial));
+        }
+        f.sync_all()?;
+    } else {
+        if out.join("manifest.json").exists() {
+            bail!(
+                "{} already holds a run; use --resume {} or another --out",
+                out.display(),
+                out.display()
+            );
+        }
+        std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(&manifest_path, format!("{}\n", serde_json::to_string_pretty(&man)?))?;
+        std::fs::write(&results_path, "")?;
+    }
+    std::fs::create_dir_all(out.join("trajectories"))?;
+    let mut prepared = Vec::new();
+    for inst in &insts {
+        prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
+    }
+    let backend = match (&cfg.agent, &cfg.model) {
+        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?)),
+        _ => None,
+    };
+    let todo: Vec<(Arc<Prepared>, u32)> = prepared
+        .iter()
+        .flat_map(|p| (0..cfg.trials).map(move |t| (p.clone(), t)))
+        .filter(|(p, t)| !done.contains(&(p.instance.id.clone(), *t)))
+        .collect();
+    let total = prepared.len() * cfg.trials as usize;
+    let already = total - todo.len();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cfg = Arc::new(cfg);
+    let backend = Arc::new(backend);
+    let out_dir = out.to_path_buf();
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, Trajectory)>(cfg.concurrency * 2);
+        let mut handles = Vec::new();
+        for (p, trial) in todo {
+            let sem = sem.clone();
+            let tx = tx.clone();
+            let cfg = cfg.clone();
+            let backend = backend.clone();
+            handles.push(tokio::spawn(async move {
+                let Ok(_permit) = sem.acquire_owned().await else { return };
+                let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref()).await;
+                let line = result_line(&p, trial, &traj, &g);
+                let _ = tx.send((line, traj)).await;
+            }));
+        }
+        drop(tx);
+        let mut results = std::fs::OpenOptions::new().append(true).open(out_dir.join("results.jsonl"))?;
+        let mut n = already;
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        while let Some((line, traj)) = rx.recv().await {
+            let tpath = out_dir.join("trajectories").join(format!("{}.{}.json", line.instance, line.trial));
+            std::fs::write(&tpath, format!("{}\n", serde_json::to_string_pretty(&traj)?))?;
+            writeln!(results, "{}", serde_json::to_string(&line)?)?;
+            results.flush()?;
+            n += 1;
+            if progress {
+                eprint!("\r[{n:>5}/{total}] {:<28} {:?}      ", line.instance, line.end);
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        for h in handles {
+            h.await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // canonical order, then the summary
+    let mut all = read_results(&results_path)?;
+    all.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
+    all.dedup_by(|a, b| a.instance == b.instance && a.trial == b.trial);
+    let mut text = String::new();
+    for r in &all {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    let tmp = out.join("results.jsonl.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &results_path)?;
+    let summary = summarize(&all, cfg.trials, cfg.seed);
+    std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    Ok(summary)
+}
+
+fn print_summary(s: &Value) -> anyhow::Result<()> {
+    let pct = |v: &Value| -> String {
+        match (v.get("mean").and_then(Value::as_f64), v.get("ci95")) {
+            (Some(m), Some(ci)) => format!(
+                "{:.1}% [{:.1}, {:.1}]",
+                m * 100.0,
+                ci[0].as_f64().unwrap_or(0.0) * 100.0,
+                ci[1].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            _ => "-".into(),
+        }
+    };
+    let mut out = format!(
+        "episodes {} (scored {}, infrastructure failures {}), instances {}\nsuccess   {}\nprogress  {}\n",
+        s["episodes"],
+        s["scored"],
+        s["infrastructure_failures"],
+        s["instances"],
+        pct(&s["success"]),
+        pct(&s["progress"])
+    );
+    if let Some(p) = s["pass_k"].as_object() {
+        for (k, v) in p {
+            out.push_str(&format!("{k:<9} {}\n", pct(v)));
+        }
+    }
+    out.push_str("\nfamily                          episodes  success                 progress\n");
+    if let Some(f) = s["families"].as_object() {
+        for (name, v) in f {
+            out.push_str(&format!(
+                "{name:<31} {:>8}  {:<23} {:.3}\n",
+                v["episodes"],
+                pct(&v["success"]),
+                v["progress"].as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    if let Some(c) = s["failure_classes"].as_object().filter(|c| !c.is_empty()) {
+        out.push_str("\nfailure classes: ");
+        out.push_str(&c.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        out.push('\n');
+    }
+    if let Some(e) = s["end_reasons"].as_object() {
+        out.push_str("end reasons: ");
+        out.push_str(&e.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        out.push('\n');
+    }
+    super::emit(&out)
+}
+
+/// Run `emrgym run`.
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let (cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let man: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("manifest.json"))
+                    .with_context(|| format!("--resume {}: no manifest.json", dir.display()))?,
+            )?;
+            let mut cfg: RunConfig = serde_json::from_value(man["config"].clone()).context("manifest config")?;
+            if let Some(n) = a.concurrency {
+                cfg.concurrency = n;
+            }
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let cfg = resolve(&a)?;
+            let out = a.out.clone().unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "runs/{}-{}-seed{}",
+                    serde_json::to_value(cfg.agent)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    serde_json::to_value(cfg.mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    cfg.seed
+                ))
+            });
+            (cfg, out, false)
+        }
+    };
+    let summary = execute(cfg, &out, resume)?;
+    if a.json {
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))
+    } else {
+        print_summary(&summary)?;
+        super::emit(&format!("run directory: {}\n", out.display()))
+    }
+}
