@@ -434,7 +434,7 @@ impl Cassette {
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// An OpenAI-compatible endpoint.
-    OpenAi(OpenAiBackend),
+    OpenAi(Box<OpenAiBackend>),
     /// Replay recorded replies; a request that was not recorded is an error.
     Cassette(Cassette),
 }
@@ -540,6 +540,9 @@ fn user_prompt(b: &Briefing) -> String {
     }
 }
 
+/// Guided-mode guidance: asked after every step for the text to add to the next request.
+pub type GuidanceFn<'a> = &'a mut (dyn FnMut(&[Step]) -> Option<String> + Send);
+
 /// Run one model episode.
 ///
 /// `guidance` (guided mode) is asked after every step for the text to add to the next
@@ -550,7 +553,7 @@ pub async fn run_model_episode(
     fhir: &mut (dyn FhirBackend + Send),
     briefing: &Briefing,
     limits: Limits,
-    mut guidance: Option<&mut (dyn FnMut(&[Step]) -> Option<String> + Send)>,
+    mut guidance: Option<GuidanceFn<'_>>,
     record: Option<&Cassette>,
 ) -> Trajectory {
     let protocol = backend.protocol();

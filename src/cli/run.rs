@@ -235,7 +235,7 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     if c.concurrency == 0 {
         bail!("--concurrency must be at least 1 (got 0)");
     }
-    if !(c.limits.timeout_s > 0.0) {
+    if c.limits.timeout_s.is_nan() || c.limits.timeout_s <= 0.0 {
         bail!("--timeout must be positive (got {})", c.limits.timeout_s);
     }
     if c.agent == AgentKind::Model && c.model.is_none() {
@@ -641,7 +641,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
     let backend = match (&cfg.agent, &cfg.model) {
-        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?)),
+        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(Box::new(OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?))),
         _ => None,
     };
     let todo: Vec<(Arc<Prepared>, u32)> = prepared

@@ -466,10 +466,7 @@ fn materialise_the_state_at_any_node() {
         let t = emrgym::agent::run_episode(&mut Script::new(rest), &p.registry, &mut backend, 100);
         steps.extend(t.steps);
     }
-    let full = emrgym::trajectory::Trajectory {
-        steps,
-        end: emrgym::trajectory::EndReason::Finished,
-    };
+    let full = emrgym::trajectory::Trajectory::new(steps, emrgym::trajectory::EndReason::Finished);
     let g = emrgym::cli::episode::grade_sandbox(&p, &full, &sb);
     assert!(g.success, "{g:#?}");
     // the root is the empty prefix; an unknown node is an error naming it
