@@ -641,7 +641,9 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
     let backend = match (&cfg.agent, &cfg.model) {
-        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(Box::new(OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?))),
+        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(Box::new(
+            OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?,
+        ))),
         _ => None,
     };
     let todo: Vec<(Arc<Prepared>, u32)> = prepared

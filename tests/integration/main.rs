@@ -9,6 +9,7 @@ mod cohorts;
 mod common;
 mod fhir_api;
 mod interop;
+mod model_stub;
 mod robustness;
 mod sandboxes;
 mod scenarios;

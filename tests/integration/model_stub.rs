@@ -1,0 +1,396 @@
+//! The OpenAI-compatible backend against a local stub server started by the test (paid
+//! APIs cannot run here): tool-call round trips, the text protocol, 429 with Retry-After,
+//! persistent 500s, timeouts, malformed and truncated tool calls, context overflow. Each
+//! episode ends with the right reason and nothing hangs. Also: a run killed part-way (the
+//! process) and resumed equals an uninterrupted run.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use emrgym::agent::model::{OpenAiConfig, ToolProtocol};
+use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Stub {
+    requests: Mutex<Vec<Value>>,
+    calls: Mutex<u32>,
+}
+
+fn mrn(messages: &[Value]) -> String {
+    for m in messages {
+        if let Some(t) = m["content"].as_str()
+            && let Some(i) = t.find("MRN of ").map(|i| i + 7).or_else(|| t.find("patient S").map(|i| i + 8))
+        {
+            return t[i..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        }
+    }
+    "S0000001".into()
+}
+
+fn tool_reply(name: &str, args: &str, finish_reason: &str) -> Value {
+    json!({"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": format!("call_{name}"), "type": "function", "function": {"name": name, "arguments": args}}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
+}
+
+fn text_reply(text: &str) -> Value {
+    json!({"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
+}
+
+fn error(status: u16, message: &str, extra: &[(&str, &str)]) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap(),
+        Json(json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})),
+    )
+        .into_response();
+    for (k, v) in extra {
+        r.headers_mut()
+            .insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r
+}
+
+/// The model name picks the behaviour.
+async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>) -> Response {
+    st.requests.lock().unwrap().push(req.clone());
+    let n = {
+        let mut c = st.calls.lock().unwrap();
+        *c += 1;
+        *c
+    };
+    let model = req["model"].as_str().unwrap_or_default().to_string();
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let tool_msgs = messages
+        .iter()
+        .filter(|m| m["role"] == "tool" || (m["role"] == "user" && m["content"].as_str().is_some_and(|c| c.starts_with("<tool_response>"))))
+        .count();
+    // replaying a malformed call is an error, as llama-server answers 500
+    for m in &messages {
+        for c in m["tool_calls"].as_array().into_iter().flatten() {
+            let args = c["function"]["arguments"].as_str().unwrap_or("");
+            if serde_json::from_str::<Value>(args).is_err() {
+                return error(500, "Failed to parse tool call arguments as JSON", &[]);
+            }
+        }
+    }
+    let patient = mrn(&messages);
+    let read = json!({"resource_type": "Patient", "id": patient}).to_string();
+    let finish = json!({"answer": [42]}).to_string();
+    let normal = |k: usize| {
+        if k == 0 {
+            tool_reply("fhir_read", &read, "tool_calls")
+        } else {
+            tool_reply("finish", &finish, "tool_calls")
+        }
+    };
+    let body = match model.as_str() {
+        "roundtrip" => normal(tool_msgs),
+        "slowroundtrip" => {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            normal(tool_msgs)
+        }
+        "text" => {
+            assert!(req.get("tools").is_none(), "the text protocol sends no tools field");
+            if tool_msgs == 0 {
+                text_reply(&format!(
+                    "Let me look.\n<tool_call>\n{{\"name\": \"fhir_read\", \"arguments\": {read}}}\n</tool_call>"
+                ))
+            } else {
+                text_reply(&format!("<tool_call>{{\"name\": \"finish\", \"arguments\": {finish}}}</tool_call>"))
+            }
+        }
+        "ratelimit" => {
+            if n == 1 {
+                return error(429, "Rate limit reached", &[("retry-after", "1")]);
+            }
+            normal(tool_msgs)
+        }
+        "error500" => return error(500, "internal error", &[]),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            normal(tool_msgs)
+        }
+        "malformed" => {
+            let errors = messages
+                .iter()
+                .filter(|m| m["role"] == "tool" && m["content"].as_str().is_some_and(|c| c.contains("not valid JSON")))
+                .count();
+            if errors == 0 {
+                tool_reply("fhir_read", "{\"resource_type\": \"Patient\", \"id\": ", "tool_calls")
+            } else {
+                normal(tool_msgs - errors)
+            }
+        }
+        "truncated" => tool_reply("fhir_read", "{\"resource_type\": \"Pat", "length"),
+        "overflow" => {
+            return error(
+                400,
+                "This model's maximum context length is 4096 tokens. However, your messages resulted in 9000 tokens.",
+                &[],
+            );
+        }
+        "chatty" => text_reply("I think the answer is 42."),
+        _ => return error(404, "unknown model", &[]),
+    };
+    Json(body).into_response()
+}
+
+async fn start() -> (String, Arc<Stub>) {
+    let st = Arc::new(Stub::default());
+    let app = Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(st.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/v1"), st)
+}
+
+fn suite() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+fn config(base: &str, model: &str, protocol: ToolProtocol) -> RunConfig {
+    let mut m = OpenAiConfig::from_spec(&format!("{model}@{base}")).unwrap();
+    m.tool_protocol = protocol;
+    m.request_timeout_s = 1.0;
+    m.max_retries = 2;
+    RunConfig {
+        suite: suite(),
+        agent: AgentKind::Model,
+        model: Some(m),
+        instances: vec!["mab-age-001".into()],
+        ..RunConfig::default()
+    }
+}
+
+/// Run in a blocking thread (execute builds its own runtime) and return the one result line.
+async fn run_one(cfg: RunConfig) -> (emrgym::cli::run::ResultLine, Value, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let t = Instant::now();
+    let out2 = out.clone();
+    tokio::task::spawn_blocking(move || execute(cfg, &out2, false).unwrap())
+        .await
+        .unwrap();
+    let elapsed = t.elapsed();
+    let lines = read_results(&out.join("results.jsonl")).unwrap();
+    assert_eq!(lines.len(), 1);
+    let traj: Value = serde_json::from_str(&std::fs::read_to_string(out.join("trajectories").join("mab-age-001.0.json")).unwrap()).unwrap();
+    (lines[0].clone(), traj, elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_tool_calls_round_trip_and_are_graded() {
+    let (base, st) = start().await;
+    let (line, traj, _) = run_one(config(&base, "roundtrip", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "finished", "{traj:#}");
+    assert_eq!(line.steps, 2);
+    assert_eq!(line.turns, 2);
+    assert_eq!((line.prompt_tokens, line.completion_tokens), (200, 40));
+    let grade = line.grade.unwrap();
+    assert_eq!(grade["nodes"][1]["path"], "p");
+    assert_eq!(grade["nodes"][1]["verdict"], "passed", "the read showed the patient");
+    assert_eq!(grade["answer"]["passed"], false, "42 is not the patient's age");
+    let reqs = st.requests.lock().unwrap();
+    assert_eq!(
+        reqs[0]["tools"].as_array().unwrap().len(),
+        3,
+        "only the family's tools: fhir_search, fhir_read, finish"
+    );
+    assert_eq!(reqs[1]["messages"].as_array().unwrap().last().unwrap()["role"], "tool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_protocol_fallback() {
+    let (base, st) = start().await;
+    let (line, _, _) = run_one(config(&base, "text", ToolProtocol::Text)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "finished");
+    assert_eq!(line.steps, 2);
+    let reqs = st.requests.lock().unwrap();
+    assert!(
+        reqs[0]["messages"][0]["content"].as_str().unwrap().contains("<tool_call>"),
+        "tools described in the system prompt"
+    );
+    assert!(
+        reqs[1]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["content"].as_str().is_some_and(|c| c.contains("<tool_response>")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_retried_after_the_servers_delay() {
+    let (base, st) = start().await;
+    let (line, _, elapsed) = run_one(config(&base, "ratelimit", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "finished");
+    assert!(elapsed >= Duration::from_millis(950), "Retry-After: 1 was honoured ({elapsed:?})");
+    assert_eq!(*st.calls.lock().unwrap(), 3, "one 429, then two turns");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_server_errors_end_as_infrastructure_failures() {
+    let (base, st) = start().await;
+    let (line, traj, _) = run_one(config(&base, "error500", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "backend_error");
+    assert!(line.infrastructure && line.grade.is_none(), "not scored as an agent failure");
+    assert!(traj["detail"].as_str().unwrap().contains("internal error"), "{traj:#}");
+    assert_eq!(*st.calls.lock().unwrap(), 3, "the first try and 2 retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_end_the_episode() {
+    let (base, _) = start().await;
+    let mut cfg = config(&base, "slow", ToolProtocol::Native);
+    cfg.model.as_mut().unwrap().request_timeout_s = 0.3;
+    cfg.model.as_mut().unwrap().max_retries = 1;
+    let (line, _, elapsed) = run_one(cfg).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    // the episode's own wall-time budget
+    let mut cfg = config(&base, "slow", ToolProtocol::Native);
+    cfg.model.as_mut().unwrap().request_timeout_s = 30.0;
+    cfg.limits.timeout_s = 0.5;
+    let (line, traj, elapsed) = run_one(cfg).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");
+    assert!(traj["detail"].as_str().unwrap().contains("wall time"));
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_tool_calls_are_answered_and_repaired() {
+    let (base, st) = start().await;
+    let (line, traj, _) = run_one(config(&base, "malformed", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "finished", "{traj:#}");
+    assert_eq!(line.turns, 3);
+    assert_eq!(line.steps, 2, "the malformed call is not executed");
+    let reqs = st.requests.lock().unwrap();
+    let second = reqs[1]["messages"].as_array().unwrap();
+    let assistant = second.iter().rev().find(|m| m["role"] == "assistant").unwrap();
+    assert_eq!(
+        assistant["tool_calls"][0]["function"]["arguments"], "{}",
+        "repaired before re-sending"
+    );
+    let answer = second.last().unwrap()["content"].as_str().unwrap();
+    assert!(answer.contains("not valid JSON") && answer.contains("fhir_read"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_calls_context_overflow_and_chat_end_with_their_reasons() {
+    let (base, _) = start().await;
+    let (line, traj, _) = run_one(config(&base, "truncated", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "tool_call_parse_error", "{traj:#}");
+    assert_eq!(line.turns, 3, "three tries (max_parse_errors)");
+    let (line, traj, _) = run_one(config(&base, "overflow", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "context_overflow", "{traj:#}");
+    assert!(
+        !line.infrastructure && line.grade.is_some(),
+        "an overflow is the agent's episode, graded"
+    );
+    let (line, traj, _) = run_one(config(&base, "chatty", ToolProtocol::Native)).await;
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "stopped");
+    assert_eq!(traj["detail"], "I think the answer is 42.");
+    let g = line.grade.unwrap();
+    assert_eq!(g["success"], false);
+    let done = g["nodes"].as_array().unwrap().iter().find(|n| n["path"] == "done").unwrap();
+    assert_eq!(done["verdict"], "not_reached", "the agent stopped without finishing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_resumes_to_the_same_results() {
+    let (base, _) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let common = |out: &Path| {
+        let mut c = std::process::Command::new(bin);
+        c.args(["run", "--suite"]).arg(suite()).args([
+            "--family",
+            "mab_patient_age",
+            "--family",
+            "mab_patient_lookup",
+            "--trials",
+            "2",
+            "--concurrency",
+            "1",
+        ]);
+        c.arg("--model").arg(format!("openai:slowroundtrip@{base}")).arg("--out").arg(out);
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c
+    };
+    // uninterrupted
+    let full = dir.path().join("full");
+    let st = tokio::task::spawn_blocking({
+        let mut c = common(&full);
+        move || c.status().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(st.success());
+    // killed part-way
+    let part = dir.path().join("part");
+    let mut child = common(&part).spawn().unwrap();
+    let results = part.join("results.jsonl");
+    let t = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&results).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 5 || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = read_results(&results).unwrap().len();
+    assert!(before >= 5 && before < 36, "killed part-way: {before} episodes");
+    // a changed configuration is refused
+    let out = std::process::Command::new(bin)
+        .arg("run")
+        .arg("--resume")
+        .arg(&part)
+        .args(["--out", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let st = tokio::task::spawn_blocking({
+        let part = part.clone();
+        move || {
+            std::process::Command::new(bin)
+                .arg("run")
+                .arg("--resume")
+                .arg(&part)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(part.join("results.jsonl")).unwrap(),
+        std::fs::read_to_string(full.join("results.jsonl")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(part.join("summary.json")).unwrap(),
+        std::fs::read_to_string(full.join("summary.json")).unwrap()
+    );
+    assert_eq!(
+        read_results(&part.join("results.jsonl")).unwrap().len(),
+        36,
+        "18 instances x 2 trials, no duplicates"
+    );
+}
