@@ -354,7 +354,7 @@ async fn a_killed_run_resumes_to_the_same_results() {
     child.kill().unwrap();
     child.wait().unwrap();
     let before = read_results(&results).unwrap().len();
-    assert!(before >= 5 && before < 36, "killed part-way: {before} episodes");
+    assert!((5..36).contains(&before), "killed part-way: {before} episodes");
     // a changed configuration is refused
     let out = std::process::Command::new(bin)
         .arg("run")
