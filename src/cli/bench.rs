@@ -51,6 +51,66 @@ pub struct BenchArgs {
     /// Measure only scenario planning, oracle episodes and grading over this scenario directory.
     #[arg(long)]
     pub scenarios: Option<PathBuf>,
+    /// Measure only the agent loop against an in-process OpenAI-compatible stub with this latency (ms).
+    #[arg(long)]
+    pub agent_loop: Option<u64>,
+}
+
+/// A deterministic OpenAI-compatible stub for the loop benchmark: after `latency_ms`, it
+/// reads the patient named in the task, then finishes.
+async fn stub_chat(axum::extract::State(latency): axum::extract::State<u64>, axum::Json(req): axum::Json<Value>) -> axum::Json<Value> {
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let answered = messages.iter().any(|m| m["role"] == "tool");
+    let task = messages.get(1).and_then(|m| m["content"].as_str()).unwrap_or_default();
+    let mrn: String = task.find("MRN of ").map(|i| task[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect()).unwrap_or_default();
+    let (name, args) = if answered { ("finish", json!({"answer": [0]})) } else { ("fhir_read", json!({"resource_type": "Patient", "id": mrn})) };
+    axum::Json(json!({"id": "b", "object": "chat.completion", "created": 0, "model": "stub",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": name, "arguments": args.to_string()}}]}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+}
+
+/// 300 episodes (2 model turns each) at concurrency 64 against a stub with fixed latency;
+/// the ideal is ceil(300 / 64) waves x 2 turns x latency.
+fn agent_loop_bench(latency_ms: u64) -> anyhow::Result<Vec<(String, String)>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(stub_chat)).with_state(latency_ms);
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile_dir()?;
+    let mut model = crate::agent::model::OpenAiConfig::from_spec(&format!("stub@http://{addr}/v1")).map_err(anyhow::Error::msg)?;
+    model.max_concurrency = 64;
+    let cfg = super::run::RunConfig {
+        agent: super::run::AgentKind::Model,
+        model: Some(model),
+        families: vec!["mab_patient_age".into()],
+        trials: 50,
+        concurrency: 64,
+        ..super::run::RunConfig::default()
+    };
+    let t = Instant::now();
+    let summary = super::run::execute(cfg, &dir.join("run"), false)?;
+    let wall = t.elapsed().as_secs_f64();
+    let episodes = summary["episodes"].as_u64().unwrap_or(0);
+    let waves = episodes.div_ceil(64) as f64;
+    let ideal = waves * 2.0 * latency_ms as f64 / 1000.0;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(vec![
+        ("episodes (2 turns each), concurrency 64".into(), episodes.to_string()),
+        ("stub latency per reply".to_string(), format!("{latency_ms} ms")),
+        ("ideal wall time (waves x turns x latency)".into(), format!("{ideal:.2} s")),
+        ("measured wall time".into(), format!("{wall:.2} s ({:.2}x the ideal)", wall / ideal)),
+    ])
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("emrgym-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 /// Per-instance cost of planning the oracle tree, running the oracle episode, and grading,
@@ -88,8 +148,14 @@ fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     }
     let episode_ms = t.elapsed().as_secs_f64() * 1e3 / (reps * instances.len()) as f64;
     let grade_ms = grade_total * 1e3 / (reps * instances.len()) as f64;
+    let tmp = tempfile_dir()?;
+    let t = Instant::now();
+    super::run::execute(super::run::RunConfig { suite: dir.to_path_buf(), ..super::run::RunConfig::default() }, &tmp.join("oracle"), false)?;
+    let run_s = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&tmp);
     Ok(vec![
         ("instances".into(), instances.len().to_string()),
+        ("`emrgym run --agent oracle` over the suite (load, plan, run, grade, write the run directory)".into(), format!("{run_s:.2} s")),
         ("plan the oracle tree (prepare), per instance".into(), format!("{plan_ms:.2} ms")),
         (
             "oracle episode + grade, per instance".into(),
@@ -497,6 +563,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.patients,
             a.obs_per_patient
         );
+    }
+    if let Some(latency) = a.agent_loop {
+        super::emit("| agent loop | value |\n|---|---|\n")?;
+        for (k, v) in agent_loop_bench(latency)? {
+            super::emit(&format!("| {k} | {v} |\n"))?;
+        }
+        return Ok(());
     }
     if let Some(dir) = &a.scenarios {
         super::emit("| scenarios | value |\n|---|---|\n")?;
