@@ -63,8 +63,15 @@ async fn stub_chat(axum::extract::State(latency): axum::extract::State<u64>, axu
     let messages = req["messages"].as_array().cloned().unwrap_or_default();
     let answered = messages.iter().any(|m| m["role"] == "tool");
     let task = messages.get(1).and_then(|m| m["content"].as_str()).unwrap_or_default();
-    let mrn: String = task.find("MRN of ").map(|i| task[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect()).unwrap_or_default();
-    let (name, args) = if answered { ("finish", json!({"answer": [0]})) } else { ("fhir_read", json!({"resource_type": "Patient", "id": mrn})) };
+    let mrn: String = task
+        .find("MRN of ")
+        .map(|i| task[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect())
+        .unwrap_or_default();
+    let (name, args) = if answered {
+        ("finish", json!({"answer": [0]}))
+    } else {
+        ("fhir_read", json!({"resource_type": "Patient", "id": mrn}))
+    };
     axum::Json(json!({"id": "b", "object": "chat.completion", "created": 0, "model": "stub",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
             "tool_calls": [{"id": "c", "type": "function", "function": {"name": name, "arguments": args.to_string()}}]}}],
@@ -77,7 +84,9 @@ fn agent_loop_bench(latency_ms: u64) -> anyhow::Result<Vec<(String, String)>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(stub_chat)).with_state(latency_ms);
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(stub_chat))
+        .with_state(latency_ms);
     rt.spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -150,12 +159,22 @@ fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let grade_ms = grade_total * 1e3 / (reps * instances.len()) as f64;
     let tmp = tempfile_dir()?;
     let t = Instant::now();
-    super::run::execute(super::run::RunConfig { suite: dir.to_path_buf(), ..super::run::RunConfig::default() }, &tmp.join("oracle"), false)?;
+    super::run::execute(
+        super::run::RunConfig {
+            suite: dir.to_path_buf(),
+            ..super::run::RunConfig::default()
+        },
+        &tmp.join("oracle"),
+        false,
+    )?;
     let run_s = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(vec![
         ("instances".into(), instances.len().to_string()),
-        ("`emrgym run --agent oracle` over the suite (load, plan, run, grade, write the run directory)".into(), format!("{run_s:.2} s")),
+        (
+            "`emrgym run --agent oracle` over the suite (load, plan, run, grade, write the run directory)".into(),
+            format!("{run_s:.2} s"),
+        ),
         ("plan the oracle tree (prepare), per instance".into(), format!("{plan_ms:.2} ms")),
         (
             "oracle episode + grade, per instance".into(),

@@ -34,6 +34,8 @@ pub enum Command {
     Tools(tools::ToolsCommand),
     /// Run an agent over the scenarios: K trials, concurrency, resume, pass^k summary.
     Run(run::RunArgs),
+    /// Combine shard runs (`emrgym run --shard I/N`) into one run directory.
+    Merge(run::MergeArgs),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -48,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tools(c) => tools::run(c),
         Command::Scenarios(c) => scenarios::run(c),
         Command::Run(a) => run::run(a),
+        Command::Merge(a) => run::merge(a),
     }
 }
 

@@ -803,3 +803,84 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         super::emit(&format!("run directory: {}\n", out.display()))
     }
 }
+
+/// Flags of `emrgym merge`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeArgs {
+    /// Shard run directories.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// The merged run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Combine shard runs of one configuration into one run directory.
+pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
+    if a.out.join("manifest.json").exists() {
+        bail!("{} already holds a run", a.out.display());
+    }
+    let mut base: Option<Value> = None;
+    let mut all: BTreeMap<(String, u32), ResultLine> = BTreeMap::new();
+    let mut instances: BTreeSet<String> = BTreeSet::new();
+    std::fs::create_dir_all(a.out.join("trajectories"))?;
+    for dir in &a.runs {
+        let man: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("manifest.json")).with_context(|| format!("{}: no manifest.json", dir.display()))?,
+        )?;
+        let mut cfg = man["config"].clone();
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("shard");
+            o.remove("concurrency");
+        }
+        let key =
+            json!({"config": cfg, "scenarios": man["scenarios"], "tools": man["tool_catalogue_sha256"], "version": man["emrgym_version"]});
+        match &base {
+            None => base = Some(key),
+            Some(b) if *b != key => bail!(
+                "{} was run with another configuration or other scenarios than {}",
+                dir.display(),
+                a.runs[0].display()
+            ),
+            Some(_) => {}
+        }
+        instances.extend(
+            man["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string)),
+        );
+        for r in read_results(&dir.join("results.jsonl"))? {
+            let name = format!("{}.{}.json", r.instance, r.trial);
+            let src = dir.join("trajectories").join(&name);
+            if src.exists() {
+                std::fs::copy(&src, a.out.join("trajectories").join(&name))?;
+            }
+            all.insert((r.instance.clone(), r.trial), r);
+        }
+    }
+    let base = base.context("no runs")?;
+    let mut cfg: RunConfig = serde_json::from_value(base["config"].clone())?;
+    cfg.shard = None;
+    let man = json!({
+        "format_version": RUN_FORMAT_VERSION,
+        "emrgym_version": base["version"],
+        "config": cfg,
+        "scenarios": base["scenarios"],
+        "instances": instances,
+        "tool_catalogue_sha256": base["tools"],
+        "merged_from": a.runs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
+    std::fs::write(a.out.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&man)?))?;
+    let lines: Vec<ResultLine> = all.into_values().collect();
+    let mut text = String::new();
+    for r in &lines {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    std::fs::write(a.out.join("results.jsonl"), text)?;
+    let summary = summarize(&lines, cfg.trials, cfg.seed);
+    std::fs::write(a.out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    print_summary(&summary)
+}

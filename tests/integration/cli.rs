@@ -40,3 +40,96 @@ fn bad_serve_flags_name_the_value() {
         assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
     }
 }
+
+#[test]
+fn runs_are_deterministic_shardable_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let suite = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let run = |extra: &[&str], out: &std::path::Path| {
+        Command::new(bin)
+            .args(["run", "--suite", suite, "--trials", "2"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let full = dir.path().join("full");
+    let o = run(&[], &full);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("success   100.0%") && text.contains("pass^2"), "{text}");
+    // same bytes again, whatever the concurrency
+    let again = dir.path().join("again");
+    assert!(run(&["--concurrency", "1"], &again).status.success());
+    for f in ["results.jsonl", "summary.json"] {
+        assert_eq!(std::fs::read(full.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
+    }
+    let t = "trajectories/mab-k-005.1.json";
+    assert_eq!(std::fs::read(full.join(t)).unwrap(), std::fs::read(again.join(t)).unwrap());
+    // shards merge into the full run
+    let s1 = dir.path().join("s1");
+    let s2 = dir.path().join("s2");
+    assert!(run(&["--shard", "1/2"], &s1).status.success());
+    assert!(run(&["--shard", "2/2"], &s2).status.success());
+    let merged = dir.path().join("merged");
+    let o = Command::new(bin)
+        .arg("merge")
+        .arg(&s1)
+        .arg(&s2)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(full.join("results.jsonl")).unwrap(),
+        std::fs::read(merged.join("results.jsonl")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(full.join("summary.json")).unwrap(),
+        std::fs::read(merged.join("summary.json")).unwrap()
+    );
+    // shards of different configurations do not merge
+    let other = dir.path().join("other");
+    assert!(
+        Command::new(bin)
+            .args(["run", "--suite", suite, "--agent", "null", "--shard", "1/2", "--out"])
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let o = Command::new(bin)
+        .arg("merge")
+        .arg(&s1)
+        .arg(&other)
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("another configuration"));
+    // bad flags name the value; an existing run is not overwritten
+    for (args, needle) in [
+        (vec!["run", "--trials", "0"], "--trials"),
+        (vec!["run", "--shard", "3/2"], "'3/2'"),
+        (vec!["run", "--agent", "model"], "--model"),
+        (vec!["run", "--model", "llama.gguf"], "llama.cpp"),
+        (vec!["run", "--model", "openai:gpt"], "'gpt'"),
+        (vec!["run", "--family", "nope"], "'nope'"),
+        (vec!["run", "--timeout=0"], "--timeout"),
+    ] {
+        let o = Command::new(bin)
+            .args(&args)
+            .args(["--suite", suite, "--out"])
+            .arg(dir.path().join("x"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{args:?}: {err}");
+    }
+    let o = run(&[], &full);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));
+}
