@@ -6,6 +6,8 @@
 //! Built-in agents that need no model: [`Oracle`] replays the scenario's reference plan;
 //! [`Null`] finishes at once.
 
+#[cfg(feature = "llama")]
+pub mod llama;
 pub mod model;
 
 use crate::tools::{FhirBackend, Registry};

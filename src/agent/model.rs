@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,70 @@ impl OpenAiConfig {
             max_concurrency: default_endpoint_concurrency(),
         })
     }
+}
+
+/// Settings of the in-process llama.cpp model (cargo feature `llama`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    /// The GGUF file.
+    pub model_path: PathBuf,
+    /// Context size (tokens).
+    #[serde(default = "default_ctx")]
+    pub n_ctx: u32,
+    /// CPU threads (one has beaten two on 2-core machines).
+    #[serde(default = "one")]
+    pub threads: i32,
+    /// Most tokens per reply.
+    #[serde(default = "default_reply")]
+    pub max_reply_tokens: u32,
+    /// Sampling temperature (0: greedy).
+    #[serde(default)]
+    pub temperature: f32,
+    /// Sampling seed.
+    #[serde(default)]
+    pub seed: u32,
+    /// Constrain tool calls with a grammar from the tool schemas.
+    #[serde(default = "yes")]
+    pub grammar: bool,
+}
+
+fn default_ctx() -> u32 {
+    8192
+}
+fn one() -> i32 {
+    1
+}
+fn default_reply() -> u32 {
+    384
+}
+fn yes() -> bool {
+    true
+}
+
+impl LlamaConfig {
+    /// Defaults for a model file.
+    pub fn for_model(path: PathBuf) -> LlamaConfig {
+        LlamaConfig {
+            model_path: path,
+            n_ctx: default_ctx(),
+            threads: 1,
+            max_reply_tokens: default_reply(),
+            temperature: 0.0,
+            seed: 0,
+            grammar: true,
+        }
+    }
+}
+
+/// Which model backend a run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum ModelConfig {
+    /// An OpenAI-compatible endpoint.
+    Openai(OpenAiConfig),
+    /// llama.cpp in process.
+    Llama(LlamaConfig),
 }
 
 /// A model reply.
@@ -437,6 +502,9 @@ pub enum Backend {
     OpenAi(Box<OpenAiBackend>),
     /// Replay recorded replies; a request that was not recorded is an error.
     Cassette(Cassette),
+    /// llama.cpp in process (cargo feature `llama`).
+    #[cfg(feature = "llama")]
+    Llama(super::llama::LlamaHandle),
 }
 
 impl Backend {
@@ -452,6 +520,8 @@ impl Backend {
                     .and_then(|m| m.get(&h).cloned())
                     .ok_or_else(|| BackendError::CassetteMiss(format!("no recorded reply for request {}", &h[..16])))
             }
+            #[cfg(feature = "llama")]
+            Backend::Llama(l) => l.complete(messages, tools).await.map(|(r, _)| r),
         }
     }
 
@@ -460,6 +530,8 @@ impl Backend {
         match self {
             Backend::OpenAi(b) => b.cfg.tool_protocol,
             Backend::Cassette(_) => ToolProtocol::Native,
+            #[cfg(feature = "llama")]
+            Backend::Llama(_) => ToolProtocol::Native,
         }
     }
 }

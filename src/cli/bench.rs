@@ -95,7 +95,7 @@ fn agent_loop_bench(latency_ms: u64) -> anyhow::Result<Vec<(String, String)>> {
     model.max_concurrency = 64;
     let cfg = super::run::RunConfig {
         agent: super::run::AgentKind::Model,
-        model: Some(model),
+        model: Some(crate::agent::model::ModelConfig::Openai(model)),
         families: vec!["mab_patient_age".into()],
         trials: 50,
         concurrency: 64,

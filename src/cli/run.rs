@@ -5,7 +5,7 @@
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
 use super::episode::{BASE, Prepared, Workspace, fork, grade_sandbox};
-use crate::agent::model::{Backend, Briefing, Limits, OpenAiBackend, OpenAiConfig, run_model_episode};
+use crate::agent::model::{Backend, Briefing, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
 use crate::htn::guide::{Written, guidance};
@@ -60,9 +60,13 @@ pub struct RunArgs {
     /// Agent.
     #[arg(long, value_enum)]
     pub agent: Option<AgentKind>,
-    /// Model: `openai:MODEL@BASE_URL` (an OpenAI-compatible endpoint).
+    /// Model: `openai:MODEL@BASE_URL` (an OpenAI-compatible endpoint), a `.gguf` file, or a
+    /// known local model (`emrgym model list`), run in process by llama.cpp.
     #[arg(long)]
     pub model: Option<String>,
+    /// CPU threads of the in-process model.
+    #[arg(long)]
+    pub threads: Option<i32>,
     /// Environment variable holding the endpoint's API key.
     #[arg(long)]
     pub api_key_env: Option<String>,
@@ -112,8 +116,8 @@ pub struct RunConfig {
     pub suite: PathBuf,
     /// Agent.
     pub agent: AgentKind,
-    /// Model endpoint (agent = model).
-    pub model: Option<OpenAiConfig>,
+    /// The model (agent = model).
+    pub model: Option<ModelConfig>,
     /// Flat or guided.
     pub mode: Mode,
     /// Trials per instance.
@@ -178,28 +182,22 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
         c.agent = x;
     }
     if let Some(m) = &a.model {
-        let spec = m.strip_prefix("openai:").with_context(|| {
-            if m.ends_with(".gguf") {
-                format!("--model '{m}': the in-process llama.cpp backend is not in this build yet; serve the GGUF with llama-server and use openai:MODEL@http://HOST:PORT/v1")
-            } else {
-                format!("--model '{m}' must be openai:MODEL@BASE_URL")
-            }
-        })?;
-        let mut cfg = OpenAiConfig::from_spec(spec).map_err(anyhow::Error::msg)?;
-        if let Some(old) = &c.model {
-            cfg.api_key_env = old.api_key_env.clone();
-            cfg.tool_protocol = old.tool_protocol;
-            cfg.temperature = old.temperature;
-        }
-        c.model = Some(cfg);
+        c.model = Some(parse_model(m, c.model.as_ref())?);
         if a.agent.is_none() {
             c.agent = AgentKind::Model;
         }
     }
     if let Some(k) = &a.api_key_env {
         match c.model.as_mut() {
-            Some(m) => m.api_key_env = Some(k.clone()),
-            None => bail!("--api-key-env '{k}' needs a model (--model openai:MODEL@BASE_URL)"),
+            Some(ModelConfig::Openai(m)) => m.api_key_env = Some(k.clone()),
+            _ => bail!("--api-key-env '{k}' needs an OpenAI-compatible model (--model openai:MODEL@BASE_URL)"),
+        }
+    }
+    if let Some(t) = a.threads {
+        match c.model.as_mut() {
+            Some(ModelConfig::Llama(m)) if t > 0 => m.threads = t,
+            Some(ModelConfig::Llama(_)) => bail!("--threads must be at least 1 (got {t})"),
+            _ => bail!("--threads {t} applies to an in-process model (--model FILE.gguf or a local model name)"),
         }
     }
     if let Some(m) = a.mode {
@@ -239,9 +237,78 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
         bail!("--timeout must be positive (got {})", c.limits.timeout_s);
     }
     if c.agent == AgentKind::Model && c.model.is_none() {
-        bail!("--agent model needs --model openai:MODEL@BASE_URL");
+        c.model = Some(parse_model(DEFAULT_LOCAL_MODEL, None)?);
     }
     Ok(c)
+}
+
+/// The local model used when a model agent has no model configured.
+pub const DEFAULT_LOCAL_MODEL: &str = "qwen2.5-coder-0.5b";
+
+/// Parse `--model`: `openai:MODEL@BASE_URL`, a `.gguf` path, or a known local model name.
+pub fn parse_model(m: &str, old: Option<&ModelConfig>) -> anyhow::Result<ModelConfig> {
+    if let Some(spec) = m.strip_prefix("openai:") {
+        let mut cfg = OpenAiConfig::from_spec(spec).map_err(anyhow::Error::msg)?;
+        if let Some(ModelConfig::Openai(old)) = old {
+            cfg.api_key_env = old.api_key_env.clone();
+            cfg.tool_protocol = old.tool_protocol;
+            cfg.temperature = old.temperature;
+        }
+        return Ok(ModelConfig::Openai(cfg));
+    }
+    let path = if m.ends_with(".gguf") {
+        PathBuf::from(m)
+    } else if let Ok(known) = super::model::find(m) {
+        super::model::model_path(&super::model::default_cache(), known)
+    } else {
+        bail!(
+            "--model '{m}' must be openai:MODEL@BASE_URL, a .gguf file, or a local model ({})",
+            super::model::MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let mut cfg = LlamaConfig::for_model(path);
+    if let Some(ModelConfig::Llama(old)) = old {
+        cfg.threads = old.threads;
+        cfg.n_ctx = old.n_ctx;
+        cfg.temperature = old.temperature;
+    }
+    Ok(ModelConfig::Llama(cfg))
+}
+
+/// Build the backend for a run (fetching a known local model when it is missing).
+fn make_backend(m: &ModelConfig) -> anyhow::Result<Backend> {
+    match m {
+        ModelConfig::Openai(o) => Ok(Backend::OpenAi(Box::new(
+            OpenAiBackend::new(o.clone()).map_err(anyhow::Error::msg)?,
+        ))),
+        ModelConfig::Llama(l) => {
+            let cache = super::model::default_cache();
+            if !l.model_path.exists()
+                && let Some(known) = super::model::MODELS
+                    .iter()
+                    .find(|k| super::model::model_path(&cache, k) == l.model_path)
+            {
+                eprintln!("{} is not installed: fetching it ...", known.name);
+                super::model::fetch(known, &cache)?;
+            }
+            llama_backend(l)
+        }
+    }
+}
+
+#[cfg(feature = "llama")]
+fn llama_backend(l: &LlamaConfig) -> anyhow::Result<Backend> {
+    Ok(Backend::Llama(
+        crate::agent::llama::LlamaHandle::start(l.clone()).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+#[cfg(not(feature = "llama"))]
+fn llama_backend(l: &LlamaConfig) -> anyhow::Result<Backend> {
+    bail!(
+        "{}: this emrgym was built without the in-process llama.cpp backend (cargo feature `llama`); serve the GGUF with llama-server and use --model openai:NAME@http://HOST:PORT/v1",
+        l.model_path.display()
+    )
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -641,11 +708,14 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
     let backend = match (&cfg.agent, &cfg.model) {
-        (AgentKind::Model, Some(m)) => Some(Backend::OpenAi(Box::new(
-            OpenAiBackend::new(m.clone()).map_err(anyhow::Error::msg)?,
-        ))),
+        (AgentKind::Model, Some(m)) => Some(make_backend(m)?),
         _ => None,
     };
+    // one in-process model serves one episode at a time (its KV cache holds one conversation)
+    let mut cfg = cfg;
+    if matches!(cfg.model, Some(ModelConfig::Llama(_))) && cfg.agent == AgentKind::Model {
+        cfg.concurrency = 1;
+    }
     let todo: Vec<(Arc<Prepared>, u32)> = prepared
         .iter()
         .flat_map(|p| (0..cfg.trials).map(move |t| (p.clone(), t)))

@@ -116,8 +116,10 @@ fn runs_are_deterministic_shardable_and_checked() {
         (vec!["run", "--trials", "0"], "--trials"),
         (vec!["run", "--shard", "3/2"], "'3/2'"),
         (vec!["run", "--agent", "model"], "--model"),
-        (vec!["run", "--model", "llama.gguf"], "llama.cpp"),
+        (vec!["run", "--model", "missing.gguf"], "missing.gguf"),
         (vec!["run", "--model", "openai:gpt"], "'gpt'"),
+        (vec!["run", "--model", "gpt-9"], "'gpt-9'"),
+        (vec!["run", "--threads", "2"], "--threads"),
         (vec!["run", "--family", "nope"], "'nope'"),
         (vec!["run", "--timeout=0"], "--timeout"),
     ] {

@@ -9,6 +9,8 @@ mod cohorts;
 mod common;
 mod fhir_api;
 mod interop;
+#[cfg(feature = "llama")]
+mod llama_model;
 mod model_stub;
 mod robustness;
 mod sandboxes;

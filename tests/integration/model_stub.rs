@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use emrgym::agent::model::{OpenAiConfig, ToolProtocol};
+use emrgym::agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
 use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -169,7 +169,7 @@ fn config(base: &str, model: &str, protocol: ToolProtocol) -> RunConfig {
     RunConfig {
         suite: suite(),
         agent: AgentKind::Model,
-        model: Some(m),
+        model: Some(ModelConfig::Openai(m)),
         instances: vec!["mab-age-001".into()],
         ..RunConfig::default()
     }
@@ -255,14 +255,18 @@ async fn persistent_server_errors_end_as_infrastructure_failures() {
 async fn timeouts_end_the_episode() {
     let (base, _) = start().await;
     let mut cfg = config(&base, "slow", ToolProtocol::Native);
-    cfg.model.as_mut().unwrap().request_timeout_s = 0.3;
-    cfg.model.as_mut().unwrap().max_retries = 1;
+    if let Some(ModelConfig::Openai(m)) = cfg.model.as_mut() {
+        m.request_timeout_s = 0.3;
+        m.max_retries = 1;
+    }
     let (line, _, elapsed) = run_one(cfg).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     // the episode's own wall-time budget
     let mut cfg = config(&base, "slow", ToolProtocol::Native);
-    cfg.model.as_mut().unwrap().request_timeout_s = 30.0;
+    if let Some(ModelConfig::Openai(m)) = cfg.model.as_mut() {
+        m.request_timeout_s = 30.0;
+    }
     cfg.limits.timeout_s = 0.5;
     let (line, traj, elapsed) = run_one(cfg).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");

@@ -1,0 +1,295 @@
+//! The in-process llama.cpp backend (cargo feature `llama`): loads a GGUF, renders the
+//! model's own Jinja chat template with the tools (minijinja; llama-cpp-2's built-in
+//! formatter does not support tools), prefills the assistant turn with `<tool_call>\n`,
+//! constrains the call with a grammar generated from the tools' JSON Schemas (so even a
+//! small model emits a valid call), and keeps the KV cache across turns so each turn only
+//! processes the tokens that changed. The model runs on its own thread behind a channel;
+//! the async runtime is never blocked.
+
+use super::model::{BackendError, LlamaConfig, Reply};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend as Ggml;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::num::NonZeroU32;
+use std::time::Instant;
+
+/// Timing of one reply (for benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ReplyTiming {
+    /// Tokens evaluated for the prompt this turn (after KV-cache reuse).
+    pub prefilled: usize,
+    /// Tokens of the whole prompt.
+    pub prompt: usize,
+    /// Tokens generated.
+    pub generated: usize,
+    /// Prompt evaluation, seconds.
+    pub prefill_s: f64,
+    /// Generation, seconds.
+    pub decode_s: f64,
+}
+
+struct Job {
+    messages: Vec<Value>,
+    tools: Value,
+    reply: tokio::sync::oneshot::Sender<Result<(Reply, ReplyTiming), BackendError>>,
+}
+
+/// A handle to the model thread.
+#[derive(Debug, Clone)]
+pub struct LlamaHandle {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+/// The grammar of one tool call: `{"name": T, "arguments": ARGS(T)}` over the tools.
+pub fn tool_call_schema(tools: &Value) -> Value {
+    let alts: Vec<Value> = tools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let f = &t["function"];
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": f["name"]}, "arguments": f["parameters"]},
+                "required": ["name", "arguments"],
+                "additionalProperties": false
+            })
+        })
+        .collect();
+    json!({"oneOf": alts})
+}
+
+fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template("chat", template).map_err(|e| format!("chat template: {e}"))?;
+    // templates expect tool-call arguments as objects
+    let msgs: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(calls) = m.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for c in calls {
+                    if let Some(a) = c.pointer_mut("/function/arguments")
+                        && let Some(s) = a.as_str()
+                    {
+                        *a = serde_json::from_str(s).unwrap_or(json!({}));
+                    }
+                }
+            }
+            m
+        })
+        .collect();
+    let tmpl = env.get_template("chat").map_err(|e| e.to_string())?;
+    tmpl.render(minijinja::context! {
+        messages => minijinja::Value::from_serialize(&msgs),
+        tools => minijinja::Value::from_serialize(tools),
+        add_generation_prompt => true,
+        bos_token => bos,
+        eos_token => eos,
+    })
+    .map_err(|e| format!("rendering the chat template: {e}"))
+}
+
+impl LlamaHandle {
+    /// Load the model on its own thread; errors (missing file, bad GGUF) come back here.
+    pub fn start(cfg: LlamaConfig) -> Result<LlamaHandle, String> {
+        if !cfg.model_path.exists() {
+            return Err(format!(
+                "model file {} does not exist (emrgym model fetch installs one)",
+                cfg.model_path.display()
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("llama".into())
+            .spawn(move || worker(cfg, rx, ready_tx))
+            .map_err(|e| format!("starting the model thread: {e}"))?;
+        ready_rx
+            .recv()
+            .map_err(|_| "the model thread stopped while loading".to_string())??;
+        Ok(LlamaHandle { tx })
+    }
+
+    /// Ask for a reply (awaits the model thread).
+    pub async fn complete(&self, messages: &[Value], tools: &Value) -> Result<(Reply, ReplyTiming), BackendError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job {
+                messages: messages.to_vec(),
+                tools: tools.clone(),
+                reply,
+            })
+            .map_err(|_| BackendError::Other("the model thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| BackendError::Other("the model thread dropped the request".into()))?
+    }
+}
+
+fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let fail = |m: String| {
+        let _ = ready.send(Err(m));
+    };
+    let ggml = match Ggml::init() {
+        Ok(b) => b,
+        Err(e) => return fail(format!("llama.cpp backend: {e}")),
+    };
+    let model = match LlamaModel::load_from_file(&ggml, &cfg.model_path, &LlamaModelParams::default()) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("loading {}: {e}", cfg.model_path.display())),
+    };
+    let template = match model.meta_val_str("tokenizer.chat_template") {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{} has no chat template: {e}", cfg.model_path.display())),
+    };
+    let n_ctx = NonZeroU32::new(cfg.n_ctx.max(512));
+    let params = LlamaContextParams::default()
+        .with_n_ctx(n_ctx)
+        .with_n_batch(512)
+        .with_n_threads(cfg.threads.max(1))
+        .with_n_threads_batch(cfg.threads.max(1));
+    let mut ctx = match model.new_context(&ggml, params) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("creating the context: {e}")),
+    };
+    let vocab = model.vocab();
+    let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+    let bos = piece(vocab.bos());
+    let eos = piece(vocab.eos());
+    let _ = ready.send(Ok(()));
+    let mut cached: Vec<LlamaToken> = Vec::new();
+    let mut grammar_cache: Option<(String, String)> = None;
+    while let Ok(job) = rx.recv() {
+        let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
+            let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(BackendError::Other)?;
+            prompt.push_str("<tool_call>\n");
+            let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
+            if tokens.len() + cfg.max_reply_tokens as usize > ctx.n_ctx() as usize {
+                return Err(BackendError::ContextOverflow(format!(
+                    "the prompt has {} tokens; with {} for the reply it exceeds the context of {}",
+                    tokens.len(),
+                    cfg.max_reply_tokens,
+                    ctx.n_ctx()
+                )));
+            }
+            // reuse the KV cache for the common prefix
+            let mut keep = cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+            if keep == tokens.len() {
+                keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
+            }
+            let _ = ctx.clear_kv_cache_seq(Some(0), Some(keep as u32), None);
+            cached.truncate(keep);
+            let t0 = Instant::now();
+            let n_batch = 512usize;
+            let mut pos = keep;
+            while pos < tokens.len() {
+                let end = (pos + n_batch).min(tokens.len());
+                let mut batch = LlamaBatch::new(end - pos, 1);
+                for (i, t) in tokens[pos..end].iter().enumerate() {
+                    let p = pos + i;
+                    batch
+                        .add(*t, p as i32, &[0], p + 1 == tokens.len())
+                        .map_err(|e| BackendError::Other(e.to_string()))?;
+                }
+                ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
+                cached.extend_from_slice(&tokens[pos..end]);
+                pos = end;
+            }
+            let prefill_s = t0.elapsed().as_secs_f64();
+            let prefilled = tokens.len() - keep;
+            // sampler: grammar over the tool calls, then greedy or temperature
+            let mut chain = Vec::new();
+            if cfg.grammar {
+                let schema = tool_call_schema(&job.tools).to_string();
+                let gbnf = match &grammar_cache {
+                    Some((s, g)) if *s == schema => g.clone(),
+                    _ => {
+                        let g = llama_cpp_2::json_schema_to_grammar(&schema)
+                            .map_err(|e| BackendError::Other(format!("grammar from the tool schemas: {e}")))?;
+                        grammar_cache = Some((schema, g.clone()));
+                        g
+                    }
+                };
+                chain.push(LlamaSampler::grammar(&model, &gbnf, "root").map_err(|e| BackendError::Other(format!("grammar: {e}")))?);
+            }
+            if cfg.temperature > 0.0 {
+                chain.push(LlamaSampler::temp(cfg.temperature));
+                chain.push(LlamaSampler::dist(cfg.seed));
+            } else {
+                chain.push(LlamaSampler::greedy());
+            }
+            let mut sampler = LlamaSampler::chain_simple(chain);
+            let t1 = Instant::now();
+            let mut out = String::new();
+            let mut generated = 0usize;
+            let mut finish = "length";
+            for n in tokens.len()..tokens.len() + cfg.max_reply_tokens as usize {
+                // llama_sampler_sample applies the chain and accepts the token (the grammar advances)
+                let tok = sampler.sample(&ctx, -1);
+                if vocab.is_eog(tok) {
+                    finish = "stop";
+                    break;
+                }
+                generated += 1;
+                out.push_str(&piece(tok));
+                if cfg.grammar && serde_json::from_str::<Value>(out.trim()).is_ok() {
+                    finish = "tool_calls";
+                    // keep the token in the cache so the next turn can reuse it
+                    let mut batch = LlamaBatch::new(1, 1);
+                    batch
+                        .add(tok, n as i32, &[0], false)
+                        .map_err(|e| BackendError::Other(e.to_string()))?;
+                    ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
+                    cached.push(tok);
+                    break;
+                }
+                let mut batch = LlamaBatch::new(1, 1);
+                batch
+                    .add(tok, n as i32, &[0], true)
+                    .map_err(|e| BackendError::Other(e.to_string()))?;
+                ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
+                cached.push(tok);
+                if !cfg.grammar && out.contains("</tool_call>") {
+                    finish = "tool_calls";
+                    break;
+                }
+            }
+            let decode_s = t1.elapsed().as_secs_f64();
+            let body = out.split("</tool_call>").next().unwrap_or("").trim().to_string();
+            let (name, args) = match serde_json::from_str::<Value>(&body) {
+                Ok(v) => (
+                    v["name"].as_str().unwrap_or_default().to_string(),
+                    v.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
+                ),
+                Err(_) => (String::new(), body.clone()),
+            };
+            Ok((
+                Reply {
+                    text: None,
+                    tool_calls: vec![("call_1".into(), name, args)],
+                    prompt_tokens: prefilled as u64,
+                    completion_tokens: generated as u64,
+                    finish_reason: Some(finish.into()),
+                },
+                ReplyTiming {
+                    prefilled,
+                    prompt: tokens.len(),
+                    generated,
+                    prefill_s,
+                    decode_s,
+                },
+            ))
+        })();
+        let _ = job.reply.send(result);
+    }
+}
