@@ -14,6 +14,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::num::NonZeroU32;
@@ -44,6 +46,7 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct LlamaHandle {
     tx: std::sync::mpsc::Sender<Job>,
+    timings: std::sync::Arc<std::sync::Mutex<Vec<ReplyTiming>>>,
 }
 
 /// The grammar of one tool call: `{"name": T, "arguments": ARGS(T)}` over the tools.
@@ -118,7 +121,15 @@ impl LlamaHandle {
         ready_rx
             .recv()
             .map_err(|_| "the model thread stopped while loading".to_string())??;
-        Ok(LlamaHandle { tx })
+        Ok(LlamaHandle {
+            tx,
+            timings: std::sync::Arc::default(),
+        })
+    }
+
+    /// The timing of every reply so far.
+    pub fn timings(&self) -> Vec<ReplyTiming> {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Ask for a reply (awaits the model thread).
@@ -131,20 +142,38 @@ impl LlamaHandle {
                 reply,
             })
             .map_err(|_| BackendError::Other("the model thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| BackendError::Other("the model thread dropped the request".into()))?
+        let r = rx
+            .await
+            .map_err(|_| BackendError::Other("the model thread dropped the request".into()))?;
+        if let (Ok((_, t)), Ok(mut all)) = (&r, self.timings.lock()) {
+            all.push(*t);
+        }
+        r
     }
+}
+
+static GGML: std::sync::OnceLock<Result<Ggml, String>> = std::sync::OnceLock::new();
+
+/// The process-wide llama.cpp backend (it can be initialised only once); llama.cpp's own
+/// logs go to `tracing` (see `EMRGYM_LOG`), not to stderr.
+pub fn ggml() -> Result<&'static Ggml, String> {
+    GGML.get_or_init(|| {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        Ggml::init().map_err(|e| format!("llama.cpp backend: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
     let fail = |m: String| {
         let _ = ready.send(Err(m));
     };
-    let ggml = match Ggml::init() {
+    let ggml = match ggml() {
         Ok(b) => b,
-        Err(e) => return fail(format!("llama.cpp backend: {e}")),
+        Err(e) => return fail(e),
     };
-    let model = match LlamaModel::load_from_file(&ggml, &cfg.model_path, &LlamaModelParams::default()) {
+    let model = match LlamaModel::load_from_file(ggml, &cfg.model_path, &LlamaModelParams::default()) {
         Ok(m) => m,
         Err(e) => return fail(format!("loading {}: {e}", cfg.model_path.display())),
     };
@@ -158,7 +187,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
         .with_n_batch(512)
         .with_n_threads(cfg.threads.max(1))
         .with_n_threads_batch(cfg.threads.max(1));
-    let mut ctx = match model.new_context(&ggml, params) {
+    let mut ctx = match model.new_context(ggml, params) {
         Ok(c) => c,
         Err(e) => return fail(format!("creating the context: {e}")),
     };
@@ -208,7 +237,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             let prefill_s = t0.elapsed().as_secs_f64();
             let prefilled = tokens.len() - keep;
             // sampler: grammar over the tool calls, then greedy or temperature
-            let mut chain = Vec::new();
+            let mut grammar = None;
             if cfg.grammar {
                 let schema = tool_call_schema(&job.tools).to_string();
                 let gbnf = match &grammar_cache {
@@ -220,29 +249,60 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                         g
                     }
                 };
-                chain.push(LlamaSampler::grammar(&model, &gbnf, "root").map_err(|e| BackendError::Other(format!("grammar: {e}")))?);
+                grammar = Some(LlamaSampler::grammar(&model, &gbnf, "root").map_err(|e| BackendError::Other(format!("grammar: {e}")))?);
             }
-            if cfg.temperature > 0.0 {
+            let greedy = cfg.temperature <= 0.0;
+            let mut sampler = if greedy {
+                None
+            } else {
+                let mut chain = Vec::new();
+                if let Some(g) = grammar.take() {
+                    chain.push(g);
+                }
                 chain.push(LlamaSampler::temp(cfg.temperature));
                 chain.push(LlamaSampler::dist(cfg.seed));
-            } else {
-                chain.push(LlamaSampler::greedy());
-            }
-            let mut sampler = LlamaSampler::chain_simple(chain);
+                Some(LlamaSampler::chain_simple(chain))
+            };
             let t1 = Instant::now();
             let mut out = String::new();
             let mut generated = 0usize;
             let mut finish = "length";
             for n in tokens.len()..tokens.len() + cfg.max_reply_tokens as usize {
-                // llama_sampler_sample applies the chain and accepts the token (the grammar advances)
-                let tok = sampler.sample(&ctx, -1);
+                let tok = match sampler.as_mut() {
+                    // llama_sampler_sample applies the chain and accepts the token (the grammar advances)
+                    Some(s) => s.sample(&ctx, -1),
+                    None => {
+                        // greedy: take the best token if the grammar allows it, and only otherwise
+                        // mask the whole vocabulary with the grammar (what llama.cpp's server does)
+                        let logits = ctx.get_logits_ith(-1);
+                        let best = logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |acc, (i, l)| if *l > acc.1 { (i, *l) } else { acc });
+                        let mut tok = LlamaToken(best.0 as i32);
+                        if let Some(g) = grammar.as_mut() {
+                            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, best.1, 0.0)], false);
+                            g.apply(&mut one);
+                            if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
+                                let mut all = LlamaTokenDataArray::from_iter(logits.iter().enumerate().map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)), false);
+                                g.apply(&mut all);
+                                tok = all
+                                    .data
+                                    .iter()
+                                    .filter(|d| d.logit().is_finite())
+                                    .max_by(|a, b| a.logit().total_cmp(&b.logit()))
+                                    .map(|d| d.id())
+                                    .unwrap_or(vocab.eos());
+                            }
+                            g.accept(tok);
+                        }
+                        tok
+                    }
+                };
                 if vocab.is_eog(tok) {
                     finish = "stop";
                     break;
                 }
                 generated += 1;
                 out.push_str(&piece(tok));
-                if cfg.grammar && serde_json::from_str::<Value>(out.trim()).is_ok() {
+                if cfg.grammar && out.trim_end().ends_with('}') && serde_json::from_str::<Value>(out.trim()).is_ok() {
                     finish = "tool_calls";
                     // keep the token in the cache so the next turn can reuse it
                     let mut batch = LlamaBatch::new(1, 1);

@@ -54,6 +54,111 @@ pub struct BenchArgs {
     /// Measure only the agent loop against an in-process OpenAI-compatible stub with this latency (ms).
     #[arg(long)]
     pub agent_loop: Option<u64>,
+    /// Measure only the in-process model (a local model name or a .gguf): decode speed in the
+    /// loop vs a bare decode, and tokens prefilled per turn with KV-cache reuse.
+    #[arg(long)]
+    pub llama: Option<String>,
+    /// Threads for --llama.
+    #[arg(long, default_value_t = 1)]
+    pub threads: i32,
+}
+
+#[cfg(feature = "llama")]
+fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::agent::llama::LlamaHandle;
+    use crate::agent::model::{Backend, Briefing, Limits, ModelConfig, run_model_episode};
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::sampling::LlamaSampler;
+    let ModelConfig::Llama(mut cfg) = super::run::parse_model(model, None)? else {
+        anyhow::bail!("--llama takes a local model name or a .gguf file");
+    };
+    cfg.threads = threads;
+    if !cfg.model_path.exists()
+        && let Some(k) = super::model::MODELS.iter().find(|k| super::model::model_path(&super::model::default_cache(), k) == cfg.model_path)
+    {
+        super::model::fetch(k, &super::model::default_cache())?;
+    }
+    // in the loop: a few short episodes
+    let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
+    let backend = Backend::Llama(handle.clone());
+    let mut ws = super::episode::Workspace::open(Path::new("scenarios")).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let insts: Vec<_> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().filter(|i| ["mab-age-001", "mab-k-005", "mab-cbg-001"].contains(&i.id.as_str())).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut turns = 0;
+    let t_loop = Instant::now();
+    for inst in &insts {
+        let p = ws.prepare(inst).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+        let sb = std::sync::Arc::new(std::sync::RwLock::new(super::episode::fork(&p.cohort, &p.clock, 1)));
+        let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(sb, super::episode::BASE);
+        let b = Briefing { instruction: p.instance.instruction.clone(), context: p.instance.context.clone(), now: p.instance.now.clone(), fhir_base: super::episode::BASE.into() };
+        let limits = Limits { max_turns: 4, ..Limits::default() };
+        let t = rt.block_on(run_model_episode(&backend, &p.registry, &mut fhir, &b, limits, None, None));
+        turns += t.turns.len();
+    }
+    let loop_s = t_loop.elapsed().as_secs_f64();
+    let timings = handle.timings();
+    let generated: usize = timings.iter().map(|t| t.generated).sum();
+    let decode_s: f64 = timings.iter().map(|t| t.decode_s).sum();
+    let prefilled: usize = timings.iter().map(|t| t.prefilled).sum();
+    let prompt: usize = timings.iter().map(|t| t.prompt).sum();
+    let prefill_s: f64 = timings.iter().map(|t| t.prefill_s).sum();
+    drop(backend);
+    drop(handle);
+    // a bare decode of the same GGUF: the first prompt, then greedy tokens without grammar
+    let ggml = crate::agent::llama::ggml().map_err(anyhow::Error::msg)?;
+    let m = llama_cpp_2::model::LlamaModel::load_from_file(ggml, &cfg.model_path, &LlamaModelParams::default())?;
+    let params = LlamaContextParams::default().with_n_ctx(std::num::NonZeroU32::new(cfg.n_ctx)).with_n_batch(512).with_n_threads(threads).with_n_threads_batch(threads);
+    let mut ctx = m.new_context(ggml, params)?;
+    // a prompt as long as the loop's average prompt, so attention costs are comparable
+    let mean_prompt = prompt / timings.len().max(1);
+    let filler = "Potassium is the main intracellular cation; serum levels below 3.5 mmol/L define hypokalemia. ";
+    let mut text = String::from("<|im_start|>user\n");
+    while m.vocab().tokenize(text.as_bytes(), false, true).len() + 40 < mean_prompt {
+        text.push_str(filler);
+    }
+    text.push_str("Write a short clinical note about hypokalemia management.<|im_end|>\n<|im_start|>assistant\n");
+    let toks = m.vocab().tokenize(text.as_bytes(), false, true);
+    for start in (0..toks.len()).step_by(512) {
+        let end = (start + 512).min(toks.len());
+        let mut batch = LlamaBatch::new(end - start, 1);
+        for (i, t) in toks[start..end].iter().enumerate() {
+            batch.add(*t, (start + i) as i32, &[0], start + i + 1 == toks.len())?;
+        }
+        ctx.decode(&mut batch)?;
+    }
+    let mut sampler = LlamaSampler::greedy();
+    let want = 128usize;
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    for pos in toks.len()..toks.len() + want {
+        let tok = sampler.sample(&ctx, -1);
+        if m.vocab().is_eog(tok) {
+            break;
+        }
+        let mut b = LlamaBatch::new(1, 1);
+        b.add(tok, pos as i32, &[0], true)?;
+        ctx.decode(&mut b)?;
+        n += 1;
+    }
+    let bare = n as f64 / t0.elapsed().as_secs_f64();
+    let in_loop = generated as f64 / decode_s.max(1e-9);
+    Ok(vec![
+        ("model".into(), cfg.model_path.display().to_string()),
+        ("threads".into(), threads.to_string()),
+        ("episodes / turns in the loop".into(), format!("{} / {turns} ({loop_s:.1} s)", insts.len())),
+        ("decode in the loop (grammar-constrained)".into(), format!("{in_loop:.1} tokens/s ({generated} tokens)")),
+        ("bare decode, same GGUF, same run, same prompt length".into(), format!("{bare:.1} tokens/s ({n} tokens after a {}-token prompt)", toks.len())),
+        ("ratio loop / bare".into(), format!("{:.2}x", in_loop / bare.max(1e-9))),
+        ("prompt tokens evaluated (KV-cache reuse) / whole prompts".into(), format!("{prefilled} / {prompt} ({:.1}% evaluated)", 100.0 * prefilled as f64 / prompt.max(1) as f64)),
+        ("prompt evaluation speed".into(), format!("{:.1} tokens/s", prefilled as f64 / prefill_s.max(1e-9))),
+    ])
+}
+
+#[cfg(not(feature = "llama"))]
+fn llama_bench(_model: &str, _threads: i32) -> anyhow::Result<Vec<(String, String)>> {
+    bail!("this emrgym was built without the llama feature")
 }
 
 /// A deterministic OpenAI-compatible stub for the loop benchmark: after `latency_ms`, it
@@ -582,6 +687,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.patients,
             a.obs_per_patient
         );
+    }
+    if let Some(model) = &a.llama {
+        super::emit("| in-process model | value |\n|---|---|\n")?;
+        for (k, v) in llama_bench(model, a.threads)? {
+            super::emit(&format!("| {k} | {v} |\n"))?;
+        }
+        return Ok(());
     }
     if let Some(latency) = a.agent_loop {
         super::emit("| agent loop | value |\n|---|---|\n")?;

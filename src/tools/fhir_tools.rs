@@ -91,7 +91,7 @@ impl FhirTool {
                     "type": "object",
                     "properties": {
                         "resource_type": resource_type_schema(),
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9\\-\\.]{1,64}$", "description": "The logical id."}
+                        "id": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}$", "description": "The logical id."}
                     },
                     "required": ["resource_type", "id"],
                     "additionalProperties": false
@@ -131,7 +131,7 @@ impl FhirTool {
                     "type": "object",
                     "properties": {
                         "resource_type": resource_type_schema(),
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9\\-\\.]{1,64}$", "description": "The logical id."},
+                        "id": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}$", "description": "The logical id."},
                         "resource": {"type": "object", "description": "The complete new resource (its id must match; filled in if omitted)."}
                     },
                     "required": ["resource_type", "id", "resource"],
