@@ -275,13 +275,22 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                         // greedy: take the best token if the grammar allows it, and only otherwise
                         // mask the whole vocabulary with the grammar (what llama.cpp's server does)
                         let logits = ctx.get_logits_ith(-1);
-                        let best = logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |acc, (i, l)| if *l > acc.1 { (i, *l) } else { acc });
+                        let best = logits
+                            .iter()
+                            .enumerate()
+                            .fold((0usize, f32::NEG_INFINITY), |acc, (i, l)| if *l > acc.1 { (i, *l) } else { acc });
                         let mut tok = LlamaToken(best.0 as i32);
                         if let Some(g) = grammar.as_mut() {
                             let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, best.1, 0.0)], false);
                             g.apply(&mut one);
                             if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
-                                let mut all = LlamaTokenDataArray::from_iter(logits.iter().enumerate().map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)), false);
+                                let mut all = LlamaTokenDataArray::from_iter(
+                                    logits
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)),
+                                    false,
+                                );
                                 g.apply(&mut all);
                                 tok = all
                                     .data

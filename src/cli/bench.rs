@@ -76,7 +76,9 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     };
     cfg.threads = threads;
     if !cfg.model_path.exists()
-        && let Some(k) = super::model::MODELS.iter().find(|k| super::model::model_path(&super::model::default_cache(), k) == cfg.model_path)
+        && let Some(k) = super::model::MODELS
+            .iter()
+            .find(|k| super::model::model_path(&super::model::default_cache(), k) == cfg.model_path)
     {
         super::model::fetch(k, &super::model::default_cache())?;
     }
@@ -84,7 +86,13 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
     let backend = Backend::Llama(handle.clone());
     let mut ws = super::episode::Workspace::open(Path::new("scenarios")).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-    let insts: Vec<_> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().filter(|i| ["mab-age-001", "mab-k-005", "mab-cbg-001"].contains(&i.id.as_str())).collect();
+    let insts: Vec<_> = ws
+        .suite
+        .instances()
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter(|i| ["mab-age-001", "mab-k-005", "mab-cbg-001"].contains(&i.id.as_str()))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut turns = 0;
     let t_loop = Instant::now();
@@ -92,8 +100,16 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
         let p = ws.prepare(inst).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
         let sb = std::sync::Arc::new(std::sync::RwLock::new(super::episode::fork(&p.cohort, &p.clock, 1)));
         let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(sb, super::episode::BASE);
-        let b = Briefing { instruction: p.instance.instruction.clone(), context: p.instance.context.clone(), now: p.instance.now.clone(), fhir_base: super::episode::BASE.into() };
-        let limits = Limits { max_turns: 4, ..Limits::default() };
+        let b = Briefing {
+            instruction: p.instance.instruction.clone(),
+            context: p.instance.context.clone(),
+            now: p.instance.now.clone(),
+            fhir_base: super::episode::BASE.into(),
+        };
+        let limits = Limits {
+            max_turns: 4,
+            ..Limits::default()
+        };
         let t = rt.block_on(run_model_episode(&backend, &p.registry, &mut fhir, &b, limits, None, None));
         turns += t.turns.len();
     }
@@ -109,7 +125,11 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     // a bare decode of the same GGUF: the first prompt, then greedy tokens without grammar
     let ggml = crate::agent::llama::ggml().map_err(anyhow::Error::msg)?;
     let m = llama_cpp_2::model::LlamaModel::load_from_file(ggml, &cfg.model_path, &LlamaModelParams::default())?;
-    let params = LlamaContextParams::default().with_n_ctx(std::num::NonZeroU32::new(cfg.n_ctx)).with_n_batch(512).with_n_threads(threads).with_n_threads_batch(threads);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(cfg.n_ctx))
+        .with_n_batch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
     let mut ctx = m.new_context(ggml, params)?;
     // a prompt as long as the loop's average prompt, so attention costs are comparable
     let mean_prompt = prompt / timings.len().max(1);
@@ -147,12 +167,30 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     Ok(vec![
         ("model".into(), cfg.model_path.display().to_string()),
         ("threads".into(), threads.to_string()),
-        ("episodes / turns in the loop".into(), format!("{} / {turns} ({loop_s:.1} s)", insts.len())),
-        ("decode in the loop (grammar-constrained)".into(), format!("{in_loop:.1} tokens/s ({generated} tokens)")),
-        ("bare decode, same GGUF, same run, same prompt length".into(), format!("{bare:.1} tokens/s ({n} tokens after a {}-token prompt)", toks.len())),
+        (
+            "episodes / turns in the loop".into(),
+            format!("{} / {turns} ({loop_s:.1} s)", insts.len()),
+        ),
+        (
+            "decode in the loop (grammar-constrained)".into(),
+            format!("{in_loop:.1} tokens/s ({generated} tokens)"),
+        ),
+        (
+            "bare decode, same GGUF, same run, same prompt length".into(),
+            format!("{bare:.1} tokens/s ({n} tokens after a {}-token prompt)", toks.len()),
+        ),
         ("ratio loop / bare".into(), format!("{:.2}x", in_loop / bare.max(1e-9))),
-        ("prompt tokens evaluated (KV-cache reuse) / whole prompts".into(), format!("{prefilled} / {prompt} ({:.1}% evaluated)", 100.0 * prefilled as f64 / prompt.max(1) as f64)),
-        ("prompt evaluation speed".into(), format!("{:.1} tokens/s", prefilled as f64 / prefill_s.max(1e-9))),
+        (
+            "prompt tokens evaluated (KV-cache reuse) / whole prompts".into(),
+            format!(
+                "{prefilled} / {prompt} ({:.1}% evaluated)",
+                100.0 * prefilled as f64 / prompt.max(1) as f64
+            ),
+        ),
+        (
+            "prompt evaluation speed".into(),
+            format!("{:.1} tokens/s", prefilled as f64 / prefill_s.max(1e-9)),
+        ),
     ])
 }
 

@@ -29,11 +29,11 @@ pub const RUN_FORMAT_VERSION: u32 = 1;
 #[serde(rename_all = "snake_case")]
 pub enum AgentKind {
     /// Executes the reference plan.
-    #[default]
     Oracle,
     /// Finishes at once.
     Null,
-    /// A model (see `--model`).
+    /// A model (see `--model`; the embedded default local model when none is given).
+    #[default]
     Model,
 }
 
@@ -140,7 +140,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             suite: PathBuf::from("scenarios"),
-            agent: AgentKind::Oracle,
+            agent: AgentKind::Model,
             model: None,
             mode: Mode::Flat,
             trials: 1,
@@ -192,6 +192,9 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
             Some(ModelConfig::Openai(m)) => m.api_key_env = Some(k.clone()),
             _ => bail!("--api-key-env '{k}' needs an OpenAI-compatible model (--model openai:MODEL@BASE_URL)"),
         }
+    }
+    if c.agent == AgentKind::Model && c.model.is_none() {
+        c.model = Some(parse_model(DEFAULT_LOCAL_MODEL, None)?);
     }
     if let Some(t) = a.threads {
         match c.model.as_mut() {
@@ -653,6 +656,18 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     }
     let ids: Vec<String> = insts.iter().map(|i| i.id.clone()).collect();
     let man = manifest(&cfg, &ws, &ids)?;
+    // load the model first: a missing or broken model fails before anything is written
+    if !resume && out.join("manifest.json").exists() {
+        bail!(
+            "{} already holds a run; use --resume {} or another --out",
+            out.display(),
+            out.display()
+        );
+    }
+    let backend = match (&cfg.agent, &cfg.model) {
+        (AgentKind::Model, Some(m)) => Some(make_backend(m)?),
+        _ => None,
+    };
     let manifest_path = out.join("manifest.json");
     let results_path = out.join("results.jsonl");
     let mut done: BTreeSet<(String, u32)> = BTreeSet::new();
@@ -707,10 +722,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     for inst in &insts {
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
-    let backend = match (&cfg.agent, &cfg.model) {
-        (AgentKind::Model, Some(m)) => Some(make_backend(m)?),
-        _ => None,
-    };
+
     // one in-process model serves one episode at a time (its KV cache holds one conversation)
     let mut cfg = cfg;
     if matches!(cfg.model, Some(ModelConfig::Llama(_))) && cfg.agent == AgentKind::Model {
@@ -777,9 +789,34 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let tmp = out.join("results.jsonl.tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &results_path)?;
-    let summary = summarize(&all, cfg.trials, cfg.seed);
+    let mut summary = summarize(&all, cfg.trials, cfg.seed);
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("latency".into(), latency(&out.join("trajectories"), &all));
+    }
     std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     Ok(summary)
+}
+
+/// Wall time per model turn over the run's trajectories (null for model-free agents).
+/// Replies are not streamed, so the time to the first token is not observable here; the
+/// in-process model's decode speed is measured by `emrgym bench --llama`.
+fn latency(dir: &Path, results: &[ResultLine]) -> Value {
+    let mut ms: Vec<u64> = Vec::new();
+    for r in results.iter().filter(|r| r.turns > 0) {
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.{}.json", r.instance, r.trial))) else {
+            continue;
+        };
+        let Ok(t) = serde_json::from_str::<Trajectory>(&text) else {
+            continue;
+        };
+        ms.extend(t.turns.iter().map(|t| t.latency_ms));
+    }
+    if ms.is_empty() {
+        return Value::Null;
+    }
+    ms.sort_unstable();
+    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    json!({"turns": ms.len(), "mean_ms": ms.iter().sum::<u64>() / ms.len() as u64, "p50_ms": pct(0.5), "p95_ms": pct(0.95)})
 }
 
 fn print_summary(s: &Value) -> anyhow::Result<()> {
@@ -848,20 +885,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         None => {
             let cfg = resolve(&a)?;
-            let out = a.out.clone().unwrap_or_else(|| {
-                PathBuf::from(format!(
-                    "runs/{}-{}-seed{}",
-                    serde_json::to_value(cfg.agent)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    serde_json::to_value(cfg.mode)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    cfg.seed
-                ))
-            });
+            let out = match &a.out {
+                Some(o) => o.clone(),
+                None => {
+                    // runs/<agent>-<mode>-seed<S>, with -2, -3, ... when an earlier run is there
+                    let name = |v: Value| v.as_str().map(str::to_string).unwrap_or_default();
+                    let base = format!(
+                        "runs/{}-{}-seed{}",
+                        name(serde_json::to_value(cfg.agent)?),
+                        name(serde_json::to_value(cfg.mode)?),
+                        cfg.seed
+                    );
+                    let mut p = PathBuf::from(&base);
+                    let mut k = 2;
+                    while p.exists() {
+                        p = PathBuf::from(format!("{base}-{k}"));
+                        k += 1;
+                    }
+                    p
+                }
+            };
             (cfg, out, false)
         }
     };

@@ -733,7 +733,7 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
         .iter()
         .filter(|l| nodes[**l].verdict == Verdict::Passed)
         .map(|l| nodes[*l].weight)
-        .sum();
+        .fold(0.0, |a, b| a + b); // f64::sum of nothing is -0.0
     Grade {
         format_version: GRADE_VERSION,
         instance: instance.to_string(),

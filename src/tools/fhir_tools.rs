@@ -20,6 +20,9 @@ const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b',')
     .remove(b':');
 
+/// Page size of `fhir_search` when the agent gives no `_count`.
+pub const DEFAULT_COUNT: usize = 10;
+
 /// The FHIR tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FhirTool {
@@ -57,7 +60,7 @@ impl FhirTool {
     pub fn manifest(self) -> Manifest {
         let (description, parameters, examples) = match self {
             FhirTool::Search => (
-                "Search the patient record (FHIR R4 search). Give the resource type and search parameters; returns a searchset Bundle with the matching resources (newest first when sorted by -date). Useful parameters: Patient: identifier (MRN), name, family, given, birthdate; Observation: patient, code (system|code, e.g. http://loinc.org|2160-0), date (ge2023-01-01), category, _sort=-date, _count; Condition: patient, code, clinical-status; MedicationRequest: patient, status, intent. Repeat a parameter by giving a list.",
+                "Search the patient record (FHIR R4 search). Give the resource type and search parameters; returns a searchset Bundle with the matching resources (newest first when sorted by -date). Useful parameters: Patient: identifier (MRN), name, family, given, birthdate; Observation: patient, code (system|code, e.g. http://loinc.org|2160-0), date (ge2023-01-01), category, _sort=-date, _count; Condition: patient, code, clinical-status; MedicationRequest: patient, status, intent. Repeat a parameter by giving a list. Returns at most 10 resources unless _count is given (page on with _offset). Unknown parameters are an error.",
                 json!({
                     "type": "object",
                     "properties": {
@@ -197,12 +200,18 @@ impl FhirTool {
                         }
                     }
                 }
-                let path = if q.is_empty() {
-                    ty.to_string()
-                } else {
-                    format!("{ty}?{}", q.join("&"))
-                };
-                FhirRequest::new(Verb::Get, &path)
+                // a page of at most DEFAULT_COUNT unless the agent asks for more: bundles stay small
+                if !args
+                    .get("params")
+                    .and_then(Value::as_object)
+                    .is_some_and(|p| p.contains_key("_count"))
+                {
+                    q.push(format!("_count={DEFAULT_COUNT}"));
+                }
+                let mut req = FhirRequest::new(Verb::Get, &format!("{ty}?{}", q.join("&")));
+                // unknown or malformed parameters are errors the agent can act on, not silently ignored
+                req.strict = true;
+                req
             }
             FhirTool::Read => FhirRequest::new(Verb::Get, &format!("{ty}/{id}")),
             FhirTool::Create => FhirRequest::new(Verb::Post, ty).with_body(body(args)?),

@@ -191,6 +191,24 @@ fn fhir_tools_act_on_the_sandbox() {
             &mut backend,
         );
         assert!(o.ok && o.content["entry"].as_array().unwrap().len() <= 2, "{}", o.content);
+        // unknown parameters are refused with the parameter named; pages default to 10
+        let o = r.call(
+            "fhir_search",
+            &json!({"resource_type": "Patient", "params": {"colour": "blue"}}),
+            &mut backend,
+        );
+        assert!(!o.ok && o.status == 400 && o.error().unwrap().contains("colour"), "{}", o.content);
+        let o = r.call(
+            "fhir_search",
+            &json!({"resource_type": "Observation", "params": {"patient": "S6534835"}}),
+            &mut backend,
+        );
+        assert_eq!(
+            o.content["entry"].as_array().unwrap().len(),
+            super::fhir_tools::DEFAULT_COUNT,
+            "{}",
+            o.content["total"]
+        );
     }
     assert_eq!(sb.writes().len(), before + 1, "only the valid create was written");
 }

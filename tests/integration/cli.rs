@@ -48,7 +48,7 @@ fn runs_are_deterministic_shardable_and_checked() {
     let suite = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
     let run = |extra: &[&str], out: &std::path::Path| {
         Command::new(bin)
-            .args(["run", "--suite", suite, "--trials", "2"])
+            .args(["run", "--agent", "oracle", "--suite", suite, "--trials", "2"])
             .args(extra)
             .arg("--out")
             .arg(out)
@@ -115,11 +115,11 @@ fn runs_are_deterministic_shardable_and_checked() {
     for (args, needle) in [
         (vec!["run", "--trials", "0"], "--trials"),
         (vec!["run", "--shard", "3/2"], "'3/2'"),
-        (vec!["run", "--agent", "model"], "--model"),
         (vec!["run", "--model", "missing.gguf"], "missing.gguf"),
         (vec!["run", "--model", "openai:gpt"], "'gpt'"),
         (vec!["run", "--model", "gpt-9"], "'gpt-9'"),
-        (vec!["run", "--threads", "2"], "--threads"),
+        (vec!["run", "--model", "openai:m@http://127.0.0.1:9", "--threads", "2"], "--threads"),
+        (vec!["run", "--threads", "0"], "--threads"),
         (vec!["run", "--family", "nope"], "'nope'"),
         (vec!["run", "--timeout=0"], "--timeout"),
     ] {

@@ -171,6 +171,12 @@ fn oracle_passes_and_null_fails_everything_that_asks_for_something() {
         let (_, n, _) = run_and_grade(&p, &mut Null, 1);
         assert!(!n.success, "{}", inst.id);
         assert!(n.classes.contains(&FailureClass::PrematureFinish), "{}: {:?}", inst.id, n.classes);
+        assert!(
+            n.progress.is_sign_positive(),
+            "{}: progress {} (no negative zero)",
+            inst.id,
+            n.progress
+        );
     }
 }
 
