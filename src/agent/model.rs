@@ -135,7 +135,7 @@ pub struct LlamaConfig {
 }
 
 fn default_ctx() -> u32 {
-    8192
+    16384
 }
 fn one() -> i32 {
     1
