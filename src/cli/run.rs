@@ -993,7 +993,10 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
         text.push('\n');
     }
     std::fs::write(a.out.join("results.jsonl"), text)?;
-    let summary = summarize(&lines, cfg.trials, cfg.seed);
+    let mut summary = summarize(&lines, cfg.trials, cfg.seed);
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("latency".into(), latency(&a.out.join("trajectories"), &lines));
+    }
     std::fs::write(a.out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     print_summary(&summary)
 }
