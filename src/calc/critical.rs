@@ -8,15 +8,6 @@ use super::{Args, CalcError, Calculator, Category, Input, Kind, Need, Outcome, T
 /// Everything in this file.
 pub const ALL: &[&Calculator] = &[&GCS, &APACHE_II, &SOFA, &GLASGOW_BLATCHFORD, &CHARLSON];
 
-const fn qf(name: &'static str, q: Q, doc: &'static str) -> Input {
-    Input {
-        name,
-        kind: Kind::Qty(q),
-        need: Need::Finding,
-        doc,
-    }
-}
-
 /// Points for `v` from descending thresholds: the first `(threshold, points)` with `v >= threshold`.
 fn desc(v: f64, steps: &[(f64, f64)], otherwise: f64) -> f64 {
     steps.iter().find(|(t, _)| v >= *t).map(|(_, p)| *p).unwrap_or(otherwise)
@@ -100,32 +91,32 @@ pub static APACHE_II: Calculator = Calculator {
     unit: "points",
     inputs: &[
         AGE,
-        qf("temperature", Q::Temperature, "Core temperature."),
-        qf(
+        Input::measured("temperature", Q::Temperature, "Core temperature."),
+        Input::measured(
             "mean_arterial_pressure",
             Q::Pressure,
             "Mean arterial pressure (or give systolic and diastolic).",
         ),
-        qf("systolic_bp", Q::Pressure, "Systolic blood pressure."),
-        qf("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
-        qf("heart_rate", Q::HeartRate, "Heart rate."),
-        qf("respiratory_rate", Q::RespRate, "Respiratory rate."),
-        qf("fio2", Q::Percent, "Inspired oxygen fraction."),
-        qf("pao2", Q::Pressure, "Arterial PaO2."),
-        qf("paco2", Q::Pressure, "Arterial PaCO2 (for the A-a gradient when FiO2 >= 50%)."),
-        qf("a_a_gradient", Q::Pressure, "Alveolar-arterial gradient, if already calculated."),
+        Input::measured("systolic_bp", Q::Pressure, "Systolic blood pressure."),
+        Input::measured("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
+        Input::measured("heart_rate", Q::HeartRate, "Heart rate."),
+        Input::measured("respiratory_rate", Q::RespRate, "Respiratory rate."),
+        Input::measured("fio2", Q::Percent, "Inspired oxygen fraction."),
+        Input::measured("pao2", Q::Pressure, "Arterial PaO2."),
+        Input::measured("paco2", Q::Pressure, "Arterial PaCO2 (for the A-a gradient when FiO2 >= 50%)."),
+        Input::measured("a_a_gradient", Q::Pressure, "Alveolar-arterial gradient, if already calculated."),
         Input {
             name: "ph",
             kind: Kind::Number(6.5, 8.0),
             need: Need::Finding,
             doc: "Arterial pH.",
         },
-        qf("sodium", Q::Lab(Analyte::Sodium), "Serum sodium."),
-        qf("potassium", Q::Lab(Analyte::Potassium), "Serum potassium."),
-        qf("creatinine", Q::Lab(Analyte::Creatinine), "Serum creatinine."),
+        Input::measured("sodium", Q::Lab(Analyte::Sodium), "Serum sodium."),
+        Input::measured("potassium", Q::Lab(Analyte::Potassium), "Serum potassium."),
+        Input::measured("creatinine", Q::Lab(Analyte::Creatinine), "Serum creatinine."),
         Input::finding("acute_renal_failure", "Acute renal failure (doubles the creatinine points)."),
-        qf("hematocrit", Q::Percent, "Haematocrit."),
-        qf("wbc", Q::Lab(Analyte::Wbc), "White blood cell count."),
+        Input::measured("hematocrit", Q::Percent, "Haematocrit."),
+        Input::measured("wbc", Q::Lab(Analyte::Wbc), "White blood cell count."),
         Input {
             name: "gcs",
             kind: Kind::Int(3, 15),
@@ -327,33 +318,33 @@ pub static SOFA: Calculator = Calculator {
     formula: "Respiration PaO2/FiO2: >= 400 0, < 400 1, < 300 2, < 200 with ventilatory support 3, < 100 with support 4 (without support at most 2); platelets (10^9/L) >= 150 0, < 150 1, < 100 2, < 50 3, < 20 4; bilirubin (mg/dL) < 1.2 0, 1.2-1.9 1, 2.0-5.9 2, 6.0-11.9 3, >= 12 4; cardiovascular MAP >= 70 0, < 70 1, dopamine <= 5 or any dobutamine 2, dopamine > 5 or epinephrine/norepinephrine <= 0.1 3, dopamine > 15 or epinephrine/norepinephrine > 0.1 4 (µg/kg/min); GCS 15 0, 13-14 1, 10-12 2, 6-9 3, < 6 4; creatinine (mg/dL) < 1.2 0, 1.2-1.9 1, 2.0-3.4 2, 3.5-4.9 or urine < 500 mL/day 3, >= 5 or urine < 200 mL/day 4",
     unit: "points",
     inputs: &[
-        qf("pao2", Q::Pressure, "Arterial PaO2."),
-        qf("fio2", Q::Percent, "Inspired oxygen fraction."),
+        Input::measured("pao2", Q::Pressure, "Arterial PaO2."),
+        Input::measured("fio2", Q::Percent, "Inspired oxygen fraction."),
         Input::finding(
             "mechanical_ventilation",
             "Mechanical ventilation or CPAP/NIV (ventilatory support).",
         ),
-        qf("platelets", Q::Lab(Analyte::Platelets), "Platelet count."),
+        Input::measured("platelets", Q::Lab(Analyte::Platelets), "Platelet count."),
         Input {
             name: "gcs",
             kind: Kind::Int(3, 15),
             need: Need::Finding,
             doc: "Glasgow Coma Scale (omitted: 15).",
         },
-        qf("bilirubin", Q::Lab(Analyte::Bilirubin), "Total bilirubin."),
-        qf(
+        Input::measured("bilirubin", Q::Lab(Analyte::Bilirubin), "Total bilirubin."),
+        Input::measured(
             "mean_arterial_pressure",
             Q::Pressure,
             "Mean arterial pressure (or give systolic and diastolic).",
         ),
-        qf("systolic_bp", Q::Pressure, "Systolic blood pressure."),
-        qf("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
-        qf("dopamine", Q::DoseRate, "Dopamine dose."),
-        qf("dobutamine", Q::DoseRate, "Dobutamine dose."),
-        qf("epinephrine", Q::DoseRate, "Epinephrine dose."),
-        qf("norepinephrine", Q::DoseRate, "Norepinephrine dose."),
-        qf("creatinine", Q::Lab(Analyte::Creatinine), "Serum creatinine."),
-        qf("urine_output", Q::UrineOutput, "Urine output."),
+        Input::measured("systolic_bp", Q::Pressure, "Systolic blood pressure."),
+        Input::measured("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
+        Input::measured("dopamine", Q::DoseRate, "Dopamine dose."),
+        Input::measured("dobutamine", Q::DoseRate, "Dobutamine dose."),
+        Input::measured("epinephrine", Q::DoseRate, "Epinephrine dose."),
+        Input::measured("norepinephrine", Q::DoseRate, "Norepinephrine dose."),
+        Input::measured("creatinine", Q::Lab(Analyte::Creatinine), "Serum creatinine."),
+        Input::measured("urine_output", Q::UrineOutput, "Urine output."),
     ],
     example: r#"{"pao2": 79, "fio2": 52, "mechanical_ventilation": true, "platelets": {"value": 147000, "unit": "/µL"}, "gcs": 13, "bilirubin": 1.6, "systolic_bp": 78, "diastolic_bp": 46, "dopamine": 5, "creatinine": 1.7, "urine_output": 650}"#,
     run: |a| {

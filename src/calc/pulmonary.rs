@@ -10,15 +10,6 @@ pub const ALL: &[&Calculator] = &[
     &WELLS_PE, &PERC, &WELLS_DVT, &CAPRINI, &CURB_65, &PSI, &SIRS, &QSOFA, &CENTOR, &FEVERPAIN,
 ];
 
-const fn qf(name: &'static str, q: Q, doc: &'static str) -> Input {
-    Input {
-        name,
-        kind: Kind::Qty(q),
-        need: Need::Finding,
-        doc,
-    }
-}
-
 /// Wells' criteria for PE.
 pub static WELLS_PE: Calculator = Calculator {
     name: "wells_pe",
@@ -35,7 +26,7 @@ pub static WELLS_PE: Calculator = Calculator {
             "Clinical signs and symptoms of DVT (leg swelling, pain on palpation of deep veins).",
         ),
         Input::finding("pe_most_likely", "PE is the most likely diagnosis, or equally likely."),
-        qf("heart_rate", Q::HeartRate, "Heart rate (> 100 scores 1.5)."),
+        Input::measured("heart_rate", Q::HeartRate, "Heart rate (> 100 scores 1.5)."),
         Input::finding(
             "immobilization_or_recent_surgery",
             "Immobilisation >= 3 days or surgery in the previous 4 weeks.",
@@ -77,8 +68,8 @@ pub static PERC: Calculator = Calculator {
     unit: "criteria",
     inputs: &[
         AGE,
-        qf("heart_rate", Q::HeartRate, "Heart rate."),
-        qf("oxygen_saturation", Q::Percent, "Oxygen saturation on room air."),
+        Input::measured("heart_rate", Q::HeartRate, "Heart rate."),
+        Input::measured("oxygen_saturation", Q::Percent, "Oxygen saturation on room air."),
         Input::finding("unilateral_leg_swelling", "Unilateral leg swelling."),
         Input::finding("hemoptysis", "Haemoptysis."),
         Input::finding(
@@ -219,7 +210,7 @@ pub static CAPRINI: Calculator = Calculator {
         Input::finding("other_thrombophilia", "Other congenital or acquired thrombophilia."),
         Input::graded("mobility", MOBILITY, "Mobility."),
         Input::finding("inflammatory_bowel_disease", "History of inflammatory bowel disease."),
-        qf("bmi", Q::Bmi, "Body mass index (> 25 scores 1)."),
+        Input::measured("bmi", Q::Bmi, "Body mass index (> 25 scores 1)."),
         Input::finding("acute_mi", "Acute myocardial infarction."),
         Input::finding("copd", "Chronic obstructive pulmonary disease."),
         Input::finding("malignancy", "Present or previous malignancy."),
@@ -336,10 +327,10 @@ pub static CURB_65: Calculator = Calculator {
     unit: "points",
     inputs: &[
         Input::finding("confusion", "New confusion."),
-        qf("bun", Q::Lab(Analyte::Bun), "Blood urea nitrogen, or urea in mmol/L."),
-        qf("respiratory_rate", Q::RespRate, "Respiratory rate."),
-        qf("systolic_bp", Q::Pressure, "Systolic blood pressure."),
-        qf("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
+        Input::measured("bun", Q::Lab(Analyte::Bun), "Blood urea nitrogen, or urea in mmol/L."),
+        Input::measured("respiratory_rate", Q::RespRate, "Respiratory rate."),
+        Input::measured("systolic_bp", Q::Pressure, "Systolic blood pressure."),
+        Input::measured("diastolic_bp", Q::Pressure, "Diastolic blood pressure."),
         AGE,
     ],
     example: r#"{"confusion": true, "bun": {"value": 40, "unit": "mg/dL"}, "respiratory_rate": 23, "systolic_bp": 105, "diastolic_bp": 52, "age": 77}"#,
@@ -398,22 +389,22 @@ pub static PSI: Calculator = Calculator {
         Input::finding("cerebrovascular_disease", "Cerebrovascular disease history."),
         Input::finding("renal_disease", "Renal disease history."),
         Input::finding("altered_mental_status", "Altered mental status."),
-        qf("respiratory_rate", Q::RespRate, "Respiratory rate."),
-        qf("systolic_bp", Q::Pressure, "Systolic blood pressure."),
-        qf("temperature", Q::Temperature, "Temperature."),
-        qf("heart_rate", Q::HeartRate, "Pulse."),
+        Input::measured("respiratory_rate", Q::RespRate, "Respiratory rate."),
+        Input::measured("systolic_bp", Q::Pressure, "Systolic blood pressure."),
+        Input::measured("temperature", Q::Temperature, "Temperature."),
+        Input::measured("heart_rate", Q::HeartRate, "Pulse."),
         Input {
             name: "ph",
             kind: Kind::Number(6.5, 8.0),
             need: Need::Finding,
             doc: "Arterial pH.",
         },
-        qf("bun", Q::Lab(Analyte::Bun), "Blood urea nitrogen."),
-        qf("sodium", Q::Lab(Analyte::Sodium), "Serum sodium."),
-        qf("glucose", Q::Lab(Analyte::Glucose), "Glucose."),
-        qf("hematocrit", Q::Percent, "Haematocrit."),
-        qf("pao2", Q::Pressure, "Arterial partial pressure of oxygen."),
-        qf("oxygen_saturation", Q::Percent, "Oxygen saturation (used when PaO2 is not given)."),
+        Input::measured("bun", Q::Lab(Analyte::Bun), "Blood urea nitrogen."),
+        Input::measured("sodium", Q::Lab(Analyte::Sodium), "Serum sodium."),
+        Input::measured("glucose", Q::Lab(Analyte::Glucose), "Glucose."),
+        Input::measured("hematocrit", Q::Percent, "Haematocrit."),
+        Input::measured("pao2", Q::Pressure, "Arterial partial pressure of oxygen."),
+        Input::measured("oxygen_saturation", Q::Percent, "Oxygen saturation (used when PaO2 is not given)."),
         Input::finding("pleural_effusion", "Pleural effusion on imaging."),
     ],
     example: r#"{"age": 67, "sex": "female", "nursing_home_resident": true, "renal_disease": true, "temperature": 37.1, "heart_rate": 90, "ph": 7.37, "bun": 21}"#,
@@ -489,12 +480,12 @@ pub static SIRS: Calculator = Calculator {
     formula: "Count of: temperature > 38 or < 36 C; heart rate > 90; respiratory rate > 20 or PaCO2 < 32 mm Hg; WBC > 12 or < 4 x10^9/L or bands > 10% (0-4)",
     unit: "criteria",
     inputs: &[
-        qf("temperature", Q::Temperature, "Temperature."),
-        qf("heart_rate", Q::HeartRate, "Heart rate."),
-        qf("respiratory_rate", Q::RespRate, "Respiratory rate."),
-        qf("paco2", Q::Pressure, "Arterial PaCO2."),
-        qf("wbc", Q::Lab(Analyte::Wbc), "White blood cell count."),
-        qf("bands", Q::Percent, "Immature neutrophils (bands), %."),
+        Input::measured("temperature", Q::Temperature, "Temperature."),
+        Input::measured("heart_rate", Q::HeartRate, "Heart rate."),
+        Input::measured("respiratory_rate", Q::RespRate, "Respiratory rate."),
+        Input::measured("paco2", Q::Pressure, "Arterial PaCO2."),
+        Input::measured("wbc", Q::Lab(Analyte::Wbc), "White blood cell count."),
+        Input::measured("bands", Q::Percent, "Immature neutrophils (bands), %."),
     ],
     example: r#"{"temperature": {"value": 103, "unit": "°F"}, "heart_rate": 120, "respiratory_rate": 32, "paco2": 41, "wbc": {"value": 33000, "unit": "/µL"}}"#,
     run: |a| {
@@ -531,9 +522,9 @@ pub static QSOFA: Calculator = Calculator {
     formula: "1 point each: respiratory rate >= 22, altered mentation (GCS < 15), systolic BP <= 100 (0-3)",
     unit: "points",
     inputs: &[
-        qf("respiratory_rate", Q::RespRate, "Respiratory rate."),
+        Input::measured("respiratory_rate", Q::RespRate, "Respiratory rate."),
         Input::finding("altered_mentation", "Altered mentation (GCS < 15)."),
-        qf("systolic_bp", Q::Pressure, "Systolic blood pressure."),
+        Input::measured("systolic_bp", Q::Pressure, "Systolic blood pressure."),
     ],
     example: r#"{"respiratory_rate": 24, "altered_mentation": false, "systolic_bp": 98}"#,
     run: |a| {
@@ -568,7 +559,7 @@ pub static CENTOR: Calculator = Calculator {
         AGE,
         Input::finding("tonsillar_exudate_or_swelling", "Exudate or swelling on the tonsils."),
         Input::finding("tender_anterior_nodes", "Tender or swollen anterior cervical lymph nodes."),
-        qf("temperature", Q::Temperature, "Temperature."),
+        Input::measured("temperature", Q::Temperature, "Temperature."),
         Input::finding("cough", "Cough present (absence of cough scores 1)."),
     ],
     example: r#"{"age": 17, "temperature": {"value": 40, "unit": "°C"}}"#,

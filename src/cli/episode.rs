@@ -215,3 +215,18 @@ pub fn materialize(p: &Prepared, path: &str, seed: u64) -> Result<(Sandbox, Traj
     }
     Ok((sb, traj))
 }
+
+/// The sandbox's writes as the guidance sees them (created and updated resources).
+pub fn written(sandbox: &Sandbox) -> Vec<crate::htn::guide::Written> {
+    sandbox
+        .diff()
+        .iter()
+        .filter_map(|c| {
+            c.after.as_ref().map(|a| crate::htn::guide::Written {
+                resource_type: c.ty.clone(),
+                action: if c.before.is_none() { "create" } else { "update" },
+                resource: (**a).clone(),
+            })
+        })
+        .collect()
+}

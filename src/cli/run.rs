@@ -8,7 +8,7 @@ use super::episode::{BASE, Prepared, Workspace, fork, grade_sandbox};
 use crate::agent::model::{Backend, Briefing, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
-use crate::htn::guide::{Written, guidance};
+use crate::htn::guide::guidance;
 use crate::htn::plan::{Knowledge, plan, revealed_paths};
 use crate::tools::facts::SandboxFacts;
 use crate::trajectory::{EndReason, Trajectory};
@@ -405,19 +405,7 @@ async fn one_episode(cfg: &RunConfig, p: &Prepared, trial: u32, backend: Option<
                         &mut facts,
                         &Knowledge::Revealed(revealed),
                     );
-                    let writes: Vec<Written> = guide_sb
-                        .read()
-                        .ok()?
-                        .diff()
-                        .iter()
-                        .filter_map(|c| {
-                            c.after.as_ref().map(|a| Written {
-                                resource_type: c.ty.clone(),
-                                action: if c.before.is_none() { "create" } else { "update" },
-                                resource: (**a).clone(),
-                            })
-                        })
-                        .collect();
+                    let writes = super::episode::written(&*guide_sb.read().ok()?);
                     let gd = guidance(&p.library, &tree, steps, &writes, false);
                     if gd.next.is_empty() {
                         return None;

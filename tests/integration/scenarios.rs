@@ -525,7 +525,7 @@ fn scaffolded_family_passes_the_check() {
 
 #[test]
 fn guidance_follows_the_agent_without_leaking_branches() {
-    use emrgym::htn::guide::{Written, guidance};
+    use emrgym::htn::guide::guidance;
     let p = prepared("mab-k-005");
     let ref_calls = calls(&p);
     let mut sb = emrgym::cli::episode::fork(&p.cohort, &p.clock, 1);
@@ -542,17 +542,7 @@ fn guidance_follows_the_agent_without_leaking_branches() {
             &mut facts,
             &Knowledge::Revealed(revealed),
         );
-        let writes: Vec<Written> = sb
-            .diff()
-            .iter()
-            .filter_map(|c| {
-                c.after.as_ref().map(|a| Written {
-                    resource_type: c.ty.clone(),
-                    action: if c.before.is_none() { "create" } else { "update" },
-                    resource: (**a).clone(),
-                })
-            })
-            .collect();
+        let writes = emrgym::cli::episode::written(&sb);
         let g = guidance(&p.library, &tree, &steps, &writes, false);
         seen_next.push(g.next.iter().map(|s| s.path.clone()).collect());
         if i == 0 {
