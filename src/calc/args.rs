@@ -84,7 +84,12 @@ impl Input {
     }
     /// A measured finding: a quantity that counts as normal when omitted.
     pub const fn measured(name: &'static str, q: Q, doc: &'static str) -> Input {
-        Input { name, kind: Kind::Qty(q), need: Need::Finding, doc }
+        Input {
+            name,
+            kind: Kind::Qty(q),
+            need: Need::Finding,
+            doc,
+        }
     }
     /// A yes/no finding (absent when omitted).
     pub const fn finding(name: &'static str, doc: &'static str) -> Input {

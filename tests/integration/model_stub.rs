@@ -139,6 +139,16 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
             );
         }
         "chatty" => text_reply("I think the answer is 42."),
+        "guided" => {
+            if tool_msgs == 0 {
+                let search =
+                    json!({"resource_type": "Observation", "params": {"patient": patient, "code": "K", "_sort": "-date", "_count": 1}})
+                        .to_string();
+                tool_reply("fhir_search", &search, "tool_calls")
+            } else {
+                tool_reply("finish", &json!({"answer": "done"}).to_string(), "tool_calls")
+            }
+        }
         _ => return error(404, "unknown model", &[]),
     };
     Json(body).into_response()
@@ -397,4 +407,41 @@ async fn a_killed_run_resumes_to_the_same_results() {
         36,
         "18 instances x 2 trials, no duplicates"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guided_mode_releases_steps_as_the_agent_sees_the_data() {
+    let (base, st) = start().await;
+    let mut cfg = config(&base, "guided", ToolProtocol::Native);
+    cfg.instances = vec!["mab-k-005".into()];
+    cfg.mode = emrgym::cli::run::Mode::Guided;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out2 = out.clone();
+    tokio::task::spawn_blocking(move || execute(cfg, &out2, false).unwrap())
+        .await
+        .unwrap();
+    let reqs = st.requests.lock().unwrap();
+    let guidance = |i: usize| -> Vec<String> {
+        reqs[i]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["content"].as_str().filter(|c| c.starts_with("Next step")).map(str::to_string))
+            .collect()
+    };
+    let first = guidance(0);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].contains("most recent serum potassium"), "{first:?}");
+    assert!(
+        !first[0].contains("Potassium chloride") && !first[0].contains("30"),
+        "no branch and no dose before the potassium is seen: {first:?}"
+    );
+    let second = guidance(1);
+    assert_eq!(second.len(), 2, "the orders are released after the search: {second:?}");
+    assert!(
+        second[1].contains("any order") && second[1].contains("Potassium chloride oral") && second[1].contains("2823-3"),
+        "{second:?}"
+    );
+    assert!(!second[1].contains("30 mEq"), "hints (the computed dose) stay off: {second:?}");
 }
