@@ -394,6 +394,24 @@ pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String
     ((!plain.is_empty()).then_some(plain), calls)
 }
 
+/// A reply that is only a JSON tool call: `{"name": ..., "arguments": {...}}`, optionally fenced.
+fn bare_json_call(text: &str) -> Option<(String, String, String)> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .map(|x| x.trim_end().trim_end_matches("```"))
+        .unwrap_or(t)
+        .trim();
+    let v: Value = serde_json::from_str(t).ok()?;
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = v.get("arguments")?;
+    if !args.is_object() {
+        return None;
+    }
+    Some(("call_1".into(), name, args.to_string()))
+}
+
 /// Parse a chat-completions response.
 pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendError> {
     let choice = v
@@ -439,6 +457,15 @@ pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendEr
         text = plain;
         tool_calls.extend(calls);
     }
+    // small models often write the call as bare JSON (or in a ```json fence) without the
+    // protocol's tags; a reply that is exactly one {"name", "arguments"} object is that call
+    if tool_calls.is_empty()
+        && let Some(t) = &text
+        && let Some(call) = bare_json_call(t)
+    {
+        tool_calls.push(call);
+        text = None;
+    }
     let usage = v.get("usage");
     let tok = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
     Ok(Reply {
@@ -448,6 +475,48 @@ pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendEr
         completion_tokens: tok("completion_tokens"),
         finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_string),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(content: &str) -> Value {
+        json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
+    }
+
+    #[test]
+    fn bare_and_fenced_json_calls_are_tool_calls() {
+        let r = parse_reply(
+            &reply("{\"name\": \"fhir_read\", \"arguments\": {\"id\": \"1\"}}"),
+            ToolProtocol::Native,
+        )
+        .unwrap();
+        assert_eq!(
+            r.tool_calls,
+            vec![("call_1".to_string(), "fhir_read".to_string(), "{\"id\":\"1\"}".to_string())]
+        );
+        assert!(r.text.is_none());
+        let r = parse_reply(
+            &reply("```json\n{\"name\": \"finish\", \"arguments\": {\"answer\": 3}}\n```"),
+            ToolProtocol::Native,
+        )
+        .unwrap();
+        assert_eq!(r.tool_calls[0].1, "finish");
+        // prose, or JSON that is not a call, stays text
+        for t in ["The answer is 42.", "{\"answer\": 42}", "{\"name\": \"x\", \"arguments\": 3}"] {
+            let r = parse_reply(&reply(t), ToolProtocol::Native).unwrap();
+            assert!(r.tool_calls.is_empty() && r.text.as_deref() == Some(t), "{t}");
+        }
+        let r = parse_reply(
+            &reply("Let me look.\n<tool_call>\n{\"name\": \"fhir_read\", \"arguments\": {}}\n</tool_call>"),
+            ToolProtocol::Text,
+        )
+        .unwrap();
+        assert_eq!(r.tool_calls[0].1, "fhir_read");
+        assert_eq!(r.text.as_deref(), Some("Let me look."));
+        assert!(parse_reply(&json!({"error": "x"}), ToolProtocol::Native).is_err());
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
