@@ -394,8 +394,9 @@ pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String
     ((!plain.is_empty()).then_some(plain), calls)
 }
 
-/// A reply that is only a JSON tool call: `{"name": ..., "arguments": {...}}`, optionally fenced.
-fn bare_json_call(text: &str) -> Option<(String, String, String)> {
+/// A reply that is only JSON tool calls: one or more `{"name": ..., "arguments": {...}}`
+/// objects (back to back, optionally in a ```json fence).
+fn bare_json_calls(text: &str) -> Option<Vec<(String, String, String)>> {
     let t = text.trim();
     let t = t
         .strip_prefix("```json")
@@ -403,13 +404,17 @@ fn bare_json_call(text: &str) -> Option<(String, String, String)> {
         .map(|x| x.trim_end().trim_end_matches("```"))
         .unwrap_or(t)
         .trim();
-    let v: Value = serde_json::from_str(t).ok()?;
-    let name = v.get("name")?.as_str()?.to_string();
-    let args = v.get("arguments")?;
-    if !args.is_object() {
-        return None;
+    let mut calls = Vec::new();
+    for (i, v) in serde_json::Deserializer::from_str(t).into_iter::<Value>().enumerate() {
+        let v = v.ok()?;
+        let name = v.get("name")?.as_str()?.to_string();
+        let args = v.get("arguments")?;
+        if !args.is_object() {
+            return None;
+        }
+        calls.push((format!("call_{}", i + 1), name, args.to_string()));
     }
-    Some(("call_1".into(), name, args.to_string()))
+    (!calls.is_empty()).then_some(calls)
 }
 
 /// Parse a chat-completions response.
@@ -461,9 +466,9 @@ pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendEr
     // protocol's tags; a reply that is exactly one {"name", "arguments"} object is that call
     if tool_calls.is_empty()
         && let Some(t) = &text
-        && let Some(call) = bare_json_call(t)
+        && let Some(calls) = bare_json_calls(t)
     {
-        tool_calls.push(call);
+        tool_calls = calls;
         text = None;
     }
     let usage = v.get("usage");
@@ -516,6 +521,14 @@ mod tests {
         assert_eq!(r.tool_calls[0].1, "fhir_read");
         assert_eq!(r.text.as_deref(), Some("Let me look."));
         assert!(parse_reply(&json!({"error": "x"}), ToolProtocol::Native).is_err());
+        // several calls back to back
+        let r = parse_reply(
+            &reply("{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {\"x\": 1}}"),
+            ToolProtocol::Native,
+        )
+        .unwrap();
+        assert_eq!(r.tool_calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(r.tool_calls[1].0, "call_2");
     }
 }
 
