@@ -18,6 +18,10 @@ fn main() -> std::process::ExitCode {
     let cli = emrgym::cli::Cli::parse();
     match emrgym::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<emrgym::cli::run::Interrupted>().is_some() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -20,6 +20,7 @@ use async_openai::error::OpenAIError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -697,19 +698,33 @@ fn user_prompt(b: &Briefing) -> String {
 /// Guided-mode guidance: asked after every step for the text to add to the next request.
 pub type GuidanceFn<'a> = &'a mut (dyn FnMut(&[Step]) -> Option<String> + Send);
 
+/// What an episode can be hooked up to besides the model and the tools.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Guided mode: asked after every step for the text to add to the next request (the
+    /// steps that can be done now); it must never reveal a branch.
+    pub guidance: Option<GuidanceFn<'a>>,
+    /// Record every reply under its request hash.
+    pub record: Option<&'a Cassette>,
+    /// Cancellation (Ctrl-C): the episode ends `cancelled` at once, even mid-request.
+    pub cancel: Option<CancellationToken>,
+}
+
 /// Run one model episode.
-///
-/// `guidance` (guided mode) is asked after every step for the text to add to the next
-/// request (the steps that can be done now); it must never reveal a branch.
 pub async fn run_model_episode(
     backend: &Backend,
     registry: &Registry,
     fhir: &mut (dyn FhirBackend + Send),
     briefing: &Briefing,
     limits: Limits,
-    mut guidance: Option<GuidanceFn<'_>>,
-    record: Option<&Cassette>,
+    hooks: Hooks<'_>,
 ) -> Trajectory {
+    let Hooks {
+        mut guidance,
+        record,
+        cancel,
+    } = hooks;
+    let cancel = cancel.unwrap_or_default();
     let protocol = backend.protocol();
     let tools = registry.openai_tools();
     let mut messages: Vec<Value> = vec![
@@ -723,6 +738,11 @@ pub async fn run_model_episode(
     let mut parse_errors = 0u32;
     let mut last_guidance: Option<String> = None;
     loop {
+        if cancel.is_cancelled() {
+            traj.end = EndReason::Cancelled;
+            traj.detail = Some("the run was interrupted".into());
+            return traj;
+        }
         if traj.turns.len() as u32 >= limits.max_turns {
             traj.end = EndReason::MaxTurns;
             return traj;
@@ -743,18 +763,27 @@ pub async fn run_model_episode(
             return traj;
         };
         let t0 = Instant::now();
-        let reply = match tokio::time::timeout(remaining, backend.complete(&messages, &tools)).await {
-            Err(_) => {
+        let request = tokio::time::timeout(remaining, backend.complete(&messages, &tools));
+        let reply = match tokio::select! {
+            r = request => Some(r),
+            () = cancel.cancelled() => None,
+        } {
+            None => {
+                traj.end = EndReason::Cancelled;
+                traj.detail = Some("the run was interrupted during a model request".into());
+                return traj;
+            }
+            Some(Err(_)) => {
                 traj.end = EndReason::Timeout;
                 traj.detail = Some(format!("episode wall time of {} s exceeded", limits.timeout_s));
                 return traj;
             }
-            Ok(Err(e)) => {
+            Some(Ok(Err(e))) => {
                 traj.end = e.end_reason();
                 traj.detail = Some(e.to_string());
                 return traj;
             }
-            Ok(Ok(r)) => r,
+            Some(Ok(Ok(r))) => r,
         };
         if let Some(c) = record {
             c.record(request_hash(&messages, &tools), reply.clone());

@@ -66,7 +66,7 @@ pub struct BenchArgs {
 #[cfg(feature = "llama")]
 fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)>> {
     use crate::agent::llama::LlamaHandle;
-    use crate::agent::model::{Backend, Briefing, Limits, ModelConfig, run_model_episode};
+    use crate::agent::model::{Backend, Briefing, Hooks, Limits, ModelConfig, run_model_episode};
     use llama_cpp_2::context::params::LlamaContextParams;
     use llama_cpp_2::llama_batch::LlamaBatch;
     use llama_cpp_2::model::params::LlamaModelParams;
@@ -110,7 +110,7 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
             max_turns: 4,
             ..Limits::default()
         };
-        let t = rt.block_on(run_model_episode(&backend, &p.registry, &mut fhir, &b, limits, None, None));
+        let t = rt.block_on(run_model_episode(&backend, &p.registry, &mut fhir, &b, limits, Hooks::default()));
         turns += t.turns.len();
     }
     let loop_s = t_loop.elapsed().as_secs_f64();

@@ -5,7 +5,8 @@
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
 use super::episode::{BASE, Prepared, Workspace, fork, grade_sandbox};
-use crate::agent::model::{Backend, Briefing, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
+use tokio_util::sync::CancellationToken;
+use crate::agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
 use crate::htn::guide::guidance;
@@ -320,6 +321,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", h.finalize())
 }
 
+/// A run stopped by Ctrl-C: what finished is saved and `--resume` completes it (exit code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
 /// One episode's result line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultLine {
@@ -367,7 +373,13 @@ fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
 }
 
 /// Run one episode of an instance.
-async fn one_episode(cfg: &RunConfig, p: &Prepared, trial: u32, backend: Option<&Backend>) -> (Trajectory, Option<Grade>) {
+async fn one_episode(
+    cfg: &RunConfig,
+    p: &Prepared,
+    trial: u32,
+    backend: Option<&Backend>,
+    cancel: &CancellationToken,
+) -> (Trajectory, Option<Grade>) {
     let seed = episode_seed(cfg.seed, &p.instance.id, trial);
     let mut sb = fork(&p.cohort, &p.clock, seed);
     let traj = match cfg.agent {
@@ -416,9 +428,9 @@ async fn one_episode(cfg: &RunConfig, p: &Prepared, trial: u32, backend: Option<
                         gd.next.iter().map(|s| s.instruction.clone()).collect::<Vec<_>>().join(" | ")
                     ))
                 };
-                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Some(&mut g), None).await
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Hooks { guidance: Some(&mut g), cancel: Some(cancel.clone()), ..Hooks::default() }).await
             } else {
-                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, None, None).await
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Hooks { cancel: Some(cancel.clone()), ..Hooks::default() }).await
             };
             // grade the sandbox the model wrote into
             let g = match shared.read() {
@@ -685,8 +697,9 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
                 changed.join(", ")
             );
         }
-        // rewrite only complete lines (a kill can tear the last one)
-        let kept = read_results(&results_path)?;
+        // rewrite only complete lines (a kill can tear the last one); episodes that ended on
+        // an infrastructure failure (backend down, rate limit, Ctrl-C) are run again
+        let kept: Vec<ResultLine> = read_results(&results_path)?.into_iter().filter(|r| !r.infrastructure).collect();
         let mut f = std::fs::File::create(&results_path)?;
         for r in &kept {
             writeln!(f, "{}", serde_json::to_string(r)?)?;
@@ -727,7 +740,16 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let cfg = Arc::new(cfg);
     let backend = Arc::new(backend);
     let out_dir = out.to_path_buf();
-    rt.block_on(async {
+    let cancel = CancellationToken::new();
+    let interrupted = rt.block_on(async {
+        // Ctrl-C: episodes in flight end `cancelled` (not scored, run again on --resume),
+        // episodes not started are not started, and what finished is kept
+        let on_signal = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
         let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, Trajectory)>(cfg.concurrency * 2);
         let mut handles = Vec::new();
@@ -736,9 +758,13 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             let tx = tx.clone();
             let cfg = cfg.clone();
             let backend = backend.clone();
+            let cancel = cancel.clone();
             handles.push(tokio::spawn(async move {
                 let Ok(_permit) = sem.acquire_owned().await else { return };
-                let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref()).await;
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
                 let line = result_line(&p, trial, &traj, &g);
                 let _ = tx.send((line, traj)).await;
             }));
@@ -763,7 +789,8 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         for h in handles {
             h.await?;
         }
-        anyhow::Ok(())
+        watcher.abort();
+        anyhow::Ok(cancel.is_cancelled())
     })?;
     // canonical order, then the summary
     let mut all = read_results(&results_path)?;
@@ -782,6 +809,14 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         o.insert("latency".into(), latency(&out.join("trajectories"), &all));
     }
     std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    if interrupted {
+        let done = all.iter().filter(|r| !r.infrastructure).count();
+        return Err(Interrupted(format!(
+            "interrupted: {done} of {total} episodes done; finish with `emrgym run --resume {}`",
+            out.display()
+        ))
+        .into());
+    }
     Ok(summary)
 }
 

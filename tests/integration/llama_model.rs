@@ -4,7 +4,7 @@
 //! KV cache is reused across turns.
 
 use emrgym::agent::llama::LlamaHandle;
-use emrgym::agent::model::{Backend, Briefing, Limits, LlamaConfig, run_model_episode};
+use emrgym::agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, run_model_episode};
 use emrgym::cli::episode::{BASE, Workspace, fork, grade_sandbox};
 use emrgym::cli::model::{default_cache, fetch, find};
 use std::path::Path;
@@ -38,7 +38,7 @@ async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
         max_steps: 4,
         ..Limits::default()
     };
-    let traj = run_model_episode(&backend, &p.registry, &mut fhir, &briefing, limits, None, None).await;
+    let traj = run_model_episode(&backend, &p.registry, &mut fhir, &briefing, limits, Hooks::default()).await;
     assert!(!traj.turns.is_empty(), "{traj:#?}");
     let allowed: Vec<String> = p.registry.names().map(str::to_string).collect();
     for t in &traj.turns {

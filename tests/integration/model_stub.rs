@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use emrgym::agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
 use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym::trajectory::EndReason;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -406,6 +407,53 @@ async fn a_killed_run_resumes_to_the_same_results() {
         read_results(&part.join("results.jsonl")).unwrap().len(),
         36,
         "18 instances x 2 trials, no duplicates"
+    );
+
+    // Ctrl-C: the episode in flight ends `cancelled`, the rest is not started, the run says
+    // how to resume and exits 130; the resumed run reruns the cancelled episode
+    let int = dir.path().join("int");
+    let mut c = common(&int);
+    c.stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let results = int.join("results.jsonl");
+    let t = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&results).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 3 || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted:") && err.contains("--resume"), "{err}");
+    let lines = read_results(&results).unwrap();
+    assert!((3..36).contains(&lines.len()), "interrupted part-way: {}", lines.len());
+    let cancelled: Vec<_> = lines.iter().filter(|r| r.end == EndReason::Cancelled).collect();
+    // (the signal can land between two episodes, when none is in flight)
+    assert!(cancelled.len() <= 1, "only the episode in flight is cancelled");
+    assert!(cancelled.iter().all(|r| r.infrastructure && r.grade.is_none()));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(int.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["infrastructure_failures"], cancelled.len());
+    let st = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .arg("run")
+            .arg("--resume")
+            .arg(&int)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("int/results.jsonl")).unwrap(),
+        std::fs::read_to_string(full.join("results.jsonl")).unwrap()
     );
 }
 
