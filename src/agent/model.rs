@@ -13,7 +13,7 @@
 //! `Retry-After` in the HTTP layer; timeouts here), and a typed end reason.
 
 use super::super::tools::{FhirBackend, Registry};
-use crate::trajectory::{EndReason, Step, ToolCall, ToolResult, Trajectory, Turn};
+use crate::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
@@ -737,6 +737,7 @@ pub async fn run_model_episode(
     let mut tokens = 0u64;
     let mut parse_errors = 0u32;
     let mut last_guidance: Option<String> = None;
+    let mut sent_upto = 0usize;
     loop {
         if cancel.is_cancelled() {
             traj.end = EndReason::Cancelled;
@@ -762,6 +763,13 @@ pub async fn run_model_episode(
             traj.end = EndReason::Timeout;
             return traj;
         };
+        let hash = request_hash(&messages, &tools);
+        let sent: Vec<Value> = messages[sent_upto..]
+            .iter()
+            .filter(|m| m.get("role").and_then(Value::as_str) != Some("assistant"))
+            .cloned()
+            .collect();
+        sent_upto = messages.len();
         let t0 = Instant::now();
         let request = tokio::time::timeout(remaining, backend.complete(&messages, &tools));
         let reply = match tokio::select! {
@@ -786,13 +794,24 @@ pub async fn run_model_episode(
             Some(Ok(Ok(r))) => r,
         };
         if let Some(c) = record {
-            c.record(request_hash(&messages, &tools), reply.clone());
+            c.record(hash.clone(), reply.clone());
         }
         tokens += reply.prompt_tokens + reply.completion_tokens;
+        let turn_index = traj.turns.len();
         traj.turns.push(Turn {
+            request_sha256: hash,
             messages: messages.len(),
+            sent,
             text: reply.text.clone(),
-            tool_calls: reply.tool_calls.iter().map(|(_, n, a)| (n.clone(), a.clone())).collect(),
+            tool_calls: reply
+                .tool_calls
+                .iter()
+                .map(|(id, name, arguments)| RawCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                })
+                .collect(),
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
             latency_ms: t0.elapsed().as_millis() as u64,
@@ -870,17 +889,20 @@ pub async fn run_model_episode(
                     }
                     let obs = registry.call(&name, &a, fhir);
                     finished |= obs.ok && obs.answer.is_some();
-                    traj.steps.push(Step {
-                        call: ToolCall {
+                    let mut step = Step::new(
+                        ToolCall {
                             name: name.clone(),
                             arguments: a,
                         },
-                        result: ToolResult {
+                        ToolResult {
                             ok: obs.ok,
                             status: obs.status,
                             content: obs.content.clone(),
                         },
-                    });
+                    );
+                    step.turn = Some(turn_index);
+                    step.call_id = Some(id.clone());
+                    traj.steps.push(step);
                     obs.content
                 }
             };

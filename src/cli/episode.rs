@@ -8,11 +8,13 @@ use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::{Cohort, Sandbox, SandboxOptions, load};
 use crate::grade::{Grade, grade, writes_from_diff};
 use crate::htn::library::Library;
-use crate::htn::plan::{Globals, Knowledge, Tree, plan};
+use crate::htn::guide::{Guidance, guidance};
+use crate::htn::plan::{Globals, Knowledge, Tree, plan, revealed_paths};
 use crate::scenario::{Instance, Suite};
 use crate::tools::Registry;
 use crate::tools::facts::SandboxFacts;
-use crate::trajectory::Trajectory;
+use crate::trajectory::{FhirWrite, HtnTransition, Step, ToolCall, ToolResult, Trajectory, json_changes};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -229,4 +231,107 @@ pub fn written(sandbox: &Sandbox) -> Vec<crate::htn::guide::Written> {
             })
         })
         .collect()
+}
+
+/// The planner's guidance over an episode: the steps released given only what the agent's
+/// own tool results have revealed (never a branch it has not seen the data for).
+pub struct Guide<'a> {
+    p: &'a Prepared,
+    facts: SandboxFacts,
+}
+
+impl<'a> Guide<'a> {
+    /// Guidance for an instance.
+    pub fn new(p: &'a Prepared) -> Guide<'a> {
+        Guide {
+            p,
+            facts: SandboxFacts::new(fork(&p.cohort, &p.clock, 0)),
+        }
+    }
+
+    /// The guidance after `steps`, with `sandbox` holding their writes.
+    pub fn at(&mut self, steps: &[Step], sandbox: &Sandbox) -> Guidance {
+        let revealed = revealed_paths(&self.p.oracle, steps);
+        let tree = plan(
+            &self.p.library,
+            &self.p.instance.root.task,
+            &self.p.instance.root.args,
+            &self.p.globals,
+            &mut self.facts,
+            &Knowledge::Revealed(revealed),
+        );
+        guidance(&self.p.library, &tree, steps, &written(sandbox), false)
+    }
+}
+
+/// Execute `calls` in order into a fresh fork (seeded like the episode), as a replay does:
+/// the sandbox afterwards and the steps with the results the tools give now.
+pub fn execute_calls(p: &Prepared, seed: u64, calls: &[ToolCall]) -> (Sandbox, Vec<Step>) {
+    let mut sb = fork(&p.cohort, &p.clock, seed);
+    let mut steps = Vec::with_capacity(calls.len());
+    for c in calls {
+        let obs = {
+            let mut backend = (&mut sb, BASE);
+            p.registry.call(&c.name, &c.arguments, &mut backend)
+        };
+        steps.push(Step::new(c.clone(), ToolResult {
+            ok: obs.ok,
+            status: obs.status,
+            content: obs.content,
+        }));
+    }
+    (sb, steps)
+}
+
+/// The HTN transitions of an episode: the steps the planner releases before the first call
+/// and after each call, recorded whenever they change. The calls are re-executed into a
+/// fresh fork seeded like the episode, so each point sees the writes made so far.
+pub fn htn_transitions(p: &Prepared, seed: u64, steps: &[Step]) -> Vec<HtnTransition> {
+    let mut sb = fork(&p.cohort, &p.clock, seed);
+    let mut guide = Guide::new(p);
+    let mut out: Vec<HtnTransition> = Vec::new();
+    for k in 0..=steps.len() {
+        let next: Vec<String> = guide.at(&steps[..k], &sb).next.into_iter().map(|s| s.path).collect();
+        if out.last().is_none_or(|h| h.next != next) {
+            out.push(HtnTransition { after_step: k, next });
+        }
+        if let Some(s) = steps.get(k) {
+            let mut backend = (&mut sb, BASE);
+            p.registry.call(&s.call.name, &s.call.arguments, &mut backend);
+        }
+    }
+    out
+}
+
+/// Attach to each step the FHIR writes it made, from the sandbox's write log: a write
+/// belongs to the step whose result returned that resource version; an update carries the
+/// fields that changed from the version before.
+pub fn attach_writes(traj: &mut Trajectory, sandbox: &Sandbox) {
+    for s in &mut traj.steps {
+        s.writes.clear();
+    }
+    for w in sandbox.writes() {
+        let v = &w.version;
+        let Some(resource) = v.resource() else { continue };
+        let vid = v.version_id.to_string();
+        let owner = traj.steps.iter().rposition(|s| {
+            s.result.ok
+                && s.result.content.get("resourceType").and_then(Value::as_str) == Some(&*v.ty)
+                && s.result.content.get("id").and_then(Value::as_str) == Some(&*v.id)
+                && s.result.content.pointer("/meta/versionId").and_then(Value::as_str) == Some(vid.as_str())
+        });
+        let Some(i) = owner else { continue };
+        let before = (v.version_id > 1)
+            .then(|| sandbox.vread(&v.ty, &v.id, &(v.version_id - 1).to_string()).ok())
+            .flatten()
+            .and_then(|b| b.resource());
+        traj.steps[i].writes.push(FhirWrite {
+            interaction: if before.is_some() { "update" } else { "create" }.into(),
+            resource_type: v.ty.to_string(),
+            id: v.id.to_string(),
+            version: v.version_id,
+            changes: before.map(|b| json_changes(&b, &resource)).unwrap_or_default(),
+            resource: Some((*resource).clone()),
+        });
+    }
 }

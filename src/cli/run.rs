@@ -4,15 +4,12 @@
 //! for shards. The summary reports success and pass^k with bootstrap confidence intervals,
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
-use super::episode::{BASE, Prepared, Workspace, fork, grade_sandbox};
-use tokio_util::sync::CancellationToken;
+use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
 use crate::agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
-use crate::htn::guide::guidance;
-use crate::htn::plan::{Knowledge, plan, revealed_paths};
-use crate::tools::facts::SandboxFacts;
-use crate::trajectory::{EndReason, Trajectory};
+use crate::trajectory::file::{Header, ScenarioRef};
+use crate::trajectory::{self, EndReason, Trajectory};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Run directory format version.
 pub const RUN_FORMAT_VERSION: u32 = 1;
@@ -372,7 +370,8 @@ fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
     h
 }
 
-/// Run one episode of an instance.
+/// Run one episode of an instance: the trajectory (with its FHIR writes and HTN
+/// transitions) and its grade (none for an infrastructure failure).
 async fn one_episode(
     cfg: &RunConfig,
     p: &Prepared,
@@ -381,13 +380,19 @@ async fn one_episode(
     cancel: &CancellationToken,
 ) -> (Trajectory, Option<Grade>) {
     let seed = episode_seed(cfg.seed, &p.instance.id, trial);
-    let mut sb = fork(&p.cohort, &p.clock, seed);
-    let traj = match cfg.agent {
-        AgentKind::Oracle => {
-            let calls = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
-            run_episode(&mut Oracle::new(calls), &p.registry, &mut (&mut sb, BASE), p.instance.max_steps)
+    let shared = Arc::new(std::sync::RwLock::new(fork(&p.cohort, &p.clock, seed)));
+    let mut traj = match cfg.agent {
+        AgentKind::Oracle | AgentKind::Null => {
+            let Ok(mut sb) = shared.write() else {
+                return (Trajectory::new(Vec::new(), EndReason::Error), None);
+            };
+            let mut policy: Box<dyn crate::agent::Policy> = if cfg.agent == AgentKind::Oracle {
+                Box::new(Oracle::new(p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect()))
+            } else {
+                Box::new(Null)
+            };
+            run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), p.instance.max_steps)
         }
-        AgentKind::Null => run_episode(&mut Null, &p.registry, &mut (&mut sb, BASE), p.instance.max_steps),
         AgentKind::Model => {
             let Some(backend) = backend else {
                 let mut t = Trajectory::new(Vec::new(), EndReason::Error);
@@ -402,23 +407,12 @@ async fn one_episode(
             };
             let mut limits = cfg.limits;
             limits.max_steps = limits.max_steps.min(p.instance.max_steps.max(1) * 2);
-            let shared = Arc::new(std::sync::RwLock::new(fork(&p.cohort, &p.clock, seed)));
             let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
-            let traj = if cfg.mode == Mode::Guided {
-                let mut facts = SandboxFacts::new(fork(&p.cohort, &p.clock, 0));
+            if cfg.mode == Mode::Guided {
+                let mut guide = Guide::new(p);
                 let guide_sb = shared.clone();
                 let mut g = move |steps: &[crate::trajectory::Step]| -> Option<String> {
-                    let revealed = revealed_paths(&p.oracle, steps);
-                    let tree = plan(
-                        &p.library,
-                        &p.instance.root.task,
-                        &p.instance.root.args,
-                        &p.globals,
-                        &mut facts,
-                        &Knowledge::Revealed(revealed),
-                    );
-                    let writes = super::episode::written(&*guide_sb.read().ok()?);
-                    let gd = guidance(&p.library, &tree, steps, &writes, false);
+                    let gd = guide.at(steps, &*guide_sb.read().ok()?);
                     if gd.next.is_empty() {
                         return None;
                     }
@@ -428,20 +422,74 @@ async fn one_episode(
                         gd.next.iter().map(|s| s.instruction.clone()).collect::<Vec<_>>().join(" | ")
                     ))
                 };
-                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Hooks { guidance: Some(&mut g), cancel: Some(cancel.clone()), ..Hooks::default() }).await
+                let hooks = Hooks {
+                    guidance: Some(&mut g),
+                    cancel: Some(cancel.clone()),
+                    ..Hooks::default()
+                };
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, hooks).await
             } else {
-                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, Hooks { cancel: Some(cancel.clone()), ..Hooks::default() }).await
-            };
-            // grade the sandbox the model wrote into
-            let g = match shared.read() {
-                Ok(s) => (!traj.end.is_infrastructure()).then(|| grade_sandbox(p, &traj, &s)),
-                Err(_) => None,
-            };
-            return (traj, g);
+                let hooks = Hooks {
+                    cancel: Some(cancel.clone()),
+                    ..Hooks::default()
+                };
+                run_model_episode(backend, &p.registry, &mut fhir, &briefing, limits, hooks).await
+            }
         }
     };
-    let g = grade_sandbox(p, &traj, &sb);
-    (traj, Some(g))
+    let Ok(sb) = shared.read() else {
+        return (traj, None);
+    };
+    attach_writes(&mut traj, &sb);
+    traj.htn = htn_transitions(p, seed, &traj.steps);
+    // grade the sandbox the agent wrote into
+    let g = (!traj.end.is_infrastructure()).then(|| grade_sandbox(p, &traj, &sb));
+    (traj, g)
+}
+
+/// Where a run directory keeps an episode's trajectory.
+pub fn trajectory_path(run: &Path, instance: &str, trial: u32) -> PathBuf {
+    run.join("trajectories").join(format!("{instance}.{trial}.jsonl"))
+}
+
+/// The header of an episode's trajectory file.
+fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Header {
+    Header {
+        format: trajectory::file::FORMAT.into(),
+        format_version: trajectory::file::FORMAT_VERSION.into(),
+        emrgym_version: env!("CARGO_PKG_VERSION").into(),
+        grader_version: crate::grade::GRADER_VERSION,
+        scenario: ScenarioRef {
+            family: p.instance.family.clone(),
+            instance: p.instance.id.clone(),
+            content_sha256: scenario_sha256.into(),
+        },
+        trial,
+        mode: match cfg.mode {
+            Mode::Flat => "flat",
+            Mode::Guided => "guided",
+        }
+        .into(),
+        agent: match cfg.agent {
+            AgentKind::Oracle => "oracle",
+            AgentKind::Null => "null",
+            AgentKind::Model => "model",
+        }
+        .into(),
+        model: (cfg.agent == AgentKind::Model)
+            .then(|| cfg.model.as_ref().and_then(|m| serde_json::to_value(m).ok()))
+            .flatten(),
+        seed: cfg.seed,
+        episode_seed: episode_seed(cfg.seed, &p.instance.id, trial),
+        tool_catalogue_sha256: sha256_hex(&serde_json::to_vec(&p.registry.openai_tools()).unwrap_or_default()),
+        instruction: if p.instance.context.trim().is_empty() {
+            p.instance.instruction.clone()
+        } else {
+            format!("{}\n\nContext: {}", p.instance.instruction, p.instance.context)
+        },
+        now: p.instance.now.clone(),
+        cohort: p.instance.cohort.clone(),
+    }
 }
 
 fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
@@ -596,7 +644,8 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Value {
     })
 }
 
-fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
+/// Each family's content hash: its file and the HTN libraries it uses.
+pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
     let mut hashes = BTreeMap::new();
     for (file, text, fam) in &ws.suite.families {
         let mut h = Sha256::new();
@@ -606,9 +655,20 @@ fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Re
         }
         hashes.insert(
             fam.family.clone(),
-            json!({"file": file.file_name().map(|f| f.to_string_lossy().into_owned()), "sha256": format!("{:x}", h.finalize())}),
+            (
+                file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                format!("{:x}", h.finalize()),
+            ),
         );
     }
+    hashes
+}
+
+fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
+    let hashes: BTreeMap<String, Value> = family_hashes(ws)
+        .into_iter()
+        .map(|(f, (file, sha))| (f, json!({"file": file, "sha256": sha})))
+        .collect();
     let cfg_json = serde_json::to_value(cfg)?;
     let mut cfg_for_hash = cfg_json.clone();
     if let Some(o) = cfg_for_hash.as_object_mut() {
@@ -740,6 +800,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let cfg = Arc::new(cfg);
     let backend = Arc::new(backend);
     let out_dir = out.to_path_buf();
+    let hashes = family_hashes(&ws);
     let cancel = CancellationToken::new();
     let interrupted = rt.block_on(async {
         // Ctrl-C: episodes in flight end `cancelled` (not scored, run again on --resume),
@@ -751,7 +812,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             }
         });
         let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, Trajectory)>(cfg.concurrency * 2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, String)>(cfg.concurrency * 2);
         let mut handles = Vec::new();
         for (p, trial) in todo {
             let sem = sem.clone();
@@ -759,6 +820,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             let cfg = cfg.clone();
             let backend = backend.clone();
             let cancel = cancel.clone();
+            let sha = hashes.get(&p.instance.family).map(|(_, h)| h.clone()).unwrap_or_default();
             handles.push(tokio::spawn(async move {
                 let Ok(_permit) = sem.acquire_owned().await else { return };
                 if cancel.is_cancelled() {
@@ -766,16 +828,16 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
                 }
                 let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
                 let line = result_line(&p, trial, &traj, &g);
-                let _ = tx.send((line, traj)).await;
+                let text = trajectory::file::to_jsonl(&header(&cfg, &p, trial, &sha), &traj);
+                let _ = tx.send((line, text)).await;
             }));
         }
         drop(tx);
         let mut results = std::fs::OpenOptions::new().append(true).open(out_dir.join("results.jsonl"))?;
         let mut n = already;
         let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        while let Some((line, traj)) = rx.recv().await {
-            let tpath = out_dir.join("trajectories").join(format!("{}.{}.json", line.instance, line.trial));
-            std::fs::write(&tpath, format!("{}\n", serde_json::to_string_pretty(&traj)?))?;
+        while let Some((line, text)) = rx.recv().await {
+            std::fs::write(trajectory_path(&out_dir, &line.instance, line.trial), text)?;
             writeln!(results, "{}", serde_json::to_string(&line)?)?;
             results.flush()?;
             n += 1;
@@ -806,7 +868,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     std::fs::rename(&tmp, &results_path)?;
     let mut summary = summarize(&all, cfg.trials, cfg.seed);
     if let Some(o) = summary.as_object_mut() {
-        o.insert("latency".into(), latency(&out.join("trajectories"), &all));
+        o.insert("latency".into(), latency(out, &all));
     }
     std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     if interrupted {
@@ -826,13 +888,10 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
 fn latency(dir: &Path, results: &[ResultLine]) -> Value {
     let mut ms: Vec<u64> = Vec::new();
     for r in results.iter().filter(|r| r.turns > 0) {
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.{}.json", r.instance, r.trial))) else {
+        let Ok(f) = trajectory::file::read(&trajectory_path(dir, &r.instance, r.trial)) else {
             continue;
         };
-        let Ok(t) = serde_json::from_str::<Trajectory>(&text) else {
-            continue;
-        };
-        ms.extend(t.turns.iter().map(|t| t.latency_ms));
+        ms.extend(f.trajectory.turns.iter().map(|t| t.latency_ms));
     }
     if ms.is_empty() {
         return Value::Null;
@@ -988,10 +1047,9 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
                 .filter_map(|v| v.as_str().map(str::to_string)),
         );
         for r in read_results(&dir.join("results.jsonl"))? {
-            let name = format!("{}.{}.json", r.instance, r.trial);
-            let src = dir.join("trajectories").join(&name);
+            let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
-                std::fs::copy(&src, a.out.join("trajectories").join(&name))?;
+                std::fs::copy(&src, trajectory_path(&a.out, &r.instance, r.trial))?;
             }
             all.insert((r.instance.clone(), r.trial), r);
         }
@@ -1018,7 +1076,7 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
     std::fs::write(a.out.join("results.jsonl"), text)?;
     let mut summary = summarize(&lines, cfg.trials, cfg.seed);
     if let Some(o) = summary.as_object_mut() {
-        o.insert("latency".into(), latency(&a.out.join("trajectories"), &lines));
+        o.insert("latency".into(), latency(&a.out, &lines));
     }
     std::fs::write(a.out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     print_summary(&summary)

@@ -21,6 +21,10 @@ use std::collections::BTreeSet;
 /// Version of the grade format.
 pub const GRADE_VERSION: u32 = 1;
 
+/// Version of the grader's semantics: bump it with any change that can change a verdict, so
+/// `emrgym replay` can say that a grade changed because the grader did.
+pub const GRADER_VERSION: u32 = 1;
+
 /// Why a node (or the episode) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,10 @@
 //! Trajectory wire types shared by the agent loop, the tools, the planner and the grader:
-//! each step is one tool call and the result the agent saw; the episode ends with a reason.
-//! (The versioned JSONL file format that records and replays these is built on them.)
+//! each step is one tool call and the result the agent saw (with the FHIR writes it made),
+//! each model turn one request and reply; the episode ends with a reason. [`file`] is the
+//! versioned JSONL format that records them, [`atif`] the ATIF interchange export.
+
+pub mod atif;
+pub mod file;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +36,117 @@ pub struct Step {
     pub call: ToolCall,
     /// The result.
     pub result: ToolResult,
+    /// The model turn that made the call (None for model-free agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<usize>,
+    /// The call's id in that turn's reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// The FHIR writes the call made, in order (filled in from the sandbox after the episode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<FhirWrite>,
+}
+
+impl Step {
+    /// A step outside any model turn.
+    pub fn new(call: ToolCall, result: ToolResult) -> Step {
+        Step {
+            call,
+            result,
+            turn: None,
+            call_id: None,
+            writes: Vec::new(),
+        }
+    }
+}
+
+/// One FHIR write as it landed in the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FhirWrite {
+    /// create / update / delete.
+    pub interaction: String,
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// The version written.
+    pub version: u64,
+    /// For an update: every field that changed from the previous version (`meta` aside).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// The resource as stored (absent for a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Value>,
+}
+
+/// One changed field between two versions of a resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Dotted path (`dosageInstruction.0.doseAndRate.0.doseQuantity.value`).
+    pub path: String,
+    /// Before (absent when added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    /// After (absent when removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// The fields that differ between two JSON values, leaf by leaf (objects by key, arrays of
+/// equal length by index, anything else whole); the top-level `meta` is skipped.
+pub fn json_changes(before: &Value, after: &Value) -> Vec<FieldChange> {
+    fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<FieldChange>) {
+        let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+        match (a, b) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    if path.is_empty() && k == "meta" {
+                        continue;
+                    }
+                    walk(&join(k), x.get(k), y.get(k), out);
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    walk(&join(&i.to_string()), Some(p), Some(q), out);
+                }
+            }
+            (None, None) => {}
+            _ => out.push(FieldChange {
+                path: path.to_string(),
+                before: a.cloned(),
+                after: b.cloned(),
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(before), Some(after), &mut out);
+    out
+}
+
+/// A tool call as the model wrote it (arguments as raw text, maybe not valid JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawCall {
+    /// Call id.
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Argument text.
+    pub arguments: String,
+}
+
+/// The HTN steps the planner would release after a given number of tool calls (recorded in
+/// every mode; only guided mode shows them to the agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HtnTransition {
+    /// Tool calls made so far.
+    pub after_step: usize,
+    /// Node paths that can be done now.
+    pub next: Vec<String>,
 }
 
 /// Why an episode ended.
@@ -77,13 +192,19 @@ impl EndReason {
 /// One model turn (request and reply), for model agents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
+    /// SHA-256 of the request (messages and tools): the cassette key.
+    pub request_sha256: String,
     /// Messages sent.
     pub messages: usize,
+    /// The messages new in this request (system prompt, task, tool results, guidance, repair
+    /// notes), the previous assistant reply aside.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<Value>,
     /// The reply's text, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// Tool calls as the model wrote them (name, raw argument text).
-    pub tool_calls: Vec<(String, String)>,
+    /// Tool calls as the model wrote them.
+    pub tool_calls: Vec<RawCall>,
     /// Prompt tokens.
     pub prompt_tokens: u64,
     /// Completion tokens.
@@ -108,6 +229,9 @@ pub struct Trajectory {
     /// Detail on an abnormal end (the backend's error message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// HTN step transitions (empty when not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub htn: Vec<HtnTransition>,
 }
 
 impl Trajectory {
@@ -118,6 +242,7 @@ impl Trajectory {
             end,
             turns: Vec::new(),
             detail: None,
+            htn: Vec::new(),
         }
     }
 
