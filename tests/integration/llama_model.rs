@@ -42,7 +42,8 @@ async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
     assert!(!traj.turns.is_empty(), "{traj:#?}");
     let allowed: Vec<String> = p.registry.names().map(str::to_string).collect();
     for t in &traj.turns {
-        for (name, args) in &t.tool_calls {
+        for c in &t.tool_calls {
+            let (name, args) = (&c.name, &c.arguments);
             if t.finish_reason.as_deref() == Some("length") {
                 // cut off by the reply budget: a prefix of a valid call, answered as malformed
                 assert!(args.starts_with('{'), "{t:?}");
