@@ -555,14 +555,32 @@ pub fn request_hash(messages: &[Value], tools: &Value) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Cassette {
     replies: Arc<Mutex<BTreeMap<String, Reply>>>,
+    protocol: ToolProtocol,
 }
 
 impl Cassette {
-    /// A cassette with these replies.
+    /// A cassette with these replies (native tool calls).
     pub fn new(replies: BTreeMap<String, Reply>) -> Cassette {
+        Cassette::with_protocol(replies, ToolProtocol::Native)
+    }
+
+    /// A cassette recorded with this tool protocol (the protocol shapes the requests, so a
+    /// replay must use the recording's).
+    pub fn with_protocol(replies: BTreeMap<String, Reply>, protocol: ToolProtocol) -> Cassette {
         Cassette {
             replies: Arc::new(Mutex::new(replies)),
+            protocol,
         }
+    }
+
+    /// Recorded replies.
+    pub fn len(&self) -> usize {
+        self.replies.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// No recorded reply.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Record a reply.
@@ -601,7 +619,12 @@ impl Backend {
                     .lock()
                     .ok()
                     .and_then(|m| m.get(&h).cloned())
-                    .ok_or_else(|| BackendError::CassetteMiss(format!("no recorded reply for request {}", &h[..16])))
+                    .ok_or_else(|| {
+                        BackendError::CassetteMiss(format!(
+                            "no recorded reply for request sha256 {}: the conversation left the recording here",
+                            &h[..16]
+                        ))
+                    })
             }
             #[cfg(feature = "llama")]
             Backend::Llama(l) => l.complete(messages, tools).await.map(|(r, _)| r),
@@ -612,7 +635,7 @@ impl Backend {
     pub fn protocol(&self) -> ToolProtocol {
         match self {
             Backend::OpenAi(b) => b.cfg.tool_protocol,
-            Backend::Cassette(_) => ToolProtocol::Native,
+            Backend::Cassette(c) => c.protocol,
             #[cfg(feature = "llama")]
             Backend::Llama(_) => ToolProtocol::Native,
         }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod calc;
 pub mod episode;
 pub mod model;
+pub mod replay;
 pub mod run;
 pub mod scenarios;
 pub mod serve;
@@ -40,6 +41,9 @@ pub enum Command {
     Model(model::ModelCommand),
     /// Combine shard runs (`emrgym run --shard I/N`) into one run directory.
     Merge(run::MergeArgs),
+    /// Re-execute a run's (or one trajectory's) tool calls into fresh sandboxes and re-grade
+    /// with the current scenarios, no model; report every grade that changed and why.
+    Replay(replay::ReplayArgs),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Merge(a) => run::merge(a),
         Command::Model(c) => model::run(c),
+        Command::Replay(a) => replay::run(a),
     }
 }
 

@@ -5,7 +5,7 @@
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
 use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
-use crate::agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
+use crate::agent::model::{Backend, Briefing, Cassette, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
 use crate::trajectory::file::{Header, ScenarioRef};
@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Wall time per episode, seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Re-run a recorded model run offline: the model's replies come from RUN_DIR's
+    /// trajectories (keyed by request hash), the configuration from its manifest
+    #[arg(long, value_name = "RUN_DIR")]
+    pub replay_model: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -133,6 +137,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// Episode limits.
     pub limits: Limits,
+    /// Serve the model's replies from this run's recorded trajectories instead of calling it
+    /// (a cassette): a request that was not recorded ends the episode `backend_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_model: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -149,6 +157,7 @@ impl Default for RunConfig {
             instances: Vec::new(),
             seed: 0,
             limits: Limits::default(),
+            replay_model: None,
         }
     }
 }
@@ -167,13 +176,25 @@ fn parse_shard(s: &str) -> anyhow::Result<[u32; 2]> {
 
 /// Layer defaults, the config file and the flags.
 pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
-    let mut c = match &a.config {
-        Some(p) => {
+    let mut c = match (&a.config, &a.replay_model) {
+        (Some(p), _) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
             serde_json::from_str::<RunConfig>(&text).with_context(|| format!("config {}", p.display()))?
         }
-        None => RunConfig::default(),
+        // a cassette run starts from the recorded run's configuration
+        (None, Some(dir)) => recorded_config(dir)?,
+        (None, None) => RunConfig::default(),
     };
+    if let Some(dir) = &a.replay_model {
+        if c.agent != AgentKind::Model || c.model.is_none() {
+            bail!("--replay-model {}: that run used no model (agent {:?}), so it recorded no replies", dir.display(), c.agent);
+        }
+        if a.model.is_some() {
+            bail!("--replay-model serves the recorded model's replies; drop --model");
+        }
+        c.replay_model = Some(dir.clone());
+        c.shard = None;
+    }
     if let Some(s) = &a.suite {
         c.suite = s.clone();
     }
@@ -242,6 +263,38 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
         c.model = Some(parse_model(DEFAULT_LOCAL_MODEL, None)?);
     }
     Ok(c)
+}
+
+/// The configuration recorded in a run directory's manifest.
+fn recorded_config(dir: &Path) -> anyhow::Result<RunConfig> {
+    let man: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json"))
+            .with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?,
+    )
+    .with_context(|| format!("{}/manifest.json", dir.display()))?;
+    serde_json::from_value(man["config"].clone()).with_context(|| format!("{}/manifest.json: config", dir.display()))
+}
+
+/// A cassette of every model reply recorded in a run directory, keyed by request hash.
+pub fn load_cassette(dir: &Path, protocol: crate::agent::model::ToolProtocol) -> anyhow::Result<Cassette> {
+    let mut replies = BTreeMap::new();
+    for r in read_results(&dir.join("results.jsonl"))? {
+        let path = trajectory_path(dir, &r.instance, r.trial);
+        let f = trajectory::file::read(&path).map_err(anyhow::Error::msg)?;
+        for t in f.trajectory.turns {
+            replies.insert(t.request_sha256.clone(), crate::agent::model::Reply {
+                text: t.text,
+                tool_calls: t.tool_calls.into_iter().map(|c| (c.id, c.name, c.arguments)).collect(),
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                finish_reason: t.finish_reason,
+            });
+        }
+    }
+    if replies.is_empty() {
+        bail!("--replay-model {}: the run recorded no model replies", dir.display());
+    }
+    Ok(Cassette::with_protocol(replies, protocol))
 }
 
 /// The local model used when a model agent has no model configured.
@@ -313,7 +366,8 @@ fn llama_backend(l: &LlamaConfig) -> anyhow::Result<Backend> {
     )
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(bytes);
     format!("{:x}", h.finalize())
@@ -492,7 +546,8 @@ fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> H
     }
 }
 
-fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
+/// The result line of a graded (or infrastructure-failed) episode.
+pub fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
     let infra = traj.end.is_infrastructure();
     ResultLine {
         instance: p.instance.id.clone(),
@@ -724,8 +779,15 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             out.display()
         );
     }
-    let backend = match (&cfg.agent, &cfg.model) {
-        (AgentKind::Model, Some(m)) => Some(make_backend(m)?),
+    let backend = match (&cfg.agent, &cfg.model, &cfg.replay_model) {
+        (AgentKind::Model, Some(m), Some(dir)) => {
+            let protocol = match m {
+                ModelConfig::Openai(o) => o.tool_protocol,
+                ModelConfig::Llama(_) => crate::agent::model::ToolProtocol::Native,
+            };
+            Some(Backend::Cassette(load_cassette(dir, protocol)?))
+        }
+        (AgentKind::Model, Some(m), None) => Some(make_backend(m)?),
         _ => None,
     };
     let manifest_path = out.join("manifest.json");
@@ -786,7 +848,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
 
     // one in-process model serves one episode at a time (its KV cache holds one conversation)
     let mut cfg = cfg;
-    if matches!(cfg.model, Some(ModelConfig::Llama(_))) && cfg.agent == AgentKind::Model {
+    if matches!(cfg.model, Some(ModelConfig::Llama(_))) && cfg.agent == AgentKind::Model && cfg.replay_model.is_none() {
         cfg.concurrency = 1;
     }
     let todo: Vec<(Arc<Prepared>, u32)> = prepared
@@ -866,10 +928,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let tmp = out.join("results.jsonl.tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &results_path)?;
-    let mut summary = summarize(&all, cfg.trials, cfg.seed);
-    if let Some(o) = summary.as_object_mut() {
-        o.insert("latency".into(), latency(out, &all));
-    }
+    let summary = run_summary(out, &all, cfg.trials, cfg.seed);
     std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     if interrupted {
         let done = all.iter().filter(|r| !r.infrastructure).count();
@@ -880,6 +939,15 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         .into());
     }
     Ok(summary)
+}
+
+/// A run directory's summary: [`summarize`] plus the model-turn latency from its trajectories.
+pub fn run_summary(dir: &Path, results: &[ResultLine], trials: u32, seed: u64) -> Value {
+    let mut summary = summarize(results, trials, seed);
+    if let Some(o) = summary.as_object_mut() {
+        o.insert("latency".into(), latency(dir, results));
+    }
+    summary
 }
 
 /// Wall time per model turn over the run's trajectories (null for model-free agents).
@@ -1074,10 +1142,7 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
         text.push('\n');
     }
     std::fs::write(a.out.join("results.jsonl"), text)?;
-    let mut summary = summarize(&lines, cfg.trials, cfg.seed);
-    if let Some(o) = summary.as_object_mut() {
-        o.insert("latency".into(), latency(&a.out, &lines));
-    }
+    let summary = run_summary(&a.out, &lines, cfg.trials, cfg.seed);
     std::fs::write(a.out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     print_summary(&summary)
 }

@@ -17,3 +17,4 @@ mod sandboxes;
 mod scenarios;
 mod search;
 mod tools_api;
+mod trajectories;

@@ -198,7 +198,8 @@ async fn run_one(cfg: RunConfig) -> (emrgym::cli::run::ResultLine, Value, Durati
     let elapsed = t.elapsed();
     let lines = read_results(&out.join("results.jsonl")).unwrap();
     assert_eq!(lines.len(), 1);
-    let traj: Value = serde_json::from_str(&std::fs::read_to_string(out.join("trajectories").join("mab-age-001.0.json")).unwrap()).unwrap();
+    let file = emrgym::trajectory::file::read(&out.join("trajectories").join("mab-age-001.0.jsonl")).unwrap();
+    let traj = serde_json::to_value(&file.trajectory).unwrap();
     (lines[0].clone(), traj, elapsed)
 }
 
@@ -492,4 +493,95 @@ async fn guided_mode_releases_steps_as_the_agent_sees_the_data() {
         "{second:?}"
     );
     assert!(!second[1].contains("30 mEq"), "hints (the computed dose) stay off: {second:?}");
+}
+
+/// A recorded model run re-runs offline from its cassette, to the same results; replay
+/// re-grades it to the same grades; a conversation that leaves the recording stops with a
+/// clear reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_model_run_replays_offline() {
+    let (base, st) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let mut cfg = config(&base, "roundtrip", ToolProtocol::Native);
+    cfg.instances = vec![];
+    cfg.families = vec!["mab_patient_age".into(), "mab_latest_glucose".into()];
+    cfg.mode = emrgym::cli::run::Mode::Guided;
+    let rec2 = rec.clone();
+    tokio::task::spawn_blocking(move || execute(cfg, &rec2, false).unwrap()).await.unwrap();
+    let calls = *st.calls.lock().unwrap();
+    assert!(calls >= 24, "{calls} model calls");
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(args).output().unwrap())
+    };
+    // cassette: no request reaches the model
+    let cas = dir.path().join("cas");
+    let out = run(vec!["run".into(), "--replay-model".into(), rec.display().to_string(), "--out".into(), cas.display().to_string()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(*st.calls.lock().unwrap(), calls, "the cassette served every reply");
+    assert_eq!(
+        std::fs::read_to_string(cas.join("results.jsonl")).unwrap(),
+        std::fs::read_to_string(rec.join("results.jsonl")).unwrap()
+    );
+    let a = emrgym::trajectory::file::read(&cas.join("trajectories/mab-age-001.0.jsonl")).unwrap();
+    let b = emrgym::trajectory::file::read(&rec.join("trajectories/mab-age-001.0.jsonl")).unwrap();
+    assert_eq!(a.trajectory.steps, b.trajectory.steps);
+    assert_eq!(a.trajectory.htn, b.trajectory.htn);
+    assert!(!b.trajectory.htn.is_empty());
+    assert_eq!(a.header.mode, "guided");
+    // replay re-grades the recording to the same grades
+    let out = run(vec!["replay".into(), rec.display().to_string(), "--check".into()]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("replayed 12 episodes: 12 grades unchanged, 0 changed"), "{text}");
+    // a changed instruction changes the first request: every episode misses the cassette
+    let suite2 = dir.path().join("suite");
+    copy_dir(&suite(), &suite2);
+    let f = suite2.join("mab_patient_age.json");
+    let t = std::fs::read_to_string(&f).unwrap().replace("What's the age", "What is the age");
+    std::fs::write(&f, t).unwrap();
+    let miss = dir.path().join("miss");
+    let out = run(vec![
+        "run".into(), "--replay-model".into(), rec.display().to_string(), "--suite".into(), suite2.display().to_string(),
+        "--family".into(), "mab_patient_age".into(), "--out".into(), miss.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for l in read_results(&miss.join("results.jsonl")).unwrap() {
+        assert_eq!(l.end, EndReason::BackendError);
+        assert!(l.infrastructure);
+        let t = emrgym::trajectory::file::read(&miss.join(format!("trajectories/{}.0.jsonl", l.instance))).unwrap();
+        let d = t.trajectory.detail.unwrap();
+        assert!(d.contains("no recorded reply") && d.contains("left the recording"), "{d}");
+    }
+    assert_eq!(*st.calls.lock().unwrap(), calls);
+    // a run without a model has nothing to replay
+    let oracle = dir.path().join("oracle");
+    let cfg = RunConfig {
+        suite: suite(),
+        agent: AgentKind::Oracle,
+        families: vec!["mab_patient_age".into()],
+        ..RunConfig::default()
+    };
+    let o2 = oracle.clone();
+    tokio::task::spawn_blocking(move || execute(cfg, &o2, false).unwrap()).await.unwrap();
+    let out = run(vec!["run".into(), "--replay-model".into(), oracle.display().to_string()]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("used no model"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
