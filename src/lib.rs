@@ -10,6 +10,7 @@ pub mod cli;
 pub mod fhir;
 pub mod grade;
 pub mod htn;
+pub mod report;
 pub mod scenario;
 pub mod tools;
 pub mod trajectory;

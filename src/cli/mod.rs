@@ -5,6 +5,7 @@ pub mod calc;
 pub mod episode;
 pub mod model;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod scenarios;
 pub mod serve;
@@ -44,6 +45,12 @@ pub enum Command {
     /// Re-execute a run's (or one trajectory's) tool calls into fresh sandboxes and re-grade
     /// with the current scenarios, no model; report every grade that changed and why.
     Replay(replay::ReplayArgs),
+    /// A run's summary and failures in the terminal; `--html FILE` writes the static report.
+    Report(report::ReportArgs),
+    /// Per-episode differences between two runs: success flips, progress deltas, families.
+    Compare(report::CompareArgs),
+    /// Write a run's trajectories in an interchange format (ATIF).
+    Export(report::ExportArgs),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -61,6 +68,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => run::merge(a),
         Command::Model(c) => model::run(c),
         Command::Replay(a) => replay::run(a),
+        Command::Report(a) => report::report(a),
+        Command::Compare(a) => report::compare_runs(a),
+        Command::Export(a) => report::export(a),
     }
 }
 

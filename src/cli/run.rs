@@ -970,53 +970,7 @@ fn latency(dir: &Path, results: &[ResultLine]) -> Value {
 }
 
 fn print_summary(s: &Value) -> anyhow::Result<()> {
-    let pct = |v: &Value| -> String {
-        match (v.get("mean").and_then(Value::as_f64), v.get("ci95")) {
-            (Some(m), Some(ci)) => format!(
-                "{:.1}% [{:.1}, {:.1}]",
-                m * 100.0,
-                ci[0].as_f64().unwrap_or(0.0) * 100.0,
-                ci[1].as_f64().unwrap_or(0.0) * 100.0
-            ),
-            _ => "-".into(),
-        }
-    };
-    let mut out = format!(
-        "episodes {} (scored {}, infrastructure failures {}), instances {}\nsuccess   {}\nprogress  {}\n",
-        s["episodes"],
-        s["scored"],
-        s["infrastructure_failures"],
-        s["instances"],
-        pct(&s["success"]),
-        pct(&s["progress"])
-    );
-    if let Some(p) = s["pass_k"].as_object() {
-        for (k, v) in p {
-            out.push_str(&format!("{k:<9} {}\n", pct(v)));
-        }
-    }
-    out.push_str("\nfamily                          episodes  success                 progress\n");
-    if let Some(f) = s["families"].as_object() {
-        for (name, v) in f {
-            out.push_str(&format!(
-                "{name:<31} {:>8}  {:<23} {:.3}\n",
-                v["episodes"],
-                pct(&v["success"]),
-                v["progress"].as_f64().unwrap_or(0.0)
-            ));
-        }
-    }
-    if let Some(c) = s["failure_classes"].as_object().filter(|c| !c.is_empty()) {
-        out.push_str("\nfailure classes: ");
-        out.push_str(&c.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-        out.push('\n');
-    }
-    if let Some(e) = s["end_reasons"].as_object() {
-        out.push_str("end reasons: ");
-        out.push_str(&e.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-        out.push('\n');
-    }
-    super::emit(&out)
+    super::emit(&crate::report::summary_text(s))
 }
 
 /// Run `emrgym run`.

@@ -12,6 +12,7 @@ mod interop;
 #[cfg(feature = "llama")]
 mod llama_model;
 mod model_stub;
+mod report;
 mod robustness;
 mod sandboxes;
 mod scenarios;

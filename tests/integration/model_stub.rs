@@ -537,6 +537,27 @@ async fn a_recorded_model_run_replays_offline() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("replayed 12 episodes: 12 grades unchanged, 0 changed"), "{text}");
+    // the ATIF export of a model episode: system prompt, task, agent turns with their calls,
+    // each call's result as the observation, token metrics
+    let atif_dir = dir.path().join("atif");
+    let out = run(vec!["export".into(), rec.display().to_string(), "--format".into(), "atif".into(), "--out".into(), atif_dir.display().to_string()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(atif_dir.join("mab-age-001.0.json")).unwrap()).unwrap();
+    assert_eq!(emrgym::trajectory::atif::validate(&v), Vec::<String>::new());
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["source"], "system");
+    assert_eq!(steps[1]["source"], "user");
+    let agent: Vec<&Value> = steps.iter().filter(|s| s["source"] == "agent").collect();
+    assert_eq!(agent.len(), 2);
+    assert_eq!(agent[0]["tool_calls"][0]["function_name"], "fhir_read");
+    assert_eq!(
+        agent[0]["observation"]["results"][0]["source_call_id"],
+        agent[0]["tool_calls"][0]["tool_call_id"]
+    );
+    assert_eq!(agent[0]["metrics"]["prompt_tokens"], 100);
+    assert!(steps.iter().any(|s| s["source"] == "user" && s["message"].as_str().unwrap().starts_with("Next step")), "guidance is a user step");
     // a changed instruction changes the first request: every episode misses the cassette
     let suite2 = dir.path().join("suite");
     copy_dir(&suite(), &suite2);
