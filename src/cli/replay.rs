@@ -153,8 +153,12 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
     }
 }
 
+/// What a replay reads: the trajectory files, the recorded results by (instance, trial), and
+/// the run's manifest.
+type Inputs = (Vec<PathBuf>, BTreeMap<(String, u32), ResultLine>, Option<Value>);
+
 /// The trajectory files to replay and the recorded results beside them.
-fn inputs(path: &Path) -> anyhow::Result<(Vec<PathBuf>, BTreeMap<(String, u32), ResultLine>, Option<Value>)> {
+fn inputs(path: &Path) -> anyhow::Result<Inputs> {
     if path.is_dir() {
         let manifest: Value = serde_json::from_str(
             &std::fs::read_to_string(path.join("manifest.json"))
@@ -243,7 +247,7 @@ fn render(rs: &[Replayed]) -> String {
             "{}.{}: success {} -> {}, progress {:.3} -> {:.3}\n",
             r.instance,
             r.trial,
-            old.map_or(false, |o| o.success),
+            old.is_some_and(|o| o.success),
             r.now.success,
             old.map_or(0.0, |o| o.progress),
             r.now.progress
