@@ -69,7 +69,7 @@ fn runs_are_deterministic_shardable_and_checked() {
             "{f} differs"
         );
     }
-    let t = "trajectories/mab-k-005.1.json";
+    let t = "trajectories/mab-k-005.1.jsonl";
     assert_eq!(std::fs::read(full.join(t)).unwrap(), std::fs::read(again.join(t)).unwrap());
     // shards merge into the full run
     let s1 = dir.path().join("s1");
