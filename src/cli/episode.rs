@@ -270,9 +270,15 @@ pub fn execute_calls(p: &Prepared, seed: u64, calls: &[ToolCall]) -> (Sandbox, V
     let mut sb = fork(&p.cohort, &p.clock, seed);
     let mut steps = Vec::with_capacity(calls.len());
     for c in calls {
-        let obs = {
-            let mut backend = (&mut sb, BASE);
-            p.registry.call(&c.name, &c.arguments, &mut backend)
+        let obs = match crate::tools::fhir_tools::rest_request(&c.arguments) {
+            // a REST request the agent sent directly: sent again as it was
+            Some((req, base)) => {
+                crate::tools::fhir_tools::observe(&c.name, crate::fhir::rest::handle(&mut sb, &base, &req))
+            }
+            None => {
+                let mut backend = (&mut sb, BASE);
+                p.registry.call(&c.name, &c.arguments, &mut backend)
+            }
         };
         steps.push(Step::new(c.clone(), ToolResult {
             ok: obs.ok,
@@ -296,8 +302,15 @@ pub fn htn_transitions(p: &Prepared, seed: u64, steps: &[Step]) -> Vec<HtnTransi
             out.push(HtnTransition { after_step: k, next });
         }
         if let Some(s) = steps.get(k) {
-            let mut backend = (&mut sb, BASE);
-            p.registry.call(&s.call.name, &s.call.arguments, &mut backend);
+            match crate::tools::fhir_tools::rest_request(&s.call.arguments) {
+                Some((req, base)) => {
+                    crate::fhir::rest::handle(&mut sb, &base, &req);
+                }
+                None => {
+                    let mut backend = (&mut sb, BASE);
+                    p.registry.call(&s.call.name, &s.call.arguments, &mut backend);
+                }
+            }
         }
     }
     out

@@ -3,12 +3,14 @@
 pub mod bench;
 pub mod calc;
 pub mod episode;
+pub mod episodes;
 pub mod model;
 pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenarios;
 pub mod serve;
+pub mod session;
 pub mod tools;
 
 use clap::{Parser, Subcommand};

@@ -34,6 +34,9 @@ pub enum AgentKind {
     /// A model (see `--model`; the embedded default local model when none is given).
     #[default]
     Model,
+    /// An agent outside emrgym, driving episodes through `emrgym serve`'s episode API or
+    /// `emrgym mcp` (recorded in their run directories; `emrgym run` refuses it).
+    External,
 }
 
 /// Flat or HTN-guided.
@@ -416,7 +419,8 @@ fn splitmix(mut x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
+/// An episode's sandbox seed, from the run seed, the instance and the trial.
+pub fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
     let mut h = seed ^ u64::from(trial).wrapping_mul(0x1000_0000_01b3);
     for b in instance.bytes() {
         h = splitmix(h ^ u64::from(b));
@@ -446,6 +450,11 @@ async fn one_episode(
                 Box::new(Null)
             };
             run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), p.instance.max_steps)
+        }
+        AgentKind::External => {
+            let mut t = Trajectory::new(Vec::new(), EndReason::Error);
+            t.detail = Some("external agents run through `emrgym serve` or `emrgym mcp`".into());
+            return (t, None);
         }
         AgentKind::Model => {
             let Some(backend) = backend else {
@@ -507,7 +516,7 @@ pub fn trajectory_path(run: &Path, instance: &str, trial: u32) -> PathBuf {
 }
 
 /// The header of an episode's trajectory file.
-fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Header {
+pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Header {
     Header {
         format: trajectory::file::FORMAT.into(),
         format_version: trajectory::file::FORMAT_VERSION.into(),
@@ -528,6 +537,7 @@ fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> H
             AgentKind::Oracle => "oracle",
             AgentKind::Null => "null",
             AgentKind::Model => "model",
+            AgentKind::External => "external",
         }
         .into(),
         model: (cfg.agent == AgentKind::Model)
@@ -719,7 +729,8 @@ pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
     hashes
 }
 
-fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
+/// A run directory's manifest.
+pub fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
     let hashes: BTreeMap<String, Value> = family_hashes(ws)
         .into_iter()
         .map(|(f, (file, sha))| (f, json!({"file": file, "sha256": sha})))
@@ -742,6 +753,9 @@ fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Re
 
 /// Execute a run.
 pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value> {
+    if cfg.agent == AgentKind::External {
+        bail!("--agent external: external agents drive episodes through `emrgym serve` (the episode API) or `emrgym mcp`");
+    }
     let mut ws = Workspace::open(&cfg.suite).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
     if !cfg.families.is_empty() {

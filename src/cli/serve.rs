@@ -3,6 +3,9 @@
 use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
 use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
+use super::episode::Workspace;
+use super::episodes::EpisodeApi;
+use super::session::Recorder;
 use crate::tools::Registry;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -41,6 +44,12 @@ pub struct ServeArgs {
     /// Skip R4 schema validation of writes.
     #[arg(long)]
     pub no_validate: bool,
+    /// Scenario directory served by the episode API (default: scenarios, when present).
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// Run directory the episode API records ended episodes in (default: runs/episodes).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
 }
 
 /// The resolved configuration of `emrgym serve`.
@@ -65,6 +74,10 @@ pub struct ServeConfig {
     pub public_base: Option<String>,
     /// Validate writes.
     pub validate: bool,
+    /// Scenario directory for the episode API (None: `scenarios` if it exists).
+    pub suite: Option<PathBuf>,
+    /// Recording run directory of the episode API.
+    pub record: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +92,8 @@ impl Default for ServeConfig {
             seed: 0,
             public_base: None,
             validate: true,
+            suite: None,
+            record: PathBuf::from("runs/episodes"),
         }
     }
 }
@@ -120,6 +135,12 @@ impl ServeConfig {
         if a.no_validate {
             c.validate = false;
         }
+        if a.suite.is_some() {
+            c.suite = a.suite.clone();
+        }
+        if let Some(r) = &a.record {
+            c.record = r.clone();
+        }
         if c.body_limit == 0 {
             bail!("--body-limit must be positive, got 0");
         }
@@ -159,6 +180,22 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         },
     );
     let registry = std::sync::Arc::new(Registry::standard().context("building the tool catalogue")?);
+    // the episode API: on the given suite, or on ./scenarios when it is there
+    let suite = match &c.suite {
+        Some(s) => Some(s.clone()),
+        None => Some(PathBuf::from("scenarios")).filter(|p| p.is_dir()),
+    };
+    let episodes = match &suite {
+        Some(dir) => {
+            let ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!("--suite {}: {}", dir.display(), e.join("\n")))?;
+            let rec = Recorder::open(&c.record, dir, c.seed, &ws)?;
+            Some(EpisodeApi::new(state.clone(), ws, rec)?)
+        }
+        None => {
+            tracing::warn!("no scenarios directory: the episode API is off (pass --suite DIR)");
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port))
@@ -178,6 +215,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             state.cohort().len(),
             registry.names().count()
         );
-        serve(crate::tools::http::app(state, registry), listener).await.context("server failed")
+        let mut app = crate::tools::http::app(state, registry);
+        if let Some(api) = episodes {
+            println!(
+                "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})",
+                api.run_dir().display()
+            );
+            app = super::episodes::routes(api).merge(app);
+        }
+        serve(app, listener).await.context("server failed")
     })
 }

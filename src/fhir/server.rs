@@ -52,14 +52,24 @@ impl Default for ServerConfig {
     }
 }
 
+/// Called after every FHIR request to a forked sandbox: (sandbox id, base URL, request,
+/// response). The episode API records agents' REST calls with it.
+pub type Observer = Arc<dyn Fn(&str, &str, &FhirRequest, &FhirResponse) + Send + Sync>;
+
 /// Shared server state: the cohort, the default sandbox and forked sandboxes.
-#[derive(Debug)]
 pub struct AppState {
     cohort: Arc<Cohort>,
     cfg: ServerConfig,
     default: Arc<RwLock<Sandbox>>,
     sandboxes: RwLock<BTreeMap<String, Arc<RwLock<Sandbox>>>>,
     counter: AtomicU64,
+    observer: std::sync::OnceLock<Observer>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("cohort", &self.cohort.name()).finish()
+    }
 }
 
 /// Sandbox creation parameters (`POST /sandboxes` body).
@@ -92,7 +102,31 @@ impl AppState {
             cfg,
             sandboxes: RwLock::new(BTreeMap::new()),
             counter: AtomicU64::new(0),
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set the observer of FHIR requests to forked sandboxes (once).
+    pub fn set_observer(&self, f: Observer) -> bool {
+        self.observer.set(f).is_ok()
+    }
+
+    /// Serve an existing sandbox (of any cohort) at `/sandboxes/{id}/fhir`.
+    pub fn insert_sandbox(&self, id: &str, sb: Arc<RwLock<Sandbox>>) -> Result<(), FhirError> {
+        let mut map = self
+            .sandboxes
+            .write()
+            .map_err(|_| FhirError::Conflict("sandbox table is unavailable".into()))?;
+        if map.len() >= MAX_SANDBOXES {
+            return Err(FhirError::Conflict(format!(
+                "{MAX_SANDBOXES} sandboxes are alive; DELETE some first"
+            )));
+        }
+        if id == "default" || map.contains_key(id) {
+            return Err(FhirError::Conflict(format!("sandbox '{id}' exists")));
+        }
+        map.insert(id.to_string(), sb);
+        Ok(())
     }
 
     /// The server settings.
@@ -435,6 +469,11 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
         }
     };
     tracing::debug!(method = %parts.method, path = %parts.uri, status = resp.status, "fhir");
+    if sandbox_id != "default"
+        && let Some(obs) = state.observer.get()
+    {
+        obs(sandbox_id, &base, &req, &resp);
+    }
     to_http(resp)
 }
 

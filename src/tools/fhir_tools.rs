@@ -303,3 +303,87 @@ impl FhirBackend for (&mut Sandbox, &str) {
         rest::handle(self.0, self.1, &req)
     }
 }
+
+/// A FHIR REST request an agent made directly (not through a tool), as the equivalent tool
+/// call: `fhir_search` / `fhir_read` / `fhir_create` / `fhir_update` with their usual
+/// arguments where the request maps onto one (so the planner and grader read it like a tool
+/// call), `fhir_rest` otherwise; `arguments.rest` keeps the exact request (method, path,
+/// query, body, headers that matter, base) so a replay can send it again unchanged.
+pub fn rest_call(req: &FhirRequest, base: &str) -> (String, Value) {
+    let method = match req.verb {
+        Verb::Get => "GET",
+        Verb::Post => "POST",
+        Verb::Put => "PUT",
+        Verb::Delete => "DELETE",
+        Verb::Other => "OTHER",
+    };
+    let rest = json!({
+        "method": method,
+        "path": req.path,
+        "query": req.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        "body": req.body,
+        "if_match": req.if_match,
+        "if_none_exist": req.if_none_exist,
+        "strict": req.strict,
+        "base": base,
+    });
+    let p: Vec<&str> = req.path.iter().map(String::as_str).collect();
+    let params = || {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &req.query {
+            match m.get_mut(k) {
+                Some(Value::Array(a)) => a.push(json!(v)),
+                Some(old) => *old = json!([old.clone(), v]),
+                None => {
+                    m.insert(k.clone(), json!(v));
+                }
+            }
+        }
+        Value::Object(m)
+    };
+    let (name, mut args) = match (req.verb, p.as_slice()) {
+        (Verb::Get, [ty]) | (Verb::Post, [ty, "_search"]) if ty.chars().next().is_some_and(char::is_uppercase) => {
+            ("fhir_search", json!({"resource_type": ty, "params": params()}))
+        }
+        (Verb::Get, [ty, id]) if !id.starts_with('_') && !id.starts_with('$') => {
+            ("fhir_read", json!({"resource_type": ty, "id": id}))
+        }
+        (Verb::Post, [ty]) if ty.chars().next().is_some_and(char::is_uppercase) => {
+            ("fhir_create", json!({"resource_type": ty, "resource": req.body}))
+        }
+        (Verb::Put, [ty, id]) => ("fhir_update", json!({"resource_type": ty, "id": id, "resource": req.body})),
+        _ => ("fhir_rest", json!({})),
+    };
+    args["rest"] = rest;
+    (name.to_string(), args)
+}
+
+/// The exact request recorded by [`rest_call`] and the base it was sent to.
+pub fn rest_request(args: &Value) -> Option<(FhirRequest, String)> {
+    let r = args.get("rest")?;
+    let verb = match r.get("method")?.as_str()? {
+        "GET" => Verb::Get,
+        "POST" => Verb::Post,
+        "PUT" => Verb::Put,
+        "DELETE" => Verb::Delete,
+        _ => Verb::Other,
+    };
+    let mut req = FhirRequest::new(verb, "");
+    req.path = r
+        .get("path")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    req.query = r
+        .get("query")?
+        .as_array()?
+        .iter()
+        .filter_map(|kv| Some((kv.get(0)?.as_str()?.to_string(), kv.get(1)?.as_str()?.to_string())))
+        .collect();
+    req.body = r.get("body").filter(|b| !b.is_null()).cloned();
+    req.if_match = r.get("if_match").and_then(Value::as_str).map(str::to_string);
+    req.if_none_exist = r.get("if_none_exist").and_then(Value::as_str).map(str::to_string);
+    req.strict = r.get("strict").and_then(Value::as_bool).unwrap_or(false);
+    Some((req, r.get("base").and_then(Value::as_str).unwrap_or("").to_string()))
+}

@@ -108,7 +108,8 @@ impl Observation {
         }
     }
 
-    fn fail(tool: &str, status: u16, message: impl Into<String>) -> Observation {
+    /// A failed observation with a message.
+    pub fn fail(tool: &str, status: u16, message: impl Into<String>) -> Observation {
         Observation {
             tool: tool.to_string(),
             ok: false,

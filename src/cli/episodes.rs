@@ -1,0 +1,378 @@
+//! The episode API on `emrgym serve`, for agents that live outside emrgym:
+//!
+//! - `GET /scenarios`: the instances (id, family, title, cohort, now, tools);
+//! - `POST /episodes` `{"instance", "mode": "flat"|"guided", "seed"}`: fork a sandbox for an
+//!   instance; returns the episode id, instruction, clinical now, the episode's FHIR base
+//!   URL, its tools in OpenAI function format and the URLs below;
+//! - `GET /episodes`, `GET /episodes/{id}`: state (and the result once ended);
+//! - `GET /episodes/{id}/guidance` (guided mode): the steps that can be done now;
+//! - `POST /episodes/{id}/tools/{name}`: run a tool of the episode's catalogue on its sandbox;
+//! - `POST /episodes/{id}/finish` `{"answer"}`: finish, grade, return the per-subtask verdicts;
+//! - `DELETE /episodes/{id}`: end an unfinished episode (graded as `stopped`) and drop its sandbox.
+//!
+//! Every tool call and every FHIR REST request to `/sandboxes/{id}/fhir` is recorded as a
+//! step; ended episodes are written to the server's recording run directory in the format
+//! `emrgym run` writes. Errors are OperationOutcomes.
+
+use super::episode::{Prepared, Workspace};
+use super::run::Mode;
+use super::session::{Recorder, Session};
+use crate::fhir::FhirError;
+use crate::fhir::server::{AppState, authorized, error_response, host_base};
+use crate::scenario::Instance;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Most episodes kept by one server (ended ones included; DELETE frees them).
+pub const MAX_EPISODES: usize = 10_000;
+
+/// The episode API's state.
+pub struct EpisodeApi {
+    app: Arc<AppState>,
+    instances: Vec<Instance>,
+    ws: Mutex<Workspace>,
+    prepared: Mutex<BTreeMap<String, Arc<Prepared>>>,
+    sessions: Mutex<BTreeMap<String, Session>>,
+    recorder: Recorder,
+    counter: AtomicU64,
+}
+
+impl EpisodeApi {
+    /// The API over a scenario workspace, recording into `recorder`; hooks the FHIR server
+    /// so REST requests to an episode's sandbox are recorded.
+    pub fn new(app: Arc<AppState>, ws: Workspace, recorder: Recorder) -> anyhow::Result<Arc<EpisodeApi>> {
+        let mut instances = ws.suite.instances().map_err(anyhow::Error::msg)?;
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        let api = Arc::new(EpisodeApi {
+            app: app.clone(),
+            instances,
+            ws: Mutex::new(ws),
+            prepared: Mutex::new(BTreeMap::new()),
+            sessions: Mutex::new(BTreeMap::new()),
+            recorder,
+            counter: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&api);
+        app.set_observer(Arc::new(move |id, base, req, resp| {
+            if let Some(api) = weak.upgrade()
+                && let Ok(mut m) = api.sessions.lock()
+                && let Some(s) = m.get_mut(id)
+            {
+                s.rest(base, req, resp);
+            }
+        }));
+        Ok(api)
+    }
+
+    /// Where ended episodes are written.
+    pub fn run_dir(&self) -> &std::path::Path {
+        self.recorder.dir()
+    }
+
+    fn prepare(&self, id: &str) -> Result<Arc<Prepared>, FhirError> {
+        if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(p);
+        }
+        let inst = self
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| FhirError::NotFound(format!("no scenario instance '{id}' (GET /scenarios lists them)")))?;
+        let p = self
+            .ws
+            .lock()
+            .map_err(|_| FhirError::Conflict("workspace unavailable".into()))?
+            .prepare(inst)
+            .map_err(|e| FhirError::Unprocessable(e.into_iter().map(|m| format!("instance {id}: {m}")).collect()))?;
+        let p = Arc::new(p);
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(id.to_string(), p.clone());
+        }
+        Ok(p)
+    }
+}
+
+/// The routes.
+pub fn routes(api: Arc<EpisodeApi>) -> Router {
+    Router::new()
+        .route("/scenarios", get(scenarios))
+        .route("/episodes", get(list).post(create))
+        .route("/episodes/{id}", get(show).delete(remove))
+        .route("/episodes/{id}/guidance", get(guidance))
+        .route("/episodes/{id}/tools/{name}", post(tool))
+        .route("/episodes/{id}/finish", post(finish))
+        .with_state(api)
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn auth(api: &EpisodeApi, headers: &HeaderMap) -> Result<(), Response> {
+    if authorized(headers, api.app.config()) {
+        Ok(())
+    } else {
+        Err(error_response(&FhirError::Unauthorized(
+            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
+        )))
+    }
+}
+
+fn body_json(bytes: &Bytes) -> Result<Value, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(bytes).map_err(|e| error_response(&FhirError::BadRequest(format!("body is not valid JSON: {e}"))))
+}
+
+async fn scenarios(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let items: Vec<Value> = api
+        .instances
+        .iter()
+        .map(|i| json!({"id": i.id, "family": i.family, "cohort": i.cohort, "now": i.now, "tools": i.tools, "max_steps": i.max_steps}))
+        .collect();
+    json_response(200, &json!({"count": items.len(), "instances": items}))
+}
+
+fn episode_view(s: &Session, host: &str) -> Value {
+    let p = &s.prepared;
+    let mut v = json!({
+        "id": s.id,
+        "instance": p.instance.id,
+        "family": p.instance.family,
+        "trial": s.trial,
+        "mode": s.mode,
+        "instruction": p.instance.instruction,
+        "context": p.instance.context,
+        "now": p.instance.now,
+        "fhir_base": format!("{host}/sandboxes/{}/fhir", s.id),
+        "tool_url": format!("{host}/episodes/{}/tools/{{name}}", s.id),
+        "finish_url": format!("{host}/episodes/{}/finish", s.id),
+        "max_steps": s.limit(),
+        "steps": s.steps.len(),
+        "status": if s.ended() { "ended" } else { "active" },
+        "tools": p.registry.openai_tools(),
+    });
+    if s.mode == Mode::Guided {
+        v["guidance_url"] = json!(format!("{host}/episodes/{}/guidance", s.id));
+    }
+    if let Some(r) = &s.result {
+        v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
+    }
+    v
+}
+
+async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: Bytes) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let body = match body_json(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    for k in body.as_object().into_iter().flat_map(|o| o.keys()) {
+        if !matches!(k.as_str(), "instance" | "mode" | "seed") {
+            return error_response(&FhirError::BadRequest(format!("unknown field '{k}' (instance, mode, seed)")));
+        }
+    }
+    let Some(instance) = body.get("instance").and_then(Value::as_str) else {
+        return error_response(&FhirError::BadRequest("'instance' (a scenario instance id) is required".into()));
+    };
+    let mode = match body.get("mode").and_then(Value::as_str) {
+        None | Some("flat") => Mode::Flat,
+        Some("guided") => Mode::Guided,
+        Some(other) => return error_response(&FhirError::BadRequest(format!("mode '{other}' is not flat or guided"))),
+    };
+    let seed = match body.get("seed") {
+        None => api.recorder.cfg.seed,
+        Some(v) => match v.as_u64() {
+            Some(s) if s == api.recorder.cfg.seed => s,
+            Some(s) => {
+                return error_response(&FhirError::BadRequest(format!(
+                    "seed {s}: this server records with seed {} (start it with --seed {s})",
+                    api.recorder.cfg.seed
+                )));
+            }
+            None => return error_response(&FhirError::BadRequest(format!("seed {v} is not a non-negative integer"))),
+        },
+    };
+    let p = match api.prepare(instance) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let Ok(mut sessions) = api.sessions.lock() else {
+        return error_response(&FhirError::Conflict("episode table unavailable".into()));
+    };
+    if sessions.len() >= MAX_EPISODES {
+        return error_response(&FhirError::Conflict(format!("{MAX_EPISODES} episodes are kept; DELETE some first")));
+    }
+    let id = format!("ep{}", api.counter.fetch_add(1, Ordering::Relaxed) + 1);
+    let trial = api.recorder.next_trial(instance);
+    let s = Session::new(&id, p, trial, mode, seed);
+    if let Err(e) = api.app.insert_sandbox(&id, s.sandbox.clone()) {
+        return error_response(&e);
+    }
+    let view = episode_view(&s, &host_base(&headers, api.app.config()));
+    sessions.insert(id, s);
+    json_response(201, &view)
+}
+
+async fn list(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let Ok(sessions) = api.sessions.lock() else {
+        return error_response(&FhirError::Conflict("episode table unavailable".into()));
+    };
+    let items: Vec<Value> = sessions
+        .values()
+        .map(|s| json!({"id": s.id, "instance": s.prepared.instance.id, "trial": s.trial, "mode": s.mode,
+            "steps": s.steps.len(), "status": if s.ended() { "ended" } else { "active" }}))
+        .collect();
+    json_response(200, &json!({"count": items.len(), "episodes": items, "run_dir": api.run_dir().display().to_string()}))
+}
+
+fn with_session<T>(api: &EpisodeApi, id: &str, f: impl FnOnce(&mut Session) -> Result<T, Response>) -> Result<T, Response> {
+    let mut sessions = api
+        .sessions
+        .lock()
+        .map_err(|_| error_response(&FhirError::Conflict("episode table unavailable".into())))?;
+    let s = sessions
+        .get_mut(id)
+        .ok_or_else(|| error_response(&FhirError::NotFound(format!("no episode '{id}'"))))?;
+    f(s)
+}
+
+async fn show(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let host = host_base(&headers, api.app.config());
+    match with_session(&api, &id, |s| Ok(episode_view(s, &host))) {
+        Ok(v) => json_response(200, &v),
+        Err(r) => r,
+    }
+}
+
+fn ended_view(api: &EpisodeApi, s: &mut Session) -> Result<Value, Response> {
+    let line = s
+        .end(&api.recorder)
+        .map_err(|e| error_response(&FhirError::Conflict(format!("recording the episode failed: {e:#}"))))?;
+    Ok(json!({
+        "id": s.id,
+        "instance": line.instance,
+        "trial": line.trial,
+        "end": line.end,
+        "success": line.success,
+        "progress": line.progress,
+        "grade": line.grade,
+        "run_dir": api.run_dir().display().to_string(),
+    }))
+}
+
+async fn remove(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let r = with_session(&api, &id, |s| ended_view(&api, s));
+    if let Ok(mut m) = api.sessions.lock() {
+        m.remove(&id);
+    }
+    api.app.drop_sandbox(&id);
+    match r {
+        Ok(v) => json_response(200, &v),
+        Err(r) => r,
+    }
+}
+
+async fn guidance(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let r = with_session(&api, &id, |s| {
+        if s.mode != Mode::Guided {
+            return Err(error_response(&FhirError::Conflict(format!(
+                "episode {id} is in flat mode; start it with \"mode\": \"guided\" for guidance"
+            ))));
+        }
+        let g = s
+            .guidance()
+            .ok_or_else(|| error_response(&FhirError::Conflict("sandbox unavailable".into())))?;
+        // instructions only: node paths could name a branch the agent has not earned
+        Ok(json!({
+            "next": g.next.iter().map(|x| x.instruction.clone()).collect::<Vec<_>>(),
+            "waiting_for_data": !g.waiting.is_empty(),
+            "complete": g.complete,
+            "ended": s.ended(),
+        }))
+    });
+    match r {
+        Ok(v) => json_response(200, &v),
+        Err(r) => r,
+    }
+}
+
+fn observation_view(obs: &crate::tools::Observation) -> Value {
+    serde_json::to_value(obs).unwrap_or(Value::Null)
+}
+
+async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, bytes: Bytes) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let args = match body_json(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let r = with_session(&api, &id, |s| {
+        let obs = s.tool(&name, &args);
+        let mut v = observation_view(&obs);
+        if s.finished() {
+            v["episode"] = ended_view(&api, s)?;
+        }
+        Ok((obs.status, v))
+    });
+    match r {
+        Ok((status, v)) => json_response(status, &v),
+        Err(r) => r,
+    }
+}
+
+async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> Response {
+    if let Err(r) = auth(&api, &headers) {
+        return r;
+    }
+    let args = match body_json(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let r = with_session(&api, &id, |s| {
+        if s.ended() {
+            return Err(error_response(&FhirError::Conflict(format!("episode {id} has already ended"))));
+        }
+        let obs = s.tool("finish", &args);
+        if !obs.ok {
+            return Ok((obs.status, observation_view(&obs)));
+        }
+        Ok((200, ended_view(&api, s)?))
+    });
+    match r {
+        Ok((status, v)) => json_response(status, &v),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,236 @@
+//! Episodes driven from outside emrgym (the episode API of `emrgym serve`, `emrgym mcp`):
+//! a [`Session`] is one episode's sandbox and the steps recorded from the agent's requests
+//! (tool calls and direct FHIR REST calls alike); a [`Recorder`] is the run directory the
+//! ended episodes go to, in the same format as `emrgym run` writes, so `replay`, `report`,
+//! `compare` and `export` work on it.
+
+use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
+use super::run::{AgentKind, Mode, ResultLine, RunConfig, episode_seed, family_hashes, header, manifest, read_results, result_line, run_summary, trajectory_path};
+use crate::fhir::Sandbox;
+use crate::fhir::rest::{FhirRequest, FhirResponse};
+use crate::htn::guide::Guidance;
+use crate::tools::Observation;
+use crate::tools::fhir_tools::{SandboxBackend, observe, rest_call};
+use crate::trajectory::{self, EndReason, Step, ToolCall, ToolResult, Trajectory};
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// One externally driven episode.
+pub struct Session {
+    /// Episode id (also its sandbox id on the server).
+    pub id: String,
+    /// The instance.
+    pub prepared: Arc<Prepared>,
+    /// Trial number in the recording run.
+    pub trial: u32,
+    /// Flat or guided.
+    pub mode: Mode,
+    /// The sandbox the agent works in.
+    pub sandbox: Arc<RwLock<Sandbox>>,
+    /// Steps so far.
+    pub steps: Vec<Step>,
+    /// The result once ended.
+    pub result: Option<ResultLine>,
+}
+
+impl Session {
+    /// A new episode of `p`: a fresh fork seeded as `emrgym run` seeds trial `trial` under
+    /// run seed `seed`, so the same calls give the same ids and grades.
+    pub fn new(id: &str, p: Arc<Prepared>, trial: u32, mode: Mode, seed: u64) -> Session {
+        let sb = fork(&p.cohort, &p.clock, episode_seed(seed, &p.instance.id, trial));
+        Session {
+            id: id.to_string(),
+            prepared: p,
+            trial,
+            mode,
+            sandbox: Arc::new(RwLock::new(sb)),
+            steps: Vec::new(),
+            result: None,
+        }
+    }
+
+    /// The episode has ended.
+    pub fn ended(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// Run a tool of the instance's catalogue on the episode's sandbox and record the step.
+    /// A successful `finish` ends the episode (the caller then calls [`Session::end`]).
+    pub fn tool(&mut self, name: &str, args: &Value) -> Observation {
+        if self.ended() {
+            return Observation::fail(name, 409, format!("episode {} has ended", self.id));
+        }
+        if self.steps.len() as u32 >= self.limit() {
+            return Observation::fail(name, 429, format!("episode {} used its {} tool calls; call finish", self.id, self.limit()));
+        }
+        let mut fhir = SandboxBackend::new(self.sandbox.clone(), BASE);
+        let obs = self.prepared.registry.call(name, args, &mut fhir);
+        self.steps.push(Step::new(
+            ToolCall {
+                name: name.to_string(),
+                arguments: args.clone(),
+            },
+            ToolResult {
+                ok: obs.ok,
+                status: obs.status,
+                content: obs.content.clone(),
+            },
+        ));
+        obs
+    }
+
+    /// The step limit (twice the instance's `max_steps`, as for model runs).
+    pub fn limit(&self) -> u32 {
+        self.prepared.instance.max_steps.max(1) * 2
+    }
+
+    /// Record a FHIR REST request the agent sent to the episode's sandbox directly.
+    pub fn rest(&mut self, base: &str, req: &FhirRequest, resp: &FhirResponse) {
+        if self.ended() {
+            return;
+        }
+        let (name, arguments) = rest_call(req, base);
+        let obs = observe(&name, resp.clone());
+        self.steps.push(Step::new(ToolCall { name, arguments }, ToolResult {
+            ok: obs.ok,
+            status: obs.status,
+            content: obs.content,
+        }));
+    }
+
+    /// The planner's guidance now (released from what the agent has seen, never a branch).
+    pub fn guidance(&self) -> Option<Guidance> {
+        let sb = self.sandbox.read().ok()?;
+        Some(Guide::new(&self.prepared).at(&self.steps, &sb))
+    }
+
+    /// The last successful call was `finish`.
+    pub fn finished(&self) -> bool {
+        self.steps.last().is_some_and(|s| s.call.name == "finish" && s.result.ok)
+    }
+
+    /// End the episode (`finished` after a successful finish; `stopped` when the agent left),
+    /// grade it and record it. Ending twice returns the first result.
+    pub fn end(&mut self, rec: &Recorder) -> anyhow::Result<ResultLine> {
+        if let Some(r) = &self.result {
+            return Ok(r.clone());
+        }
+        let reason = if self.finished() { EndReason::Finished } else { EndReason::Stopped };
+        let mut t = Trajectory::new(self.steps.clone(), reason);
+        let sb = self
+            .sandbox
+            .read()
+            .map_err(|_| anyhow::anyhow!("episode {}: the sandbox is unavailable", self.id))?;
+        attach_writes(&mut t, &sb);
+        let seed = episode_seed(rec.cfg.seed, &self.prepared.instance.id, self.trial);
+        t.htn = htn_transitions(&self.prepared, seed, &t.steps);
+        let g = grade_sandbox(&self.prepared, &t, &sb);
+        drop(sb);
+        let line = rec.record(&self.prepared, self.trial, self.mode, &t, Some(g))?;
+        self.result = Some(line.clone());
+        Ok(line)
+    }
+}
+
+/// The run directory external episodes are recorded in.
+pub struct Recorder {
+    dir: PathBuf,
+    /// The configuration written to the manifest (agent `external`).
+    pub cfg: RunConfig,
+    hashes: BTreeMap<String, (String, String)>,
+    lines: Mutex<Vec<ResultLine>>,
+    trials: Mutex<BTreeMap<String, u32>>,
+    manifest: Value,
+}
+
+impl Recorder {
+    /// Open the run directory (created with the first ended episode); an existing one must
+    /// hold external episodes of the same scenarios and seed, and its episodes are kept (trial
+    /// numbers continue).
+    pub fn open(dir: &Path, suite: &Path, seed: u64, ws: &Workspace) -> anyhow::Result<Recorder> {
+        let cfg = RunConfig {
+            suite: suite.to_path_buf(),
+            agent: AgentKind::External,
+            model: None,
+            concurrency: 1,
+            seed,
+            ..RunConfig::default()
+        };
+        let mut ids: Vec<String> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().map(|i| i.id).collect();
+        ids.sort();
+        let man = manifest(&cfg, ws, &ids)?;
+        let mpath = dir.join("manifest.json");
+        let mut lines = Vec::new();
+        if mpath.exists() {
+            let old: Value = serde_json::from_str(&std::fs::read_to_string(&mpath)?).with_context(|| format!("{}", mpath.display()))?;
+            if old["config"]["agent"] != "external" {
+                bail!("{} holds a run of agent {}; record external episodes in another directory", dir.display(), old["config"]["agent"]);
+            }
+            if old["scenarios"] != man["scenarios"] || old["config"]["seed"] != man["config"]["seed"] {
+                bail!("{} was recorded with other scenarios or another seed; record in another directory", dir.display());
+            }
+            lines = read_results(&dir.join("results.jsonl"))?;
+        }
+        let mut trials = BTreeMap::new();
+        for l in &lines {
+            let t = trials.entry(l.instance.clone()).or_insert(0);
+            *t = (*t).max(l.trial + 1);
+        }
+        Ok(Recorder {
+            dir: dir.to_path_buf(),
+            cfg,
+            hashes: family_hashes(ws),
+            lines: Mutex::new(lines),
+            trials: Mutex::new(trials),
+            manifest: man,
+        })
+    }
+
+    /// Where the run is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reserve the next trial number of an instance.
+    pub fn next_trial(&self, instance: &str) -> u32 {
+        let Ok(mut m) = self.trials.lock() else { return 0 };
+        let t = m.entry(instance.to_string()).or_insert(0);
+        *t += 1;
+        *t - 1
+    }
+
+    /// Write an ended episode: its trajectory, its result line, the summary (the run
+    /// directory is created with the first episode).
+    pub fn record(&self, p: &Prepared, trial: u32, mode: Mode, t: &Trajectory, g: Option<crate::grade::Grade>) -> anyhow::Result<ResultLine> {
+        let line = result_line(p, trial, t, &g);
+        let mut lines = self.lines.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
+        if !self.dir.join("manifest.json").exists() {
+            std::fs::create_dir_all(self.dir.join("trajectories")).with_context(|| format!("creating {}", self.dir.display()))?;
+            std::fs::write(self.dir.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&self.manifest)?))?;
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.mode = mode;
+        let sha = self.hashes.get(&p.instance.family).map(|(_, h)| h.as_str()).unwrap_or("");
+        std::fs::write(
+            trajectory_path(&self.dir, &p.instance.id, trial),
+            trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t),
+        )?;
+        lines.retain(|l| !(l.instance == line.instance && l.trial == line.trial));
+        lines.push(line.clone());
+        lines.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
+        let mut f = std::fs::File::create(self.dir.join("results.jsonl.tmp"))?;
+        for l in lines.iter() {
+            writeln!(f, "{}", serde_json::to_string(l)?)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(self.dir.join("results.jsonl.tmp"), self.dir.join("results.jsonl"))?;
+        let trials = lines.iter().map(|l| l.trial + 1).max().unwrap_or(1);
+        let summary = run_summary(&self.dir, &lines, trials, self.cfg.seed);
+        std::fs::write(self.dir.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+        Ok(line)
+    }
+}
