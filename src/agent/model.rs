@@ -710,7 +710,8 @@ Do not make writes the task does not ask for.",
     s
 }
 
-fn user_prompt(b: &Briefing) -> String {
+/// The first user message: the task and the facts it gives.
+pub fn user_prompt(b: &Briefing) -> String {
     if b.context.trim().is_empty() {
         b.instruction.clone()
     } else {

@@ -233,6 +233,38 @@ pub fn written(sandbox: &Sandbox) -> Vec<crate::htn::guide::Written> {
         .collect()
 }
 
+/// What the agent is told about an instance (its FHIR tools act on [`BASE`]).
+pub fn briefing(p: &Prepared) -> crate::agent::model::Briefing {
+    crate::agent::model::Briefing {
+        instruction: p.instance.instruction.clone(),
+        context: p.instance.context.clone(),
+        now: p.instance.now.clone(),
+        fhir_base: BASE.into(),
+    }
+}
+
+/// The task as one text, as `emrgym run` gives it to a model with native tool calling
+/// (system prompt, then the task), naming `fhir_base` as the record's address: the prompt
+/// external agents are given.
+pub fn task_prompt(p: &Prepared, fhir_base: &str) -> String {
+    use crate::agent::model::{ToolProtocol, system_prompt, user_prompt};
+    let mut b = briefing(p);
+    b.fhir_base = fhir_base.to_string();
+    format!("{}\n\n{}", system_prompt(&b, ToolProtocol::Native, &serde_json::Value::Null), user_prompt(&b))
+}
+
+/// Guidance as the agent reads it: the steps that can be done now, None when there are none.
+pub fn guidance_text(g: &Guidance) -> Option<String> {
+    if g.next.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "Next step{}: {}",
+        if g.next.len() > 1 { "s (any order)" } else { "" },
+        g.next.iter().map(|s| s.instruction.clone()).collect::<Vec<_>>().join(" | ")
+    ))
+}
+
 /// The planner's guidance over an episode: the steps released given only what the agent's
 /// own tool results have revealed (never a branch it has not seen the data for).
 pub struct Guide<'a> {

@@ -20,6 +20,7 @@ use super::session::{Recorder, Session};
 use crate::fhir::FhirError;
 use crate::fhir::server::{AppState, authorized, error_response, host_base};
 use crate::scenario::Instance;
+use crate::tools::http::to_response;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -70,6 +71,33 @@ impl EpisodeApi {
             }
         }));
         Ok(api)
+    }
+
+    /// The hook that runs `POST /sandboxes/{id}/tools/{name}` for an episode's sandbox as
+    /// the episode's own tool call (its catalogue, recorded), so both URLs are equivalent.
+    pub fn tool_hook(self: &Arc<Self>) -> crate::tools::http::ToolHook {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |id, name, body| {
+            let api = weak.upgrade()?;
+            let mut m = api.sessions.lock().ok()?;
+            let s = m.get_mut(id)?;
+            let text = String::from_utf8_lossy(body);
+            let args = if text.trim().is_empty() {
+                json!({})
+            } else {
+                match serde_json::from_str::<Value>(text.trim()) {
+                    Ok(v) => v,
+                    Err(e) => return Some(crate::tools::Observation::fail(name, 400, format!("arguments for {name} are not valid JSON: {e}"))),
+                }
+            };
+            let obs = s.tool(name, &args);
+            if s.finished() {
+                if let Err(e) = s.end(&api.recorder) {
+                    tracing::error!("episode {id}: recording failed: {e:#}");
+                }
+            }
+            Some(obs)
+        })
     }
 
     /// Where ended episodes are written.
@@ -159,6 +187,7 @@ fn episode_view(s: &Session, host: &str) -> Value {
         "mode": s.mode,
         "instruction": p.instance.instruction,
         "context": p.instance.context,
+        "prompt": super::episode::task_prompt(p, &format!("{host}/sandboxes/{}/fhir", s.id)),
         "now": p.instance.now,
         "fhir_base": format!("{host}/sandboxes/{}/fhir", s.id),
         "tool_url": format!("{host}/episodes/{}/tools/{{name}}", s.id),
@@ -327,10 +356,6 @@ async fn guidance(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(i
     }
 }
 
-fn observation_view(obs: &crate::tools::Observation) -> Value {
-    serde_json::to_value(obs).unwrap_or(Value::Null)
-}
-
 async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, bytes: Bytes) -> Response {
     if let Err(r) = auth(&api, &headers) {
         return r;
@@ -340,15 +365,16 @@ async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, 
         Err(r) => return r,
     };
     let r = with_session(&api, &id, |s| {
-        let obs = s.tool(&name, &args);
-        let mut v = observation_view(&obs);
-        if s.finished() {
-            v["episode"] = ended_view(&api, s)?;
+        let mut obs = s.tool(&name, &args);
+        if s.finished()
+            && let Some(o) = obs.content.as_object_mut()
+        {
+            o.insert("episode".into(), ended_view(&api, s)?);
         }
-        Ok((obs.status, v))
+        Ok(obs)
     });
     match r {
-        Ok((status, v)) => json_response(status, &v),
+        Ok(obs) => to_response(&obs),
         Err(r) => r,
     }
 }
@@ -367,12 +393,12 @@ async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id)
         }
         let obs = s.tool("finish", &args);
         if !obs.ok {
-            return Ok((obs.status, observation_view(&obs)));
+            return Err(to_response(&obs));
         }
-        Ok((200, ended_view(&api, s)?))
+        ended_view(&api, s)
     });
     match r {
-        Ok((status, v)) => json_response(status, &v),
+        Ok(v) => json_response(200, &v),
         Err(r) => r,
     }
 }

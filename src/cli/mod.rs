@@ -4,6 +4,7 @@ pub mod bench;
 pub mod calc;
 pub mod episode;
 pub mod episodes;
+pub mod mcp;
 pub mod model;
 pub mod replay;
 pub mod report;
@@ -53,6 +54,9 @@ pub enum Command {
     Compare(report::CompareArgs),
     /// Write a run's trajectories in an interchange format (ATIF).
     Export(report::ExportArgs),
+    /// Serve one scenario episode over the Model Context Protocol (stdio) to an external
+    /// agent; graded and recorded on finish or disconnect.
+    Mcp(mcp::McpArgs),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::report(a),
         Command::Compare(a) => report::compare_runs(a),
         Command::Export(a) => report::export(a),
+        Command::Mcp(a) => mcp::run(a),
     }
 }
 

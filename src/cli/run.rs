@@ -4,8 +4,8 @@
 //! for shards. The summary reports success and pass^k with bootstrap confidence intervals,
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
-use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
-use crate::agent::model::{Backend, Briefing, Cassette, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
+use super::episode::{BASE, Guide, Prepared, briefing, guidance_text, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
+use crate::agent::model::{Backend, Cassette, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
 use crate::trajectory::file::{Header, ScenarioRef};
@@ -462,12 +462,7 @@ async fn one_episode(
                 t.detail = Some("no model backend".into());
                 return (t, None);
             };
-            let briefing = Briefing {
-                instruction: p.instance.instruction.clone(),
-                context: p.instance.context.clone(),
-                now: p.instance.now.clone(),
-                fhir_base: BASE.into(),
-            };
+            let briefing = briefing(p);
             let mut limits = cfg.limits;
             limits.max_steps = limits.max_steps.min(p.instance.max_steps.max(1) * 2);
             let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
@@ -475,15 +470,7 @@ async fn one_episode(
                 let mut guide = Guide::new(p);
                 let guide_sb = shared.clone();
                 let mut g = move |steps: &[crate::trajectory::Step]| -> Option<String> {
-                    let gd = guide.at(steps, &*guide_sb.read().ok()?);
-                    if gd.next.is_empty() {
-                        return None;
-                    }
-                    Some(format!(
-                        "Next step{}: {}",
-                        if gd.next.len() > 1 { "s (any order)" } else { "" },
-                        gd.next.iter().map(|s| s.instruction.clone()).collect::<Vec<_>>().join(" | ")
-                    ))
+                    guidance_text(&guide.at(steps, &*guide_sb.read().ok()?))
                 };
                 let hooks = Hooks {
                     guidance: Some(&mut g),

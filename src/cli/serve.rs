@@ -215,7 +215,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             state.cohort().len(),
             registry.names().count()
         );
-        let mut app = crate::tools::http::app(state, registry);
+        let hook = episodes.as_ref().map(|api| api.tool_hook());
+        let mut app = crate::tools::http::app_with(state, registry, hook);
         if let Some(api) = episodes {
             println!(
                 "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})",

@@ -19,24 +19,31 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Takes tool calls addressed to forked sandboxes that belong to someone else (the episodes
+/// of the episode API, which run them with the episode's catalogue and record them):
+/// (sandbox id, tool name, raw JSON body) → the observation, or None to run it as usual.
+pub type ToolHook = Arc<dyn Fn(&str, &str, &[u8]) -> Option<Observation> + Send + Sync>;
+
 #[derive(Clone)]
 struct ToolState {
     app: Arc<AppState>,
     registry: Arc<Registry>,
+    hook: Option<ToolHook>,
 }
 
 /// The whole application: tool routes plus the FHIR server.
 pub fn app(state: Arc<AppState>, registry: Arc<Registry>) -> Router {
-    routes(state.clone(), registry).merge(fhir_router(state))
+    app_with(state, registry, None)
 }
 
-/// Only the tool routes.
-pub fn routes(state: Arc<AppState>, registry: Arc<Registry>) -> Router {
+/// The whole application, with a hook for tool calls to forked sandboxes.
+pub fn app_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<ToolHook>) -> Router {
     Router::new()
         .route("/tools", get(list))
         .route("/tools/{name}", get(manifest).post(run_default))
         .route("/sandboxes/{id}/tools/{name}", axum::routing::post(run_in))
-        .with_state(ToolState { app: state, registry })
+        .with_state(ToolState { app: state.clone(), registry, hook })
+        .merge(fhir_router(state))
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
@@ -99,6 +106,11 @@ fn run(st: &ToolState, headers: &HeaderMap, sandbox: &str, name: &str, body: &[u
     if let Some(r) = check_auth(st, headers) {
         return r;
     }
+    if sandbox != "default"
+        && let Some(obs) = st.hook.as_ref().and_then(|h| h(sandbox, name, body))
+    {
+        return to_response(&obs);
+    }
     let Some(sb) = st.app.sandbox(sandbox) else {
         return error_response(&FhirError::NotFound(format!("no sandbox '{sandbox}'")));
     };
@@ -117,14 +129,18 @@ fn run(st: &ToolState, headers: &HeaderMap, sandbox: &str, name: &str, body: &[u
     to_response(&obs)
 }
 
-fn to_response(obs: &Observation) -> Response {
+/// An observation as an HTTP response: the content on success, an OperationOutcome with the
+/// observation's status on failure.
+pub fn to_response(obs: &Observation) -> Response {
     if obs.ok {
         return json_response(obs.status, &obs.content);
     }
     let code = match obs.status {
         400 => "invalid",
         404 => "not-found",
+        409 => "conflict",
         422 => "business-rule",
+        429 => "throttled",
         _ => "processing",
     };
     if let Some(inner) = obs.content.get("outcome") {

@@ -7,6 +7,7 @@ mod bundles;
 mod cli;
 mod cohorts;
 mod common;
+mod external_agents;
 mod fhir_api;
 mod interop;
 #[cfg(feature = "llama")]

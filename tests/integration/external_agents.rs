@@ -1,0 +1,137 @@
+//! External agents: the episode API of a running `emrgym serve` driven over real HTTP by
+//! Python clients (`requests`; tests/interop/test_episode_api.py, which also runs the example
+//! agent of docs/examples), and `emrgym mcp` driven by the official Python MCP SDK
+//! (tests/interop/test_mcp.py). The oracle's calls replayed from outside get the oracle's
+//! grades, and what the server recorded replays to the same grades.
+
+use emrgym::cli::run::{AgentKind, RunConfig, ResultLine, execute, read_results};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_emrgym")
+}
+
+fn oracle_run(out: &Path) -> Vec<ResultLine> {
+    let cfg = RunConfig {
+        suite: root().join("scenarios"),
+        agent: AgentKind::Oracle,
+        ..RunConfig::default()
+    };
+    execute(cfg, out, false).unwrap();
+    read_results(&out.join("results.jsonl")).unwrap()
+}
+
+fn pytest(script: &str, env: &[(&str, &str)]) {
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"])
+        .arg(root().join("tests/interop").join(script))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run python3 -m pytest (pip install -r tests/interop/requirements.txt)");
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    assert!(text.contains("passed"), "{text}");
+}
+
+#[test]
+fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = dir.path().join("oracle");
+    let want = oracle_run(&oracle);
+    let record = dir.path().join("recorded");
+    let mut server = Command::new(bin())
+        .args(["serve", "--port", "0", "--seed", "0", "--suite"])
+        .arg(root().join("scenarios"))
+        .arg("--record")
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start emrgym serve");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/fhir").filter(|u| u.starts_with("http://")))
+        .unwrap_or_else(|| panic!("no base URL in: {first}"))
+        .to_string();
+    let announced = lines.next().unwrap().unwrap();
+    assert!(announced.starts_with("episode API:") && announced.contains(&record.display().to_string()), "{announced}");
+    let example = root().join("docs/examples/episode_agent.py");
+    let run = std::panic::catch_unwind(|| {
+        pytest("test_episode_api.py", &[
+            ("EMRGYM_URL", url.as_str()),
+            ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+            ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
+        ])
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    if let Err(e) = run {
+        std::panic::resume_unwind(e);
+    }
+
+    // what the server recorded: trial 0 of every instance is the oracle-like client's episode
+    let got = read_results(&record.join("results.jsonl")).unwrap();
+    for w in &want {
+        let g = got.iter().find(|g| g.instance == w.instance && g.trial == 0).unwrap();
+        assert_eq!((g.success, g.progress, &g.grade, g.end), (w.success, w.progress, &w.grade, w.end), "{}", w.instance);
+    }
+    assert!(got.iter().any(|g| g.trial > 0 && g.end == emrgym::trajectory::EndReason::Stopped));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["agent"], "external");
+
+    // replay re-executes every recorded call (tool calls and REST requests) to the same grades
+    let out = Command::new(bin()).arg("replay").arg(&record).arg("--check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("{n} grades unchanged, 0 changed", n = got.len())), "{text}");
+    // and the report reads it
+    let out = Command::new(bin()).arg("report").arg(&record).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn an_mcp_client_runs_graded_episodes_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = dir.path().join("oracle");
+    oracle_run(&oracle);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let suite = root().join("scenarios");
+    pytest("test_mcp.py", &[
+        ("EMRGYM_BIN", bin()),
+        ("EMRGYM_SUITE", suite.to_str().unwrap()),
+        ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+        ("EMRGYM_WORK", work.to_str().unwrap()),
+    ]);
+    // the recorded MCP episodes replay to the same grades
+    for run in ["mcp-guided", "mcp-stopped"] {
+        let out = Command::new(bin()).arg("replay").arg(work.join(run)).arg("--check").output().unwrap();
+        assert!(out.status.success(), "{run}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["mcp", "--scenario", "mab-lookup-1", "--suite"])
+        .arg(root().join("scenarios"))
+        .arg("--record")
+        .arg(dir.path().join("rec"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "stdout carries only the protocol");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--scenario mab-lookup-1") && err.contains("did you mean mab-lookup-001"), "{err}");
+    assert!(!dir.path().join("rec").exists(), "nothing recorded");
+}

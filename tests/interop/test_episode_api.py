@@ -1,0 +1,207 @@
+"""Interop: external agents on the episode API of a running `emrgym serve`, over real HTTP with
+`requests`.
+
+Started by tests/integration/external_agents.rs with EMRGYM_URL (the server), EMRGYM_ORACLE_RUN
+(an `emrgym run --agent oracle` run directory whose calls the clients replay; seed 0, as the
+server's) and EMRGYM_EXAMPLE (docs/examples/episode_agent.py). The first test must run first:
+it makes trial 0 of every instance, which the Rust side compares with the oracle run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode
+
+import requests
+
+URL = os.environ["EMRGYM_URL"]
+ORACLE = Path(os.environ["EMRGYM_ORACLE_RUN"])
+EXAMPLE = os.environ["EMRGYM_EXAMPLE"]
+
+
+def oracle_calls(instance):
+    events = [json.loads(l) for l in (ORACLE / "trajectories" / f"{instance}.0.jsonl").read_text().splitlines()]
+    return [(e["name"], e["arguments"]) for e in events if e.get("type") == "tool_call"]
+
+
+ORACLE_RESULTS = {
+    r["instance"]: r
+    for r in (json.loads(l) for l in (ORACLE / "results.jsonl").read_text().splitlines())
+    if r["trial"] == 0
+}
+
+
+def create(instance, mode="flat", status=201):
+    r = requests.post(f"{URL}/episodes", json={"instance": instance, "mode": mode})
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def rest(ep, name, args):
+    """A FHIR tool call sent as the FHIR REST request it stands for, to the episode's base."""
+    base, rt = ep["fhir_base"], args["resource_type"]
+    if name == "fhir_search":
+        query = urlencode([(k, x) for k, v in args.get("params", {}).items() for x in (v if isinstance(v, list) else [v])])
+        return requests.get(f"{base}/{rt}?{query}")
+    if name == "fhir_read":
+        return requests.get(f"{base}/{rt}/{args['id']}")
+    if name == "fhir_create":
+        return requests.post(f"{base}/{rt}", json=args["resource"])
+    if name == "fhir_update":
+        return requests.put(f"{base}/{rt}/{args['id']}", json=args["resource"])
+    raise ValueError(name)
+
+
+def oracle_like(job):
+    """Replay the oracle's calls in a new episode. REST clients send the FHIR calls to the
+    episode's FHIR base and the other tools to /sandboxes/{id}/tools/{name}; tool clients use
+    the episode's tool URL. Either way every call is recorded as a step of the episode."""
+    instance, via_rest = job
+    ep = create(instance)
+    assert ep["trial"] == 0 and ep["status"] == "active"
+    assert {t["function"]["name"] for t in ep["tools"]} >= {n for n, _ in oracle_calls(instance)}
+    calls = oracle_calls(instance)
+    for name, args in calls[:-1]:
+        if via_rest and name.startswith("fhir_"):
+            r = rest(ep, name, args)
+        elif via_rest:
+            r = requests.post(f"{URL}/sandboxes/{ep['id']}/tools/{name}", json=args)
+        else:
+            r = requests.post(ep["tool_url"].format(name=name), json=args)
+        assert r.status_code < 400, (instance, name, r.text)
+    assert calls[-1][0] == "finish"
+    done = requests.post(ep["finish_url"], json=calls[-1][1])
+    assert done.status_code == 200, done.text
+    return instance, via_rest, ep, done.json()
+
+
+def test_oracle_like_clients_get_the_oracles_grades_concurrently():
+    instances = [i["id"] for i in requests.get(f"{URL}/scenarios").json()["instances"]]
+    assert sorted(instances) == sorted(ORACLE_RESULTS) and len(instances) >= 89
+    jobs = [(i, k % 2 == 1) for k, i in enumerate(instances)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(oracle_like, jobs))
+    for instance, via_rest, ep, done in outcomes:
+        want = ORACLE_RESULTS[instance]
+        assert (done["end"], done["success"], done["progress"]) == ("finished", want["success"], want["progress"]), instance
+        assert done["grade"] == want["grade"], (instance, via_rest)
+        shown = requests.get(f"{URL}/episodes/{ep['id']}").json()
+        assert shown["status"] == "ended" and shown["steps"] == len(oracle_calls(instance))
+        assert shown["result"]["grade"] == want["grade"]
+
+
+def test_concurrent_episodes_are_isolated():
+    a, b = create("mab-lookup-001"), create("mab-lookup-001")
+    assert a["fhir_base"] != b["fhir_base"] and (a["trial"], b["trial"]) == (1, 2)
+    obs = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "ISOLATION-TEST"}]},
+        "subject": {"reference": "Patient/S6534835"}, "valueString": "only in episode a",
+    }
+    made = requests.post(f"{a['fhir_base']}/Observation", json=obs)
+    assert made.status_code == 201, made.text
+    find = "Observation?code=ISOLATION-TEST"
+    assert requests.get(f"{a['fhir_base']}/{find}").json()["total"] == 1
+    assert requests.get(f"{b['fhir_base']}/{find}").json()["total"] == 0
+    assert requests.get(f"{URL}/fhir/{find}").json()["total"] == 0
+    # ending a leaves b running; a's sandbox is gone
+    gone = requests.delete(f"{URL}/episodes/{a['id']}").json()
+    assert gone["end"] == "stopped" and gone["success"] is False
+    assert requests.get(f"{a['fhir_base']}/Patient/S6534835").status_code == 404
+    assert requests.get(f"{b['fhir_base']}/Patient/S6534835").status_code == 200
+    assert requests.delete(f"{URL}/episodes/{b['id']}").status_code == 200
+
+
+def outcome(r, status, *words):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    text = json.dumps(body)
+    for w in words:
+        assert w in text, (w, text)
+
+
+def test_bad_requests_get_operation_outcomes_and_lose_nothing():
+    outcome(requests.post(f"{URL}/episodes", json={}), 400, "'instance'")
+    outcome(requests.post(f"{URL}/episodes", json={"instance": "no-such-task"}), 404, "no-such-task")
+    outcome(requests.post(f"{URL}/episodes", json={"instance": "mab-age-001", "mode": "bossy"}), 400, "bossy")
+    outcome(requests.post(f"{URL}/episodes", json={"instance": "mab-age-001", "sede": 1}), 400, "sede")
+    outcome(requests.post(f"{URL}/episodes", json={"instance": "mab-age-001", "seed": 5}), 400, "seed 5")
+    outcome(requests.post(f"{URL}/episodes", data="{not json"), 400, "not valid JSON")
+    outcome(requests.get(f"{URL}/episodes/ep999999"), 404, "ep999999")
+    ep = create("mab-age-001")
+    outcome(requests.get(ep["tool_url"].replace("{name}", "x").replace("/tools/x", "/guidance")), 409, "flat mode")
+    outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": 7}), 400, "resource_type")
+    outcome(requests.post(ep["tool_url"].format(name="fhir_read"), data="{"), 400, "not valid JSON")
+    outcome(requests.post(ep["tool_url"].format(name="cha2ds2_vasc"), json={}), 404, "no tool named 'cha2ds2_vasc'")
+    outcome(requests.post(f"{ep['fhir_base']}/Observation", json={"resourceType": "Observation"}), 422, "code")
+    # failed calls are steps of the episode too (the agent made them: the bad search, the
+    # unknown tool, the invalid create), but a body that is not JSON is no call at all
+    assert requests.get(f"{URL}/episodes/{ep['id']}").json()["steps"] == 3
+    calls = oracle_calls("mab-age-001")
+    for name, args in calls[:-1]:
+        assert requests.post(ep["tool_url"].format(name=name), json=args).status_code < 400
+    done = requests.post(ep["finish_url"], json=calls[-1][1])
+    assert done.status_code == 200 and done.json()["end"] == "finished"
+    outcome(requests.post(ep["finish_url"], json=calls[-1][1]), 409, "already ended")
+    outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": "Patient"}), 409, "has ended")
+
+
+def test_guided_episodes_release_steps_without_leaking_a_branch():
+    ep = create("dm-followup-001", mode="guided")
+    first = requests.get(ep["guidance_url"]).json()
+    assert first["next"] and not first["complete"] and not first["ended"]
+    assert all(isinstance(s, str) for s in first["next"])
+    calls = oracle_calls("dm-followup-001")
+    for name, args in calls[:-1]:
+        requests.post(ep["tool_url"].format(name=name), json=args)
+    before = requests.get(ep["guidance_url"]).json()
+    assert before["next"] != first["next"]
+    finish = requests.post(ep["tool_url"].format(name="finish"), json=calls[-1][1])
+    assert finish.status_code == 200 and finish.json()["episode"]["success"] is True
+    assert requests.get(ep["guidance_url"]).json()["ended"] is True
+
+
+class StubModel(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that replies with the oracle's calls, one per turn."""
+
+    calls = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        k = sum(1 for m in body["messages"] if m["role"] == "tool")
+        name, args = self.calls[min(k, len(self.calls) - 1)]
+        call = {"id": f"call_{k}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+        reply = {"choices": [{"index": 0, "finish_reason": "tool_calls",
+                              "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_documented_example_agent_runs_an_episode_end_to_end():
+    instance = "mab-k-001"
+    StubModel.calls = oracle_calls(instance)
+    stub = ThreadingHTTPServer(("127.0.0.1", 0), StubModel)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    try:
+        for mode in ([], ["--guided"]):
+            env = dict(os.environ, EMRGYM_URL=URL, OPENAI_BASE_URL=f"http://127.0.0.1:{stub.server_port}/v1")
+            out = subprocess.run([sys.executable, EXAMPLE, instance, *mode], env=env, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            result = json.loads(out.stdout)
+            assert result["instance"] == instance and result["end"] == "finished", result
+            assert result["success"] is True and result["progress"] == 1.0, result
+    finally:
+        stub.shutdown()
