@@ -128,7 +128,18 @@ impl EpisodeApi {
     }
 }
 
-/// The routes.
+/// The whole server with the episode API: the episode routes, the tool routes (tool calls to
+/// an episode's sandbox go to the episode) and the FHIR server.
+pub fn app(state: Arc<AppState>, registry: Arc<crate::tools::Registry>, api: Option<Arc<EpisodeApi>>) -> Router {
+    let hook = api.as_ref().map(|a| a.tool_hook());
+    let app = crate::tools::http::app_with(state, registry, hook);
+    match api {
+        Some(api) => routes(api).merge(app),
+        None => app,
+    }
+}
+
+/// The episode routes.
 pub fn routes(api: Arc<EpisodeApi>) -> Router {
     Router::new()
         .route("/scenarios", get(scenarios))

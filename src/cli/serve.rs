@@ -215,15 +215,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             state.cohort().len(),
             registry.names().count()
         );
-        let hook = episodes.as_ref().map(|api| api.tool_hook());
-        let mut app = crate::tools::http::app_with(state, registry, hook);
-        if let Some(api) = episodes {
+        if let Some(api) = &episodes {
             println!(
                 "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})",
                 api.run_dir().display()
             );
-            app = super::episodes::routes(api).merge(app);
         }
+        let app = super::episodes::app(state, registry, episodes);
         serve(app, listener).await.context("server failed")
     })
 }

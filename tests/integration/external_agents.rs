@@ -135,3 +135,86 @@ fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
     assert!(err.contains("--scenario mab-lookup-1") && err.contains("did you mean mab-lookup-001"), "{err}");
     assert!(!dir.path().join("rec").exists(), "nothing recorded");
 }
+
+mod in_process {
+    use crate::common::{App, NOW};
+    use axum::http::StatusCode;
+    use emrgym::cli::episode::Workspace;
+    use emrgym::cli::episodes::{EpisodeApi, app};
+    use emrgym::cli::session::Recorder;
+    use emrgym::fhir::clock::{Clock, parse_instant};
+    use emrgym::fhir::load;
+    use emrgym::fhir::server::{AppState, ServerConfig};
+    use emrgym::tools::Registry;
+    use serde_json::json;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn server(record: &Path, token: Option<&str>) -> App {
+        let clock = Clock::fixed(parse_instant(NOW).unwrap());
+        let cohort = load::load("demo").unwrap().build(&clock);
+        let state = AppState::new(cohort, ServerConfig {
+            clock,
+            token: token.map(String::from),
+            public_base: Some("http://emr.test".into()),
+            ..ServerConfig::default()
+        });
+        let suite = super::root().join("scenarios");
+        let ws = Workspace::open(&suite).unwrap();
+        let rec = Recorder::open(record, &suite, 0, &ws).unwrap();
+        let api = EpisodeApi::new(state.clone(), ws, rec).unwrap();
+        App {
+            router: app(state, Arc::new(Registry::standard().unwrap()), Some(api)),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_episode_api_honours_the_bearer_token_and_records_only_ended_episodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("rec");
+        let s = server(&record, Some("s3cret"));
+        let auth = [("authorization", "Bearer s3cret")];
+        let body = json!({"instance": "mab-age-001"}).to_string();
+        let denied = s.req("POST", "/episodes", Some(&body), &[]).await;
+        assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+        assert!(denied.diag().contains("bearer token") && !denied.header("www-authenticate").is_empty());
+        assert_eq!(s.req("GET", "/scenarios", None, &[]).await.status, StatusCode::UNAUTHORIZED);
+
+        let ep = s.req("POST", "/episodes", Some(&body), &auth).await;
+        assert_eq!(ep.status, StatusCode::CREATED, "{}", ep.body);
+        let id = ep.body["id"].as_str().unwrap().to_string();
+        let base = format!("http://emr.test/sandboxes/{id}/fhir");
+        assert_eq!(ep.body["fhir_base"], base.as_str());
+        assert!(ep.body["prompt"].as_str().unwrap().contains(&base), "the prompt names the episode's FHIR base");
+        assert_eq!(ep.body["tools"][0]["type"], "function");
+        assert!(!record.exists(), "nothing is written before an episode ends");
+
+        // the tool route of the episode's sandbox is the episode's own tool call
+        let args = json!({"resource_type": "Patient", "id": "S6534835"}).to_string();
+        let r = s.req("POST", &format!("/sandboxes/{id}/tools/fhir_read"), Some(&args), &auth).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let not_in_catalogue = s.req("POST", &format!("/sandboxes/{id}/tools/ckd_epi_2021"), Some("{}"), &auth).await;
+        assert!(not_in_catalogue.diag().contains("no tool named 'ckd_epi_2021'"));
+        let shown = s.req("GET", &format!("/episodes/{id}"), None, &auth).await;
+        assert_eq!(shown.body["steps"], 2);
+
+        let ended = s.req("DELETE", &format!("/episodes/{id}"), None, &auth).await;
+        assert_eq!(ended.status, StatusCode::OK);
+        assert_eq!(ended.body["end"], "stopped");
+        assert!(record.join("manifest.json").exists() && record.join("trajectories/mab-age-001.0.jsonl").exists());
+        let gone = s.req("GET", &format!("/episodes/{id}"), None, &auth).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert!(gone.diag().contains(&id));
+    }
+
+    #[test]
+    fn a_recording_directory_of_another_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let oracle = dir.path().join("oracle");
+        super::oracle_run(&oracle);
+        let suite = super::root().join("scenarios");
+        let ws = Workspace::open(&suite).unwrap();
+        let err = Recorder::open(&oracle, &suite, 0, &ws).err().unwrap().to_string();
+        assert!(err.contains("agent \"oracle\"") && err.contains("another directory"), "{err}");
+    }
+}
