@@ -14,6 +14,10 @@
 //! step; ended episodes are written to the server's recording run directory in the format
 //! `emrgym run` writes. Errors are OperationOutcomes.
 
+// Handlers short-circuit with the error Response they will return anyway; boxing it would add
+// an allocation to every error path for no gain.
+#![allow(clippy::result_large_err)]
+
 use super::episode::{Prepared, Workspace};
 use super::run::Mode;
 use super::session::{Recorder, Session};
@@ -91,10 +95,10 @@ impl EpisodeApi {
                 }
             };
             let obs = s.tool(name, &args);
-            if s.finished() {
-                if let Err(e) = s.end(&api.recorder) {
-                    tracing::error!("episode {id}: recording failed: {e:#}");
-                }
+            if s.finished()
+                && let Err(e) = s.end(&api.recorder)
+            {
+                tracing::error!("episode {id}: recording failed: {e:#}");
             }
             Some(obs)
         })
