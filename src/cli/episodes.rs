@@ -45,7 +45,7 @@ pub struct EpisodeApi {
     instances: Vec<Instance>,
     ws: Mutex<Workspace>,
     prepared: Mutex<BTreeMap<String, Arc<Prepared>>>,
-    sessions: Mutex<BTreeMap<String, Session>>,
+    sessions: Mutex<BTreeMap<String, Arc<Mutex<Session>>>>,
     recorder: Recorder,
     counter: AtomicU64,
 }
@@ -66,12 +66,15 @@ impl EpisodeApi {
             counter: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&api);
-        app.set_observer(Arc::new(move |id, base, req, resp| {
-            if let Some(api) = weak.upgrade()
-                && let Ok(mut m) = api.sessions.lock()
-                && let Some(s) = m.get_mut(id)
-            {
-                s.rest(base, req, resp);
+        app.set_interceptor(Arc::new(move |id, base, req, run| {
+            // the episode's lock is held while the request runs, so steps are recorded in the
+            // order they took effect
+            match weak.upgrade().and_then(|api| api.session(id)) {
+                Some(cell) => match cell.lock() {
+                    Ok(mut s) => s.rest(base, req, run),
+                    Err(_) => run(),
+                },
+                None => run(),
             }
         }));
         Ok(api)
@@ -83,8 +86,8 @@ impl EpisodeApi {
         let weak = Arc::downgrade(self);
         Arc::new(move |id, name, body| {
             let api = weak.upgrade()?;
-            let mut m = api.sessions.lock().ok()?;
-            let s = m.get_mut(id)?;
+            let cell = api.session(id)?;
+            let mut s = cell.lock().ok()?;
             let text = String::from_utf8_lossy(body);
             let args = if text.trim().is_empty() {
                 json!({})
@@ -102,6 +105,11 @@ impl EpisodeApi {
             }
             Some(obs)
         })
+    }
+
+    /// One episode (its own lock: episodes run concurrently).
+    fn session(&self, id: &str) -> Option<Arc<Mutex<Session>>> {
+        self.sessions.lock().ok()?.get(id).cloned()
     }
 
     /// Where ended episodes are written.
@@ -272,7 +280,7 @@ async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: B
         return error_response(&e);
     }
     let view = episode_view(&s, &host_base(&headers, api.app.config()));
-    sessions.insert(id, s);
+    sessions.insert(id, Arc::new(Mutex::new(s)));
     json_response(201, &view)
 }
 
@@ -283,8 +291,11 @@ async fn list(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Respons
     let Ok(sessions) = api.sessions.lock() else {
         return error_response(&FhirError::Conflict("episode table unavailable".into()));
     };
-    let items: Vec<Value> = sessions
-        .values()
+    let cells: Vec<Arc<Mutex<Session>>> = sessions.values().cloned().collect();
+    drop(sessions);
+    let items: Vec<Value> = cells
+        .iter()
+        .filter_map(|c| c.lock().ok())
         .map(|s| json!({"id": s.id, "instance": s.prepared.instance.id, "trial": s.trial, "mode": s.mode,
             "steps": s.steps.len(), "status": if s.ended() { "ended" } else { "active" }}))
         .collect();
@@ -292,14 +303,13 @@ async fn list(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Respons
 }
 
 fn with_session<T>(api: &EpisodeApi, id: &str, f: impl FnOnce(&mut Session) -> Result<T, Response>) -> Result<T, Response> {
-    let mut sessions = api
-        .sessions
-        .lock()
-        .map_err(|_| error_response(&FhirError::Conflict("episode table unavailable".into())))?;
-    let s = sessions
-        .get_mut(id)
+    let cell = api
+        .session(id)
         .ok_or_else(|| error_response(&FhirError::NotFound(format!("no episode '{id}'"))))?;
-    f(s)
+    let mut s = cell
+        .lock()
+        .map_err(|_| error_response(&FhirError::Conflict(format!("episode {id} is unavailable after an earlier failure"))))?;
+    f(&mut s)
 }
 
 async fn show(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

@@ -59,12 +59,13 @@ impl Session {
     }
 
     /// Run a tool of the instance's catalogue on the episode's sandbox and record the step.
-    /// A successful `finish` ends the episode (the caller then calls [`Session::end`]).
+    /// Past the step limit only `finish` runs (429 otherwise). A successful `finish` ends the
+    /// episode (the caller then calls [`Session::end`]).
     pub fn tool(&mut self, name: &str, args: &Value) -> Observation {
         if self.ended() {
             return Observation::fail(name, 409, format!("episode {} has ended", self.id));
         }
-        if self.steps.len() as u32 >= self.limit() {
+        if name != "finish" && self.steps.len() as u32 >= self.limit() {
             return Observation::fail(name, 429, format!("episode {} used its {} tool calls; call finish", self.id, self.limit()));
         }
         let mut fhir = SandboxBackend::new(self.sandbox.clone(), BASE);
@@ -88,11 +89,18 @@ impl Session {
         self.prepared.instance.max_steps.max(1) * 2
     }
 
-    /// Record a FHIR REST request the agent sent to the episode's sandbox directly.
-    pub fn rest(&mut self, base: &str, req: &FhirRequest, resp: &FhirResponse) {
+    /// Run a FHIR REST request the agent sent to the episode's sandbox directly (`run`
+    /// executes it) and record it as a step; refused (429) once the episode is out of steps;
+    /// after the end, run unrecorded (the record can still be inspected).
+    pub fn rest(&mut self, base: &str, req: &FhirRequest, run: &mut dyn FnMut() -> FhirResponse) -> FhirResponse {
         if self.ended() {
-            return;
+            return run();
         }
+        if self.steps.len() as u32 >= self.limit() {
+            let msg = format!("episode {} used its {} tool calls; call finish", self.id, self.limit());
+            return FhirResponse::json(429, crate::fhir::error::outcome("error", "throttled", &[msg]));
+        }
+        let resp = run();
         let (name, arguments) = rest_call(req, base);
         let obs = observe(&name, resp.clone());
         self.steps.push(Step::new(ToolCall { name, arguments }, ToolResult {
@@ -100,6 +108,7 @@ impl Session {
             status: obs.status,
             content: obs.content,
         }));
+        resp
     }
 
     /// The planner's guidance now (released from what the agent has seen, never a branch).

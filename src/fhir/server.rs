@@ -52,9 +52,10 @@ impl Default for ServerConfig {
     }
 }
 
-/// Called after every FHIR request to a forked sandbox: (sandbox id, base URL, request,
-/// response). The episode API records agents' REST calls with it.
-pub type Observer = Arc<dyn Fn(&str, &str, &FhirRequest, &FhirResponse) + Send + Sync>;
+/// Wraps every FHIR request to a forked sandbox: (sandbox id, base URL, request, run) → the
+/// response, where `run` executes the request. The episode API runs it under the episode's
+/// lock and records it as a step (or refuses it when the episode is out of steps).
+pub type Interceptor = Arc<dyn Fn(&str, &str, &FhirRequest, &mut dyn FnMut() -> FhirResponse) -> FhirResponse + Send + Sync>;
 
 /// Shared server state: the cohort, the default sandbox and forked sandboxes.
 pub struct AppState {
@@ -63,7 +64,7 @@ pub struct AppState {
     default: Arc<RwLock<Sandbox>>,
     sandboxes: RwLock<BTreeMap<String, Arc<RwLock<Sandbox>>>>,
     counter: AtomicU64,
-    observer: std::sync::OnceLock<Observer>,
+    interceptor: std::sync::OnceLock<Interceptor>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,13 +103,13 @@ impl AppState {
             cfg,
             sandboxes: RwLock::new(BTreeMap::new()),
             counter: AtomicU64::new(0),
-            observer: std::sync::OnceLock::new(),
+            interceptor: std::sync::OnceLock::new(),
         })
     }
 
-    /// Set the observer of FHIR requests to forked sandboxes (once).
-    pub fn set_observer(&self, f: Observer) -> bool {
-        self.observer.set(f).is_ok()
+    /// Set the interceptor of FHIR requests to forked sandboxes (once).
+    pub fn set_interceptor(&self, f: Interceptor) -> bool {
+        self.interceptor.set(f).is_ok()
     }
 
     /// Serve an existing sandbox (of any cohort) at `/sandboxes/{id}/fhir`.
@@ -457,23 +458,24 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
             "this server returns application/fhir+json only".into(),
         ));
     }
-    let resp = if req.is_write() {
-        match sb.write() {
-            Ok(mut g) => rest::handle(&mut g, &base, &req),
-            Err(_) => FhirResponse::error(&FhirError::Conflict("sandbox is unavailable after an earlier failure".into())),
-        }
-    } else {
-        match sb.read() {
-            Ok(g) => rest::handle_read(&g, &base, &req),
-            Err(_) => FhirResponse::error(&FhirError::Conflict("sandbox is unavailable after an earlier failure".into())),
+    let mut run = || {
+        if req.is_write() {
+            match sb.write() {
+                Ok(mut g) => rest::handle(&mut g, &base, &req),
+                Err(_) => FhirResponse::error(&FhirError::Conflict("sandbox is unavailable after an earlier failure".into())),
+            }
+        } else {
+            match sb.read() {
+                Ok(g) => rest::handle_read(&g, &base, &req),
+                Err(_) => FhirResponse::error(&FhirError::Conflict("sandbox is unavailable after an earlier failure".into())),
+            }
         }
     };
+    let resp = match state.interceptor.get() {
+        Some(i) if sandbox_id != "default" => i(sandbox_id, &base, &req, &mut run),
+        _ => run(),
+    };
     tracing::debug!(method = %parts.method, path = %parts.uri, status = resp.status, "fhir");
-    if sandbox_id != "default"
-        && let Some(obs) = state.observer.get()
-    {
-        obs(sandbox_id, &base, &req, &resp);
-    }
     to_http(resp)
 }
 

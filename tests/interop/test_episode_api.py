@@ -152,6 +152,20 @@ def test_bad_requests_get_operation_outcomes_and_lose_nothing():
     outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": "Patient"}), 409, "has ended")
 
 
+def test_an_episode_out_of_steps_can_only_finish():
+    ep = create("mab-age-001")
+    for _ in range(ep["max_steps"]):
+        assert requests.get(f"{ep['fhir_base']}/Patient/S6534835").status_code == 200
+    outcome(requests.get(f"{ep['fhir_base']}/Patient/S6534835"), 429, "call finish")
+    outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": "Patient"}), 429, "call finish")
+    assert requests.get(f"{URL}/episodes/{ep['id']}").json()["steps"] == ep["max_steps"]
+    done = requests.post(ep["finish_url"], json={"answer": None})
+    assert done.status_code == 200 and done.json()["end"] == "finished"
+    # the record stays readable after the end, and reading it is no step
+    assert requests.get(f"{ep['fhir_base']}/Patient/S6534835").status_code == 200
+    assert requests.get(f"{URL}/episodes/{ep['id']}").json()["steps"] == ep["max_steps"] + 1
+
+
 def test_guided_episodes_release_steps_without_leaking_a_branch():
     ep = create("dm-followup-001", mode="guided")
     first = requests.get(ep["guidance_url"]).json()
