@@ -8,6 +8,7 @@ pub mod agent;
 pub mod calc;
 pub mod cli;
 pub mod fhir;
+pub mod fixtures;
 pub mod grade;
 pub mod htn;
 pub mod report;

@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// Threads for --llama.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
+    /// Measure only the cohort generator at MedAgentBench's density (`--patients`): generation
+    /// time and `emrgym serve` cold start on it, against the flat synthetic cohort of the same
+    /// size.
+    #[arg(long)]
+    pub fixtures: bool,
 }
 
 #[cfg(feature = "llama")]
@@ -464,6 +469,77 @@ fn synth(dir: &Path, patients: usize, per: usize) -> anyhow::Result<usize> {
     Ok(total)
 }
 
+/// Cold start of `emrgym serve` on `dir` (median of three) and the time from spawn to the
+/// first answer of `q` (the third start).
+fn cold_start(dir: &Path, q: &str) -> anyhow::Result<(f64, f64, u64)> {
+    let mut colds = Vec::new();
+    for _ in 0..2 {
+        let (s, secs) = start_emrgym(dir)?;
+        colds.push(secs);
+        drop(s);
+    }
+    let t = Instant::now();
+    let (server, secs) = start_emrgym(dir)?;
+    colds.push(secs);
+    colds.sort_by(|x, y| x.total_cmp(y));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let first = rt.block_on(async {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let uri: hyper::Uri = format!("{}/{q}", server.base).parse()?;
+        let r = client.get(uri).await?;
+        let ok = r.status().is_success();
+        let body = r.into_body().collect().await?.to_bytes();
+        if !ok || !contains(&body, b"\"searchset\"") {
+            bail!("{q}: no searchset");
+        }
+        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64())
+    })?;
+    let (rss, _) = rss_kib(server.child.id());
+    Ok((colds[1], first, rss))
+}
+
+/// The generator against the flat synthetic cohort of the same size, in the same run.
+fn fixtures_bench(a: &BenchArgs) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::fixtures::{Config, Generator};
+    let gen_dir = a.data.join("generated");
+    let cfg = Config {
+        patients: a.patients,
+        ..Config::default()
+    }
+    .medagentbench_scale();
+    let t = Instant::now();
+    let stats = Generator::new(cfg).map_err(anyhow::Error::msg)?.write_ndjson(&gen_dir)?;
+    let gen_s = t.elapsed().as_secs_f64();
+    let total = stats.total();
+    let flat_dir = a.data.join("flat");
+    let _ = std::fs::remove_file(flat_dir.join("COHORT"));
+    let per = (total - a.patients) / a.patients.max(1);
+    let t = Instant::now();
+    let flat_total = synth(&flat_dir, a.patients, per)?;
+    let flat_s = t.elapsed().as_secs_f64();
+    let first_patient = std::fs::read_to_string(gen_dir.join("Patient.ndjson"))?
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["id"].as_str().map(String::from))
+        .context("no patient generated")?;
+    let (gen_cold, gen_first, gen_rss) = cold_start(&gen_dir, &format!("Observation?patient={first_patient}&code=K&_sort=-date&_count=20"))?;
+    let (flat_cold, flat_first, flat_rss) = cold_start(&flat_dir, &query(0, a.patients))?;
+    let size = |d: &Path| -> u64 {
+        std::fs::read_dir(d)
+            .map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    Ok(vec![
+        ("resources (generated / flat)".into(), format!("{total} / {flat_total}")),
+        ("NDJSON size (generated / flat)".into(), format!("{} MB / {} MB", size(&gen_dir) >> 20, size(&flat_dir) >> 20)),
+        ("generate + write (generated / flat)".into(), format!("{gen_s:.2} s / {flat_s:.2} s ({:.2}x)", gen_s / flat_s)),
+        ("serve: listening, median of 3 (generated / flat)".into(), format!("{gen_cold:.2} s / {flat_cold:.2} s ({:.2}x)", gen_cold / flat_cold)),
+        ("serve: spawn to first search answered (generated / flat)".into(), format!("{gen_first:.2} s / {flat_first:.2} s ({:.2}x)", gen_first / flat_first)),
+        ("serve: RSS when answering (generated / flat)".into(), format!("{} MiB / {} MiB", gen_rss >> 10, flat_rss >> 10)),
+    ])
+}
+
 fn time_forks(cohort: &std::sync::Arc<crate::fhir::Cohort>, n: usize) -> f64 {
     let t = Instant::now();
     let mut keep = 0usize;
@@ -736,6 +812,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(latency) = a.agent_loop {
         super::emit("| agent loop | value |\n|---|---|\n")?;
         for (k, v) in agent_loop_bench(latency)? {
+            super::emit(&format!("| {k} | {v} |\n"))?;
+        }
+        return Ok(());
+    }
+    if a.fixtures {
+        super::emit("| cohort generator | value |\n|---|---|\n")?;
+        for (k, v) in fixtures_bench(&a)? {
             super::emit(&format!("| {k} | {v} |\n"))?;
         }
         return Ok(());

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod calc;
 pub mod episode;
 pub mod episodes;
+pub mod fixtures;
 pub mod mcp;
 pub mod model;
 pub mod replay;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Serve one scenario episode over the Model Context Protocol (stdio) to an external
     /// agent; graded and recorded on finish or disconnect.
     Mcp(mcp::McpArgs),
+    /// Synthetic cohorts: generate one as FHIR NDJSON (deterministic from a seed).
+    #[command(subcommand)]
+    Fixtures(fixtures::FixturesCommand),
     /// Scenario families: check (the integrity gate), list, new.
     #[command(subcommand)]
     Scenarios(scenarios::ScenariosCommand),
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(a) => report::compare_runs(a),
         Command::Export(a) => report::export(a),
         Command::Mcp(a) => mcp::run(a),
+        Command::Fixtures(c) => fixtures::run(c),
     }
 }
 

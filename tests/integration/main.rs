@@ -9,6 +9,7 @@ mod cohorts;
 mod common;
 mod external_agents;
 mod fhir_api;
+mod fixtures;
 mod interop;
 #[cfg(feature = "llama")]
 mod llama_model;
