@@ -41,6 +41,18 @@ pub enum ScenariosCommand {
         #[arg(long)]
         markdown: bool,
     },
+    /// For every patient of a cohort, the branches a family's task network takes on that
+    /// patient's record (to choose instances that exercise every branch).
+    Branches {
+        /// A family file.
+        family: PathBuf,
+        /// Cohort (default: the family's).
+        #[arg(long)]
+        cohort: Option<String>,
+        /// Print JSON: patient -> {node path: method}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a new family skeleton (with `doc` fields explaining each part).
     New {
         /// Family name (snake_case).
@@ -470,8 +482,57 @@ fn new_family(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Run `emrgym scenarios`.
+/// The branches `family` takes for every patient of `cohort` (default: the family's):
+/// patient -> {node path: method}, methods named `default` left out.
+pub fn branches(family: &Path, cohort: Option<&str>) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let mut ws = Workspace::open(family).map_err(|e| anyhow::anyhow!("{}: {}", family.display(), e.join("\n")))?;
+    let (_, _, fam) = ws.suite.families.first().cloned().context("no family in that file")?;
+    let cohort = cohort.unwrap_or(&fam.cohort).to_string();
+    let probe = fam.instances.first().cloned().context("the family has no instance to take variables from")?;
+    let clock = crate::fhir::clock::Clock::fixed(crate::fhir::clock::parse_instant(&fam.now).map_err(anyhow::Error::msg)?);
+    let c = crate::fhir::load::load(&cohort)?.build(&clock);
+    let sb = crate::fhir::store::Sandbox::fork(&c, crate::fhir::store::SandboxOptions::default());
+    let q = crate::fhir::search::SearchQuery::parse("Patient", &[("_count".into(), "100000".into())], c.registry(), true)?;
+    let mut out = BTreeMap::new();
+    for v in sb.search_all(&q)? {
+        let Some(id) = v.resource().and_then(|r| r["id"].as_str().map(String::from)) else { continue };
+        let decl = crate::scenario::InstanceDecl {
+            id: format!("probe-{}", id.to_lowercase()),
+            patient: id.clone(),
+            cohort: Some(cohort.clone()),
+            expect_branch: BTreeMap::new(),
+            doc: String::new(),
+            ..probe.clone()
+        };
+        let inst = fam.instantiate(&decl).map_err(anyhow::Error::msg)?;
+        let p = ws.prepare(&inst).map_err(|e| anyhow::anyhow!("{id}: {}", e.join("; ")))?;
+        let b: BTreeMap<String, String> = p.oracle.branches().into_iter().filter(|(_, m)| m != "default").collect();
+        out.insert(id, b);
+    }
+    Ok(out)
+}
+
+/// Run `emrgym scenarios`.
 pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
     match cmd {
+        ScenariosCommand::Branches { family, cohort, json } => {
+            let b = branches(&family, cohort.as_deref())?;
+            if json {
+                return super::emit(&format!("{}\n", serde_json::to_string_pretty(&b)?));
+            }
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            let mut text = String::new();
+            for (patient, br) in &b {
+                let label = br.iter().map(|(k, v)| format!("{}={v}", if k.is_empty() { "(root)" } else { k })).collect::<Vec<_>>().join(" ");
+                *counts.entry(label.clone()).or_insert(0) += 1;
+                text.push_str(&format!("{patient}  {label}\n"));
+            }
+            text.push_str(&format!("\n{} patients:\n", b.len()));
+            for (label, n) in counts {
+                text.push_str(&format!("  {n:>4}  {label}\n"));
+            }
+            super::emit(&text)?;
+        }
         ScenariosCommand::Check { path, json } => {
             let report = check(&path);
             if json {

@@ -17,7 +17,7 @@ pub struct ServeArgs {
     /// JSON config file (keys as the long flags, with underscores); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Cohort: a built-in name (demo, synthea-samples) or a path to NDJSON/Bundle files.
+    /// Cohort: a built-in name (demo, gen, synthea-samples) or a path to NDJSON/Bundle files.
     #[arg(long)]
     pub cohort: Option<String>,
     /// Interface to bind (loopback by default).

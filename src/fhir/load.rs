@@ -88,6 +88,53 @@ pub const BUILTIN: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        // `emrgym fixtures generate --patients 80 --seed 1 --years 1 --vitals-every 8 --admitted 0.6`
+        // (a test keeps it so)
+        "gen",
+        &[
+            (
+                "Organization.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Organization.ndjson"),
+            ),
+            (
+                "Practitioner.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Practitioner.ndjson"),
+            ),
+            (
+                "Patient.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Patient.ndjson"),
+            ),
+            (
+                "Encounter.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Encounter.ndjson"),
+            ),
+            (
+                "Condition.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Condition.ndjson"),
+            ),
+            (
+                "Observation.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Observation.ndjson"),
+            ),
+            (
+                "MedicationRequest.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/MedicationRequest.ndjson"),
+            ),
+            (
+                "AllergyIntolerance.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/AllergyIntolerance.ndjson"),
+            ),
+            (
+                "Procedure.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Procedure.ndjson"),
+            ),
+            (
+                "Immunization.ndjson",
+                include_str!("../../fhir-fixtures/cohorts/gen/Immunization.ndjson"),
+            ),
+        ],
+    ),
+    (
         "synthea-samples",
         &[
             (

@@ -30,6 +30,9 @@ pub struct InstanceDecl {
     pub id: String,
     /// Patient id (bound as `%patient`).
     pub patient: String,
+    /// Cohort of this instance (default: the family's).
+    #[serde(default)]
+    pub cohort: Option<String>,
     /// Variable bindings (override the family's).
     #[serde(default)]
     pub vars: Map<String, Value>,
@@ -167,7 +170,7 @@ impl Family {
             id: i.id.clone(),
             family: self.family.clone(),
             patient: i.patient.clone(),
-            cohort: self.cohort.clone(),
+            cohort: i.cohort.clone().unwrap_or_else(|| self.cohort.clone()),
             now: self.now.clone(),
             instruction,
             context,

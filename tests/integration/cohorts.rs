@@ -20,7 +20,7 @@ fn all_resources(s: &Sandbox) -> Vec<Value> {
 
 #[test]
 fn builtin_cohorts_validate_and_references_resolve() {
-    for name in ["demo", "synthea-samples"] {
+    for name in ["demo", "gen", "synthea-samples"] {
         let c = load::load(name).unwrap().build(&Clock::System);
         let s = Sandbox::fork(&c, SandboxOptions::default());
         let all = all_resources(&s);

@@ -202,3 +202,30 @@ fn generated_values_carry_the_clinical_correlations() {
     }
     assert!(low_mg >= 5 && ok_mg >= 5 && low_k >= 5, "Mg low {low_mg} / normal {ok_mg}, K low {low_k}");
 }
+
+#[test]
+fn the_checked_in_gen_cohort_is_what_the_generator_writes() {
+    // scenarios pin branches to this data: regenerate it (the command below) and re-run
+    // `emrgym scenarios check` when the generator changes on purpose
+    let dir = tempfile::tempdir().unwrap();
+    Generator::new(Config {
+        patients: 80,
+        seed: 1,
+        years: 1,
+        inpatient_vitals_every_h: 8,
+        admitted_share: 0.6,
+        ..Config::default()
+    })
+    .unwrap()
+    .write_ndjson(dir.path())
+    .unwrap();
+    let checked_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-fixtures/cohorts/gen");
+    let (want, got) = (files(dir.path()), files(&checked_in));
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (name, bytes) in &want {
+        assert!(
+            &got[name] == bytes,
+            "fhir-fixtures/cohorts/gen/{name} is stale: emrgym fixtures generate --patients 80 --seed 1 --years 1 --vitals-every 8 --admitted 0.6 --out fhir-fixtures/cohorts/gen"
+        );
+    }
+}

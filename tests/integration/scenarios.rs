@@ -270,8 +270,15 @@ fn every_failure_class_on_a_minimal_trajectory() {
 fn mutated_oracle_runs_fail_the_right_node() {
     let mut ws = Workspace::open(&suite_dir()).unwrap();
     let mut tried = BTreeSet::new();
-    for inst in ws.suite.instances().unwrap() {
+    let all = ws.suite.instances().unwrap();
+    for inst in all.clone() {
         let p = ws.prepare(&inst).unwrap();
+        // another patient of the same cohort
+        let other = all
+            .iter()
+            .find(|o| o.cohort == inst.cohort && o.patient != inst.patient)
+            .map(|o| o.patient.clone())
+            .unwrap();
         let base = calls(&p);
         let leaf_of = |call_idx: usize| -> String {
             let (n, _) = p.oracle.reference_calls()[call_idx].clone();
@@ -295,7 +302,6 @@ fn mutated_oracle_runs_fail_the_right_node() {
             // wrong patient
             if c.name == "fhir_create" {
                 let mut m = base.clone();
-                let other = if inst.patient == "S2016972" { "S6315806" } else { "S2016972" };
                 m[i].arguments["resource"]["subject"]["reference"] = json!(format!("Patient/{other}"));
                 let g = run(&p, m);
                 assert_eq!(
