@@ -557,16 +557,11 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
             }
         }
         ScenariosCommand::List { path, markdown } => {
-            let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-            let rows = family_rows(&mut ws);
             if markdown {
-                let mut s = String::from("| Family | What it tests | Instances | Branch balance | Tools |\n|---|---|---|---|---|\n");
-                for (f, t, n, b, tools) in &rows {
-                    s.push_str(&format!("| `{f}` | {t} | {n} | {b} | {tools} |\n"));
-                }
-                super::emit(&s)?;
+                super::emit(&suite_markdown(&path)?)?;
             } else {
-                for (f, _, n, b, _) in &rows {
+                let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+                for (f, _, n, b, _) in &family_rows(&mut ws) {
                     super::emit(&format!("{f:<28} {n:>4}  {b}\n"))?;
                 }
             }
@@ -581,6 +576,29 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The suite as a Markdown table (docs/suite.md): family, what it tests, instances (and
+/// per cohort), branch balance, tools; then the totals.
+pub fn suite_markdown(path: &Path) -> anyhow::Result<String> {
+    let mut ws = Workspace::open(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+    let rows = family_rows(&mut ws);
+    let mut cohorts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for i in ws.suite.instances().map_err(anyhow::Error::msg)? {
+        *cohorts.entry(i.family.clone()).or_default().entry(i.cohort.clone()).or_insert(0) += 1;
+    }
+    let mut s = String::from("| Family | What it tests | Instances | Cohorts | Branch balance | Tools |\n|---|---|---|---|---|---|\n");
+    let mut total = 0;
+    for (f, t, n, b, tools) in &rows {
+        let c = cohorts
+            .get(f)
+            .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        total += n;
+        s.push_str(&format!("| `{f}` | {t} | {n} | {c} | {b} | {tools} |\n"));
+    }
+    s.push_str(&format!("\n{} families, {total} instances.\n", rows.len()));
+    Ok(s)
 }
 
 /// Used by tests: instances of a directory.

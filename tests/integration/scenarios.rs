@@ -583,3 +583,14 @@ fn guidance_follows_the_agent_without_leaking_branches() {
     let with_hints = guidance(&p.library, &tree, &steps[..1], &[], true);
     assert!(with_hints.next[0].hint.as_deref().unwrap().contains("30"), "{with_hints:?}");
 }
+
+#[test]
+fn the_suite_table_in_the_docs_is_generated_from_the_scenarios() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/suite.md")).unwrap();
+    let begin = "<!-- BEGIN GENERATED: emrgym scenarios list --markdown -->\n";
+    let start = doc.find(begin).map(|i| i + begin.len()).expect("begin marker");
+    let end = doc.find("<!-- END GENERATED -->").expect("end marker");
+    let table = emrgym::cli::scenarios::suite_markdown(&suite_dir()).unwrap();
+    assert!(doc[start..end] == table, "docs/suite.md is stale: run scripts/regenerate.sh");
+    assert!(table.contains("| `mab_k_replete` |") && table.contains("gen "), "{table}");
+}
