@@ -22,6 +22,7 @@ COHORT = json.loads("{}")  # filled below
 PER_BRANCH = {
     "mab_a1c": 5, "mab_k_replete": 4, "mab_latest_mg_24h": 8, "mab_mean_glucose_24h": 8, "mab_mg_replete": 6,
     "diabetes_followup": 5, "electrolyte_review": 3, "metformin_renal_review": 8,
+    "qtc_review": 5, "start_lisinopril": 4,
 }
 PLAIN = {"mab_latest_glucose": 18, "mab_patient_age": 18, "mab_ortho_referral": 18, "mab_record_bp": 18}
 LOOKUP = 9  # found and near-miss not-found each
@@ -57,23 +58,32 @@ def main():
             continue
         fam = json.loads(path.read_text())
         name = fam["family"]
-        mine = [i for i in fam["instances"] if i.get("cohort") != "gen"]
+        generated = "added by scripts/add_gen_instances.py"
+        mine = [i for i in fam["instances"] if i.get("cohort") != "gen" and i.get("doc", "").find(generated) < 0]
         prefix = re.sub(r"-\d+$", "", mine[0]["id"])
         n = max(int(re.search(r"(\d+)$", i["id"]).group(1)) for i in mine)
         width = len(re.search(r"(\d+)$", mine[0]["id"]).group(1))
         first_vars = mine[0].get("vars", {})
         branches = json.loads(subprocess.run([BIN, "scenarios", "branches", str(path), "--cohort", "gen", "--json"],
                                              check=True, capture_output=True, text=True).stdout)
+        # families on gen keep their hand-written instances; their patients are not reused
+        if fam["cohort"] == "gen":
+            for i in mine:
+                branches.pop(i["patient"], None)
         added = []
 
         def add(patient, vars_=None, expect=None, doc=""):
             nonlocal n
             n += 1
-            inst = {"id": f"{prefix}-{n:0{width}d}", "patient": patient, "cohort": "gen"}
+            inst = {"id": f"{prefix}-{n:0{width}d}", "patient": patient}
+            if fam["cohort"] != "gen":
+                inst["cohort"] = "gen"
             if vars_:
                 inst["vars"] = vars_
             if expect:
                 inst["expect_branch"] = expect
+            if fam["cohort"] == "gen":
+                doc = (doc + "; " if doc else "") + generated
             if doc:
                 inst["doc"] = doc
             added.append(inst)
