@@ -185,13 +185,23 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         Some(s) => Some(s.clone()),
         None => Some(PathBuf::from("scenarios")).filter(|p| p.is_dir()),
     };
-    let episodes = match &suite {
-        Some(dir) => {
-            let ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!("--suite {}: {}", dir.display(), e.join("\n")))?;
-            let rec = Recorder::open(&c.record, dir, c.seed, &ws)?;
-            Some(EpisodeApi::new(state.clone(), ws, rec)?)
-        }
-        None => {
+    let open_api = |dir: &PathBuf| -> anyhow::Result<std::sync::Arc<EpisodeApi>> {
+        let ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!("--suite {}: {}", dir.display(), e.join("\n")))?;
+        let rec = Recorder::open(&c.record, dir, c.seed, &ws)?;
+        EpisodeApi::new(state.clone(), ws, rec)
+    };
+    let episodes = match (&suite, c.suite.is_some()) {
+        // asked for: a broken suite or recording directory is an error
+        (Some(dir), true) => Some(open_api(dir)?),
+        // ./scenarios found by default: the FHIR server still runs without the episode API
+        (Some(dir), false) => match open_api(dir) {
+            Ok(api) => Some(api),
+            Err(e) => {
+                tracing::warn!("the episode API is off: {e:#}");
+                None
+            }
+        },
+        (None, _) => {
             tracing::warn!("no scenarios directory: the episode API is off (pass --suite DIR)");
             None
         }

@@ -168,6 +168,16 @@ async fn start() -> (String, Arc<Stub>) {
     (format!("http://{addr}/v1"), st)
 }
 
+/// The instances of `families` on the demo cohort (the numbers these tests count).
+fn demo(families: &[&str]) -> Vec<String> {
+    emrgym::cli::scenarios::instances(&suite())
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.cohort == "demo" && families.contains(&i.family.as_str()))
+        .map(|i| i.id)
+        .collect()
+}
+
 fn suite() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
@@ -332,16 +342,10 @@ async fn a_killed_run_resumes_to_the_same_results() {
     let bin = env!("CARGO_BIN_EXE_emrgym");
     let common = |out: &Path| {
         let mut c = std::process::Command::new(bin);
-        c.args(["run", "--suite"]).arg(suite()).args([
-            "--family",
-            "mab_patient_age",
-            "--family",
-            "mab_patient_lookup",
-            "--trials",
-            "2",
-            "--concurrency",
-            "1",
-        ]);
+        c.args(["run", "--suite"]).arg(suite()).args(["--trials", "2", "--concurrency", "1"]);
+        for i in demo(&["mab_patient_age", "mab_patient_lookup"]) {
+            c.arg("--instance").arg(i);
+        }
         c.arg("--model").arg(format!("openai:slowroundtrip@{base}")).arg("--out").arg(out);
         c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         c
@@ -508,8 +512,7 @@ async fn a_recorded_model_run_replays_offline() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
     let mut cfg = config(&base, "roundtrip", ToolProtocol::Native);
-    cfg.instances = vec![];
-    cfg.families = vec!["mab_patient_age".into(), "mab_latest_glucose".into()];
+    cfg.instances = demo(&["mab_patient_age", "mab_latest_glucose"]);
     cfg.mode = emrgym::cli::run::Mode::Guided;
     let rec2 = rec.clone();
     tokio::task::spawn_blocking(move || execute(cfg, &rec2, false).unwrap()).await.unwrap();
@@ -569,10 +572,14 @@ async fn a_recorded_model_run_replays_offline() {
     let t = std::fs::read_to_string(&f).unwrap().replace("What's the age", "What is the age");
     std::fs::write(&f, t).unwrap();
     let miss = dir.path().join("miss");
-    let out = run(vec![
+    let mut args: Vec<String> = vec![
         "run".into(), "--replay-model".into(), rec.display().to_string(), "--suite".into(), suite2.display().to_string(),
-        "--family".into(), "mab_patient_age".into(), "--out".into(), miss.display().to_string(),
-    ])
+        "--out".into(), miss.display().to_string(),
+    ];
+    for i in demo(&["mab_patient_age"]) {
+        args.extend(["--instance".to_string(), i]);
+    }
+    let out = run(args)
     .await
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -589,7 +596,7 @@ async fn a_recorded_model_run_replays_offline() {
     let cfg = RunConfig {
         suite: suite(),
         agent: AgentKind::Oracle,
-        families: vec!["mab_patient_age".into()],
+        instances: demo(&["mab_patient_age"]),
         ..RunConfig::default()
     };
     let o2 = oracle.clone();

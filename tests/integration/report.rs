@@ -17,11 +17,22 @@ fn bin() -> Command {
 
 const FAMILIES: [&str; 3] = ["mab_k_replete", "metformin_renal_review", "mab_patient_age"];
 
+/// The instances of [`FAMILIES`] on the demo cohort (18).
+fn demo_instances() -> Vec<String> {
+    emrgym::cli::scenarios::instances(&suite())
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.cohort == "demo" && FAMILIES.contains(&i.family.as_str()))
+        .map(|i| i.id)
+        .collect()
+}
+
 fn run(agent: AgentKind, out: &Path) {
     let cfg = RunConfig {
         suite: suite(),
         agent,
         families: FAMILIES.iter().map(|s| s.to_string()).collect(),
+        instances: demo_instances(),
         ..RunConfig::default()
     };
     execute(cfg, out, false).unwrap();

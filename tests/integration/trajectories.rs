@@ -15,10 +15,23 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_emrgym")
 }
 
+/// Run `agent` over `families` (their demo-cohort instances, the numbers these tests count),
+/// or over the whole suite when `families` is empty.
 fn run(agent: AgentKind, suite: &Path, families: &[&str], out: &Path) {
+    let instances = if families.is_empty() {
+        Vec::new()
+    } else {
+        emrgym::cli::scenarios::instances(suite)
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.cohort == "demo" && families.contains(&i.family.as_str()))
+            .map(|i| i.id)
+            .collect()
+    };
     let cfg = RunConfig {
         suite: suite.to_path_buf(),
         agent,
+        instances,
         families: families.iter().map(|s| s.to_string()).collect(),
         ..RunConfig::default()
     };
