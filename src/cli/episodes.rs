@@ -94,7 +94,13 @@ impl EpisodeApi {
             } else {
                 match serde_json::from_str::<Value>(text.trim()) {
                     Ok(v) => v,
-                    Err(e) => return Some(crate::tools::Observation::fail(name, 400, format!("arguments for {name} are not valid JSON: {e}"))),
+                    Err(e) => {
+                        return Some(crate::tools::Observation::fail(
+                            name,
+                            400,
+                            format!("arguments for {name} are not valid JSON: {e}"),
+                        ));
+                    }
                 }
             };
             let obs = s.tool(name, &args);
@@ -296,19 +302,26 @@ async fn list(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Respons
     let items: Vec<Value> = cells
         .iter()
         .filter_map(|c| c.lock().ok())
-        .map(|s| json!({"id": s.id, "instance": s.prepared.instance.id, "trial": s.trial, "mode": s.mode,
-            "steps": s.steps.len(), "status": if s.ended() { "ended" } else { "active" }}))
+        .map(|s| {
+            json!({"id": s.id, "instance": s.prepared.instance.id, "trial": s.trial, "mode": s.mode,
+            "steps": s.steps.len(), "status": if s.ended() { "ended" } else { "active" }})
+        })
         .collect();
-    json_response(200, &json!({"count": items.len(), "episodes": items, "run_dir": api.run_dir().display().to_string()}))
+    json_response(
+        200,
+        &json!({"count": items.len(), "episodes": items, "run_dir": api.run_dir().display().to_string()}),
+    )
 }
 
 fn with_session<T>(api: &EpisodeApi, id: &str, f: impl FnOnce(&mut Session) -> Result<T, Response>) -> Result<T, Response> {
     let cell = api
         .session(id)
         .ok_or_else(|| error_response(&FhirError::NotFound(format!("no episode '{id}'"))))?;
-    let mut s = cell
-        .lock()
-        .map_err(|_| error_response(&FhirError::Conflict(format!("episode {id} is unavailable after an earlier failure"))))?;
+    let mut s = cell.lock().map_err(|_| {
+        error_response(&FhirError::Conflict(format!(
+            "episode {id} is unavailable after an earlier failure"
+        )))
+    })?;
     f(&mut s)
 }
 

@@ -14,9 +14,9 @@ use super::session::{Recorder, Session};
 use crate::tools::Observation;
 use anyhow::{Context, bail};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
-    Implementation, InitializeResult, ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
+    InitializeResult, ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -122,11 +122,7 @@ impl ServerHandler for Server {
         serde_json::from_value(json!({"tools": self.0.tools})).map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
+    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(request.arguments.unwrap_or_default());
         let ep = self.0.clone();
         let name = request.name.to_string();
@@ -166,7 +162,10 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         if request.name != "task" {
-            return Err(McpError::invalid_params(format!("no prompt '{}' (there is: task)", request.name), None));
+            return Err(McpError::invalid_params(
+                format!("no prompt '{}' (there is: task)", request.name),
+                None,
+            ));
         }
         let r: GetPromptResult = serde_json::from_value(json!({
             "description": "The episode's task",
@@ -211,7 +210,13 @@ impl ServerHandler for Server {
 /// The instance `emrgym mcp` serves: the one named, or the one with the fewest recorded
 /// episodes (first by id).
 fn pick(ws: &Workspace, scenario: Option<&str>, record: &Path) -> anyhow::Result<String> {
-    let mut ids: Vec<String> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().map(|i| i.id).collect();
+    let mut ids: Vec<String> = ws
+        .suite
+        .instances()
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     ids.sort();
     if let Some(s) = scenario {
         if ids.iter().any(|i| i == s) {
@@ -225,7 +230,10 @@ fn pick(ws: &Workspace, scenario: Option<&str>, record: &Path) -> anyhow::Result
             if near.is_empty() {
                 " (emrgym scenarios list shows them)".to_string()
             } else {
-                format!(" (did you mean {}?)", near.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    " (did you mean {}?)",
+                    near.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )
             }
         );
     }
@@ -269,7 +277,11 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
         tools: mcp_tools(&p),
         prompt: task_prompt(&p, BASE),
     });
-    tracing::info!("serving {id} (trial {trial}, {:?} mode) over MCP on stdio; recording in {}", a.mode, a.record.display());
+    tracing::info!(
+        "serving {id} (trial {trial}, {:?} mode) over MCP on stdio; recording in {}",
+        a.mode,
+        a.record.display()
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let quit = rt.block_on(async {
         let service = Server(episode.clone())

@@ -5,7 +5,10 @@
 //! `compare` and `export` work on it.
 
 use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
-use super::run::{AgentKind, Mode, ResultLine, RunConfig, episode_seed, family_hashes, header, manifest, read_results, result_line, run_summary, trajectory_path};
+use super::run::{
+    AgentKind, Mode, ResultLine, RunConfig, episode_seed, family_hashes, header, manifest, read_results, result_line, run_summary,
+    trajectory_path,
+};
 use crate::fhir::Sandbox;
 use crate::fhir::rest::{FhirRequest, FhirResponse};
 use crate::htn::guide::Guidance;
@@ -66,7 +69,11 @@ impl Session {
             return Observation::fail(name, 409, format!("episode {} has ended", self.id));
         }
         if name != "finish" && self.steps.len() as u32 >= self.limit() {
-            return Observation::fail(name, 429, format!("episode {} used its {} tool calls; call finish", self.id, self.limit()));
+            return Observation::fail(
+                name,
+                429,
+                format!("episode {} used its {} tool calls; call finish", self.id, self.limit()),
+            );
         }
         let mut fhir = SandboxBackend::new(self.sandbox.clone(), BASE);
         let obs = self.prepared.registry.call(name, args, &mut fhir);
@@ -103,11 +110,14 @@ impl Session {
         let resp = run();
         let (name, arguments) = rest_call(req, base);
         let obs = observe(&name, resp.clone());
-        self.steps.push(Step::new(ToolCall { name, arguments }, ToolResult {
-            ok: obs.ok,
-            status: obs.status,
-            content: obs.content,
-        }));
+        self.steps.push(Step::new(
+            ToolCall { name, arguments },
+            ToolResult {
+                ok: obs.ok,
+                status: obs.status,
+                content: obs.content,
+            },
+        ));
         resp
     }
 
@@ -169,7 +179,13 @@ impl Recorder {
             seed,
             ..RunConfig::default()
         };
-        let mut ids: Vec<String> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().map(|i| i.id).collect();
+        let mut ids: Vec<String> = ws
+            .suite
+            .instances()
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
         ids.sort();
         let man = manifest(&cfg, ws, &ids)?;
         let mpath = dir.join("manifest.json");
@@ -177,10 +193,17 @@ impl Recorder {
         if mpath.exists() {
             let old: Value = serde_json::from_str(&std::fs::read_to_string(&mpath)?).with_context(|| format!("{}", mpath.display()))?;
             if old["config"]["agent"] != "external" {
-                bail!("{} holds a run of agent {}; record external episodes in another directory", dir.display(), old["config"]["agent"]);
+                bail!(
+                    "{} holds a run of agent {}; record external episodes in another directory",
+                    dir.display(),
+                    old["config"]["agent"]
+                );
             }
             if old["scenarios"] != man["scenarios"] || old["config"]["seed"] != man["config"]["seed"] {
-                bail!("{} was recorded with other scenarios or another seed; record in another directory", dir.display());
+                bail!(
+                    "{} was recorded with other scenarios or another seed; record in another directory",
+                    dir.display()
+                );
             }
             lines = read_results(&dir.join("results.jsonl"))?;
         }
@@ -214,12 +237,22 @@ impl Recorder {
 
     /// Write an ended episode: its trajectory, its result line, the summary (the run
     /// directory is created with the first episode).
-    pub fn record(&self, p: &Prepared, trial: u32, mode: Mode, t: &Trajectory, g: Option<crate::grade::Grade>) -> anyhow::Result<ResultLine> {
+    pub fn record(
+        &self,
+        p: &Prepared,
+        trial: u32,
+        mode: Mode,
+        t: &Trajectory,
+        g: Option<crate::grade::Grade>,
+    ) -> anyhow::Result<ResultLine> {
         let line = result_line(p, trial, t, &g);
         let mut lines = self.lines.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
         if !self.dir.join("manifest.json").exists() {
             std::fs::create_dir_all(self.dir.join("trajectories")).with_context(|| format!("creating {}", self.dir.display()))?;
-            std::fs::write(self.dir.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&self.manifest)?))?;
+            std::fs::write(
+                self.dir.join("manifest.json"),
+                format!("{}\n", serde_json::to_string_pretty(&self.manifest)?),
+            )?;
         }
         let mut cfg = self.cfg.clone();
         cfg.mode = mode;
@@ -239,7 +272,10 @@ impl Recorder {
         std::fs::rename(self.dir.join("results.jsonl.tmp"), self.dir.join("results.jsonl"))?;
         let trials = lines.iter().map(|l| l.trial + 1).max().unwrap_or(1);
         let summary = run_summary(&self.dir, &lines, trials, self.cfg.seed);
-        std::fs::write(self.dir.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+        std::fs::write(
+            self.dir.join("summary.json"),
+            format!("{}\n", serde_json::to_string_pretty(&summary)?),
+        )?;
         Ok(line)
     }
 }

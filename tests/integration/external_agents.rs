@@ -4,7 +4,7 @@
 //! (tests/interop/test_mcp.py). The oracle's calls replayed from outside get the oracle's
 //! grades, and what the server recorded replays to the same grades.
 
-use emrgym::cli::run::{AgentKind, RunConfig, ResultLine, execute, read_results};
+use emrgym::cli::run::{AgentKind, ResultLine, RunConfig, execute, read_results};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,14 +62,20 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
         .unwrap_or_else(|| panic!("no base URL in: {first}"))
         .to_string();
     let announced = lines.next().unwrap().unwrap();
-    assert!(announced.starts_with("episode API:") && announced.contains(&record.display().to_string()), "{announced}");
+    assert!(
+        announced.starts_with("episode API:") && announced.contains(&record.display().to_string()),
+        "{announced}"
+    );
     let example = root().join("docs/examples/episode_agent.py");
     let run = std::panic::catch_unwind(|| {
-        pytest("test_episode_api.py", &[
-            ("EMRGYM_URL", url.as_str()),
-            ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
-            ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
-        ])
+        pytest(
+            "test_episode_api.py",
+            &[
+                ("EMRGYM_URL", url.as_str()),
+                ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+                ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
+            ],
+        )
     });
     let _ = server.kill();
     let _ = server.wait();
@@ -81,7 +87,12 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
     let got = read_results(&record.join("results.jsonl")).unwrap();
     for w in &want {
         let g = got.iter().find(|g| g.instance == w.instance && g.trial == 0).unwrap();
-        assert_eq!((g.success, g.progress, &g.grade, g.end), (w.success, w.progress, &w.grade, w.end), "{}", w.instance);
+        assert_eq!(
+            (g.success, g.progress, &g.grade, g.end),
+            (w.success, w.progress, &w.grade, w.end),
+            "{}",
+            w.instance
+        );
     }
     assert!(got.iter().any(|g| g.trial > 0 && g.end == emrgym::trajectory::EndReason::Stopped));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record.join("manifest.json")).unwrap()).unwrap();
@@ -105,16 +116,29 @@ fn an_mcp_client_runs_graded_episodes_over_stdio() {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let suite = root().join("scenarios");
-    pytest("test_mcp.py", &[
-        ("EMRGYM_BIN", bin()),
-        ("EMRGYM_SUITE", suite.to_str().unwrap()),
-        ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
-        ("EMRGYM_WORK", work.to_str().unwrap()),
-    ]);
+    pytest(
+        "test_mcp.py",
+        &[
+            ("EMRGYM_BIN", bin()),
+            ("EMRGYM_SUITE", suite.to_str().unwrap()),
+            ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+            ("EMRGYM_WORK", work.to_str().unwrap()),
+        ],
+    );
     // the recorded MCP episodes replay to the same grades
     for run in ["mcp-guided", "mcp-stopped"] {
-        let out = Command::new(bin()).arg("replay").arg(work.join(run)).arg("--check").output().unwrap();
-        assert!(out.status.success(), "{run}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .arg("replay")
+            .arg(work.join(run))
+            .arg("--check")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{run}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -132,7 +156,10 @@ fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "stdout carries only the protocol");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--scenario mab-lookup-1") && err.contains("did you mean mab-lookup-001"), "{err}");
+    assert!(
+        err.contains("--scenario mab-lookup-1") && err.contains("did you mean mab-lookup-001"),
+        "{err}"
+    );
     assert!(!dir.path().join("rec").exists(), "nothing recorded");
 }
 
@@ -153,12 +180,15 @@ mod in_process {
     fn server(record: &Path, token: Option<&str>) -> App {
         let clock = Clock::fixed(parse_instant(NOW).unwrap());
         let cohort = load::load("demo").unwrap().build(&clock);
-        let state = AppState::new(cohort, ServerConfig {
-            clock,
-            token: token.map(String::from),
-            public_base: Some("http://emr.test".into()),
-            ..ServerConfig::default()
-        });
+        let state = AppState::new(
+            cohort,
+            ServerConfig {
+                clock,
+                token: token.map(String::from),
+                public_base: Some("http://emr.test".into()),
+                ..ServerConfig::default()
+            },
+        );
         let suite = super::root().join("scenarios");
         let ws = Workspace::open(&suite).unwrap();
         let rec = Recorder::open(record, &suite, 0, &ws).unwrap();
@@ -185,7 +215,10 @@ mod in_process {
         let id = ep.body["id"].as_str().unwrap().to_string();
         let base = format!("http://emr.test/sandboxes/{id}/fhir");
         assert_eq!(ep.body["fhir_base"], base.as_str());
-        assert!(ep.body["prompt"].as_str().unwrap().contains(&base), "the prompt names the episode's FHIR base");
+        assert!(
+            ep.body["prompt"].as_str().unwrap().contains(&base),
+            "the prompt names the episode's FHIR base"
+        );
         assert_eq!(ep.body["tools"][0]["type"], "function");
         assert!(!record.exists(), "nothing is written before an episode ends");
 
@@ -193,7 +226,9 @@ mod in_process {
         let args = json!({"resource_type": "Patient", "id": "S6534835"}).to_string();
         let r = s.req("POST", &format!("/sandboxes/{id}/tools/fhir_read"), Some(&args), &auth).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        let not_in_catalogue = s.req("POST", &format!("/sandboxes/{id}/tools/ckd_epi_2021"), Some("{}"), &auth).await;
+        let not_in_catalogue = s
+            .req("POST", &format!("/sandboxes/{id}/tools/ckd_epi_2021"), Some("{}"), &auth)
+            .await;
         assert!(not_in_catalogue.diag().contains("no tool named 'ckd_epi_2021'"));
         let shown = s.req("GET", &format!("/episodes/{id}"), None, &auth).await;
         assert_eq!(shown.body["steps"], 2);

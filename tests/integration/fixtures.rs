@@ -43,11 +43,14 @@ fn generate_is_deterministic_and_refuses_bad_flags_by_name() {
     let (fa, fb) = (files(&dir.path().join("a")), files(&dir.path().join("b")));
     assert!(fa.len() >= 9 && fa.contains_key("Patient.ndjson"));
     assert_eq!(fa, fb, "the same seed gives the same bytes");
-    assert_ne!(fa, files(&{
-        let out = run("c", &[]);
-        assert!(out.status.success());
-        dir.path().join("c")
-    }));
+    assert_ne!(
+        fa,
+        files(&{
+            let out = run("c", &[]);
+            assert!(out.status.success());
+            dir.path().join("c")
+        })
+    );
     for (flags, word) in [
         (vec!["--admitted", "2"], "admitted share"),
         (vec!["--now", "yesterday"], "--now yesterday"),
@@ -81,17 +84,32 @@ fn a_generated_cohort_loads_and_is_searchable() {
     let clock = emrgym::fhir::clock::Clock::fixed(emrgym::fhir::clock::parse_instant("2023-11-13T10:15:00Z").unwrap());
     let cohort = emrgym::fhir::load::load(dir.path().to_str().unwrap()).unwrap().build(&clock);
     assert_eq!(cohort.len(), stats.total());
-    let sb = emrgym::fhir::store::Sandbox::fork(&cohort, emrgym::fhir::store::SandboxOptions {
-        clock,
-        ..Default::default()
-    });
-    let mrn = files(dir.path())["Patient.ndjson"].split(|b| *b == b'\n').next().map(|l| serde_json::from_slice::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).unwrap();
+    let sb = emrgym::fhir::store::Sandbox::fork(
+        &cohort,
+        emrgym::fhir::store::SandboxOptions {
+            clock,
+            ..Default::default()
+        },
+    );
+    let mrn = files(dir.path())["Patient.ndjson"]
+        .split(|b| *b == b'\n')
+        .next()
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .unwrap();
     // by MRN identifier, and the patient's labs by the local code MedAgentBench uses
     let mut backend = (&mut { sb }, "http://emrgym.local/fhir");
     let reg = emrgym::tools::Registry::standard().unwrap();
-    let found = reg.call("fhir_search", &json!({"resource_type": "Patient", "params": {"identifier": mrn}}), &mut backend);
+    let found = reg.call(
+        "fhir_search",
+        &json!({"resource_type": "Patient", "params": {"identifier": mrn}}),
+        &mut backend,
+    );
     assert!(found.ok && found.content["total"] == 1, "{}", found.content);
-    let labs = reg.call("fhir_search", &json!({"resource_type": "Observation", "params": {"patient": mrn, "code": "CREAT", "_sort": "-date"}}), &mut backend);
+    let labs = reg.call(
+        "fhir_search",
+        &json!({"resource_type": "Observation", "params": {"patient": mrn, "code": "CREAT", "_sort": "-date"}}),
+        &mut backend,
+    );
     assert!(labs.ok && labs.content["total"].as_u64().unwrap() > 0, "{}", labs.content);
 }
 
@@ -118,20 +136,47 @@ fn generated_values_carry_the_clinical_correlations() {
     })
     .unwrap()
     .generate(&mut |ty, r| {
-        let subject = |k: &str| r[k]["reference"].as_str().unwrap_or_default().trim_start_matches("Patient/").to_string();
+        let subject = |k: &str| {
+            r[k]["reference"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("Patient/")
+                .to_string()
+        };
         match ty {
             "Patient" => {
                 patients.insert(r["id"].as_str().unwrap().to_string(), r.clone());
             }
-            "Condition" => conditions.entry(subject("subject")).or_default().push(r["code"]["coding"][0]["code"].as_str().unwrap().into()),
-            "MedicationRequest" => meds.entry(subject("subject")).or_default().push(r["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap().into()),
+            "Condition" => conditions
+                .entry(subject("subject"))
+                .or_default()
+                .push(r["code"]["coding"][0]["code"].as_str().unwrap().into()),
+            "MedicationRequest" => meds
+                .entry(subject("subject"))
+                .or_default()
+                .push(r["medicationCodeableConcept"]["coding"][0]["code"].as_str().unwrap().into()),
             "Encounter" if r["status"] == "in-progress" => admitted.push(subject("subject")),
             "Observation" => {
                 if let Some(v) = r["valueQuantity"]["value"].as_f64() {
-                    let code = r["code"]["coding"].as_array().unwrap().iter().find(|c| c["system"] == "http://loinc.org").unwrap()["code"].as_str().unwrap().to_string();
-                    let at = DateTime::parse_from_rfc3339(r["effectiveDateTime"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+                    let code = r["code"]["coding"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|c| c["system"] == "http://loinc.org")
+                        .unwrap()["code"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    let at = DateTime::parse_from_rfc3339(r["effectiveDateTime"].as_str().unwrap())
+                        .unwrap()
+                        .with_timezone(&Utc);
                     assert!(at < now, "{} is after now", r["id"]);
-                    obs.push(Obs { patient: subject("subject"), code, at, value: v });
+                    obs.push(Obs {
+                        patient: subject("subject"),
+                        code,
+                        at,
+                        value: v,
+                    });
                 }
             }
             _ => {}
@@ -139,7 +184,12 @@ fn generated_values_carry_the_clinical_correlations() {
         Ok(())
     })
     .unwrap();
-    let latest = |p: &str, code: &str| obs.iter().filter(|o| o.patient == p && o.code == code).max_by_key(|o| o.at).map(|o| o.value);
+    let latest = |p: &str, code: &str| {
+        obs.iter()
+            .filter(|o| o.patient == p && o.code == code)
+            .max_by_key(|o| o.at)
+            .map(|o| o.value)
+    };
     let has = |p: &str, sct: &str| conditions.get(p).is_some_and(|c| c.iter().any(|x| x == sct));
     let age = |p: &str| {
         let b = patients[p]["birthDate"].as_str().unwrap();
@@ -178,10 +228,17 @@ fn generated_values_carry_the_clinical_correlations() {
         }
     }
     assert!(dm >= 10 && dm_ok * 10 >= dm * 9, "diabetics: {dm_ok}/{dm} with HbA1c >= 6");
-    assert!(no_dm >= 5 && no_dm_ok * 20 >= no_dm * 19, "others: {no_dm_ok}/{no_dm} with HbA1c < 6.5");
+    assert!(
+        no_dm >= 5 && no_dm_ok * 20 >= no_dm * 19,
+        "others: {no_dm_ok}/{no_dm} with HbA1c < 6.5"
+    );
     // warfarin raises the INR
     let inr = |on: bool| {
-        let v: Vec<f64> = obs.iter().filter(|o| o.code == "6301-6" && meds.get(&o.patient).is_some_and(|m| m.contains(&"855332".to_string())) == on).map(|o| o.value).collect();
+        let v: Vec<f64> = obs
+            .iter()
+            .filter(|o| o.code == "6301-6" && meds.get(&o.patient).is_some_and(|m| m.contains(&"855332".to_string())) == on)
+            .map(|o| o.value)
+            .collect();
         (v.iter().sum::<f64>() / v.len().max(1) as f64, v.len())
     };
     let (on, n_on) = inr(true);
@@ -189,18 +246,32 @@ fn generated_values_carry_the_clinical_correlations() {
     // the current admissions: recent K and Mg for everyone, capillary glucose for diabetics,
     // and both sides of the repletion thresholds
     assert!(admitted.len() >= 60, "{} admitted", admitted.len());
-    let recent = |p: &str, code: &str| obs.iter().filter(|o| o.patient == p && o.code == code && o.at > now - Duration::hours(24)).count();
+    let recent = |p: &str, code: &str| {
+        obs.iter()
+            .filter(|o| o.patient == p && o.code == code && o.at > now - Duration::hours(24))
+            .count()
+    };
     let (mut low_mg, mut ok_mg, mut low_k) = (0, 0, 0);
     for p in &admitted {
-        assert!(recent(p, "19123-9") >= 1 && recent(p, "2823-3") >= 1, "{p}: no Mg/K in the last 24 h");
+        assert!(
+            recent(p, "19123-9") >= 1 && recent(p, "2823-3") >= 1,
+            "{p}: no Mg/K in the last 24 h"
+        );
         if has(p, "44054006") {
             assert!(recent(p, "2339-0") >= 2, "{p}: diabetic without glucose checks");
         }
         let mg = latest(p, "19123-9").unwrap();
-        if mg < 1.9 { low_mg += 1 } else { ok_mg += 1 }
+        if mg < 1.9 {
+            low_mg += 1
+        } else {
+            ok_mg += 1
+        }
         low_k += usize::from(latest(p, "2823-3").unwrap() < 3.5);
     }
-    assert!(low_mg >= 5 && ok_mg >= 5 && low_k >= 5, "Mg low {low_mg} / normal {ok_mg}, K low {low_k}");
+    assert!(
+        low_mg >= 5 && ok_mg >= 5 && low_k >= 5,
+        "Mg low {low_mg} / normal {ok_mg}, K low {low_k}"
+    );
 }
 
 #[test]
