@@ -159,8 +159,10 @@ def test_an_episode_out_of_steps_can_only_finish():
     outcome(requests.get(f"{ep['fhir_base']}/Patient/S6534835"), 429, "call finish")
     outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": "Patient"}), 429, "call finish")
     assert requests.get(f"{URL}/episodes/{ep['id']}").json()["steps"] == ep["max_steps"]
-    done = requests.post(ep["finish_url"], json={"answer": None})
-    assert done.status_code == 200 and done.json()["end"] == "finished"
+    # finishing through the sandbox's tool route: the tool's result with the episode's grade
+    done = requests.post(f"{URL}/sandboxes/{ep['id']}/tools/finish", json={"answer": None})
+    assert done.status_code == 200 and done.json()["finished"] is True, done.text
+    assert done.json()["episode"]["end"] == "finished" and "grade" in done.json()["episode"]
     # the record stays readable after the end, and reading it is no step
     assert requests.get(f"{ep['fhir_base']}/Patient/S6534835").status_code == 200
     assert requests.get(f"{URL}/episodes/{ep['id']}").json()["steps"] == ep["max_steps"] + 1
