@@ -11,12 +11,18 @@ use serde_json::Value;
 #[derive(Debug)]
 pub struct SandboxFacts {
     sandbox: Sandbox,
+    /// Answers already computed: the sandbox is never written through this type, so a query
+    /// gives the same answer every time (a guide re-plans after every step).
+    memo: std::collections::HashMap<(String, Vec<(String, String)>), Result<Vec<Value>, String>>,
 }
 
 impl SandboxFacts {
     /// Facts from `sandbox` (normally a fresh fork of the cohort).
     pub fn new(sandbox: Sandbox) -> SandboxFacts {
-        SandboxFacts { sandbox }
+        SandboxFacts {
+            sandbox,
+            memo: std::collections::HashMap::new(),
+        }
     }
 
     /// The sandbox.
@@ -27,6 +33,18 @@ impl SandboxFacts {
 
 impl FactSource for SandboxFacts {
     fn search(&mut self, resource_type: &str, params: &[(String, String)]) -> Result<Vec<Value>, String> {
+        let key = (resource_type.to_string(), params.to_vec());
+        if let Some(hit) = self.memo.get(&key) {
+            return hit.clone();
+        }
+        let answer = self.search_uncached(resource_type, params);
+        self.memo.insert(key, answer.clone());
+        answer
+    }
+}
+
+impl SandboxFacts {
+    fn search_uncached(&self, resource_type: &str, params: &[(String, String)]) -> Result<Vec<Value>, String> {
         if !crate::fhir::validate::SchemaValidator::r4().is_resource_type(resource_type) {
             return Err(format!("'{resource_type}' is not a FHIR R4 resource type"));
         }
