@@ -219,17 +219,24 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             warm.warm();
             tracing::info!(ms = t.elapsed().as_millis() as u64, "indexes warm");
         });
-        println!(
-            "EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes; {} tools: GET http://{addr}/tools)",
+        let mut banner = format!(
+            "EMRGym FHIR R4 server: http://{addr}/fhir (cohort '{}', {} resources; sandboxes: POST http://{addr}/sandboxes; {} tools: GET http://{addr}/tools)\n",
             state.cohort().name(),
             state.cohort().len(),
             registry.names().count()
         );
         if let Some(api) = &episodes {
-            println!(
-                "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})",
+            banner.push_str(&format!(
+                "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})\n",
                 api.run_dir().display()
-            );
+            ));
+        }
+        // one write, and a reader that goes away (`| head -1`, a test reading the address)
+        // must not take the server down: println! would panic on the closed pipe
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
         }
         let app = super::episodes::app(state, registry, episodes);
         serve(app, listener).await.context("server failed")
