@@ -7,13 +7,16 @@ use crate::fhir::search::SearchQuery;
 use crate::htn::plan::FactSource;
 use serde_json::Value;
 
+/// A fact query: resource type and search parameters.
+type Query = (String, Vec<(String, String)>);
+
 /// A [`FactSource`] over a sandbox nobody writes to.
 #[derive(Debug)]
 pub struct SandboxFacts {
     sandbox: Sandbox,
     /// Answers already computed: the sandbox is never written through this type, so a query
     /// gives the same answer every time (a guide re-plans after every step).
-    memo: std::collections::HashMap<(String, Vec<(String, String)>), Result<Vec<Value>, String>>,
+    memo: std::collections::HashMap<Query, Result<Vec<Value>, String>>,
 }
 
 impl SandboxFacts {
