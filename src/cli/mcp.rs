@@ -10,7 +10,7 @@
 
 use super::episode::{BASE, Prepared, Workspace, guidance_text, task_prompt};
 use super::run::{Mode, ResultLine, read_results};
-use super::session::{Recorder, Session};
+use super::session::{Recorder, Session, instance_ids};
 use crate::tools::Observation;
 use anyhow::{Context, bail};
 use rmcp::model::{
@@ -210,14 +210,7 @@ impl ServerHandler for Server {
 /// The instance `emrgym mcp` serves: the one named, or the one with the fewest recorded
 /// episodes (first by id).
 fn pick(ws: &Workspace, scenario: Option<&str>, record: &Path) -> anyhow::Result<String> {
-    let mut ids: Vec<String> = ws
-        .suite
-        .instances()
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    ids.sort();
+    let ids = instance_ids(ws)?;
     if let Some(s) = scenario {
         if ids.iter().any(|i| i == s) {
             return Ok(s.to_string());

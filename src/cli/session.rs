@@ -155,6 +155,13 @@ impl Session {
     }
 }
 
+/// The workspace's instance ids, sorted.
+pub fn instance_ids(ws: &Workspace) -> anyhow::Result<Vec<String>> {
+    let mut ids: Vec<String> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().map(|i| i.id).collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// The run directory external episodes are recorded in.
 pub struct Recorder {
     dir: PathBuf,
@@ -179,15 +186,7 @@ impl Recorder {
             seed,
             ..RunConfig::default()
         };
-        let mut ids: Vec<String> = ws
-            .suite
-            .instances()
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
-        ids.sort();
-        let man = manifest(&cfg, ws, &ids)?;
+        let man = manifest(&cfg, ws, &instance_ids(ws)?)?;
         let mpath = dir.join("manifest.json");
         let mut lines = Vec::new();
         if mpath.exists() {
