@@ -165,16 +165,7 @@ impl AppState {
             },
         );
         let id = format!("sb{n}");
-        let mut map = self
-            .sandboxes
-            .write()
-            .map_err(|_| FhirError::Conflict("sandbox table is unavailable".into()))?;
-        if map.len() >= MAX_SANDBOXES {
-            return Err(FhirError::Conflict(format!(
-                "{MAX_SANDBOXES} sandboxes are alive; DELETE some first"
-            )));
-        }
-        map.insert(id.clone(), Arc::new(RwLock::new(sb)));
+        self.insert_sandbox(&id, Arc::new(RwLock::new(sb)))?;
         Ok(id)
     }
 
