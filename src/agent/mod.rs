@@ -91,11 +91,14 @@ pub fn run_episode(policy: &mut dyn Policy, registry: &Registry, fhir: &mut dyn 
         };
         let obs = registry.call(&call.name, &call.arguments, fhir);
         let finished = obs.answer.is_some() && obs.ok;
-        steps.push(Step::new(call, ToolResult {
-            ok: obs.ok,
-            status: obs.status,
-            content: obs.content,
-        }));
+        steps.push(Step::new(
+            call,
+            ToolResult {
+                ok: obs.ok,
+                status: obs.status,
+                content: obs.content,
+            },
+        ));
         if finished {
             return Trajectory::new(steps, EndReason::Finished);
         }

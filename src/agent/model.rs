@@ -20,11 +20,11 @@ use async_openai::error::OpenAIError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How tool calls travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -615,16 +615,12 @@ impl Backend {
             Backend::OpenAi(b) => b.complete(messages, tools).await,
             Backend::Cassette(c) => {
                 let h = request_hash(messages, tools);
-                c.replies
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&h).cloned())
-                    .ok_or_else(|| {
-                        BackendError::CassetteMiss(format!(
-                            "no recorded reply for request sha256 {}: the conversation left the recording here",
-                            &h[..16]
-                        ))
-                    })
+                c.replies.lock().ok().and_then(|m| m.get(&h).cloned()).ok_or_else(|| {
+                    BackendError::CassetteMiss(format!(
+                        "no recorded reply for request sha256 {}: the conversation left the recording here",
+                        &h[..16]
+                    ))
+                })
             }
             #[cfg(feature = "llama")]
             Backend::Llama(l) => l.complete(messages, tools).await.map(|(r, _)| r),

@@ -523,7 +523,10 @@ fn fixtures_bench(a: &BenchArgs) -> anyhow::Result<Vec<(String, String)>> {
         .and_then(|l| serde_json::from_str::<Value>(l).ok())
         .and_then(|v| v["id"].as_str().map(String::from))
         .context("no patient generated")?;
-    let (gen_cold, gen_first, gen_rss) = cold_start(&gen_dir, &format!("Observation?patient={first_patient}&code=K&_sort=-date&_count=20"))?;
+    let (gen_cold, gen_first, gen_rss) = cold_start(
+        &gen_dir,
+        &format!("Observation?patient={first_patient}&code=K&_sort=-date&_count=20"),
+    )?;
     let (flat_cold, flat_first, flat_rss) = cold_start(&flat_dir, &query(0, a.patients))?;
     let size = |d: &Path| -> u64 {
         std::fs::read_dir(d)
@@ -532,11 +535,26 @@ fn fixtures_bench(a: &BenchArgs) -> anyhow::Result<Vec<(String, String)>> {
     };
     Ok(vec![
         ("resources (generated / flat)".into(), format!("{total} / {flat_total}")),
-        ("NDJSON size (generated / flat)".into(), format!("{} MB / {} MB", size(&gen_dir) >> 20, size(&flat_dir) >> 20)),
-        ("generate + write (generated / flat)".into(), format!("{gen_s:.2} s / {flat_s:.2} s ({:.2}x)", gen_s / flat_s)),
-        ("serve: listening, median of 3 (generated / flat)".into(), format!("{gen_cold:.2} s / {flat_cold:.2} s ({:.2}x)", gen_cold / flat_cold)),
-        ("serve: spawn to first search answered (generated / flat)".into(), format!("{gen_first:.2} s / {flat_first:.2} s ({:.2}x)", gen_first / flat_first)),
-        ("serve: RSS when answering (generated / flat)".into(), format!("{} MiB / {} MiB", gen_rss >> 10, flat_rss >> 10)),
+        (
+            "NDJSON size (generated / flat)".into(),
+            format!("{} MB / {} MB", size(&gen_dir) >> 20, size(&flat_dir) >> 20),
+        ),
+        (
+            "generate + write (generated / flat)".into(),
+            format!("{gen_s:.2} s / {flat_s:.2} s ({:.2}x)", gen_s / flat_s),
+        ),
+        (
+            "serve: listening, median of 3 (generated / flat)".into(),
+            format!("{gen_cold:.2} s / {flat_cold:.2} s ({:.2}x)", gen_cold / flat_cold),
+        ),
+        (
+            "serve: spawn to first search answered (generated / flat)".into(),
+            format!("{gen_first:.2} s / {flat_first:.2} s ({:.2}x)", gen_first / flat_first),
+        ),
+        (
+            "serve: RSS when answering (generated / flat)".into(),
+            format!("{} MiB / {} MiB", gen_rss >> 10, flat_rss >> 10),
+        ),
     ])
 }
 

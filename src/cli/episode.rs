@@ -7,8 +7,8 @@ use crate::agent::{Policy, run_episode};
 use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::{Cohort, Sandbox, SandboxOptions, load};
 use crate::grade::{Grade, grade, writes_from_diff};
-use crate::htn::library::Library;
 use crate::htn::guide::{Guidance, guidance};
+use crate::htn::library::Library;
 use crate::htn::plan::{Globals, Knowledge, Tree, plan, revealed_paths};
 use crate::scenario::{Instance, Suite};
 use crate::tools::Registry;
@@ -250,7 +250,11 @@ pub fn task_prompt(p: &Prepared, fhir_base: &str) -> String {
     use crate::agent::model::{ToolProtocol, system_prompt, user_prompt};
     let mut b = briefing(p);
     b.fhir_base = fhir_base.to_string();
-    format!("{}\n\n{}", system_prompt(&b, ToolProtocol::Native, &serde_json::Value::Null), user_prompt(&b))
+    format!(
+        "{}\n\n{}",
+        system_prompt(&b, ToolProtocol::Native, &serde_json::Value::Null),
+        user_prompt(&b)
+    )
 }
 
 /// Guidance as the agent reads it: the steps that can be done now, None when there are none.
@@ -304,19 +308,20 @@ pub fn execute_calls(p: &Prepared, seed: u64, calls: &[ToolCall]) -> (Sandbox, V
     for c in calls {
         let obs = match crate::tools::fhir_tools::rest_request(&c.arguments) {
             // a REST request the agent sent directly: sent again as it was
-            Some((req, base)) => {
-                crate::tools::fhir_tools::observe(&c.name, crate::fhir::rest::handle(&mut sb, &base, &req))
-            }
+            Some((req, base)) => crate::tools::fhir_tools::observe(&c.name, crate::fhir::rest::handle(&mut sb, &base, &req)),
             None => {
                 let mut backend = (&mut sb, BASE);
                 p.registry.call(&c.name, &c.arguments, &mut backend)
             }
         };
-        steps.push(Step::new(c.clone(), ToolResult {
-            ok: obs.ok,
-            status: obs.status,
-            content: obs.content,
-        }));
+        steps.push(Step::new(
+            c.clone(),
+            ToolResult {
+                ok: obs.ok,
+                status: obs.status,
+                content: obs.content,
+            },
+        ));
     }
     (sb, steps)
 }

@@ -133,7 +133,10 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
                     after: b.get(k).cloned(),
                 })
                 .collect();
-            (r.grade != now.grade || r.success != now.success || r.progress != now.progress, nodes)
+            (
+                r.grade != now.grade || r.success != now.success || r.progress != now.progress,
+                nodes,
+            )
         }
     };
     if changed && reasons.is_empty() {
@@ -205,9 +208,10 @@ pub fn replay(a: &ReplayArgs) -> anyhow::Result<Vec<Replayed>> {
         check_header(&file.header, &f)?;
         let id = file.header.scenario.instance.clone();
         if !prepared.contains_key(&id) {
-            let inst = insts.iter().find(|i| i.id == id).with_context(|| {
-                format!("{}: instance {id} is not in {} any more", f.display(), suite.display())
-            })?;
+            let inst = insts
+                .iter()
+                .find(|i| i.id == id)
+                .with_context(|| format!("{}: instance {id} is not in {} any more", f.display(), suite.display()))?;
             let p = ws.prepare(inst).map_err(|e| anyhow::anyhow!("{id}: {}", e.join("\n")))?;
             prepared.insert(id.clone(), p);
         }

@@ -96,7 +96,10 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         if !problems.is_empty() {
             bail!("{instance}.{trial}: the export is not valid ATIF: {}", problems.join("; "));
         }
-        std::fs::write(out.join(format!("{instance}.{trial}.json")), format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+        std::fs::write(
+            out.join(format!("{instance}.{trial}.json")),
+            format!("{}\n", serde_json::to_string_pretty(&doc)?),
+        )?;
         n += 1;
     }
     super::emit(&format!("wrote {n} ATIF trajectories to {}\n", out.display()))

@@ -4,7 +4,7 @@
 //! for shards. The summary reports success and pass^k with bootstrap confidence intervals,
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
-use super::episode::{BASE, Guide, Prepared, briefing, guidance_text, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
+use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, briefing, fork, grade_sandbox, guidance_text, htn_transitions};
 use crate::agent::model::{Backend, Cassette, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
@@ -190,7 +190,11 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     };
     if let Some(dir) = &a.replay_model {
         if c.agent != AgentKind::Model || c.model.is_none() {
-            bail!("--replay-model {}: that run used no model (agent {:?}), so it recorded no replies", dir.display(), c.agent);
+            bail!(
+                "--replay-model {}: that run used no model (agent {:?}), so it recorded no replies",
+                dir.display(),
+                c.agent
+            );
         }
         if a.model.is_some() {
             bail!("--replay-model serves the recorded model's replies; drop --model");
@@ -285,13 +289,16 @@ pub fn load_cassette(dir: &Path, protocol: crate::agent::model::ToolProtocol) ->
         let path = trajectory_path(dir, &r.instance, r.trial);
         let f = trajectory::file::read(&path).map_err(anyhow::Error::msg)?;
         for t in f.trajectory.turns {
-            replies.insert(t.request_sha256.clone(), crate::agent::model::Reply {
-                text: t.text,
-                tool_calls: t.tool_calls.into_iter().map(|c| (c.id, c.name, c.arguments)).collect(),
-                prompt_tokens: t.prompt_tokens,
-                completion_tokens: t.completion_tokens,
-                finish_reason: t.finish_reason,
-            });
+            replies.insert(
+                t.request_sha256.clone(),
+                crate::agent::model::Reply {
+                    text: t.text,
+                    tool_calls: t.tool_calls.into_iter().map(|c| (c.id, c.name, c.arguments)).collect(),
+                    prompt_tokens: t.prompt_tokens,
+                    completion_tokens: t.completion_tokens,
+                    finish_reason: t.finish_reason,
+                },
+            );
         }
     }
     if replies.is_empty() {
@@ -469,9 +476,8 @@ async fn one_episode(
             if cfg.mode == Mode::Guided {
                 let mut guide = Guide::new(p);
                 let guide_sb = shared.clone();
-                let mut g = move |steps: &[crate::trajectory::Step]| -> Option<String> {
-                    guidance_text(&guide.at(steps, &*guide_sb.read().ok()?))
-                };
+                let mut g =
+                    move |steps: &[crate::trajectory::Step]| -> Option<String> { guidance_text(&guide.at(steps, &*guide_sb.read().ok()?)) };
                 let hooks = Hooks {
                     guidance: Some(&mut g),
                     cancel: Some(cancel.clone()),

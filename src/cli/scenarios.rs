@@ -488,14 +488,20 @@ pub fn branches(family: &Path, cohort: Option<&str>) -> anyhow::Result<BTreeMap<
     let mut ws = Workspace::open(family).map_err(|e| anyhow::anyhow!("{}: {}", family.display(), e.join("\n")))?;
     let (_, _, fam) = ws.suite.families.first().cloned().context("no family in that file")?;
     let cohort = cohort.unwrap_or(&fam.cohort).to_string();
-    let probe = fam.instances.first().cloned().context("the family has no instance to take variables from")?;
+    let probe = fam
+        .instances
+        .first()
+        .cloned()
+        .context("the family has no instance to take variables from")?;
     let clock = crate::fhir::clock::Clock::fixed(crate::fhir::clock::parse_instant(&fam.now).map_err(anyhow::Error::msg)?);
     let c = crate::fhir::load::load(&cohort)?.build(&clock);
     let sb = crate::fhir::store::Sandbox::fork(&c, crate::fhir::store::SandboxOptions::default());
     let q = crate::fhir::search::SearchQuery::parse("Patient", &[("_count".into(), "100000".into())], c.registry(), true)?;
     let mut out = BTreeMap::new();
     for v in sb.search_all(&q)? {
-        let Some(id) = v.resource().and_then(|r| r["id"].as_str().map(String::from)) else { continue };
+        let Some(id) = v.resource().and_then(|r| r["id"].as_str().map(String::from)) else {
+            continue;
+        };
         let decl = crate::scenario::InstanceDecl {
             id: format!("probe-{}", id.to_lowercase()),
             patient: id.clone(),
@@ -523,7 +529,11 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             let mut text = String::new();
             for (patient, br) in &b {
-                let label = br.iter().map(|(k, v)| format!("{}={v}", if k.is_empty() { "(root)" } else { k })).collect::<Vec<_>>().join(" ");
+                let label = br
+                    .iter()
+                    .map(|(k, v)| format!("{}={v}", if k.is_empty() { "(root)" } else { k }))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 *counts.entry(label.clone()).or_insert(0) += 1;
                 text.push_str(&format!("{patient}  {label}\n"));
             }

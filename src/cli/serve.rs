@@ -1,11 +1,11 @@
 //! `emrgym serve`: load a cohort and serve it over HTTP.
 
-use crate::fhir::clock::{Clock, parse_instant};
-use crate::fhir::load;
-use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
 use super::episode::Workspace;
 use super::episodes::EpisodeApi;
 use super::session::Recorder;
+use crate::fhir::clock::{Clock, parse_instant};
+use crate::fhir::load;
+use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
 use crate::tools::Registry;
 use anyhow::{Context, bail};
 use std::path::PathBuf;

@@ -157,7 +157,13 @@ impl Session {
 
 /// The workspace's instance ids, sorted.
 pub fn instance_ids(ws: &Workspace) -> anyhow::Result<Vec<String>> {
-    let mut ids: Vec<String> = ws.suite.instances().map_err(anyhow::Error::msg)?.into_iter().map(|i| i.id).collect();
+    let mut ids: Vec<String> = ws
+        .suite
+        .instances()
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     ids.sort();
     Ok(ids)
 }

@@ -100,18 +100,9 @@ pub const BUILTIN: &[(&str, &[(&str, &str)])] = &[
                 "Practitioner.ndjson",
                 include_str!("../../fhir-fixtures/cohorts/gen/Practitioner.ndjson"),
             ),
-            (
-                "Patient.ndjson",
-                include_str!("../../fhir-fixtures/cohorts/gen/Patient.ndjson"),
-            ),
-            (
-                "Encounter.ndjson",
-                include_str!("../../fhir-fixtures/cohorts/gen/Encounter.ndjson"),
-            ),
-            (
-                "Condition.ndjson",
-                include_str!("../../fhir-fixtures/cohorts/gen/Condition.ndjson"),
-            ),
+            ("Patient.ndjson", include_str!("../../fhir-fixtures/cohorts/gen/Patient.ndjson")),
+            ("Encounter.ndjson", include_str!("../../fhir-fixtures/cohorts/gen/Encounter.ndjson")),
+            ("Condition.ndjson", include_str!("../../fhir-fixtures/cohorts/gen/Condition.ndjson")),
             (
                 "Observation.ndjson",
                 include_str!("../../fhir-fixtures/cohorts/gen/Observation.ndjson"),
@@ -124,10 +115,7 @@ pub const BUILTIN: &[(&str, &[(&str, &str)])] = &[
                 "AllergyIntolerance.ndjson",
                 include_str!("../../fhir-fixtures/cohorts/gen/AllergyIntolerance.ndjson"),
             ),
-            (
-                "Procedure.ndjson",
-                include_str!("../../fhir-fixtures/cohorts/gen/Procedure.ndjson"),
-            ),
+            ("Procedure.ndjson", include_str!("../../fhir-fixtures/cohorts/gen/Procedure.ndjson")),
             (
                 "Immunization.ndjson",
                 include_str!("../../fhir-fixtures/cohorts/gen/Immunization.ndjson"),

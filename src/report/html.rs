@@ -100,11 +100,17 @@ pub fn render(run: &Run) -> String {
         ));
     }
     TEMPLATE
-        .replace("{{TITLE}}", &html_escape(&format!("EMRGym report: {}", data["name"].as_str().unwrap_or(""))))
+        .replace(
+            "{{TITLE}}",
+            &html_escape(&format!("EMRGym report: {}", data["name"].as_str().unwrap_or(""))),
+        )
         .replace("/*RUN_DATA*/null", &embed(&data))
         .replace("<!--EPISODE_DATA-->", &blocks)
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -122,7 +122,6 @@ pub fn summary_text(s: &Value) -> String {
     out
 }
 
-
 /// The terminal report: the summary, then every episode that did not succeed with its
 /// primary failure class and first failed node.
 pub fn terminal(run: &Run) -> String {
@@ -149,14 +148,21 @@ pub fn terminal(run: &Run) -> String {
                 })
                 .map(|n| {
                     let reason = n["reasons"].get(0).and_then(Value::as_str).unwrap_or("");
-                    format!("{} {}{}", n["path"].as_str().unwrap_or(""), n["verdict"].as_str().unwrap_or(""), if reason.is_empty() { String::new() } else { format!(": {reason}") })
+                    format!(
+                        "{} {}{}",
+                        n["path"].as_str().unwrap_or(""),
+                        n["verdict"].as_str().unwrap_or(""),
+                        if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                    )
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {:<28} {:<18} {:<20} {}\n",
                 Run::key(r),
                 r["end"].as_str().unwrap_or(""),
-                r["grade"]["primary"].as_str().unwrap_or(if r["infrastructure"] == true { "(not scored)" } else { "-" }),
+                r["grade"]["primary"]
+                    .as_str()
+                    .unwrap_or(if r["infrastructure"] == true { "(not scored)" } else { "-" }),
                 first
             ));
         }
@@ -170,10 +176,14 @@ pub fn model_name(manifest: &Value) -> Option<String> {
     if manifest["config"]["agent"] != "model" || m.is_null() {
         return None;
     }
-    m["model"]
-        .as_str()
-        .map(|s| s.to_string())
-        .or_else(|| m["model_path"].as_str().map(|p| Path::new(p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()))
+    m["model"].as_str().map(|s| s.to_string()).or_else(|| {
+        m["model_path"].as_str().map(|p| {
+            Path::new(p)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    })
 }
 
 /// Per-episode differences between two runs of the same scenarios: success flips, progress
@@ -212,8 +222,11 @@ pub fn compare(a: &Run, b: &Run) -> Value {
     let families: serde_json::Map<String, Value> = fam
         .into_iter()
         .map(|(f, (pa, pb, n))| {
-            (f, json!({"episodes": n, "progress_a": round4(pa / n as f64), "progress_b": round4(pb / n as f64),
-                "delta": round4((pb - pa) / n as f64)}))
+            (
+                f,
+                json!({"episodes": n, "progress_a": round4(pa / n as f64), "progress_b": round4(pb / n as f64),
+                "delta": round4((pb - pa) / n as f64)}),
+            )
         })
         .collect();
     let rate = |s: &Value| s["success"]["mean"].as_f64();

@@ -345,9 +345,7 @@ pub fn rest_call(req: &FhirRequest, base: &str) -> (String, Value) {
         (Verb::Get, [ty]) | (Verb::Post, [ty, "_search"]) if ty.chars().next().is_some_and(char::is_uppercase) => {
             ("fhir_search", json!({"resource_type": ty, "params": params()}))
         }
-        (Verb::Get, [ty, id]) if !id.starts_with('_') && !id.starts_with('$') => {
-            ("fhir_read", json!({"resource_type": ty, "id": id}))
-        }
+        (Verb::Get, [ty, id]) if !id.starts_with('_') && !id.starts_with('$') => ("fhir_read", json!({"resource_type": ty, "id": id})),
         (Verb::Post, [ty]) if ty.chars().next().is_some_and(char::is_uppercase) => {
             ("fhir_create", json!({"resource_type": ty, "resource": req.body}))
         }

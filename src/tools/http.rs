@@ -42,7 +42,11 @@ pub fn app_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<Tool
         .route("/tools", get(list))
         .route("/tools/{name}", get(manifest).post(run_default))
         .route("/sandboxes/{id}/tools/{name}", axum::routing::post(run_in))
-        .with_state(ToolState { app: state.clone(), registry, hook })
+        .with_state(ToolState {
+            app: state.clone(),
+            registry,
+            hook,
+        })
         .merge(fhir_router(state))
 }
 

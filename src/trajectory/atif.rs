@@ -222,7 +222,9 @@ pub fn validate(v: &Value) -> Vec<String> {
             .unwrap_or_default();
         for c in s["tool_calls"].as_array().into_iter().flatten() {
             if !c["function_name"].is_string() || !c["arguments"].is_object() || !c["tool_call_id"].is_string() {
-                errs.push(format!("steps[{i}]: a tool call lacks tool_call_id, function_name or object arguments"));
+                errs.push(format!(
+                    "steps[{i}]: a tool call lacks tool_call_id, function_name or object arguments"
+                ));
             }
         }
         for r in s["observation"]["results"].as_array().into_iter().flatten() {

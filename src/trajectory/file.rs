@@ -367,21 +367,19 @@ pub fn from_jsonl(text: &str) -> Result<TrajectoryFile, ReadError> {
                 if step != t.steps.len() {
                     return Err(bad(format!("tool_call for step {step}, expected step {}", t.steps.len())));
                 }
-                let mut s = Step::new(ToolCall { name, arguments }, ToolResult {
-                    ok: false,
-                    status: 0,
-                    content: Value::Null,
-                });
+                let mut s = Step::new(
+                    ToolCall { name, arguments },
+                    ToolResult {
+                        ok: false,
+                        status: 0,
+                        content: Value::Null,
+                    },
+                );
                 s.turn = turn;
                 s.call_id = id;
                 t.steps.push(s);
             }
-            Event::ToolResult {
-                step,
-                ok,
-                status,
-                content,
-            } => {
+            Event::ToolResult { step, ok, status, content } => {
                 let Some(s) = t.steps.get_mut(step) else {
                     return Err(bad(format!("tool_result for step {step} before its call")));
                 };

@@ -342,7 +342,9 @@ async fn a_killed_run_resumes_to_the_same_results() {
     let bin = env!("CARGO_BIN_EXE_emrgym");
     let common = |out: &Path| {
         let mut c = std::process::Command::new(bin);
-        c.args(["run", "--suite"]).arg(suite()).args(["--trials", "2", "--concurrency", "1"]);
+        c.args(["run", "--suite"])
+            .arg(suite())
+            .args(["--trials", "2", "--concurrency", "1"]);
         for i in demo(&["mab_patient_age", "mab_patient_lookup"]) {
             c.arg("--instance").arg(i);
         }
@@ -433,9 +435,14 @@ async fn a_killed_run_resumes_to_the_same_results() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(130));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("interrupted:") && err.contains("--resume"), "{err}");
@@ -515,18 +522,24 @@ async fn a_recorded_model_run_replays_offline() {
     cfg.instances = demo(&["mab_patient_age", "mab_latest_glucose"]);
     cfg.mode = emrgym::cli::run::Mode::Guided;
     let rec2 = rec.clone();
-    tokio::task::spawn_blocking(move || execute(cfg, &rec2, false).unwrap()).await.unwrap();
+    tokio::task::spawn_blocking(move || execute(cfg, &rec2, false).unwrap())
+        .await
+        .unwrap();
     let calls = *st.calls.lock().unwrap();
     assert!(calls >= 24, "{calls} model calls");
     let bin = env!("CARGO_BIN_EXE_emrgym");
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(args).output().unwrap())
-    };
+    let run = |args: Vec<String>| tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(args).output().unwrap());
     // cassette: no request reaches the model
     let cas = dir.path().join("cas");
-    let out = run(vec!["run".into(), "--replay-model".into(), rec.display().to_string(), "--out".into(), cas.display().to_string()])
-        .await
-        .unwrap();
+    let out = run(vec![
+        "run".into(),
+        "--replay-model".into(),
+        rec.display().to_string(),
+        "--out".into(),
+        cas.display().to_string(),
+    ])
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(*st.calls.lock().unwrap(), calls, "the cassette served every reply");
     assert_eq!(
@@ -540,16 +553,25 @@ async fn a_recorded_model_run_replays_offline() {
     assert!(!b.trajectory.htn.is_empty());
     assert_eq!(a.header.mode, "guided");
     // replay re-grades the recording to the same grades
-    let out = run(vec!["replay".into(), rec.display().to_string(), "--check".into()]).await.unwrap();
+    let out = run(vec!["replay".into(), rec.display().to_string(), "--check".into()])
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("replayed 12 episodes: 12 grades unchanged, 0 changed"), "{text}");
     // the ATIF export of a model episode: system prompt, task, agent turns with their calls,
     // each call's result as the observation, token metrics
     let atif_dir = dir.path().join("atif");
-    let out = run(vec!["export".into(), rec.display().to_string(), "--format".into(), "atif".into(), "--out".into(), atif_dir.display().to_string()])
-        .await
-        .unwrap();
+    let out = run(vec![
+        "export".into(),
+        rec.display().to_string(),
+        "--format".into(),
+        "atif".into(),
+        "--out".into(),
+        atif_dir.display().to_string(),
+    ])
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(atif_dir.join("mab-age-001.0.json")).unwrap()).unwrap();
     assert_eq!(emrgym::trajectory::atif::validate(&v), Vec::<String>::new());
@@ -564,7 +586,12 @@ async fn a_recorded_model_run_replays_offline() {
         agent[0]["tool_calls"][0]["tool_call_id"]
     );
     assert_eq!(agent[0]["metrics"]["prompt_tokens"], 100);
-    assert!(steps.iter().any(|s| s["source"] == "user" && s["message"].as_str().unwrap().starts_with("Next step")), "guidance is a user step");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["source"] == "user" && s["message"].as_str().unwrap().starts_with("Next step")),
+        "guidance is a user step"
+    );
     // a changed instruction changes the first request: every episode misses the cassette
     let suite2 = dir.path().join("suite");
     copy_dir(&suite(), &suite2);
@@ -573,15 +600,18 @@ async fn a_recorded_model_run_replays_offline() {
     std::fs::write(&f, t).unwrap();
     let miss = dir.path().join("miss");
     let mut args: Vec<String> = vec![
-        "run".into(), "--replay-model".into(), rec.display().to_string(), "--suite".into(), suite2.display().to_string(),
-        "--out".into(), miss.display().to_string(),
+        "run".into(),
+        "--replay-model".into(),
+        rec.display().to_string(),
+        "--suite".into(),
+        suite2.display().to_string(),
+        "--out".into(),
+        miss.display().to_string(),
     ];
     for i in demo(&["mab_patient_age"]) {
         args.extend(["--instance".to_string(), i]);
     }
-    let out = run(args)
-    .await
-    .unwrap();
+    let out = run(args).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for l in read_results(&miss.join("results.jsonl")).unwrap() {
         assert_eq!(l.end, EndReason::BackendError);
@@ -600,8 +630,12 @@ async fn a_recorded_model_run_replays_offline() {
         ..RunConfig::default()
     };
     let o2 = oracle.clone();
-    tokio::task::spawn_blocking(move || execute(cfg, &o2, false).unwrap()).await.unwrap();
-    let out = run(vec!["run".into(), "--replay-model".into(), oracle.display().to_string()]).await.unwrap();
+    tokio::task::spawn_blocking(move || execute(cfg, &o2, false).unwrap())
+        .await
+        .unwrap();
+    let out = run(vec!["run".into(), "--replay-model".into(), oracle.display().to_string()])
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("used no model"));
 }

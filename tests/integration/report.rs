@@ -52,7 +52,14 @@ fn dom(html: &Path, hash: &str) -> Option<String> {
     };
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--virtual-time-budget=10000", "--dump-dom"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("file://{}{hash}", html.display()))
         .output()
@@ -82,7 +89,10 @@ fn the_html_report_renders_in_a_browser_with_the_right_verdicts() {
     assert!(text.contains("not successful (18):"), "{text}");
     assert!(text.contains("metformin-renal-001.0"), "{text}");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(!page.contains("http://") || !page.contains("<script src"), "self-contained: no external scripts");
+    assert!(
+        !page.contains("http://") || !page.contains("<script src"),
+        "self-contained: no external scripts"
+    );
     assert!(!page.contains("<link"), "self-contained: no external stylesheets");
     let results = read_results(&null.join("results.jsonl")).unwrap();
     for key in ["metformin-renal-001", "mab-k-004"] {
@@ -95,11 +105,7 @@ fn the_html_report_renders_in_a_browser_with_the_right_verdicts() {
         assert!(nodes.len() >= 3);
         for n in nodes {
             let path = n["path"].as_str().unwrap();
-            assert_eq!(
-                shown_verdict(&d, path).as_deref(),
-                n["verdict"].as_str(),
-                "node {path:?} of {key}"
-            );
+            assert_eq!(shown_verdict(&d, path).as_deref(), n["verdict"].as_str(), "node {path:?} of {key}");
         }
         // summary tables and the trajectory are there
         assert!(d.contains("metformin_renal_review") && d.contains("premature_finish"));
@@ -109,7 +115,17 @@ fn the_html_report_renders_in_a_browser_with_the_right_verdicts() {
     let oracle = dir.path().join("oracle");
     run(AgentKind::Oracle, &oracle);
     let html2 = dir.path().join("oracle.html");
-    assert!(bin().arg("report").arg(&oracle).arg("--html").arg(&html2).output().unwrap().status.success());
+    assert!(
+        bin()
+            .arg("report")
+            .arg(&oracle)
+            .arg("--html")
+            .arg(&html2)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     if let Some(d) = dom(&html2, "#ep=metformin-renal-001.0") {
         assert!(!d.contains("data-errors="));
         assert!(!d.contains("class=\"verdict failed\""));
@@ -151,7 +167,13 @@ fn export_writes_valid_atif_for_every_episode() {
     let a = dir.path().join("oracle");
     run(AgentKind::Oracle, &a);
     let out = dir.path().join("atif");
-    let o = bin().arg("export").arg(&a).args(["--format", "atif", "--out"]).arg(&out).output().unwrap();
+    let o = bin()
+        .arg("export")
+        .arg(&a)
+        .args(["--format", "atif", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("wrote 18 ATIF trajectories"));
     let mut n = 0;

@@ -43,7 +43,10 @@ fn files(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
         })
         .collect();
     v.sort();
@@ -70,7 +73,9 @@ fn replaying_the_suite_reproduces_every_grade_and_byte() {
         let n = read_results(&rec.join("results.jsonl")).unwrap().len();
         assert!(n >= 89);
         assert!(
-            text.starts_with(&format!("replayed {n} episodes: {n} grades unchanged, 0 changed; tool results differ in 0 episodes")),
+            text.starts_with(&format!(
+                "replayed {n} episodes: {n} grades unchanged, 0 changed; tool results differ in 0 episodes"
+            )),
             "{text}"
         );
         // the replayed run is the recorded run, byte for byte
@@ -95,31 +100,55 @@ fn a_changed_scenario_is_reported_with_its_reason() {
     run(AgentKind::Oracle, &sc, &["mab_patient_age", "mab_latest_glucose"], &rec);
     // a year later, every age is one more than the recorded answer
     let f = sc.join("mab_patient_age.json");
-    let t = std::fs::read_to_string(&f).unwrap().replace("\"now\": \"2023-11-13", "\"now\": \"2024-11-13");
+    let t = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("\"now\": \"2023-11-13", "\"now\": \"2024-11-13");
     std::fs::write(&f, t).unwrap();
-    let out = std::process::Command::new(bin()).arg("replay").arg(&rec).arg("--check").output().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--check")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "--check fails when a grade changed");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("replayed 12 episodes: 6 grades unchanged, 6 changed"), "{text}");
     assert!(text.contains("mab-age-001.0: success true -> false"), "{text}");
     assert!(text.contains("done: passed -> failed"), "{text}");
-    assert!(text.contains("why: scenario family mab_patient_age changed since the run"), "{text}");
+    assert!(
+        text.contains("why: scenario family mab_patient_age changed since the run"),
+        "{text}"
+    );
     assert!(!text.contains("mab-cbg"), "the unchanged family is not reported: {text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("6 grades changed on replay"));
     // the JSON report carries the same
-    let out = std::process::Command::new(bin()).arg("replay").arg(&rec).arg("--json").output().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--json")
+        .output()
+        .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let changed: Vec<&Value> = v.as_array().unwrap().iter().filter(|r| r["changed"] == true).collect();
     assert_eq!(changed.len(), 6);
     let nodes = changed[0]["nodes"].as_array().unwrap();
-    assert!(nodes.iter().any(|n| n["path"] == "done" && n["before"] == "passed" && n["after"] == "failed"), "{nodes:?}");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["path"] == "done" && n["before"] == "passed" && n["after"] == "failed"),
+        "{nodes:?}"
+    );
     // a missing instance is named
     std::fs::remove_file(&f).unwrap();
     let out = std::process::Command::new(bin()).arg("replay").arg(&rec).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("instance mab-age-001 is not in"));
     // not a run
-    let out = std::process::Command::new(bin()).arg("replay").arg(dir.path().join("nope")).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("replay")
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such run directory or trajectory file"));
 }
 

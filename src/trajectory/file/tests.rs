@@ -101,9 +101,23 @@ fn a_trajectory_survives_the_round_trip() {
     assert_eq!(
         types,
         [
-            "htn_step", "model_request", "model_reply", "tool_call", "tool_result", "htn_step", "model_request",
-            "model_reply", "tool_call", "tool_result", "fhir_write", "model_request", "model_reply", "tool_call",
-            "tool_result", "htn_step", "end"
+            "htn_step",
+            "model_request",
+            "model_reply",
+            "tool_call",
+            "tool_result",
+            "htn_step",
+            "model_request",
+            "model_reply",
+            "tool_call",
+            "tool_result",
+            "fhir_write",
+            "model_request",
+            "model_reply",
+            "tool_call",
+            "tool_result",
+            "htn_step",
+            "end"
         ]
     );
     // writing again gives the same bytes
@@ -148,7 +162,10 @@ fn newer_minor_versions_are_read_and_other_majors_refused() {
     let e = from_jsonl(&two).unwrap_err();
     assert_eq!(e, ReadError::Version("2.0".into()));
     let msg = e.to_string();
-    assert!(msg.contains("2.0") && msg.contains("1.x") && msg.contains("upgrade emrgym"), "{msg}");
+    assert!(
+        msg.contains("2.0") && msg.contains("1.x") && msg.contains("upgrade emrgym"),
+        "{msg}"
+    );
     let zero = newer.replacen("\"1.7\"", "\"0.3\"", 1);
     assert!(from_jsonl(&zero).unwrap_err().to_string().contains("0.3"));
 }
