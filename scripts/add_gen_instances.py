@@ -23,8 +23,17 @@ PER_BRANCH = {
     "mab_a1c": 5, "mab_k_replete": 4, "mab_latest_mg_24h": 8, "mab_mean_glucose_24h": 8, "mab_mg_replete": 6,
     "diabetes_followup": 5, "electrolyte_review": 3, "metformin_renal_review": 8,
     "qtc_review": 5, "start_lisinopril": 4,
+    "af_anticoagulation": 3, "meld_na_referral": 4, "sepsis_bundle": 3, "dka_insulin": 3, "admission_med_review": 2,
 }
-PLAIN = {"mab_latest_glucose": 18, "mab_patient_age": 18, "mab_ortho_referral": 18, "mab_record_bp": 18}
+# families whose task applies to some patients only: in hospital now, with diabetes, with cirrhosis
+ELIGIBLE = {
+    "sepsis_bundle": lambda p, cur, conds: p in cur,
+    "admission_med_review": lambda p, cur, conds: p in cur,
+    "dka_insulin": lambda p, cur, conds: p in cur and "44054006" in conds.get(p, ()),
+    "meld_na_referral": lambda p, cur, conds: "19943007" in conds.get(p, ()),
+}
+PLAIN = {"mab_latest_glucose": 18, "mab_patient_age": 18, "mab_ortho_referral": 18, "mab_record_bp": 18,
+         "unsolvable_no_order_tool": 10}
 LOOKUP = 9  # found and near-miss not-found each
 
 
@@ -46,6 +55,26 @@ def with_glucose():
     return out
 
 
+def in_hospital():
+    """Patients with an encounter in progress at the clinical now."""
+    out = set()
+    for line in (ROOT / "fhir-fixtures/cohorts/gen/Encounter.ndjson").read_text().splitlines():
+        e = json.loads(line)
+        if e["status"] == "in-progress":
+            out.add(e["subject"]["reference"].split("/")[1])
+    return out
+
+
+def conditions():
+    """SNOMED condition codes by patient."""
+    out = {}
+    for line in (ROOT / "fhir-fixtures/cohorts/gen/Condition.ndjson").read_text().splitlines():
+        c = json.loads(line)
+        codes = {x["code"] for x in c["code"]["coding"]}
+        out.setdefault(c["subject"]["reference"].split("/")[1], set()).update(codes)
+    return out
+
+
 def bp(i):
     return f"{112 + (i * 7) % 40}/{68 + (i * 5) % 24} mmHg"
 
@@ -53,11 +82,14 @@ def bp(i):
 def main():
     pts = patients()
     glucose = with_glucose()
+    cur, conds = in_hospital(), conditions()
     for path in sorted((ROOT / "scenarios").glob("*.json")):
         if path.name.endswith("schema.json"):
             continue
         fam = json.loads(path.read_text())
         name = fam["family"]
+        if name.startswith("horizon_"):
+            continue  # scripts/make_horizon.py writes these
         generated = "added by scripts/add_gen_instances.py"
         mine = [i for i in fam["instances"] if i.get("cohort") != "gen" and i.get("doc", "").find(generated) < 0]
         prefix = re.sub(r"-\d+$", "", mine[0]["id"])
@@ -66,6 +98,8 @@ def main():
         first_vars = mine[0].get("vars", {})
         branches = json.loads(subprocess.run([BIN, "scenarios", "branches", str(path), "--cohort", "gen", "--json"],
                                              check=True, capture_output=True, text=True).stdout)
+        if name in ELIGIBLE:
+            branches = {p: v for p, v in branches.items() if ELIGIBLE[name](p, cur, conds)}
         # families on gen keep their hand-written instances; their patients are not reused
         if fam["cohort"] == "gen":
             for i in mine:

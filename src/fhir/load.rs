@@ -88,7 +88,7 @@ pub const BUILTIN: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
-        // `emrgym fixtures generate --patients 80 --seed 1 --years 1 --vitals-every 8 --admitted 0.6`
+        // `emrgym fixtures generate --patients 120 --seed 21 --years 1 --vitals-every 8 --admitted 0.6`
         // (a test keeps it so)
         "gen",
         &[

@@ -665,8 +665,10 @@ fn norm_token(s: &str) -> String {
     s.rsplit('|').next().unwrap_or(s).to_lowercase()
 }
 
-/// Did a search cover the fact's query (same type, same patient, same code)?
-fn covers(fact: &Fact, args: &Value) -> bool {
+/// Did a search cover the fact's query (same type, same patient, same code)? A search
+/// without a code covers every code when its result is complete (no next page): "all active
+/// orders" shows that none is an anticoagulant.
+fn covers(fact: &Fact, args: &Value, result: &Value) -> bool {
     if args.get("resource_type").and_then(Value::as_str) != Some(fact.resource_type.as_str()) {
         return false;
     }
@@ -691,7 +693,11 @@ fn covers(fact: &Fact, args: &Value) -> bool {
             "code" => {
                 let wanted: BTreeSet<String> = v.split(',').map(norm_token).collect();
                 let given: BTreeSet<String> = get("code").iter().flat_map(|s| s.split(',').map(norm_token)).collect();
-                if wanted.is_disjoint(&given) {
+                if given.is_empty() {
+                    if !complete(result) {
+                        return false;
+                    }
+                } else if wanted.is_disjoint(&given) {
                     return false;
                 }
             }
@@ -699,6 +705,14 @@ fn covers(fact: &Fact, args: &Value) -> bool {
         }
     }
     true
+}
+
+/// A search result with every match on its page (no link to a next page).
+fn complete(result: &Value) -> bool {
+    !result
+        .get("link")
+        .and_then(Value::as_array)
+        .is_some_and(|links| links.iter().any(|l| l.get("relation").and_then(Value::as_str) == Some("next")))
 }
 
 /// The step at which the agent was first shown the fact: every resource of the oracle
@@ -713,7 +727,7 @@ pub fn fact_revealed(fact: &Fact, steps: &[Step]) -> Option<usize> {
     if wanted.is_empty() {
         return steps
             .iter()
-            .position(|s| s.call.name == "fhir_search" && s.result.ok && covers(fact, &s.call.arguments));
+            .position(|s| s.call.name == "fhir_search" && s.result.ok && covers(fact, &s.call.arguments, &s.result.content));
     }
     let mut seen = BTreeSet::new();
     for (i, s) in steps.iter().enumerate() {

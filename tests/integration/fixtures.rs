@@ -280,8 +280,8 @@ fn the_checked_in_gen_cohort_is_what_the_generator_writes() {
     // `emrgym scenarios check` when the generator changes on purpose
     let dir = tempfile::tempdir().unwrap();
     Generator::new(Config {
-        patients: 80,
-        seed: 1,
+        patients: 120,
+        seed: 21,
         years: 1,
         inpatient_vitals_every_h: 8,
         admitted_share: 0.6,
@@ -296,7 +296,7 @@ fn the_checked_in_gen_cohort_is_what_the_generator_writes() {
     for (name, bytes) in &want {
         assert!(
             &got[name] == bytes,
-            "fhir-fixtures/cohorts/gen/{name} is stale: emrgym fixtures generate --patients 80 --seed 1 --years 1 --vitals-every 8 --admitted 0.6 --out fhir-fixtures/cohorts/gen"
+            "fhir-fixtures/cohorts/gen/{name} is stale: emrgym fixtures generate --patients 120 --seed 21 --years 1 --vitals-every 8 --admitted 0.6 --out fhir-fixtures/cohorts/gen"
         );
     }
 }
