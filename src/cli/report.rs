@@ -2,7 +2,7 @@
 //! `emrgym export RUN_DIR --format atif`: read run directories and write what people look at
 //! or hand to other tools.
 
-use crate::report::{Run, compare, compare_text, html, terminal};
+use crate::report::{Run, compare, compare_text, horizon, html, terminal};
 use crate::trajectory::atif;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -59,7 +59,13 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
         std::fs::write(path, html::render(&run)).with_context(|| format!("writing {}", path.display()))?;
     }
     if a.json {
-        super::emit(&format!("{}\n", serde_json::to_string_pretty(&run.summary)?))?;
+        // the summary, with the horizon view when the run has horizon families
+        let mut summary = run.summary.clone();
+        let h = horizon(&run);
+        if let (Some(obj), false) = (summary.as_object_mut(), h.as_object().is_none_or(|m| m.is_empty())) {
+            obj.insert("horizon".into(), h);
+        }
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     } else {
         super::emit(&terminal(&run))?;
     }

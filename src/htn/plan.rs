@@ -789,3 +789,61 @@ pub fn outline(tree: &Tree) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trajectory::{Step, ToolCall, ToolResult};
+    use serde_json::json;
+
+    fn search(params: Value, next_page: bool) -> Step {
+        let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "entry": []});
+        if next_page {
+            bundle["link"] = json!([{"relation": "self", "url": "x"}, {"relation": "next", "url": "y"}]);
+        }
+        Step::new(
+            ToolCall {
+                name: "fhir_search".into(),
+                arguments: json!({"resource_type": "MedicationRequest", "params": params}),
+            },
+            ToolResult {
+                ok: true,
+                status: 200,
+                content: bundle,
+            },
+        )
+    }
+
+    #[test]
+    fn an_empty_coded_fact_is_shown_by_the_coded_search_or_by_a_complete_uncoded_one() {
+        let fact = Fact {
+            resource_type: "MedicationRequest".into(),
+            params: vec![
+                ("patient".into(), "S1".into()),
+                ("status".into(), "active".into()),
+                (
+                    "code".into(),
+                    "http://www.nlm.nih.gov/research/umls/rxnorm|855332,http://www.nlm.nih.gov/research/umls/rxnorm|1364445".into(),
+                ),
+            ],
+            value: Vec::new(),
+        };
+        // the same code (without its system)
+        assert_eq!(
+            fact_revealed(&fact, &[search(json!({"patient": "S1", "code": "1364445"}), false)]),
+            Some(0)
+        );
+        // all the patient's orders, on one page: none is an anticoagulant
+        assert_eq!(
+            fact_revealed(&fact, &[search(json!({"patient": "Patient/S1", "status": "active"}), false)]),
+            Some(0)
+        );
+        // a first page only proves nothing, nor does another code or another patient
+        assert_eq!(fact_revealed(&fact, &[search(json!({"patient": "S1"}), true)]), None);
+        assert_eq!(
+            fact_revealed(&fact, &[search(json!({"patient": "S1", "code": "860975"}), false)]),
+            None
+        );
+        assert_eq!(fact_revealed(&fact, &[search(json!({"patient": "S2"}), false)]), None);
+    }
+}

@@ -136,6 +136,7 @@ pub fn terminal(run: &Run) -> String {
         model_name(&run.manifest).map(|m| format!("  model {m}")).unwrap_or_default()
     ));
     out.push_str(&summary_text(&run.summary));
+    out.push_str(&horizon_text(&horizon(run)));
     let failed: Vec<&Value> = run.results.iter().filter(|r| r["success"] != true).collect();
     if !failed.is_empty() {
         out.push_str(&format!("\nnot successful ({}):\n", failed.len()));
@@ -248,6 +249,96 @@ pub fn compare(a: &Run, b: &Run) -> Value {
     })
 }
 
+/// The horizon view of a run: families named `BASE_N` (the same procedure chained `N` times,
+/// each step a graded node `p1` ... `pN`), grouped by `BASE` when the run has at least two
+/// lengths. For each group: success by chain length, accuracy by step index (the share of
+/// scored episodes, of every length that has the step, whose node `pI` passed), and the
+/// horizon, the shortest length at which success falls below 50% (null when none does).
+/// Infrastructure failures are left out. Empty when the run has no such families.
+pub fn horizon(run: &Run) -> Value {
+    // base -> length -> (episodes, successes, per step (passed, seen))
+    type Steps = BTreeMap<usize, (usize, usize)>;
+    let mut groups: BTreeMap<String, BTreeMap<usize, (usize, usize, Steps)>> = BTreeMap::new();
+    for r in &run.results {
+        if r["infrastructure"] == true {
+            continue;
+        }
+        let family = r["family"].as_str().unwrap_or("");
+        let Some((base, n)) = family.rsplit_once('_').and_then(|(b, n)| Some((b, n.parse::<usize>().ok()?))) else {
+            continue;
+        };
+        let nodes = r["grade"]["nodes"].as_array().cloned().unwrap_or_default();
+        let step = |i: usize| nodes.iter().find(|x| x["path"] == format!("p{i}").as_str());
+        if n < 2 || (1..=n).any(|i| step(i).is_none()) {
+            continue; // not a chain of graded steps
+        }
+        let e = groups.entry(base.to_string()).or_default().entry(n).or_default();
+        e.0 += 1;
+        e.1 += usize::from(r["success"] == true);
+        for i in 1..=n {
+            let s = e.2.entry(i).or_default();
+            s.0 += usize::from(step(i).is_some_and(|x| x["verdict"] == "passed"));
+            s.1 += 1;
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (base, lengths) in groups.into_iter().filter(|(_, l)| l.len() >= 2) {
+        let mut by_step: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+        for (_, _, steps) in lengths.values() {
+            for (i, (p, n)) in steps {
+                let e = by_step.entry(*i).or_default();
+                e.0 += p;
+                e.1 += n;
+            }
+        }
+        let horizon = lengths
+            .iter()
+            .find(|(_, (n, ok, _))| (*ok as f64) < 0.5 * *n as f64)
+            .map(|(len, _)| *len);
+        out.insert(
+            base,
+            json!({
+                "lengths": lengths.iter().map(|(len, (n, ok, _))| json!({"length": len, "episodes": n, "success": round4(*ok as f64 / *n as f64)})).collect::<Vec<_>>(),
+                "steps": by_step.iter().map(|(i, (p, n))| json!({"step": i, "episodes": n, "accuracy": round4(*p as f64 / *n as f64)})).collect::<Vec<_>>(),
+                "horizon": horizon,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The horizon view as text (empty when there is none).
+pub fn horizon_text(h: &Value) -> String {
+    let mut out = String::new();
+    for (base, g) in h.as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nhorizon {base}: success falls below 50% at length {}\n  length  episodes  success\n",
+            g["horizon"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "- (never, up to the longest chain run)".into())
+        ));
+        for l in g["lengths"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:>6}  {:>8}  {:>6.1}%\n",
+                l["length"],
+                l["episodes"],
+                l["success"].as_f64().unwrap_or(0.0) * 100.0
+            ));
+        }
+        out.push_str("  accuracy by step index: ");
+        let steps: Vec<String> = g["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{} {:.0}%", s["step"], s["accuracy"].as_f64().unwrap_or(0.0) * 100.0))
+            .collect();
+        out.push_str(&steps.join(", "));
+        out.push('\n');
+    }
+    out
+}
+
 fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
@@ -316,4 +407,83 @@ pub fn compare_text(c: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result line of a chain family: `passed[i]` is the verdict of node `p{i+1}`.
+    fn result(family: &str, passed: &[bool], infrastructure: bool) -> Value {
+        let mut nodes = vec![json!({"path": "", "verdict": if passed.iter().all(|p| *p) { "passed" } else { "failed" }})];
+        for (i, p) in passed.iter().enumerate() {
+            nodes.push(json!({"path": format!("p{}", i + 1), "verdict": if *p { "passed" } else { "failed" }}));
+        }
+        json!({"family": family, "success": !infrastructure && passed.iter().all(|p| *p), "infrastructure": infrastructure,
+            "grade": {"nodes": nodes}})
+    }
+
+    fn run(results: Vec<Value>) -> Run {
+        Run {
+            dir: PathBuf::from("run"),
+            manifest: json!({}),
+            results,
+            summary: json!({}),
+        }
+    }
+
+    #[test]
+    fn horizon_gives_success_by_length_accuracy_by_step_and_the_length_below_half() {
+        let r = run(vec![
+            result("horizon_mrn_2", &[true, true], false),
+            result("horizon_mrn_2", &[true, false], false),
+            result("horizon_mrn_4", &[true, true, true, true], false),
+            result("horizon_mrn_4", &[true, false, false, false], false),
+            result("horizon_mrn_4", &[false, false, false, false], false),
+            // not scored: left out
+            result("horizon_mrn_4", &[false, false, false, false], true),
+            // not a chain (no p nodes), and a chain family with one length only
+            json!({"family": "mab_k_replete", "success": true, "grade": {"nodes": [{"path": "", "verdict": "passed"}]}}),
+            result("other_3", &[true, true, true], false),
+        ]);
+        let h = horizon(&r);
+        assert_eq!(h.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["horizon_mrn"]);
+        let g = &h["horizon_mrn"];
+        assert_eq!(
+            g["lengths"],
+            json!([{"length": 2, "episodes": 2, "success": 0.5}, {"length": 4, "episodes": 3, "success": 0.3333}])
+        );
+        // step 1: 4 of 5 episodes passed it; step 2: 2 of 5; steps 3 and 4 exist in the 3 four-step episodes only
+        let acc: Vec<(u64, u64, f64)> = g["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["step"].as_u64().unwrap(),
+                    s["episodes"].as_u64().unwrap(),
+                    s["accuracy"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(acc, vec![(1, 5, 0.8), (2, 5, 0.4), (3, 3, 0.3333), (4, 3, 0.3333)]);
+        // 50% at length 2 is not below half; length 4 is
+        assert_eq!(g["horizon"], 4);
+        let text = horizon_text(&h);
+        assert!(text.contains("horizon horizon_mrn: success falls below 50% at length 4"), "{text}");
+        assert!(text.contains("1 80%, 2 40%, 3 33%, 4 33%"), "{text}");
+    }
+
+    #[test]
+    fn no_horizon_when_every_length_succeeds_or_there_are_no_chains() {
+        let ok = run(vec![
+            result("horizon_mrn_2", &[true, true], false),
+            result("horizon_mrn_4", &[true; 4], false),
+        ]);
+        assert_eq!(horizon(&ok)["horizon_mrn"]["horizon"], Value::Null);
+        assert!(horizon_text(&horizon(&ok)).contains("never"));
+        let none = run(vec![json!({"family": "mab_k_replete", "success": true, "grade": {"nodes": []}})]);
+        assert_eq!(horizon(&none), json!({}));
+        assert_eq!(horizon_text(&horizon(&none)), "");
+    }
 }

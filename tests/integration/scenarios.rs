@@ -288,7 +288,14 @@ fn mutated_oracle_runs_fail_the_right_node() {
             // wrong dose
             if c.name == "fhir_create" && c.arguments["resource_type"] == "MedicationRequest" {
                 let mut m = base.clone();
-                let v = &mut m[i].arguments["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"];
+                // a dose, or an infusion's rate
+                let dr = &mut m[i].arguments["resource"]["dosageInstruction"][0]["doseAndRate"][0];
+                let quantity = if dr.get("doseQuantity").is_some() {
+                    "doseQuantity"
+                } else {
+                    "rateQuantity"
+                };
+                let v = &mut dr[quantity]["value"];
                 *v = json!(v.as_f64().unwrap() * 2.0 + 1.0);
                 let g = run(&p, m);
                 assert_eq!(

@@ -112,7 +112,7 @@ def test_tool_errors_are_results_and_a_disconnect_is_graded_as_stopped():
     anyio.run(with_session, server(record), body)
     rs = results(record)
     # no --scenario: the first instance by id with the fewest recorded episodes
-    assert [(r["instance"], r["trial"], r["end"], r["success"]) for r in rs] == [("dm-followup-001", 0, "stopped", False)]
+    assert [(r["instance"], r["trial"], r["end"], r["success"]) for r in rs] == [("af-anticoag-001", 0, "stopped", False)]
     # a second launch goes on to the next instance
     anyio.run(with_session, server(record), lambda s, i: s.list_tools())
-    assert [r["instance"] for r in results(record)] == ["dm-followup-001", "dm-followup-002"]
+    assert [r["instance"] for r in results(record)] == ["af-anticoag-001", "af-anticoag-002"]
