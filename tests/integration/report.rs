@@ -189,3 +189,34 @@ fn export_writes_valid_atif_for_every_episode() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("parquet"));
 }
+
+#[test]
+fn report_shows_the_horizon_of_a_run_over_chain_lengths() {
+    // the oracle succeeds at every length (no horizon); the null agent at none (horizon 2)
+    for (agent, horizon, first_step) in [(AgentKind::Oracle, Value::Null, 1.0), (AgentKind::Null, Value::from(2), 0.0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RunConfig {
+            suite: suite(),
+            agent,
+            families: vec!["horizon_mrn_2".into(), "horizon_mrn_4".into()],
+            ..RunConfig::default()
+        };
+        execute(cfg, dir.path(), false).unwrap();
+        let out = bin().args(["report", "--json"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let h = &s["horizon"]["horizon_mrn"];
+        assert_eq!(h["horizon"], horizon, "{h}");
+        let lengths: Vec<u64> = h["lengths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["length"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lengths, vec![2, 4]);
+        assert_eq!(h["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(h["steps"][0]["accuracy"].as_f64(), Some(first_step));
+        let text = bin().arg("report").arg(dir.path()).output().unwrap();
+        assert!(String::from_utf8_lossy(&text.stdout).contains("horizon horizon_mrn: success falls below 50% at length"));
+    }
+}

@@ -11,7 +11,7 @@ use emrgym::htn::plan::{Knowledge, Status, plan, revealed_paths};
 use emrgym::tools::facts::SandboxFacts;
 use emrgym::trajectory::ToolCall;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn suite_dir() -> PathBuf {
@@ -57,8 +57,9 @@ fn the_suite_passes_the_integrity_gate_with_balanced_branches() {
     let r = check(&suite_dir());
     let problems: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
     assert!(r.ok, "{problems:#?}");
+    // the suite the benchmark promises: at least 25 families and 300 instances
     assert!(
-        r.families >= 12 && r.instances >= 80,
+        r.families >= 25 && r.instances >= 300,
         "{} families, {} instances",
         r.families,
         r.instances
@@ -90,6 +91,35 @@ fn the_suite_passes_the_integrity_gate_with_balanced_branches() {
         let branches: usize = r.branches[f].values().map(|m| m.len()).max().unwrap();
         assert!(branches >= 2, "{f}");
     }
+}
+
+#[test]
+fn every_method_of_every_decision_a_family_reaches_is_taken_by_one_of_its_instances() {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    // family -> compound task reached -> methods taken
+    let mut taken: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let mut library = BTreeMap::new();
+    for inst in ws.suite.instances().unwrap() {
+        let p = ws.prepare(&inst).unwrap();
+        for n in &p.oracle.nodes {
+            if let Some(m) = &n.method {
+                let methods = taken.entry(inst.family.clone()).or_default().entry(n.task.clone()).or_default();
+                methods.insert(m.clone());
+            }
+        }
+        library.entry(inst.family.clone()).or_insert_with(|| p.library.clone());
+    }
+    let mut missing = Vec::new();
+    for (family, tasks) in &taken {
+        for (task, methods) in tasks {
+            for m in &library[family].tasks[task].methods {
+                if !methods.contains(&m.name) {
+                    missing.push(format!("{family}: {task} never takes {}", m.name));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
 }
 
 #[test]
