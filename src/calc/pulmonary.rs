@@ -568,7 +568,10 @@ pub static CENTOR: Calculator = Calculator {
         let mut t = Tally::new();
         t.add(
             "age (3-14: +1, 15-44: 0, >= 45: -1)",
-            if age < 15.0 {
+            // McIsaac 1998: +1 for ages 3-14 only; below 3 the score is undefined (scored 0, warned)
+            if age < 3.0 {
+                0.0
+            } else if age < 15.0 {
                 1.0
             } else if age < 45.0 {
                 0.0
@@ -593,7 +596,7 @@ pub static CENTOR: Calculator = Calculator {
         );
         let mut out = Outcome::points(s as i64).steps(t.into_steps()).interpret(interp);
         if age < 3.0 {
-            out = out.warn("the McIsaac score was validated from age 3");
+            out = out.warn("the McIsaac score was validated from age 3; no age point is given below 3");
         }
         Ok(out)
     },

@@ -25,13 +25,16 @@ fn kdigo_stage(gfr: f64) -> &'static str {
     )
 }
 
-fn adults_only(age: f64, what: &str) -> Result<(), CalcError> {
-    if age < 18.0 {
+fn adults_only(age: f64, what: &str) -> Result<Option<String>, CalcError> {
+    // Children: refused (bedside Schwartz / CKiD U25 are the paediatric equations). Adolescents:
+    // the arithmetic is defined and the equations are applied in practice, so the result is
+    // given with a warning, as results outside other validity ranges are.
+    if age < 12.0 {
         return Err(CalcError::OutOfValidity(format!(
             "age {age} years: {what} was developed and validated in adults (18 and over); use a paediatric equation (bedside Schwartz)"
         )));
     }
-    Ok(())
+    Ok((age < 18.0).then(|| format!("age {age} years: {what} was developed and validated in adults (18 and over); in adolescents the CKiD U25 equation is preferred")))
 }
 
 /// Cockcroft-Gault.
@@ -66,11 +69,11 @@ pub static COCKCROFT_GAULT: Calculator = Calculator {
     run: |a| {
         let female = a.choice("sex")? == "female";
         let age = a.q("age")?;
-        adults_only(age, "Cockcroft-Gault")?;
+        let young = adults_only(age, "Cockcroft-Gault")?;
         let actual = a.q("weight")?;
         let scr = a.q("creatinine")?;
         let basis = a.choice("weight_basis")?;
-        let mut out = Outcome::num(0.0);
+        let mut out = Outcome::num(0.0).warnings(young.into_iter().collect());
         let w = if basis == "actual" {
             actual
         } else {
@@ -121,16 +124,20 @@ pub static CKD_EPI_2021: Calculator = Calculator {
     run: |a| {
         let female = a.choice("sex")? == "female";
         let age = a.q("age")?;
-        adults_only(age, "CKD-EPI")?;
+        let young = adults_only(age, "CKD-EPI")?;
         let scr = a.q("creatinine")?;
         let (k, alpha) = if female { (0.7, -0.241) } else { (0.9, -0.302) };
         let r = scr / k;
         let gfr = 142.0 * r.min(1.0).powf(alpha) * r.max(1.0).powf(-1.2) * 0.9938f64.powf(age) * if female { 1.012 } else { 1.0 };
-        Ok(Outcome::num(gfr)
+        let mut out = Outcome::num(gfr)
             .step("kappa", k)
             .step("alpha", alpha)
             .step("Scr / kappa", r)
-            .interpret(kdigo_stage(gfr)))
+            .interpret(kdigo_stage(gfr));
+        if let Some(w) = young {
+            out = out.warn(w);
+        }
+        Ok(out)
     },
 };
 
@@ -157,13 +164,16 @@ pub static MDRD: Calculator = Calculator {
     run: |a| {
         let female = a.choice("sex")? == "female";
         let age = a.q("age")?;
-        adults_only(age, "MDRD")?;
+        let young = adults_only(age, "MDRD")?;
         let scr = a.q("creatinine")?;
         let black = a.flag("black")?;
         let gfr = 175.0 * scr.powf(-1.154) * age.powf(-0.203) * if female { 0.742 } else { 1.0 } * if black { 1.212 } else { 1.0 };
         let mut out = Outcome::num(gfr).interpret(kdigo_stage(gfr));
         if gfr > 60.0 {
             out = out.warn("MDRD underestimates GFR above 60 mL/min/1.73m²; report as > 60 or use CKD-EPI 2021");
+        }
+        if let Some(w) = young {
+            out = out.warn(w);
         }
         Ok(out)
     },

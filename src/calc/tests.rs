@@ -1267,7 +1267,8 @@ fn impossible_input_is_refused_with_a_message() {
         ("bmi", json!({"weight": -70, "height": 170}), "weight"),
         ("bmi", json!({"weight": 70, "height": 0}), "height"),
         ("ckd_epi_2021", json!({"sex": "male", "age": 50, "creatinine": 0}), "creatinine"),
-        ("ckd_epi_2021", json!({"sex": "male", "age": 12, "creatinine": 1}), "adults"),
+        ("ckd_epi_2021", json!({"sex": "male", "age": 11, "creatinine": 1}), "adults"),
+        ("mdrd_gfr", json!({"sex": "male", "age": 11, "creatinine": 1}), "adults"),
         (
             "cockcroft_gault",
             json!({"sex": "male", "age": 50, "weight": 0, "creatinine": 1}),
@@ -1532,4 +1533,60 @@ fn equation_thresholds_and_bounds() {
     let ibw: f64 = 50.0 + 2.3 * (180.0 / 2.54 - 60.0);
     assert!(close(used(&cg(80.0)), ibw.min(80.0), 1e-12), "BMI 24.7: lesser of ideal and actual");
     assert!(close(used(&cg(81.0)), ibw + 0.4 * (81.0 - ibw), 1e-12), "BMI 25.0: adjusted");
+}
+
+#[test]
+fn adult_kidney_equations_compute_for_adolescents_with_a_warning() {
+    // MDRD at 17: 175 x 1^-1.154 x 17^-0.203 (Levey 2006); the arithmetic is defined, so it is
+    // computed and the validity limit is a warning, not a refusal
+    let r = run_named("mdrd_gfr", &json!({"sex": "male", "age": 17, "creatinine": 1})).unwrap();
+    let v = r.value.as_f64().unwrap();
+    assert!((v - 175.0 * 17f64.powf(-0.203)).abs() < 1e-9, "{v}");
+    assert!(r.warnings.iter().any(|w| w.contains("adults")), "{:?}", r.warnings);
+    let r = run_named("ckd_epi_2021", &json!({"sex": "female", "age": 17, "creatinine": 0.7})).unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("adults")), "{:?}", r.warnings);
+    // an adult gets no such warning
+    let r = run_named("ckd_epi_2021", &json!({"sex": "female", "age": 18, "creatinine": 0.7})).unwrap();
+    assert!(!r.warnings.iter().any(|w| w.contains("adults")), "{:?}", r.warnings);
+}
+
+#[test]
+fn centor_gives_the_age_point_only_from_3_to_14() {
+    // McIsaac 1998: 3-14 +1, 15-44 0, >= 45 -1; below 3 the score is undefined: no point, a warning
+    let score = |age: f64| {
+        let r = run_named("centor_mcisaac", &json!({"age": age, "cough": true})).unwrap();
+        (r.value.as_f64().unwrap(), r.warnings)
+    };
+    assert_eq!(score(2.0).0, 0.0);
+    assert!(!score(2.0).1.is_empty());
+    assert_eq!(score(3.0).0, 1.0);
+    assert_eq!(score(14.0).0, 1.0);
+    assert_eq!(score(15.0).0, 0.0);
+    assert_eq!(score(44.0).0, 0.0);
+    assert_eq!(score(45.0).0, -1.0);
+}
+
+#[test]
+fn fahrenheit_fever_thresholds_are_exact_in_centor_and_sirs() {
+    // 100.4 °F is exactly 38.0 °C: not "> 38 °C"; 100.5 °F is
+    let centor = |f: f64| {
+        run_named("centor_mcisaac", &json!({"age": 30, "cough": true, "temperature": {"value": f, "unit": "°F"}}))
+            .unwrap()
+            .value
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(centor(100.4), 0.0);
+    assert_eq!(centor(100.5), 1.0);
+    let sirs = |f: f64| {
+        run_named("sirs", &json!({"temperature": {"value": f, "unit": "°F"}, "heart_rate": 80, "respiratory_rate": 16}))
+            .unwrap()
+            .value
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(sirs(100.4), 0.0);
+    assert_eq!(sirs(100.5), 1.0);
+    assert_eq!(sirs(96.8), 0.0);
+    assert_eq!(sirs(96.7), 1.0);
 }

@@ -5,15 +5,21 @@
 
 use super::CalcError;
 
-/// A unit one quantity accepts: `canonical = value * factor + offset`.
+/// A unit one quantity accepts: `canonical = (value + offset) * factor / divisor`.
+///
+/// The offset comes first and the divisor last so that °F converts as (f - 32) x 5 / 9 with
+/// one rounding: 100.4 °F is exactly 38.0 °C (with a precomputed 5/9 it was
+/// 38.00000000000001, which scored "> 38 °C" in Centor and SIRS).
 #[derive(Debug, Clone, Copy)]
 pub struct UnitDef {
     /// Accepted spellings; the first is the display name.
     pub names: &'static [&'static str],
     /// Multiplier to the canonical unit.
     pub factor: f64,
-    /// Offset added after the multiplier (temperature only).
+    /// Offset added before the multiplier (temperature only).
     pub offset: f64,
+    /// Divisor applied last (1 except where the exact factor is a fraction, °F).
+    pub divisor: f64,
 }
 
 const fn u(names: &'static [&'static str], factor: f64) -> UnitDef {
@@ -21,6 +27,19 @@ const fn u(names: &'static [&'static str], factor: f64) -> UnitDef {
         names,
         factor,
         offset: 0.0,
+        divisor: 1.0,
+    }
+}
+
+impl UnitDef {
+    /// A value in this unit, in the canonical unit.
+    pub fn to_canonical(&self, value: f64) -> f64 {
+        (value + self.offset) * self.factor / self.divisor
+    }
+
+    /// A canonical value, in this unit.
+    pub fn from_canonical(&self, value: f64) -> f64 {
+        value * self.divisor / self.factor - self.offset
     }
 }
 
@@ -125,8 +144,8 @@ pub enum Analyte {
 
 const MEQ: &[UnitDef] = &[u(&["mEq/L", "meq/L"], 1.0), u(&["mmol/L"], 1.0)];
 const COUNT: &[UnitDef] = &[
-    u(&["10^9/L", "x10^9/L", "10⁹/L"], 1.0),
-    u(&["10^3/µL", "10^3/uL", "x10^3/uL", "K/uL", "10³/µL"], 1.0),
+    u(&["10^9/L", "x10^9/L", "10⁹/L", "10*9/L"], 1.0),
+    u(&["10^3/µL", "10^3/uL", "x10^3/uL", "K/uL", "10³/µL", "10*3/uL"], 1.0),
     u(&["/µL", "/uL", "cells/µL", "cells/uL", "/mm3", "/mm^3"], 1e-3),
     u(&["/L"], 1e-9),
 ];
@@ -331,22 +350,24 @@ impl Q {
             }
             Q::Temperature => {
                 const T: &[UnitDef] = &[
-                    u(&["°C", "degC", "C"], 1.0),
+                    u(&["°C", "degC", "C", "Cel"], 1.0),
                     UnitDef {
-                        names: &["°F", "degF", "F"],
-                        factor: 5.0 / 9.0,
-                        offset: -32.0 * 5.0 / 9.0,
+                        names: &["°F", "degF", "F", "[degF]"],
+                        factor: 5.0,
+                        offset: -32.0,
+                        divisor: 9.0,
                     },
                     UnitDef {
                         names: &["K"],
                         factor: 1.0,
                         offset: -273.15,
+                        divisor: 1.0,
                     },
                 ];
                 T
             }
             Q::Pressure => {
-                const T: &[UnitDef] = &[u(&["mm Hg", "mmHg"], 1.0), u(&["kPa"], 760.0 / 101.325)];
+                const T: &[UnitDef] = &[u(&["mm Hg", "mmHg", "mm[Hg]"], 1.0), u(&["kPa"], 760.0 / 101.325)];
                 T
             }
             Q::HeartRate => {
@@ -445,7 +466,7 @@ impl Q {
         if !value.is_finite() {
             return Err(CalcError::Invalid(format!("{input}: {value} is not a finite number")));
         }
-        let v = value * def.factor + def.offset;
+        let v = def.to_canonical(value);
         let (lo, hi) = self.bounds();
         if !(v > lo && v <= hi) {
             let shown = unit.unwrap_or(self.canonical());
@@ -464,7 +485,7 @@ impl Q {
 
     /// Convert a canonical value into `unit`.
     pub fn from_canonical(self, value: f64, unit: &str) -> Option<f64> {
-        self.find_unit(unit).map(|d| (value - d.offset) / d.factor)
+        self.find_unit(unit).map(|d| d.from_canonical(value))
     }
 }
 
@@ -492,6 +513,25 @@ mod tests {
         let c = Q::Temperature.to_canonical("t", 100.4, Some("°F")).unwrap();
         assert!((c - 38.0).abs() < 1e-9);
         assert!((Q::Temperature.from_canonical(38.0, "F").unwrap() - 100.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ucum_unit_codes_from_fhir_records_are_accepted() {
+        // the codes FHIR Observations carry in valueQuantity.code
+        assert_eq!(Q::Temperature.to_canonical("t", 38.5, Some("Cel")).unwrap(), 38.5);
+        assert_eq!(Q::Temperature.to_canonical("t", 100.4, Some("[degF]")).unwrap(), 38.0);
+        assert_eq!(Q::Pressure.to_canonical("p", 90.0, Some("mm[Hg]")).unwrap(), 90.0);
+        assert_eq!(Q::Lab(Analyte::Wbc).to_canonical("wbc", 13.6, Some("10*3/uL")).unwrap(), 13.6);
+    }
+
+    #[test]
+    fn fahrenheit_lands_exactly_on_the_score_thresholds() {
+        // every °C threshold the calculators use (SIRS 36/38, Centor 38, qSOFA-free scores
+        // at 35-41), from its exact °F equivalent: exact equality, no epsilon
+        for (f, c) in [(100.4, 38.0), (96.8, 36.0), (95.0, 35.0), (102.2, 39.0), (104.0, 40.0), (105.8, 41.0), (98.6, 37.0)] {
+            assert_eq!(Q::Temperature.to_canonical("t", f, Some("°F")).unwrap(), c, "{f} °F");
+        }
+        assert_eq!(Q::Temperature.to_canonical("t", 311.15, Some("K")).unwrap(), 38.0);
     }
 
     #[test]
@@ -524,7 +564,7 @@ mod tests {
         for q in kinds.into_iter().chain(Analyte::ALL.into_iter().map(Q::Lab)) {
             for name in q.unit_names() {
                 let d = q.find_unit(name).unwrap();
-                let back = q.from_canonical(3.0 * d.factor + d.offset, name).unwrap();
+                let back = q.from_canonical(d.to_canonical(3.0), name).unwrap();
                 assert!((back - 3.0).abs() < 1e-9, "{q:?} {name}");
             }
         }

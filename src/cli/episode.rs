@@ -56,6 +56,19 @@ pub struct Prepared {
     pub registry: Arc<Registry>,
 }
 
+impl Prepared {
+    /// Tool calls in the reference plan (`finish` included).
+    pub fn reference_len(&self) -> u32 {
+        u32::try_from(self.oracle.reference_calls().len()).unwrap_or(u32::MAX)
+    }
+
+    /// The step budget an agent gets by default: twice the longer of the reference plan and
+    /// the family's `max_steps`, so no instance is unsolvable because of the harness.
+    pub fn step_budget(&self) -> u32 {
+        self.instance.max_steps.max(self.reference_len()).max(1).saturating_mul(2)
+    }
+}
+
 impl Workspace {
     /// Open a scenario directory (or one family file).
     pub fn open(path: &Path) -> Result<Workspace, Vec<String>> {

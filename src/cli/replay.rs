@@ -92,7 +92,7 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
     attach_writes(&mut t, &sb);
     t.htn = htn_transitions(p, h.episode_seed, &t.steps);
     let g = (!t.end.is_infrastructure()).then(|| grade_sandbox(p, &t, &sb));
-    let now = super::run::result_line(p, h.trial, &t, &g);
+    let now = super::run::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
     let mut reasons = Vec::new();
     if h.scenario.content_sha256 != scenario_sha256 {
         reasons.push(format!("scenario family {} changed since the run", h.scenario.family));

@@ -99,7 +99,10 @@ pub struct RunArgs {
     /// Finish an interrupted run in this directory.
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
-    /// Model turns per episode.
+    /// Tool calls per episode (default: twice the instance's reference plan).
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// Model turns per episode (default: the step limit plus 5).
     #[arg(long)]
     pub max_turns: Option<u32>,
     /// Wall time per episode, seconds.
@@ -159,7 +162,7 @@ impl Default for RunConfig {
             families: Vec::new(),
             instances: Vec::new(),
             seed: 0,
-            limits: Limits::default(),
+            limits: derived_limits(),
             replay_model: None,
         }
     }
@@ -251,7 +254,16 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     if let Some(s) = a.seed {
         c.seed = s;
     }
+    if let Some(t) = a.max_steps {
+        if t == 0 {
+            bail!("--max-steps must be at least 1 (got 0; leave it out to derive it from each instance)");
+        }
+        c.limits.max_steps = t;
+    }
     if let Some(t) = a.max_turns {
+        if t == 0 {
+            bail!("--max-turns must be at least 1 (got 0; leave it out to derive it from each instance)");
+        }
         c.limits.max_turns = t;
     }
     if let Some(t) = a.timeout {
@@ -416,6 +428,41 @@ pub struct ResultLine {
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// The step limit that applied.
+    #[serde(default)]
+    pub step_limit: u32,
+    /// Where it came from: `instance` (twice the reference plan) or `user` (a set cap).
+    #[serde(default)]
+    pub step_limit_source: String,
+}
+
+/// Limits that derive steps and turns from each instance (the default configuration).
+pub fn derived_limits() -> Limits {
+    Limits {
+        max_steps: 0,
+        max_turns: 0,
+        ..Limits::default()
+    }
+}
+
+/// Turns a model gets beyond its step limit (for replies that call no tool).
+const SPARE_TURNS: u32 = 5;
+
+/// One episode's step and turn limits: the user's cap where one is set (non-zero in the
+/// configuration), otherwise derived from the instance ([`Prepared::step_budget`]); and
+/// where the step limit came from (`user` or `instance`).
+pub fn episode_limits(cfg: &Limits, p: &Prepared) -> (Limits, &'static str) {
+    let mut l = *cfg;
+    let source = if cfg.max_steps == 0 {
+        l.max_steps = p.step_budget();
+        "instance"
+    } else {
+        "user"
+    };
+    if cfg.max_turns == 0 {
+        l.max_turns = l.max_steps.saturating_add(SPARE_TURNS);
+    }
+    (l, source)
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -456,7 +503,7 @@ async fn one_episode(
             } else {
                 Box::new(Null)
             };
-            run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), p.instance.max_steps)
+            run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), episode_limits(&cfg.limits, p).0.max_steps)
         }
         AgentKind::External => {
             let mut t = Trajectory::new(Vec::new(), EndReason::Error);
@@ -470,8 +517,7 @@ async fn one_episode(
                 return (t, None);
             };
             let briefing = briefing(p);
-            let mut limits = cfg.limits;
-            limits.max_steps = limits.max_steps.min(p.instance.max_steps.max(1) * 2);
+            let (limits, _) = episode_limits(&cfg.limits, p);
             let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
             if cfg.mode == Mode::Guided {
                 let mut guide = Guide::new(p);
@@ -550,8 +596,9 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
 }
 
 /// The result line of a graded (or infrastructure-failed) episode.
-pub fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
+pub fn result_line(p: &Prepared, limits: &Limits, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
     let infra = traj.end.is_infrastructure();
+    let (limits, source) = episode_limits(limits, p);
     ResultLine {
         instance: p.instance.id.clone(),
         family: p.instance.family.clone(),
@@ -565,6 +612,8 @@ pub fn result_line(p: &Prepared, trial: u32, traj: &Trajectory, g: &Option<Grade
         turns: traj.turns.len(),
         prompt_tokens: traj.turns.iter().map(|t| t.prompt_tokens).sum(),
         completion_tokens: traj.turns.iter().map(|t| t.completion_tokens).sum(),
+        step_limit: limits.max_steps,
+        step_limit_source: source.to_string(),
     }
 }
 
@@ -896,7 +945,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
                     return;
                 }
                 let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
-                let line = result_line(&p, trial, &traj, &g);
+                let line = result_line(&p, &cfg.limits, trial, &traj, &g);
                 let text = trajectory::file::to_jsonl(&header(&cfg, &p, trial, &sha), &traj);
                 let _ = tx.send((line, text)).await;
             }));

@@ -244,9 +244,24 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
             }
         }
     }
+    // the reference plan fits the budget a model gets under the default configuration
+    let need = p.reference_len();
+    let (limits, _) = super::run::episode_limits(&super::run::derived_limits(), p);
+    if need > limits.max_steps || need > limits.max_turns {
+        out.push(format!(
+            "the reference plan takes {need} tool calls, more than a model gets by default ({} steps, {} turns)",
+            limits.max_steps, limits.max_turns
+        ));
+    }
+    if need > inst.max_steps {
+        out.push(format!(
+            "the reference plan takes {need} tool calls but the family's max_steps is {}: raise it",
+            inst.max_steps
+        ));
+    }
     // the oracle passes every node
     let calls: Vec<_> = tree.reference_calls().into_iter().map(|(_, c)| c).collect();
-    let (traj, g, _) = run_and_grade(p, &mut Oracle::new(calls), 1);
+    let (traj, g, _) = run_and_grade(p, &mut Oracle::new(calls.clone()), 1);
     for (i, s) in traj.steps.iter().enumerate() {
         if !s.result.ok {
             out.push(format!("oracle step {i} ({}) failed: {}", s.call.name, s.result.content));
@@ -257,6 +272,24 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
     }
     if !g.success {
         out.push(format!("the oracle run is not a success (classes: {:?})", g.classes));
+    }
+    // the safety screen: no medication order or change for a patient in whom it is unsafe,
+    // unless the family's rules handle that finding on purpose
+    for h in &inst.handles {
+        if !super::safety::KINDS.contains(&h.as_str()) {
+            out.push(format!("handles: '{h}' is not one of {}", super::safety::KINDS.join(", ")));
+        }
+    }
+    if super::safety::orders_medication(&calls) {
+        for f in super::safety::findings(&mut facts, &inst.patient) {
+            if !inst.handles.iter().any(|h| h == f.kind) {
+                out.push(format!(
+                    "safety: the reference plan orders a medication for patient {} who has {} ({}); \
+                     choose another patient, or make the family's rules handle it and declare \"handles\": [\"{}\"]",
+                    inst.patient, f.kind, f.detail, f.kind
+                ));
+            }
+        }
     }
     // the null agent fails every gated node that asks for something
     let (_, ng, _) = run_and_grade(p, &mut Null, 1);
@@ -336,7 +369,16 @@ pub fn check(path: &Path) -> CheckReport {
     let families = ws.suite.families.clone();
     report.families = families.len();
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    let scenario_dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let mut cohort_dirs = super::keys::CohortDirs::new();
     for (file, text, fam) in &families {
+        // per cohort: the key's request entries; per instance: the oracle's expectations and line
+        let mut requests: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut expected: BTreeMap<String, (super::keys::Expected, Option<usize>)> = BTreeMap::new();
         let fname = file.display().to_string();
         let instances = match fam.instances() {
             Ok(i) => i,
@@ -387,6 +429,11 @@ pub fn check(path: &Path) -> CheckReport {
                             .entry(method)
                             .or_default() += 1;
                     }
+                    requests
+                        .entry(inst.cohort.clone())
+                        .or_default()
+                        .push(super::keys::request_entry(&p));
+                    expected.insert(inst.id.clone(), (super::keys::oracle_expected(&p), line));
                     for m in check_instance(&ws, &p) {
                         report.problems.push(Problem {
                             file: fname.clone(),
@@ -398,9 +445,63 @@ pub fn check(path: &Path) -> CheckReport {
                 }
             }
         }
+        report.problems.extend(key_problems(&scenario_dir, &fname, &fam.family, &requests, &expected, &mut cohort_dirs));
     }
     report.ok = report.problems.is_empty();
     report
+}
+
+/// Run a family's independent answer key and compare it with the oracle, instance by instance.
+fn key_problems(
+    scenario_dir: &Path,
+    fname: &str,
+    family: &str,
+    requests: &BTreeMap<String, Vec<Value>>,
+    expected: &BTreeMap<String, (super::keys::Expected, Option<usize>)>,
+    cohort_dirs: &mut super::keys::CohortDirs,
+) -> Vec<Problem> {
+    let problem = |line: Option<usize>, instance: Option<&str>, message: String| Problem {
+        file: fname.to_string(),
+        line,
+        instance: instance.map(str::to_string),
+        message,
+    };
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let script = super::keys::key_path(scenario_dir, family);
+    if !script.is_file() {
+        return vec![problem(
+            None,
+            None,
+            format!(
+                "no independent answer key: write {} from the instruction text (docs/scenario-format.md, \"Answer keys\")",
+                script.display()
+            ),
+        )];
+    }
+    let mut out = Vec::new();
+    for (cohort, entries) in requests {
+        let results = cohort_dirs
+            .dir(cohort)
+            .and_then(|dir| super::keys::run_key(&script, family, &dir, entries));
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(problem(None, None, format!("answer key: {e}")));
+                continue;
+            }
+        };
+        for entry in entries {
+            let id = entry["id"].as_str().unwrap_or_default();
+            let Some((exp, line)) = expected.get(id) else { continue };
+            match results.get(id) {
+                None => out.push(problem(*line, Some(id), "the answer key gives no result for this instance".into())),
+                Some(r) => out.extend(super::keys::compare(r, exp).into_iter().map(|m| problem(*line, Some(id), m))),
+            }
+        }
+    }
+    out
 }
 
 fn family_rows(ws: &mut Workspace) -> Vec<(String, String, usize, String, String)> {
@@ -475,11 +576,54 @@ fn new_family(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
             {"id": format!("{}-001", name.replace('_', "-")), "patient": "S6534835", "vars": {}, "expect_branch": {}, "doc": "Why this instance exists (which branch it exercises)."}
         ]
     });
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let keys = dir.join("keys");
+    let key = super::keys::key_path(dir, name);
+    if key.exists() {
+        bail!("{} already exists", key.display());
+    }
+    std::fs::create_dir_all(&keys).with_context(|| format!("creating {}", keys.display()))?;
     std::fs::write(&path, format!("{}\n", serde_json::to_string_pretty(&family)?))
         .with_context(|| format!("writing {}", path.display()))?;
+    if !keys.join("keylib.py").exists() {
+        std::fs::write(keys.join("keylib.py"), KEYLIB).with_context(|| format!("writing {}", keys.join("keylib.py").display()))?;
+    }
+    std::fs::write(&key, SCAFFOLD_KEY.replace("FAMILY", name)).with_context(|| format!("writing {}", key.display()))?;
     Ok(path)
 }
+
+/// The answer keys' shared plumbing, written beside a scaffolded key when missing.
+const KEYLIB: &str = include_str!("../../scenarios/keys/keylib.py");
+
+/// The answer key of a scaffolded family (the scaffold's task: the latest serum potassium).
+const SCAFFOLD_KEY: &str = r#""""Independent answer key for FAMILY.
+
+Replace this with the rules of your instruction, written from the instruction text and the
+guideline it cites, never from the HTN library (docs/scenario-format.md, "Answer keys").
+State every rule with its source, and how you read every ambiguity.
+
+The scaffold's task: the most recent serum potassium (code "K") at the clinical now; -1 when
+there is none.
+"""
+
+import keylib
+
+
+def key(inst, cohort):
+    now = keylib.parse_instant(inst["now"])
+    results = [
+        o
+        for o in cohort.of_patient("Observation", inst["patient"])
+        if keylib.has_code(o.get("code"), "K") and keylib.effective(o) is not None and keylib.effective(o) <= now
+    ]
+    if not results:
+        return {"answer": -1, "branches": {}, "writes": []}
+    latest = max(results, key=keylib.effective)
+    return {"answer": latest["valueQuantity"]["value"], "branches": {}, "writes": []}
+
+
+if __name__ == "__main__":
+    keylib.main(key)
+"#;
 
 /// Run `emrgym scenarios`.
 /// The branches `family` takes for every patient of `cohort` (default: the family's):

@@ -91,9 +91,9 @@ impl Session {
         obs
     }
 
-    /// The step limit (twice the instance's `max_steps`, as for model runs).
+    /// The step limit (the instance's step budget, as for model runs).
     pub fn limit(&self) -> u32 {
-        self.prepared.instance.max_steps.max(1) * 2
+        self.prepared.step_budget()
     }
 
     /// Run a FHIR REST request the agent sent to the episode's sandbox directly (`run`
@@ -250,7 +250,7 @@ impl Recorder {
         t: &Trajectory,
         g: Option<crate::grade::Grade>,
     ) -> anyhow::Result<ResultLine> {
-        let line = result_line(p, trial, t, &g);
+        let line = result_line(p, &super::run::derived_limits(), trial, t, &g);
         let mut lines = self.lines.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
         if !self.dir.join("manifest.json").exists() {
             std::fs::create_dir_all(self.dir.join("trajectories")).with_context(|| format!("creating {}", self.dir.display()))?;

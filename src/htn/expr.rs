@@ -893,6 +893,18 @@ fn binop(op: Op, a: &Expr, b: &Expr, focus: &Coll, scope: &dyn Scope) -> Result<
             if x.is_empty() || y.is_empty() {
                 return Ok(Vec::new());
             }
+            // Collection equality is a trap in clinical data: a Condition coded in SNOMED CT
+            // and ICD-10-CM makes `code.coding.code = 'x'` false. Refuse it, naming the fix.
+            for (side, c) in [("left", &x), ("right", &y)] {
+                if c.len() > 1 {
+                    return Err(type_err(format!(
+                        "the {side} operand of a comparison holds {} items ({}): compare inside where(), \
+                         e.g. `coding.where(code = 'x').exists()`, or reduce it with first()",
+                        c.len(),
+                        coll_text(c)
+                    )));
+                }
+            }
             let same = if op == Op::Equiv {
                 x.len() == y.len()
                     && x.iter().zip(&y).all(|(p, q)| match (p, q) {

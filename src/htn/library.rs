@@ -5,7 +5,7 @@
 //! compiles every expression and checks the network statically (names, arity, variable
 //! scope, acyclic orders, facts bound before use, no recursion).
 
-use super::expr::{self, Expr};
+use super::expr::{self, Expr, Op};
 use petgraph::algo::{has_path_connecting, is_cyclic_directed};
 use petgraph::graph::DiGraph;
 use serde::Deserialize;
@@ -128,6 +128,11 @@ pub struct PrimitiveDecl {
     /// A search whose result becomes this subtask's fact.
     #[serde(default)]
     pub sense: Option<SenseDecl>,
+    /// The fact is the result of the reference tool call itself (a calculator run on inputs
+    /// gathered from the record), so branches and answers use the calculator's value rather
+    /// than a formula re-written in an expression. `%id.value` is the result's value.
+    #[serde(default)]
+    pub computes: bool,
     /// Postconditions.
     #[serde(default)]
     pub expect: Vec<CheckDecl>,
@@ -339,12 +344,21 @@ pub struct Primitive {
     pub tool: Option<ToolDecl>,
     /// Sensing query.
     pub sense: Option<SenseDecl>,
+    /// The reference call's result is the fact.
+    pub computes: bool,
     /// Checks.
     pub expect: Vec<Check>,
     /// Progress weight.
     pub weight: f64,
     /// Gates success.
     pub gate: bool,
+}
+
+impl Primitive {
+    /// Whether the primitive yields a fact (a search, or a computed result).
+    pub fn senses(&self) -> bool {
+        self.sense.is_some() || self.computes
+    }
 }
 
 /// A loaded, checked library.
@@ -397,6 +411,68 @@ pub fn locate(text: &str, pointer: &str) -> Option<usize> {
     Some(text[..pos].matches('\n').count() + 1)
 }
 
+/// Functions that reduce a collection to at most one item.
+const REDUCING: &[&str] = &[
+    "first", "last", "single", "count", "exists", "empty", "all", "allTrue", "anyTrue", "allFalse", "anyFalse",
+    "sum", "min", "max", "avg", "isDistinct", "subsetOf", "supersetOf", "not",
+];
+
+/// Why an operand may hold more than one item: the repeating element it goes through, or
+/// `None` when it holds at most one (or cannot be known statically, like a variable).
+fn repeating_operand(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Lit(c) if c.len() > 1 => Some("a literal collection".into()),
+        Expr::Ident(n) => super::cardinality::repeats(n).then(|| format!("'{n}'")),
+        Expr::Member(base, n) => {
+            repeating_operand(base).or_else(|| super::cardinality::repeats(n).then(|| format!("'{n}'")))
+        }
+        Expr::Call(_, f, _) if REDUCING.contains(&f.as_str()) => None,
+        Expr::Call(base, _, _) => repeating_operand(base),
+        Expr::Bin(Op::Union, _, _) => Some("a union (|)".into()),
+        _ => None,
+    }
+}
+
+/// Comparisons (`=`, `!=`, `~`, `<`, `<=`, `>`, `>=`) with an operand that can hold more than
+/// one item, anywhere in `e`. On a collection `=` is collection equality: `code.coding.code =
+/// '84114007'` is false for a Condition coded in both SNOMED CT and ICD-10-CM.
+pub fn comparison_lints(e: &Expr) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_comparisons(e, &mut out);
+    out
+}
+
+fn walk_comparisons(e: &Expr, out: &mut Vec<String>) {
+    match e {
+        Expr::Bin(op, a, b) => {
+            if matches!(op, Op::Eq | Op::Ne | Op::Equiv | Op::Lt | Op::Le | Op::Gt | Op::Ge) {
+                for side in [a, b] {
+                    if let Some(why) = repeating_operand(side) {
+                        out.push(format!(
+                            "a comparison operand can hold more than one item (it goes through {why}, which repeats in FHIR R4): \
+                             compare inside where(), e.g. `code.coding.where(code = 'x').exists()`, or reduce it with first()"
+                        ));
+                    }
+                }
+            }
+            walk_comparisons(a, out);
+            walk_comparisons(b, out);
+        }
+        Expr::Member(b, _) | Expr::Neg(b) => walk_comparisons(b, out),
+        Expr::Call(b, _, args) => {
+            walk_comparisons(b, out);
+            for a in args {
+                walk_comparisons(a, out);
+            }
+        }
+        Expr::Index(a, b) => {
+            walk_comparisons(a, out);
+            walk_comparisons(b, out);
+        }
+        _ => {}
+    }
+}
+
 struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
@@ -415,7 +491,12 @@ impl Ctx<'_> {
 
     fn expr(&mut self, pointer: &str, src: &str) -> Option<Expr> {
         match expr::parse(src) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                for m in comparison_lints(&e) {
+                    self.err(pointer, format!("{m} in `{src}`"));
+                }
+                Some(e)
+            }
             Err(e) => {
                 self.err(pointer, e.to_string());
                 None
@@ -626,8 +707,11 @@ impl Library {
                 {
                     ctx.err(&format!("{ptr}/sense"), e);
                 }
-                if p.expect.iter().any(|c| c.observed.is_some()) && p.sense.is_none() {
-                    ctx.err(&ptr, "an observed check needs a sense query");
+                if p.computes && (p.tool.is_none() || p.sense.is_some()) {
+                    ctx.err(&ptr, "a computing primitive needs a tool call and no sense query");
+                }
+                if p.expect.iter().any(|c| c.observed.is_some()) && p.sense.is_none() && !p.computes {
+                    ctx.err(&ptr, "an observed check needs a sense query (or computes)");
                 }
                 lib.primitives.insert(
                     k.clone(),
@@ -639,6 +723,7 @@ impl Library {
                         hint: p.hint.clone(),
                         tool: p.tool.clone(),
                         sense: p.sense.clone(),
+                        computes: p.computes,
                         expect,
                         weight: p.weight,
                         gate: p.gate,
@@ -831,7 +916,7 @@ impl Library {
                     for (an, a) in &s.args {
                         for v in a.vars() {
                             if let Some(bi) = m.subtasks.iter().position(|x| x.id == v) {
-                                if self.primitives.get(&m.subtasks[bi].task).is_none_or(|p| p.sense.is_none()) {
+                                if self.primitives.get(&m.subtasks[bi].task).is_none_or(|p| !p.senses()) {
                                     err(
                                         format!("{mp}/subtasks/{si}/args/{an}"),
                                         format!("%{v} names subtask '{v}', which senses nothing"),

@@ -6,6 +6,7 @@
 //! This layer knows nothing of FHIR storage or tools: facts come through the
 //! [`plan::FactSource`] trait and everything is JSON.
 
+pub mod cardinality;
 pub mod expr;
 pub mod guide;
 pub mod library;

@@ -21,6 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub trait FactSource {
     /// Run a search; the matching resources in result order.
     fn search(&mut self, resource_type: &str, params: &[(String, String)]) -> Result<Vec<Value>, String>;
+    /// Run a computing tool (a calculator) on arguments; its result as JSON.
+    fn call(&mut self, name: &str, args: &Value) -> Result<Value, String> {
+        let _ = args;
+        Err(format!("this fact source cannot run the tool '{name}'"))
+    }
 }
 
 /// What the planner may know.
@@ -61,8 +66,11 @@ pub struct Fact {
     pub resource_type: String,
     /// Search parameters.
     pub params: Vec<(String, String)>,
-    /// The resources found on the untouched record.
+    /// The resources found on the untouched record (for a computed fact, the tool's result).
     pub value: Vec<Value>,
+    /// For a computed fact: the tool whose result it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// One node of the planned tree.
@@ -384,6 +392,7 @@ impl Planner<'_> {
                                     resource_type: s.resource_type.clone(),
                                     params,
                                     value,
+                                    tool: None,
                                 })
                             }
                             Err(e) => error = Some(format!("sense query failed: {e}")),
@@ -391,6 +400,22 @@ impl Planner<'_> {
                     }
                     Ok(_) => error = Some("sense params must be an object".into()),
                     Err(e) => error = Some(format!("sense query: {e}")),
+                }
+            }
+            if p.computes
+                && error.is_none()
+                && let Some(call) = &node.call
+            {
+                match self.facts.call(&call.name, &call.arguments) {
+                    Ok(v) => {
+                        node.fact = Some(Fact {
+                            resource_type: String::new(),
+                            params: Vec::new(),
+                            value: vec![v],
+                            tool: Some(call.name.clone()),
+                        })
+                    }
+                    Err(e) => error = Some(format!("{} failed on the record's inputs: {e}", call.name)),
                 }
             }
             if let Some(message) = error {
@@ -540,7 +565,7 @@ impl Planner<'_> {
                 };
                 let value: Coll = f.value.iter().flat_map(V::from_json).collect();
                 locals.insert(s.id.clone(), if known { Some(value) } else { None });
-            } else if self.lib.primitives.get(&s.task).is_some_and(|p| p.sense.is_some()) {
+            } else if self.lib.primitives.get(&s.task).is_some_and(|p| p.senses()) {
                 locals.insert(s.id.clone(), None);
             }
         }
@@ -719,6 +744,21 @@ fn complete(result: &Value) -> bool {
 /// result appeared in a tool result, or (for an empty result) the agent ran a search that
 /// covers the query (same resource type, patient and code) and it succeeded.
 pub fn fact_revealed(fact: &Fact, steps: &[Step]) -> Option<usize> {
+    if let Some(tool) = &fact.tool {
+        // a computed fact: the agent ran the same tool and got the same value
+        let want = fact.value.first().and_then(|v| v.get("value"));
+        return steps.iter().position(|s| {
+            s.call.name == *tool
+                && s.result.ok
+                && match (want, s.result.content.get("value")) {
+                    (Some(Value::Number(a)), Some(Value::Number(b))) => {
+                        a.as_f64().zip(b.as_f64()).is_some_and(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0))
+                    }
+                    (Some(a), Some(b)) => a == b,
+                    _ => false,
+                }
+        });
+    }
     let wanted: BTreeSet<(String, String)> = fact
         .value
         .iter()
@@ -827,6 +867,7 @@ mod tests {
                 ),
             ],
             value: Vec::new(),
+            tool: None,
         };
         // the same code (without its system)
         assert_eq!(

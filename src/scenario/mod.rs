@@ -84,6 +84,10 @@ pub struct Family {
     /// Step budget (tool calls).
     #[serde(default = "default_steps")]
     pub max_steps: u32,
+    /// Unsafe findings the family's rules handle on purpose (`hypotension`, `potassium`,
+    /// `inr`, `sirs`): `scenarios check` does not flag instances whose patient has them.
+    #[serde(default)]
+    pub handles: Vec<String>,
     /// Instances.
     pub instances: Vec<InstanceDecl>,
 }
@@ -121,6 +125,8 @@ pub struct Instance {
     pub expect_branch: BTreeMap<String, String>,
     /// Step budget.
     pub max_steps: u32,
+    /// Unsafe findings the family handles (see [`Family::handles`]).
+    pub handles: Vec<String>,
 }
 
 /// Render `${%name}` slots from `vars` (and `now`); any other hole is an error.
@@ -180,6 +186,7 @@ impl Family {
             vars,
             expect_branch: i.expect_branch.clone(),
             max_steps: self.max_steps,
+            handles: self.handles.clone(),
         })
     }
 }

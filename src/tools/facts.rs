@@ -1,6 +1,6 @@
 //! Facts for the planner: sensing queries run on an untouched fork of the cohort (the
 //! record as it stands at the scenario's "now"), with strict parameter checking so a typo
-//! in a scenario is an error rather than an empty fact.
+//! in a scenario is an error rather than an empty fact; computed facts run the calculators.
 
 use crate::fhir::Sandbox;
 use crate::fhir::search::SearchQuery;
@@ -43,6 +43,14 @@ impl FactSource for SandboxFacts {
         let answer = self.search_uncached(resource_type, params);
         self.memo.insert(key, answer.clone());
         answer
+    }
+
+    /// Calculators only: the same function the agent's calculator tool runs, so a computed
+    /// fact is exactly what an agent gets from the tool on the same inputs.
+    fn call(&mut self, name: &str, args: &Value) -> Result<Value, String> {
+        let calc = crate::calc::find(name).ok_or_else(|| format!("'{name}' is not a calculator"))?;
+        let result = crate::calc::run(calc, args).map_err(|e| e.to_string())?;
+        serde_json::to_value(&result).map_err(|e| e.to_string())
     }
 }
 

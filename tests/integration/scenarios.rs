@@ -631,3 +631,98 @@ fn the_suite_table_in_the_docs_is_generated_from_the_scenarios() {
     assert!(doc[start..end] == table, "docs/suite.md is stale: run scripts/regenerate.sh");
     assert!(table.contains("| `mab_k_replete` |") && table.contains("gen "), "{table}");
 }
+
+#[test]
+fn the_readme_states_the_suite_size_the_scenarios_have() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let ws = Workspace::open(&suite_dir()).unwrap();
+    let families = ws.suite.families.len();
+    let instances = ws.suite.instances().unwrap().len();
+    let claim = format!("{families} families, {instances} instances");
+    assert!(
+        readme.contains(&claim),
+        "README.md must say \"{claim}\" (the suite in scenarios/); update it"
+    );
+    // and no stale count survives elsewhere in it
+    for line in readme.lines().filter(|l| l.contains(" families, ") && l.contains(" instances")) {
+        assert!(line.contains(&claim), "stale suite size in README.md: {line}");
+    }
+}
+
+#[test]
+fn every_family_has_an_answer_key_and_the_keys_agree_with_the_oracle() {
+    // the integrity gate runs the keys; here the absence of a key and a disagreeing key are
+    // shown to fail it, on a copy of one family
+    let dir = tempfile::tempdir().unwrap();
+    let htn = dir.path().join("htn");
+    std::fs::create_dir_all(&htn).unwrap();
+    for e in std::fs::read_dir(suite_dir().join("htn")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), htn.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(suite_dir().join("scenario.schema.json"), dir.path().join("scenario.schema.json")).unwrap();
+    std::fs::copy(suite_dir().join("mab_patient_age.json"), dir.path().join("mab_patient_age.json")).unwrap();
+    let r = check(dir.path());
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter().any(|t| t.contains("no independent answer key") && t.contains("keys/mab_patient_age.py")),
+        "{text:#?}"
+    );
+    // the real key: the family passes
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for f in ["keylib.py", "mab_patient_age.py"] {
+        std::fs::copy(suite_dir().join("keys").join(f), keys.join(f)).unwrap();
+    }
+    let r = check(dir.path());
+    let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+    assert!(r.ok, "{text:#?}");
+    // a key that is one year off on one patient: that instance fails, showing both values
+    let real = std::fs::read_to_string(keys.join("mab_patient_age.py")).unwrap();
+    let wrong = real.replace(
+        "if __name__ == \"__main__\":",
+        "_real = key\n\ndef key(inst, cohort):\n    r = _real(inst, cohort)\n    if inst[\"id\"] == \"mab-age-001\":\n        r[\"answer\"] += 1\n    return r\n\n\nif __name__ == \"__main__\":",
+    );
+    assert_ne!(wrong, real);
+    std::fs::write(keys.join("mab_patient_age.py"), wrong).unwrap();
+    let r = check(dir.path());
+    let bad: Vec<&emrgym::cli::scenarios::Problem> = r.problems.iter().collect();
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert_eq!(bad[0].instance.as_deref(), Some("mab-age-001"));
+    assert!(bad[0].message.contains("disagrees on the answer"), "{}", bad[0].message);
+    // a key that crashes is a problem that names the key, not a pass
+    std::fs::write(keys.join("mab_patient_age.py"), "raise SystemExit('boom')\n").unwrap();
+    let r = check(dir.path());
+    assert!(r.problems.iter().any(|p| p.message.contains("mab_patient_age.py failed") && p.message.contains("boom")), "{:#?}", r.problems);
+}
+
+#[test]
+fn a_comparison_on_a_repeating_element_is_rejected_statically_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let htn = dir.path().join("htn");
+    std::fs::create_dir_all(&htn).unwrap();
+    for f in ["common.json", "electrolytes.json", "htn.schema.json"] {
+        std::fs::copy(suite_dir().join("htn").join(f), htn.join(f)).unwrap();
+    }
+    std::fs::copy(suite_dir().join("scenario.schema.json"), dir.path().join("scenario.schema.json")).unwrap();
+    // the trap the af_anticoagulation key fell into: `=` on Condition.code.coding.code
+    let lib = json!({"tasks": {"t": {"params": ["c"], "methods": [
+        {"name": "yes", "when": "%c.where(code.coding.code = '84114007').exists()", "subtasks": [
+            {"id": "done", "task": "report", "args": {"answer": 1}}]},
+        {"name": "no", "when": "%c.where(code.coding.where(code = '84114007').exists()).empty()", "subtasks": [
+            {"id": "done", "task": "report", "args": {"answer": 0}}]}
+    ]}}});
+    std::fs::write(htn.join("trap.json"), serde_json::to_string_pretty(&lib).unwrap()).unwrap();
+    let mut fam: Value = serde_json::from_str(&std::fs::read_to_string(suite_dir().join("mab_k_replete.json")).unwrap()).unwrap();
+    fam["family"] = json!("trap");
+    fam["library"] = json!(["htn/common.json", "htn/trap.json"]);
+    fam["root"] = json!({"task": "t", "args": {"c": "%patient"}});
+    fam["instances"] = json!([{"id": "trap-001", "patient": "S3241217"}]);
+    std::fs::write(dir.path().join("trap.json"), serde_json::to_string_pretty(&fam).unwrap()).unwrap();
+    let r = check(dir.path());
+    let hits: Vec<&emrgym::cli::scenarios::Problem> =
+        r.problems.iter().filter(|p| p.message.contains("can hold more than one item")).collect();
+    assert_eq!(hits.len(), 1, "{:#?}", r.problems);
+    assert!(hits[0].file.ends_with("trap.json") && hits[0].line.is_some(), "{:?}", hits[0]);
+    assert!(hits[0].message.contains("'coding'") && hits[0].message.contains("where(code = 'x').exists()"));
+}
