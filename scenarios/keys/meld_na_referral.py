@@ -130,7 +130,7 @@ def key(inst, cohort):
                            ("inr", LOINC_INR), ("na", LOINC_NA))}
     if any(o is None or keylib.effective(o) < window for o in obs.values()):
         return {"answer": -1,
-                "branches": {"score.act": "order_labs"},
+                "branches": {"score": "order_labs"},
                 "writes": [keylib.write("create", "ServiceRequest", "24323-8"),   # CMP
                            keylib.write("create", "ServiceRequest", "6301-6")]}   # INR
 
@@ -138,9 +138,9 @@ def key(inst, cohort):
                     value_in(obs["inr"], "inr"), value_in(obs["na"], "na"),
                     dialysed_twice_last_week(cohort, pid, now))
     if score >= 15:
-        return {"answer": score, "branches": {"score.act": "refer"},
+        return {"answer": score, "branches": {"score": "compute", "score.act": "refer"},
                 "writes": [keylib.write("create", "ServiceRequest", "3457005")]}  # hepatology referral
-    return {"answer": score, "branches": {"score.act": "monitor"}, "writes": []}
+    return {"answer": score, "branches": {"score": "compute", "score.act": "monitor"}, "writes": []}
 
 
 if __name__ == "__main__":

@@ -114,11 +114,11 @@ def key(inst, cohort):
     active_metformin = [mr for mr in cohort.of_patient("MedicationRequest", pid)
                         if mr.get("status") == "active" and is_metformin(mr)]
     if active_metformin and egfr < 30.0:
-        return {"answer": round1(egfr), "branches": {"act": "stop"},
+        return {"answer": round1(egfr), "branches": {"act": "has_creatinine", "act.rule": "stop"},
                 "writes": [keylib.write("update", "MedicationRequest", rxnorm_code(mr),
                                         status="stopped", id=mr["id"])
                            for mr in active_metformin]}
-    return {"answer": round1(egfr), "branches": {"act": "continue"}, "writes": []}
+    return {"answer": round1(egfr), "branches": {"act": "has_creatinine", "act.rule": "continue"}, "writes": []}
 
 
 if __name__ == "__main__":

@@ -86,9 +86,9 @@ def key(inst, cohort):
     qtc = qt_ms(qt) / math.sqrt(rr)            # Bazett
     answer = int(math.floor(qtc + 0.5))        # whole ms, half up
     if qtc > 480.0:
-        return {"answer": answer, "branches": {"act": "prolonged"},
+        return {"answer": answer, "branches": {"act": "has_ecg", "act.rule": "prolonged"},
                 "writes": [keylib.write("create", "ServiceRequest", "29303009")]}
-    return {"answer": answer, "branches": {"act": "normal"}, "writes": []}
+    return {"answer": answer, "branches": {"act": "has_ecg", "act.rule": "normal"}, "writes": []}
 
 
 if __name__ == "__main__":
