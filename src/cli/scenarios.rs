@@ -53,6 +53,13 @@ pub enum ScenariosCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The reference plan's expectations per instance, as answer keys are compared on them:
+    /// the answer, the branch of every decision and a summary of every write (JSON).
+    Expected {
+        /// A scenario directory or one family file.
+        #[arg(default_value = "scenarios")]
+        path: PathBuf,
+    },
     /// Write a new family skeleton (with `doc` fields explaining each part).
     New {
         /// Family name (snake_case).
@@ -719,6 +726,19 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
                     super::emit(&format!("{f:<28} {n:>4}  {b}\n"))?;
                 }
             }
+        }
+        ScenariosCommand::Expected { path } => {
+            let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+            let mut out = serde_json::Map::new();
+            for inst in ws.suite.instances().map_err(|e| anyhow::anyhow!(e))? {
+                let p = ws.prepare(&inst).map_err(|e| anyhow::anyhow!("{}: {}", inst.id, e.join("; ")))?;
+                let e = super::keys::oracle_expected(&p);
+                out.insert(
+                    inst.id.clone(),
+                    json!({"family": inst.family, "patient": inst.patient, "answer": e.answer, "branches": e.branches, "writes": e.writes}),
+                );
+            }
+            super::emit(&format!("{}\n", serde_json::to_string_pretty(&Value::Object(out))?))?;
         }
         ScenariosCommand::New { name, dir } => {
             let p = new_family(&name, &dir)?;
