@@ -23,7 +23,7 @@ pub const GRADE_VERSION: u32 = 1;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 1;
+pub const GRADER_VERSION: u32 = 2;
 
 /// Why a node (or the episode) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -324,8 +324,17 @@ fn number_of(v: &Value, unit: Option<&str>, analyte: Option<&str>) -> Option<f64
     }
 }
 
-/// Does the given answer match the expected value?
+/// Does the given answer match the expected value? An answer sent as JSON text (`"[3.1, 1.3]"`,
+/// `"62"`) is read as the JSON it holds.
 pub fn answer_matches(expected: &Value, given: &Value, tolerance: f64, unit: Option<&str>, analyte: Option<&str>) -> Result<(), String> {
+    if let Value::String(s) = given {
+        let t = s.trim();
+        if ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')))
+            && let Ok(parsed) = serde_json::from_str::<Value>(t)
+        {
+            return answer_matches(expected, &parsed, tolerance, unit, analyte);
+        }
+    }
     match (expected, given) {
         (Value::Array(e), Value::Array(g)) => {
             if e.len() != g.len() {
@@ -498,6 +507,24 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
                         o.diff.missing.push(describe(selector));
                         fail(&mut o, FailureClass::Omission, format!("missing: {}", describe(selector)));
                         continue;
+                    }
+                    // a medication dose split over several orders: judged as one order whose
+                    // dosage instructions are all of theirs (equiv::dose sums them)
+                    if *count == 1 && matches.len() > 1 && matches.iter().all(|w| writes[*w].ty == "MedicationRequest") {
+                        let afters: Vec<&Value> = matches.iter().filter_map(|w| writes[*w].after.as_ref()).collect();
+                        if let Some(first) = afters.first() {
+                            let mut combined = (*first).clone();
+                            let all: Vec<Value> = afters
+                                .iter()
+                                .flat_map(|a| a.get("dosageInstruction").and_then(Value::as_array).cloned().unwrap_or_default())
+                                .collect();
+                            combined["dosageInstruction"] = Value::Array(all);
+                            let focus = V::from_json(&combined);
+                            let env = tree.scope(i, &[]);
+                            if asserts.iter().all(|(_, e)| matches!(expr::truth(e, &focus, &env), Ok(Some(true)))) {
+                                continue;
+                            }
+                        }
                     }
                     if matches.len() > *count as usize {
                         for w in &matches[*count as usize..] {

@@ -537,6 +537,13 @@ const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("today", 0, 0),
     ("yearsUntil", 1, 1),
     ("date", 0, 0),
+    // clinical equivalence (src/htn/equiv.rs)
+    ("routeIs", 1, 1),
+    ("dose", 1, 2),
+    ("rate", 1, 1),
+    ("bp", 0, 0),
+    ("concept", 1, 1),
+    ("textContains", 1, 1),
 ];
 
 fn check_calls(e: &Expr) -> Result<(), String> {
@@ -1174,7 +1181,90 @@ fn call(base: &Expr, name: &str, args: &[Expr], focus: &Coll, scope: &dyn Scope)
             }
             vec![V::Num(years as f64)]
         }
+        "routeIs" | "dose" | "rate" | "bp" | "concept" | "textContains" => equivalence(name, &b, &arg, args.len())?,
         other => return Err(type_err(format!("unknown function {other}()"))),
+    })
+}
+
+/// The clinical-equivalence functions (rules in [`super::equiv`]).
+fn equivalence(name: &str, b: &Coll, arg: &dyn Fn(usize) -> Result<Coll, EvalError>, nargs: usize) -> Result<Coll, EvalError> {
+    use super::equiv;
+    let resources: Vec<&Value> = b
+        .iter()
+        .filter_map(|v| match v {
+            V::Json(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    let text_arg = |i: usize| -> Result<Option<String>, EvalError> {
+        let a = arg(i)?;
+        Ok(match single(&a, name)? {
+            Some(V::Str(s)) => Some(s.clone()),
+            Some(V::Num(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    Ok(match name {
+        "routeIs" => {
+            let Some(want) = text_arg(0)? else { return Ok(Vec::new()) };
+            let want = equiv::canonical_route(&want).map(str::to_string).unwrap_or_else(|| equiv::norm(&want));
+            let got = equiv::routes(&resources);
+            if got.is_empty() {
+                Vec::new()
+            } else {
+                vec![V::Bool(got.iter().any(|r| *r == want))]
+            }
+        }
+        "dose" | "rate" => {
+            let Some(unit) = text_arg(0)? else { return Ok(Vec::new()) };
+            let valence = if nargs > 1 {
+                match single(&arg(1)?, name)? {
+                    Some(V::Num(n)) => *n,
+                    _ => return Err(type_err(format!("{name}(): the valence must be a number"))),
+                }
+            } else {
+                1.0
+            };
+            let v = if name == "dose" {
+                equiv::dose(&resources, &unit, valence)
+            } else {
+                equiv::rate(&resources, &unit)
+            };
+            v.map(V::Num).into_iter().collect()
+        }
+        "bp" => b
+            .iter()
+            .filter_map(|v| match v {
+                V::Json(j) => equiv::bp_of(j),
+                V::Str(s) => equiv::bp_text(s),
+                _ => None,
+            })
+            .map(V::Str)
+            .collect(),
+        "concept" => {
+            let Some(code) = text_arg(0)? else { return Ok(Vec::new()) };
+            match resources.as_slice() {
+                [] => Vec::new(),
+                [one] => vec![V::Bool(equiv::is_concept(one, &code))],
+                _ => return Err(type_err("concept(): expected one resource")),
+            }
+        }
+        _ => {
+            // textContains: any text item contains the argument once both are normalised
+            let Some(needle) = text_arg(0)? else { return Ok(Vec::new()) };
+            let texts: Vec<&str> = b
+                .iter()
+                .filter_map(|v| match v {
+                    V::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if texts.is_empty() {
+                Vec::new()
+            } else {
+                vec![V::Bool(texts.iter().any(|t| equiv::text_contains(t, &needle)))]
+            }
+        }
     })
 }
 

@@ -7,6 +7,7 @@
 //! [`plan::FactSource`] trait and everything is JSON.
 
 pub mod cardinality;
+pub mod equiv;
 pub mod expr;
 pub mod guide;
 pub mod library;
