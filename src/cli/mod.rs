@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod keys;
 pub mod mcp;
 pub mod model;
+pub mod mutations;
 pub mod replay;
 pub mod report;
 pub mod run;

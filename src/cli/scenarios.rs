@@ -31,6 +31,10 @@ pub enum ScenariosCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also measure the grader's two error rates: equivalent rewrites of every reference
+        /// plan that must pass, harmful ones that must fail (docs/grading.md).
+        #[arg(long)]
+        mutations: bool,
     },
     /// List families, instances and branch balance.
     List {
@@ -701,11 +705,28 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
             }
             super::emit(&text)?;
         }
-        ScenariosCommand::Check { path, json } => {
+        ScenariosCommand::Check { path, json, mutations } => {
             let report = check(&path);
-            if json {
-                super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            let measured = if mutations && report.ok {
+                let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+                Some(super::mutations::measure(&mut ws).map_err(|e| anyhow::anyhow!(e))?)
             } else {
+                None
+            };
+            if let Some(m) = &measured {
+                if json {
+                    super::emit(&format!("{}\n", serde_json::to_string_pretty(m)?))?;
+                } else {
+                    super::emit(&m.text())?;
+                }
+                let (_, rejects, _, accepts) = m.totals();
+                if rejects + accepts > 0 {
+                    bail!("the grader misjudged {rejects} equivalent variants and {accepts} harmful mutations");
+                }
+            }
+            if json && measured.is_none() {
+                super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            } else if !json {
                 for p in &report.problems {
                     super::emit(&format!("{p}\n"))?;
                 }

@@ -744,3 +744,28 @@ fn a_comparison_on_a_repeating_element_is_rejected_statically_with_its_line() {
     assert!(hits[0].message.contains("htn/trap.json:10:"), "{:?}", hits[0]);
     assert!(hits[0].message.contains("'coding'") && hits[0].message.contains("where(code = 'x').exists()"));
 }
+
+#[test]
+fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutation() {
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    let report = emrgym::cli::mutations::measure(&mut ws).unwrap();
+    let (variants, rejects, mutations, accepts) = report.totals();
+    assert_eq!((rejects, accepts), (0, 0), "{}", report.text());
+    // every kind is exercised somewhere in the suite
+    for kind in [
+        "route as SNOMED coding",
+        "route abbreviated",
+        "dose in another unit",
+        "dose split over two orders",
+        "blood pressure as the vital-signs panel",
+        "note with more text around it",
+        "list answer as JSON text",
+        "extra read",
+    ] {
+        assert!(report.variants.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
+    }
+    for kind in ["wrong dose", "wrong route", "wrong drug", "missing write", "write for another patient", "wrong answer"] {
+        assert!(report.harmful.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
+    }
+    assert!(variants > 500 && mutations > 1000, "{variants} variants, {mutations} mutations");
+}
