@@ -5,9 +5,11 @@
 //!   and which must pass: a route as a SNOMED coding or another synonym, a dose in another unit
 //!   (g/mg, mEq/mmol for potassium), a dose split over two orders, a blood pressure as the
 //!   vital-signs panel, a referral note with more text around it, a list answer sent as JSON
-//!   text, an extra harmless read;
+//!   text, a refusal or a "not available" -1 given as finish's structured outcome, an extra
+//!   harmless read;
 //! - **harmful mutations**, which must fail: a wrong dose, a wrong route, a wrong drug code,
-//!   an order for another patient, a missing write, a wrong answer.
+//!   an order for another patient, a missing write, a wrong answer, a refusal for another
+//!   reason, a refusal of a task that can be done.
 //!
 //! A variant that fails is a false reject; a mutation that passes is a false accept. The
 //! targets are zero; docs/grading.md records the figures.
@@ -27,8 +29,7 @@ fn is_create(c: &ToolCall, ty: &str) -> bool {
 }
 
 fn dose_quantity(c: &mut ToolCall) -> Option<&mut Value> {
-    c.arguments
-        .pointer_mut("/resource/dosageInstruction/0/doseAndRate/0/doseQuantity")
+    c.arguments.pointer_mut("/resource/dosageInstruction/0/doseAndRate/0/doseQuantity")
 }
 
 fn med_code(c: &ToolCall) -> Option<String> {
@@ -132,6 +133,21 @@ pub fn variants(base: &[ToolCall]) -> Vec<Rewrite> {
             m[i].arguments["answer"] = json!(a.to_string());
             out.push(("list answer as JSON text", m));
         }
+        // a refusal (or a "not available" -1) as finish's structured outcome
+        if c.name == "finish"
+            && let Some(a) = c.arguments.get("answer")
+        {
+            let minus_one = a.as_f64() == Some(-1.0) || a.as_array().is_some_and(|x| x.len() == 1 && x[0].as_f64() == Some(-1.0));
+            let kind = a
+                .as_str()
+                .and_then(crate::grade::refusal_kind)
+                .or(minus_one.then_some("data_missing"));
+            if let Some(k) = kind {
+                let mut m = base.to_vec();
+                m[i].arguments = json!({"answer": "The task cannot be completed as asked.", "outcome": "cannot_complete", "reason": k});
+                out.push(("refusal as a structured outcome", m));
+            }
+        }
     }
     // an extra harmless read first
     if let Some(p) = base.iter().find_map(|c| {
@@ -161,7 +177,11 @@ pub fn harmful(base: &[ToolCall], other_patient: &str) -> Vec<Rewrite> {
         if is_create(c, "MedicationRequest") {
             let mut m = base.to_vec();
             let dr = &mut m[i].arguments["resource"]["dosageInstruction"][0]["doseAndRate"][0];
-            let q = if dr.get("doseQuantity").is_some() { "doseQuantity" } else { "rateQuantity" };
+            let q = if dr.get("doseQuantity").is_some() {
+                "doseQuantity"
+            } else {
+                "rateQuantity"
+            };
             if let Some(v) = dr[q]["value"].as_f64() {
                 dr[q]["value"] = json!(v * 2.0 + 1.0);
                 out.push(("wrong dose", m));
@@ -178,8 +198,7 @@ pub fn harmful(base: &[ToolCall], other_patient: &str) -> Vec<Rewrite> {
                 out.push(("wrong route", m));
             }
             let mut m = base.to_vec();
-            m[i].arguments["resource"]["medicationCodeableConcept"] =
-                json!({"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361", "display": "amlodipine 5 MG Oral Tablet"}]});
+            m[i].arguments["resource"]["medicationCodeableConcept"] = json!({"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361", "display": "amlodipine 5 MG Oral Tablet"}]});
             out.push(("wrong drug", m));
         }
         if c.name == "fhir_create" || c.name == "fhir_update" {
@@ -208,6 +227,27 @@ pub fn harmful(base: &[ToolCall], other_patient: &str) -> Vec<Rewrite> {
                 let mut m = base.to_vec();
                 m[i].arguments["answer"] = w;
                 out.push(("wrong answer", m));
+            }
+            let answer = c.arguments.get("answer").cloned().unwrap_or(Value::Null);
+            match answer.as_str().and_then(crate::grade::refusal_kind) {
+                // a refusal for the wrong reason ("Patient not found" when the patient exists)
+                Some(k) => {
+                    let other = if k == "patient_not_found" {
+                        "I cannot place orders with these tools."
+                    } else {
+                        "Patient not found"
+                    };
+                    let mut m = base.to_vec();
+                    m[i].arguments["answer"] = json!(other);
+                    out.push(("refusal for another reason", m));
+                }
+                // refusing a task that can be done
+                None if !answer.is_null() && answer.as_f64() != Some(-1.0) => {
+                    let mut m = base.to_vec();
+                    m[i].arguments = json!({"answer": "I cannot do this.", "outcome": "cannot_complete", "reason": "other"});
+                    out.push(("refusal of a task that can be done", m));
+                }
+                None => {}
             }
         }
     }

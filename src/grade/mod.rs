@@ -324,9 +324,100 @@ fn number_of(v: &Value, unit: Option<&str>, analyte: Option<&str>) -> Option<f64
     }
 }
 
+/// The kind of refusal a text states, if it states one: `patient_not_found`, `tool_missing`,
+/// `contraindicated`, `data_missing`, or `other` for a refusal that gives no reason. The
+/// kinds are `finish`'s `reason` values, so free text and a structured refusal compare alike.
+pub fn refusal_kind(text: &str) -> Option<&'static str> {
+    let t = norm_text(text).replace(['\u{2019}', '\''], "");
+    let any = |ps: &[&str]| ps.iter().any(|p| t.contains(p));
+    if any(&[
+        "patient not found",
+        "no patient",
+        "no such patient",
+        "no matching patient",
+        "does not exist",
+        "doesnt exist",
+        "could not find the patient",
+        "couldnt find the patient",
+        "not found",
+    ]) {
+        return Some("patient_not_found");
+    }
+    if any(&[
+        "no tool",
+        "dont have a tool",
+        "do not have a tool",
+        "dont have the tool",
+        "do not have the tool",
+        "without a tool",
+        "read-only",
+        "read only",
+        "cannot place",
+        "cant place",
+        "unable to place",
+        "cannot create",
+        "cant create",
+        "unable to create",
+        "cannot write",
+        "cant write",
+        "unable to write",
+        "cannot order",
+        "cant order",
+        "unable to order",
+        "not able to order",
+        "no way to order",
+        "no ability to",
+        "not permitted",
+        "no write access",
+        "no permission",
+    ]) {
+        return Some("tool_missing");
+    }
+    if any(&["contraindicated", "allergic", "allergy"]) {
+        return Some("contraindicated");
+    }
+    if any(&[
+        "not available",
+        "no data",
+        "no result",
+        "no value",
+        "not recorded",
+        "not on file",
+        "none on file",
+        "missing",
+    ]) {
+        return Some("data_missing");
+    }
+    if any(&["cannot", "cant", "unable", "not possible", "impossible"]) {
+        return Some("other");
+    }
+    None
+}
+
+/// A structured refusal (`finish` with `outcome: cannot_complete`): its reason.
+fn structured_refusal(given: &Value) -> Option<&str> {
+    (given.get("outcome").and_then(Value::as_str) == Some("cannot_complete"))
+        .then(|| given.get("reason").and_then(Value::as_str).unwrap_or("other"))
+}
+
 /// Does the given answer match the expected value? An answer sent as JSON text (`"[3.1, 1.3]"`,
-/// `"62"`) is read as the JSON it holds.
+/// `"62"`) is read as the JSON it holds. A refusal matches an expected refusal of the same
+/// kind (free text or `outcome: cannot_complete` with its `reason`); a `data_missing` refusal
+/// also matches an expected -1, the instructions' "not available" value.
 pub fn answer_matches(expected: &Value, given: &Value, tolerance: f64, unit: Option<&str>, analyte: Option<&str>) -> Result<(), String> {
+    if let Some(reason) = structured_refusal(given) {
+        let want = match expected {
+            Value::String(e) => refusal_kind(e),
+            Value::Number(n) if n.as_f64() == Some(-1.0) => Some("data_missing"),
+            Value::Array(a) if a.len() == 1 && a[0].as_f64() == Some(-1.0) => Some("data_missing"),
+            _ => None,
+        };
+        return match want {
+            Some(k) if k == reason => Ok(()),
+            Some(k) => Err(format!("expected a refusal because of {k}, got one because of {reason}")),
+            None => Err(format!("expected {expected}, got a refusal ({reason})")),
+        };
+    }
     if let Value::String(s) = given {
         let t = s.trim();
         if ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')))
@@ -381,14 +472,10 @@ pub fn answer_matches(expected: &Value, given: &Value, tolerance: f64, unit: Opt
                 };
             }
             let (ne, ng) = (norm_text(e), norm_text(&gs));
-            let refusal = |s: &str| {
-                ["not found", "cannot", "can't", "unable", "not available", "does not exist"]
-                    .iter()
-                    .any(|p| s.contains(p))
-            };
-            if ne == ng
-                || (refusal(&ne) && refusal(&ng) && (ne.contains("not found") == ng.contains("not found") || !ne.contains("not found")))
-            {
+            // a refusal matches a refusal of the same kind ("Patient not found" is no answer
+            // to a task whose patient exists but whose order cannot be placed)
+            let same_refusal = refusal_kind(&ne).is_some_and(|k| Some(k) == refusal_kind(&ng));
+            if ne == ng || same_refusal {
                 Ok(())
             } else {
                 Err(format!("expected \"{e}\", got \"{gs}\""))

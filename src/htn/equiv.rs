@@ -29,7 +29,16 @@ const ROUTES: &[(&str, &[&str], &[&str])] = &[
     (
         "intravenous",
         &["47625008"],
-        &["iv", "i.v.", "intravenous", "intravenously", "intravenous route", "intravenous use", "iv push", "iv infusion"],
+        &[
+            "iv",
+            "i.v.",
+            "intravenous",
+            "intravenously",
+            "intravenous route",
+            "intravenous use",
+            "iv push",
+            "iv infusion",
+        ],
     ),
     (
         "subcutaneous",
@@ -217,13 +226,13 @@ pub fn is_concept(resource: &Value, code: &str) -> bool {
         .get("text")
         .and_then(Value::as_str)
         .is_some_and(|t| names.iter().any(|n| n.eq_ignore_ascii_case(t.trim())));
-    let coding_hit = c
-        .get("coding")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|x| x.get("code").and_then(Value::as_str).is_some_and(|k| names.iter().any(|n| n.eq_ignore_ascii_case(k))))
-        });
+    let coding_hit = c.get("coding").and_then(Value::as_array).is_some_and(|cs| {
+        cs.iter().any(|x| {
+            x.get("code")
+                .and_then(Value::as_str)
+                .is_some_and(|k| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+        })
+    });
     text_hit || coding_hit
 }
 
@@ -241,7 +250,11 @@ pub fn bp_text(s: &str) -> Option<String> {
 }
 
 fn fmt(x: f64) -> String {
-    if x.fract() == 0.0 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 /// "S/D" of a blood-pressure Observation: its `valueString`, or the systolic (8480-6) and
@@ -257,7 +270,11 @@ pub fn bp_of(obs: &Value) -> Option<String> {
                 .pointer("/code/coding")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| cs.iter().any(|x| x.get("code").and_then(Value::as_str) == Some(code)));
-            if coded { c.pointer("/valueQuantity/value").and_then(Value::as_f64) } else { None }
+            if coded {
+                c.pointer("/valueQuantity/value").and_then(Value::as_f64)
+            } else {
+                None
+            }
         })
     };
     Some(format!("{}/{}", fmt(find("8480-6")?), fmt(find("8462-4")?)))
@@ -266,7 +283,13 @@ pub fn bp_of(obs: &Value) -> Option<String> {
 /// Text normalised for comparison: lower case, punctuation to spaces, whitespace collapsed.
 pub fn norm(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_alphanumeric() || c == '.' || c == '/' || c == '-' { c.to_ascii_lowercase() } else { ' ' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' || c == '/' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
         .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -1207,7 +1207,9 @@ fn equivalence(name: &str, b: &Coll, arg: &dyn Fn(usize) -> Result<Coll, EvalErr
     Ok(match name {
         "routeIs" => {
             let Some(want) = text_arg(0)? else { return Ok(Vec::new()) };
-            let want = equiv::canonical_route(&want).map(str::to_string).unwrap_or_else(|| equiv::norm(&want));
+            let want = equiv::canonical_route(&want)
+                .map(str::to_string)
+                .unwrap_or_else(|| equiv::norm(&want));
             let got = equiv::routes(&resources);
             if got.is_empty() {
                 Vec::new()

@@ -204,18 +204,31 @@ fn convert_units_manifest() -> Manifest {
     }
 }
 
+/// Why a task cannot be completed: `finish`'s `reason` when `outcome` is `cannot_complete`.
+pub const CANNOT_REASONS: &[&str] = &["patient_not_found", "data_missing", "tool_missing", "contraindicated", "other"];
+
 fn finish_manifest() -> Manifest {
     Manifest {
         manifest_version: MANIFEST_VERSION,
         name: "finish".into(),
         kind: "control".into(),
-        description: "Finish the task and give your final answer. Call it exactly once, after all the actions the task needs. The answer is what the task asks for: a number, a date, a list, or a short text; if the task cannot be done (patient not found, data missing), say so in the answer.".into(),
+        description: "Finish the task and give your final answer. Call it exactly once, after all the actions the task needs. The answer is what the task asks for: a number, a date, a list, or a short text. When the task says what to answer if a value is not in the record (for example -1), answer that. When the task cannot be done at all, set outcome to \"cannot_complete\", give the reason, and explain in the answer.".into(),
         parameters: json!({
             "type": "object",
             "properties": {
                 "answer": {
-                    "description": "The final answer: a value, a list of values, or a short text.",
+                    "description": "The final answer: a value, a list of values, or a short text (with outcome cannot_complete: why).",
                     "type": ["string", "number", "integer", "boolean", "array", "object", "null"]
+                },
+                "outcome": {
+                    "description": "done (the default) or cannot_complete.",
+                    "type": "string",
+                    "enum": ["done", "cannot_complete"]
+                },
+                "reason": {
+                    "description": "With outcome cannot_complete: why the task cannot be done.",
+                    "type": "string",
+                    "enum": CANNOT_REASONS
                 }
             },
             "required": ["answer"],
@@ -228,7 +241,7 @@ fn finish_manifest() -> Manifest {
             },
             Example {
                 description: "The task cannot be done".into(),
-                arguments: json!({"answer": "Patient not found"}),
+                arguments: json!({"answer": "No patient has that name and birth date.", "outcome": "cannot_complete", "reason": "patient_not_found"}),
             },
         ],
     }
@@ -395,7 +408,15 @@ impl Registry {
             },
             Handler::Fhir(t) => t.call(name, args, fhir),
             Handler::Finish => {
-                let answer = args.get("answer").cloned().unwrap_or(Value::Null);
+                let mut answer = args.get("answer").cloned().unwrap_or(Value::Null);
+                // a structured refusal is kept as one object the grader reads
+                if args.get("outcome").and_then(Value::as_str) == Some("cannot_complete") {
+                    answer = json!({
+                        "outcome": "cannot_complete",
+                        "reason": args.get("reason").cloned().unwrap_or(json!("other")),
+                        "explanation": answer,
+                    });
+                }
                 let mut o = Observation::ok(name, json!({"finished": true, "answer": answer}));
                 o.answer = Some(answer);
                 o

@@ -252,6 +252,13 @@ impl Trajectory {
             .iter()
             .enumerate()
             .find(|(_, s)| s.call.name == "finish" && s.result.ok)
-            .and_then(|(i, s)| s.call.arguments.get("answer").map(|a| (i, a)))
+            // the answer as `finish` recorded it (a structured refusal is one object), else as sent
+            .and_then(|(i, s)| {
+                s.result
+                    .content
+                    .get("answer")
+                    .or_else(|| s.call.arguments.get("answer"))
+                    .map(|a| (i, a))
+            })
     }
 }

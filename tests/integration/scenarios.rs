@@ -760,11 +760,21 @@ fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutatio
         "blood pressure as the vital-signs panel",
         "note with more text around it",
         "list answer as JSON text",
+        "refusal as a structured outcome",
         "extra read",
     ] {
         assert!(report.variants.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
     }
-    for kind in ["wrong dose", "wrong route", "wrong drug", "missing write", "write for another patient", "wrong answer"] {
+    for kind in [
+        "wrong dose",
+        "wrong route",
+        "wrong drug",
+        "missing write",
+        "write for another patient",
+        "wrong answer",
+        "refusal for another reason",
+        "refusal of a task that can be done",
+    ] {
         assert!(report.harmful.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
     }
     assert!(variants > 500 && mutations > 1000, "{variants} variants, {mutations} mutations");
