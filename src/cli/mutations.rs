@@ -6,10 +6,11 @@
 //!   (g/mg, mEq/mmol for potassium), a dose split over two orders, a blood pressure as the
 //!   vital-signs panel, a referral note with more text around it, a list answer sent as JSON
 //!   text, a refusal or a "not available" -1 given as finish's structured outcome, an extra
-//!   harmless read;
+//!   harmless read, the first reads in another order, the reads the branch taken does not
+//!   use left out;
 //! - **harmful mutations**, which must fail: a wrong dose, a wrong route, a wrong drug code,
 //!   an order for another patient, a missing write, a wrong answer, a refusal for another
-//!   reason, a refusal of a task that can be done.
+//!   reason, a refusal of a task that can be done, a read the branch taken uses left out.
 //!
 //! A variant that fails is a false reject; a mutation that passes is a false accept. The
 //! targets are zero; docs/grading.md records the figures.
@@ -41,9 +42,40 @@ fn med_code(c: &ToolCall) -> Option<String> {
 
 const POTASSIUM: &[&str] = &["8591", "40032-917-01"];
 
-/// Equivalent rewrites of a reference plan.
-pub fn variants(base: &[ToolCall]) -> Vec<Rewrite> {
+fn is_read(c: &ToolCall) -> bool {
+    matches!(c.name.as_str(), "fhir_search" | "fhir_read")
+}
+
+/// Equivalent rewrites of a reference plan; `skippable` are the calls of reads whose fact the
+/// branch taken does not use.
+pub fn variants(base: &[ToolCall], skippable: &[usize], calculators: &[usize]) -> Vec<Rewrite> {
     let mut out: Vec<Rewrite> = Vec::new();
+    // the score worked out without the calculator tool (the answer and orders still right)
+    if !calculators.is_empty() {
+        let m: Vec<ToolCall> = base
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !calculators.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect();
+        out.push(("score computed without the calculator tool", m));
+    }
+    // the reads before the first action, in reverse order
+    let lead = base.iter().take_while(|c| is_read(c)).count();
+    if lead >= 2 {
+        let mut m = base.to_vec();
+        m[..lead].reverse();
+        out.push(("independent reads reordered", m));
+    }
+    if !skippable.is_empty() {
+        let m: Vec<ToolCall> = base
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skippable.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect();
+        out.push(("reads the branch does not use skipped", m));
+    }
     for (i, c) in base.iter().enumerate() {
         if is_create(c, "MedicationRequest") {
             // route as the SNOMED coding the cohort's own orders use, and as an abbreviation
@@ -170,9 +202,15 @@ pub fn variants(base: &[ToolCall]) -> Vec<Rewrite> {
     out
 }
 
-/// Harmful rewrites of a reference plan.
-pub fn harmful(base: &[ToolCall], other_patient: &str) -> Vec<Rewrite> {
+/// Harmful rewrites of a reference plan; `needed` are the calls of reads whose fact the branch
+/// taken uses.
+pub fn harmful(base: &[ToolCall], other_patient: &str, needed: &[usize]) -> Vec<Rewrite> {
     let mut out: Vec<Rewrite> = Vec::new();
+    for i in needed {
+        let mut m = base.to_vec();
+        m.remove(*i);
+        out.push(("a read the branch uses skipped", m));
+    }
     for (i, c) in base.iter().enumerate() {
         if is_create(c, "MedicationRequest") {
             let mut m = base.to_vec();
@@ -322,20 +360,45 @@ pub fn measure(ws: &mut Workspace) -> Result<Report, String> {
     let mut report = Report::default();
     for inst in &instances {
         let p: Prepared = ws.prepare(inst).map_err(|e| format!("{}: {}", inst.id, e.join("; ")))?;
-        let base: Vec<ToolCall> = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
+        let refs = p.oracle.reference_calls();
+        let skippable: Vec<usize> = refs
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| {
+                let node = &p.oracle.nodes[*n];
+                !node.gate && node.fact.as_ref().is_some_and(|f| f.tool.is_none())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let calculators: Vec<usize> = refs
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| p.oracle.nodes[*n].fact.as_ref().is_some_and(|f| f.tool.is_some()))
+            .map(|(i, _)| i)
+            .collect();
+        let needed: Vec<usize> = refs
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, c))| {
+                let node = &p.oracle.nodes[*n];
+                node.gate && is_read(c) && node.fact.as_ref().is_some_and(|f| f.tool.is_none())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let base: Vec<ToolCall> = refs.into_iter().map(|(_, c)| c).collect();
         let other = instances
             .iter()
             .find(|o| o.cohort == inst.cohort && o.patient != inst.patient)
             .map(|o| o.patient.clone())
             .unwrap_or_else(|| "S0000000".into());
-        for (kind, calls) in variants(&base) {
+        for (kind, calls) in variants(&base, &skippable, &calculators) {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.variants.entry(kind.into()).or_default(), !g.success, || {
                 let why = g.nodes.iter().flat_map(|n| n.reasons.iter()).next().cloned().unwrap_or_default();
                 format!("{}: {why}", inst.id)
             });
         }
-        for (kind, calls) in harmful(&base, &other) {
+        for (kind, calls) in harmful(&base, &other, &needed) {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.harmful.entry(kind.into()).or_default(), g.success, || inst.id.clone());
         }

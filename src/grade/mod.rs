@@ -718,7 +718,19 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
 
     // when each node was started and done (compounds: over their children)
     let mut done_at: Vec<Option<usize>> = outcomes.iter().map(|o| o.as_ref().and_then(|o| o.done_at)).collect();
-    let mut started_at: Vec<Option<usize>> = outcomes.iter().map(|o| o.as_ref().and_then(|o| o.started_at)).collect();
+    // a node starts at its first action (a write or the answer): reads may come in any order,
+    // so an ordering edge constrains when the dependent node acts, not when it reads
+    let acts = |i: usize| {
+        tree.nodes[i].kind == "primitive"
+            && checks(lib, &tree.nodes[i])
+                .iter()
+                .any(|c| matches!(c, Check::Answer { .. }) || matches!(c, Check::Select { count, .. } if *count > 0))
+    };
+    let mut started_at: Vec<Option<usize>> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| if acts(i) { o.as_ref().and_then(|o| o.started_at) } else { None })
+        .collect();
     for i in (0..n).rev() {
         for k in tree.nodes[i].children.clone() {
             done_at[i] = match (done_at[i], done_at[k]) {
@@ -757,7 +769,9 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
         if !kids.is_empty() {
             evidence[i] = evidence[i] || kids.iter().any(|k| evidence[*k]);
         }
-        let kids_ok = kids.iter().all(|k| verdicts[*k] == Verdict::Passed);
+        // an ungated child (a read the branch does not use, a calculator the agent may do
+        // without) does not fail its parent
+        let kids_ok = kids.iter().all(|k| verdicts[*k] == Verdict::Passed || !tree.nodes[*k].gate);
         verdicts[i] = if own_ok && kids_ok {
             Verdict::Passed
         } else if !evidence[i]

@@ -660,7 +660,9 @@ pub fn plan(
         return p.tree;
     }
     p.expand(root, "", String::new(), None, vals);
-    p.tree
+    let mut tree = p.tree;
+    ungate_unused_reads(lib, &mut tree);
+    tree
 }
 
 // ------------------------------------------------------------------------------------
@@ -740,6 +742,86 @@ fn complete(result: &Value) -> bool {
         .is_some_and(|links| links.iter().any(|l| l.get("relation").and_then(Value::as_str) == Some("next")))
 }
 
+/// The parameters a planned node's subtree actually uses, given the branches taken: a
+/// primitive uses what its reference call, sensing query and checks read; a compound uses
+/// what its chosen method's condition, checks and the arguments its children use read
+/// (through its `let`s). Sensing children whose fact nothing uses are recorded in `unused`.
+fn used_params(lib: &Library, tree: &Tree, n: usize, unused: &mut BTreeSet<usize>) -> BTreeSet<String> {
+    let node = &tree.nodes[n];
+    if node.kind == "primitive" {
+        let Some(p) = lib.primitives.get(&node.task) else {
+            return BTreeSet::new();
+        };
+        let mut v: BTreeSet<String> = BTreeSet::new();
+        if let Some(t) = &p.tool {
+            v.extend(super::library::template_vars(&t.args));
+        }
+        if let Some(s) = &p.sense {
+            v.extend(super::library::template_vars(&Value::Object(s.params.clone())));
+        }
+        v.extend(p.expect.iter().flat_map(Check::vars));
+        return v;
+    }
+    let Some(task) = lib.tasks.get(&node.task) else {
+        return BTreeSet::new();
+    };
+    let Some(m) = task.methods.iter().find(|m| Some(&m.name) == node.method.as_ref()) else {
+        // undecided (deferred) or in error: everything its methods read counts as used
+        let mut v: BTreeSet<String> = task.params.iter().cloned().collect();
+        v.extend(task.methods.iter().flat_map(|m| m.subtasks.iter().map(|s| s.id.clone())));
+        return v;
+    };
+    let mut used: BTreeSet<String> = m.when.iter().flat_map(|w| w.vars()).collect();
+    used.extend(m.expect.iter().flat_map(Check::vars));
+    for s in &m.subtasks {
+        let Some(child) = node.children.iter().copied().find(|c| tree.nodes[*c].id == s.id) else {
+            continue;
+        };
+        let child_uses = used_params(lib, tree, child, unused);
+        for (an, a) in &s.args {
+            // an undecided child's arguments all count
+            if child_uses.contains(an) || !matches!(tree.nodes[child].status, Status::Expanded | Status::Ready) {
+                used.extend(a.vars());
+            }
+        }
+    }
+    // lets read what they need only when they are used themselves
+    loop {
+        let before = used.len();
+        for (ln, le) in &m.lets {
+            if used.contains(ln) {
+                used.extend(le.vars());
+            }
+        }
+        if used.len() == before {
+            break;
+        }
+    }
+    for s in &m.subtasks {
+        let senses = lib.primitives.get(&s.task).is_some_and(|p| p.senses());
+        if senses
+            && !used.contains(&s.id)
+            && let Some(child) = node.children.iter().copied().find(|c| tree.nodes[*c].id == s.id)
+        {
+            unused.insert(child);
+        }
+    }
+    used
+}
+
+/// A read is gated only when the branch actually taken uses its fact: reading the INR of a
+/// patient who is not on warfarin is not required (extra reads are never penalised either).
+fn ungate_unused_reads(lib: &Library, tree: &mut Tree) {
+    if tree.nodes.is_empty() {
+        return;
+    }
+    let mut unused = BTreeSet::new();
+    used_params(lib, tree, 0, &mut unused);
+    for n in unused {
+        tree.nodes[n].gate = false;
+    }
+}
+
 /// The step at which the agent was first shown the fact: every resource of the oracle
 /// result appeared in a tool result, or (for an empty result) the agent ran a search that
 /// covers the query (same resource type, patient and code) and it succeeded.
@@ -772,7 +854,8 @@ pub fn fact_revealed(fact: &Fact, steps: &[Step]) -> Option<usize> {
     }
     let mut seen = BTreeSet::new();
     for (i, s) in steps.iter().enumerate() {
-        if !s.result.ok {
+        // only what the agent read shows it a fact (a write's response echoes what it wrote)
+        if !s.result.ok || !is_read_step(s) {
             continue;
         }
         collect_ids(&s.result.content, &mut seen);
@@ -781,6 +864,24 @@ pub fn fact_revealed(fact: &Fact, steps: &[Step]) -> Option<usize> {
         }
     }
     None
+}
+
+/// A step that reads the record: a search or read, or any other REST GET (vread, history,
+/// compartment search), or a batch sent to the base (whose entries may be reads).
+fn is_read_step(s: &Step) -> bool {
+    match s.call.name.as_str() {
+        "fhir_search" | "fhir_read" => true,
+        "fhir_rest" => {
+            let rest = s.call.arguments.get("rest");
+            let method = rest.and_then(|r| r.get("method")).and_then(Value::as_str);
+            let to_base = rest
+                .and_then(|r| r.get("path"))
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+            method == Some("GET") || (method == Some("POST") && to_base)
+        }
+        _ => false,
+    }
 }
 
 /// The facts a trajectory has revealed so far (node paths), given the oracle tree.

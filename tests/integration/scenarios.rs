@@ -762,6 +762,9 @@ fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutatio
         "list answer as JSON text",
         "refusal as a structured outcome",
         "extra read",
+        "independent reads reordered",
+        "reads the branch does not use skipped",
+        "score computed without the calculator tool",
     ] {
         assert!(report.variants.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
     }
@@ -774,6 +777,7 @@ fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutatio
         "wrong answer",
         "refusal for another reason",
         "refusal of a task that can be done",
+        "a read the branch uses skipped",
     ] {
         assert!(report.harmful.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
     }
