@@ -718,7 +718,16 @@ fn covers(fact: &Fact, args: &Value, result: &Value) -> bool {
                 }
             }
             "code" => {
-                let wanted: BTreeSet<String> = v.split(',').map(norm_token).collect();
+                // a code names its concept: a local code and its LOINC codes cover each other
+                let wanted: BTreeSet<String> = v
+                    .split(',')
+                    .map(norm_token)
+                    .flat_map(|c| {
+                        let mut all = vec![c.clone()];
+                        all.extend(super::equiv::concept_codes(&c).into_iter().map(str::to_lowercase));
+                        all
+                    })
+                    .collect();
                 let given: BTreeSet<String> = get("code").iter().flat_map(|s| s.split(',').map(norm_token)).collect();
                 if given.is_empty() {
                     if !complete(result) {
@@ -988,5 +997,23 @@ mod tests {
             None
         );
         assert_eq!(fact_revealed(&fact, &[search(json!({"patient": "S2"}), false)]), None);
+    }
+
+    #[test]
+    fn an_empty_fact_by_local_code_is_shown_by_a_search_by_its_loinc_code() {
+        let fact = Fact {
+            resource_type: "Observation".into(),
+            params: vec![("patient".into(), "S1".into()), ("code".into(), "K".into())],
+            value: Vec::new(),
+            tool: None,
+        };
+        let obs = |code: &str| {
+            let mut s = search(json!({"patient": "S1", "code": code}), false);
+            s.call.arguments["resource_type"] = json!("Observation");
+            s
+        };
+        assert_eq!(fact_revealed(&fact, &[obs("http://loinc.org|2823-3")]), Some(0));
+        assert_eq!(fact_revealed(&fact, &[obs("K")]), Some(0));
+        assert_eq!(fact_revealed(&fact, &[obs("2951-2")]), None);
     }
 }
