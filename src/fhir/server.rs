@@ -335,7 +335,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// OperationOutcome: axum's own (405 with `Allow`, bad path parameters, rejected bodies)
 /// are rewritten, keeping their status and naming the method and path.
 pub fn harden(app: Router, state: Arc<AppState>) -> Router {
-    app.layer(axum::extract::DefaultBodyLimit::disable())
+    // `app` is wrapped whole, not layered route by route: a layered route is no longer "top
+    // level" to axum, which then leaves the `Allow` header off its 405s
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
