@@ -67,12 +67,16 @@ impl Clock {
 /// The latest instant a clock hands out: 9999-12-31T23:59:59.999Z, the last FHIR `instant`
 /// (four-digit years). A ticking clock that would pass it stops there.
 pub fn latest() -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(253_402_300_799_999).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+    Utc.timestamp_millis_opt(253_402_300_799_999)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The earliest instant a clock hands out: 0001-01-01T00:00:00Z.
 pub fn earliest() -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(-62_135_596_800_000).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(-62_135_596_800_000)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// `start + reads × step_ms`, in checked arithmetic, clamped to [`earliest`]..=[`latest`]:
@@ -80,7 +84,9 @@ pub fn earliest() -> DateTime<Utc> {
 fn advance(start: DateTime<Utc>, reads: i64, step_ms: i64) -> DateTime<Utc> {
     let past_end = || if step_ms >= 0 { latest() } else { earliest() };
     let Some(ms) = reads.checked_mul(step_ms) else { return past_end() };
-    let Some(delta) = TimeDelta::try_milliseconds(ms) else { return past_end() };
+    let Some(delta) = TimeDelta::try_milliseconds(ms) else {
+        return past_end();
+    };
     match start.checked_add_signed(delta) {
         Some(t) => t.clamp(earliest(), latest()),
         None => past_end(),

@@ -11,10 +11,10 @@
 //! header-read timeout that also closes idle keep-alive connections, graceful shutdown.
 
 use super::clock::{Clock, parse_instant};
+use super::deadline;
 use super::error::FhirError;
 use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
 use super::store::{Cohort, Sandbox, SandboxOptions};
-use super::deadline;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};

@@ -62,15 +62,70 @@ fn sandbox() -> Sandbox {
 // ---- generators -------------------------------------------------------------------
 
 const NAMES: &[&str] = &[
-    "name", "family", "given", "code", "code:text", "code:not", "subject", "subject:Patient", "patient", "date", "_id",
-    "value-quantity", "status", "identifier", "_count", "_offset", "_sort", "_include", "_revinclude", "_include:iterate",
-    "_summary", "_total", "_elements", "combo-code-value-quantity", "component-code-value-quantity", "link", "general-practitioner",
-    "organization", "birthdate", "gender", "_has", "_format",
+    "name",
+    "family",
+    "given",
+    "code",
+    "code:text",
+    "code:not",
+    "subject",
+    "subject:Patient",
+    "patient",
+    "date",
+    "_id",
+    "value-quantity",
+    "status",
+    "identifier",
+    "_count",
+    "_offset",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_include:iterate",
+    "_summary",
+    "_total",
+    "_elements",
+    "combo-code-value-quantity",
+    "component-code-value-quantity",
+    "link",
+    "general-practitioner",
+    "organization",
+    "birthdate",
+    "gender",
+    "_has",
+    "_format",
 ];
 const ATOMS: &[&str] = &[
-    "x", "", "1", "-1", "1e308", "NaN", "ge2020", "lt2020-02-30", "ap2023-11-13T10:15:00Z", "|", "a|b", "a|b|c", "\\,", "$", "a$b",
-    "Patient/S6534835", "Observation:patient", "Observation:subject:Patient", "*", "-date", "date,-_id", "count", "true", "\u{0}",
-    "\u{1F4A9}", "%FF", "9999-12-31T23:59:59.999+14:00", "0000", "http://loinc.org|4548-4", "S6534835",
+    "x",
+    "",
+    "1",
+    "-1",
+    "1e308",
+    "NaN",
+    "ge2020",
+    "lt2020-02-30",
+    "ap2023-11-13T10:15:00Z",
+    "|",
+    "a|b",
+    "a|b|c",
+    "\\,",
+    "$",
+    "a$b",
+    "Patient/S6534835",
+    "Observation:patient",
+    "Observation:subject:Patient",
+    "*",
+    "-date",
+    "date,-_id",
+    "count",
+    "true",
+    "\u{0}",
+    "\u{1F4A9}",
+    "%FF",
+    "9999-12-31T23:59:59.999+14:00",
+    "0000",
+    "http://loinc.org|4548-4",
+    "S6534835",
 ];
 
 fn atom() -> impl Strategy<Value = String> {
@@ -93,7 +148,10 @@ fn param_name() -> impl Strategy<Value = String> {
 }
 
 fn query() -> impl Strategy<Value = Vec<(String, String)>> {
-    proptest::collection::vec((param_name(), proptest::collection::vec(atom(), 1..4).prop_map(|v| v.join(","))), 0..6)
+    proptest::collection::vec(
+        (param_name(), proptest::collection::vec(atom(), 1..4).prop_map(|v| v.join(","))),
+        0..6,
+    )
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -109,7 +167,27 @@ fn json_value() -> impl Strategy<Value = Value> {
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(
                 prop_oneof![
-                    proptest::sample::select(&["resourceType", "id", "meta", "code", "subject", "reference", "status", "entry", "request", "resource", "url", "method", "fullUrl", "type", "value", "extension"][..]).prop_map(String::from),
+                    proptest::sample::select(
+                        &[
+                            "resourceType",
+                            "id",
+                            "meta",
+                            "code",
+                            "subject",
+                            "reference",
+                            "status",
+                            "entry",
+                            "request",
+                            "resource",
+                            "url",
+                            "method",
+                            "fullUrl",
+                            "type",
+                            "value",
+                            "extension"
+                        ][..]
+                    )
+                    .prop_map(String::from),
                     "[a-z]{1,6}",
                 ],
                 inner,
@@ -121,25 +199,42 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn resource() -> impl Strategy<Value = Value> {
-    (proptest::sample::select(&["Patient", "Observation", "Bundle", "Condition", "Nope", ""][..]), json_value()).prop_map(|(ty, v)| {
-        let mut obj = match v {
-            Value::Object(m) => m,
-            other => {
-                let mut m = serde_json::Map::new();
-                m.insert("value".into(), other);
-                m
-            }
-        };
-        obj.insert("resourceType".into(), json!(ty));
-        Value::Object(obj)
-    })
+    (
+        proptest::sample::select(&["Patient", "Observation", "Bundle", "Condition", "Nope", ""][..]),
+        json_value(),
+    )
+        .prop_map(|(ty, v)| {
+            let mut obj = match v {
+                Value::Object(m) => m,
+                other => {
+                    let mut m = serde_json::Map::new();
+                    m.insert("value".into(), other);
+                    m
+                }
+            };
+            obj.insert("resourceType".into(), json!(ty));
+            Value::Object(obj)
+        })
 }
 
 fn bundle() -> impl Strategy<Value = Value> {
     let entry = (
         proptest::sample::select(&["GET", "POST", "PUT", "DELETE", "PATCH", ""][..]),
         prop_oneof![
-            proptest::sample::select(&["Patient", "Observation", "Patient/S6534835", "Observation?code=x", "", "/", "?x", "Patient?name=a", "urn:uuid:1"][..]).prop_map(String::from),
+            proptest::sample::select(
+                &[
+                    "Patient",
+                    "Observation",
+                    "Patient/S6534835",
+                    "Observation?code=x",
+                    "",
+                    "/",
+                    "?x",
+                    "Patient?name=a",
+                    "urn:uuid:1"
+                ][..]
+            )
+            .prop_map(String::from),
             "[ -~]{0,20}",
         ],
         proptest::option::of(resource()),
@@ -159,7 +254,10 @@ fn bundle() -> impl Strategy<Value = Value> {
             }
             e
         });
-    (proptest::sample::select(&["transaction", "batch", "searchset", ""][..]), proptest::collection::vec(entry, 0..6))
+    (
+        proptest::sample::select(&["transaction", "batch", "searchset", ""][..]),
+        proptest::collection::vec(entry, 0..6),
+    )
         .prop_map(|(ty, entries)| json!({"resourceType": "Bundle", "type": ty, "entry": entries}))
 }
 
@@ -170,14 +268,20 @@ fn fuzz_search_query_parser_and_execution() {
     let sb = sandbox();
     let mut runner = TestRunner::new(config(300));
     runner
-        .run(&(proptest::sample::select(&["Patient", "Observation", "Condition", "Nope"][..]), query()), |(ty, q)| {
-            let t = Instant::now();
-            if let Ok(parsed) = SearchQuery::parse(ty, &q, sb.cohort().registry(), false) {
-                let _ = sb.search(&parsed);
-            }
-            prop_assert!(t.elapsed() < BOUND, "{ty}?{q:?} took {:?}", t.elapsed());
-            Ok(())
-        })
+        .run(
+            &(
+                proptest::sample::select(&["Patient", "Observation", "Condition", "Nope"][..]),
+                query(),
+            ),
+            |(ty, q)| {
+                let t = Instant::now();
+                if let Ok(parsed) = SearchQuery::parse(ty, &q, sb.cohort().registry(), false) {
+                    let _ = sb.search(&parsed);
+                }
+                prop_assert!(t.elapsed() < BOUND, "{ty}?{q:?} took {:?}", t.elapsed());
+                Ok(())
+            },
+        )
         .unwrap();
 }
 
@@ -187,7 +291,28 @@ fn fuzz_fhirpath() {
     let text = prop_oneof![
         "[ -~]{0,40}",
         proptest::collection::vec(
-            proptest::sample::select(&["Patient", ".", "name", "(", ")", "|", " as ", "Quantity", ".where(", "resolve()", " is ", "'x'", "=", ".exists()", " and ", " != false", "ofType(", "value"][..]),
+            proptest::sample::select(
+                &[
+                    "Patient",
+                    ".",
+                    "name",
+                    "(",
+                    ")",
+                    "|",
+                    " as ",
+                    "Quantity",
+                    ".where(",
+                    "resolve()",
+                    " is ",
+                    "'x'",
+                    "=",
+                    ".exists()",
+                    " and ",
+                    " != false",
+                    "ofType(",
+                    "value"
+                ][..]
+            ),
             0..30
         )
         .prop_map(|v| v.concat()),
@@ -216,8 +341,41 @@ fn fuzz_htn_expressions() {
         now: chrono::DateTime::parse_from_rfc3339("2023-11-13T10:15:00Z").unwrap(),
     };
     let tokens = &[
-        "%a", "%n", "%u", "1", "2.5", "'s'", "true", "false", "{}", "(", ")", "+", "-", "*", "/", "=", "!=", "<", ">=", " and ", " or ",
-        " implies ", "not ", ".", "exists()", "count()", "first()", "where(", "$this", ",", "now()", "@2023-01-01", "1 'year'", "[", "]",
+        "%a",
+        "%n",
+        "%u",
+        "1",
+        "2.5",
+        "'s'",
+        "true",
+        "false",
+        "{}",
+        "(",
+        ")",
+        "+",
+        "-",
+        "*",
+        "/",
+        "=",
+        "!=",
+        "<",
+        ">=",
+        " and ",
+        " or ",
+        " implies ",
+        "not ",
+        ".",
+        "exists()",
+        "count()",
+        "first()",
+        "where(",
+        "$this",
+        ",",
+        "now()",
+        "@2023-01-01",
+        "1 'year'",
+        "[",
+        "]",
     ][..];
     let text = prop_oneof![
         "[ -~]{0,40}",
@@ -246,7 +404,11 @@ fn fuzz_bundles_and_resource_bodies() {
     let mut runner = TestRunner::new(config(200));
     runner
         .run(
-            &(prop_oneof![2 => bundle(), 1 => resource()], proptest::sample::select(&["", "Patient", "Observation", "Patient/S6534835"][..]), proptest::sample::select(&[Verb::Post, Verb::Put][..])),
+            &(
+                prop_oneof![2 => bundle(), 1 => resource()],
+                proptest::sample::select(&["", "Patient", "Observation", "Patient/S6534835"][..]),
+                proptest::sample::select(&[Verb::Post, Verb::Put][..]),
+            ),
             |(body, path, verb)| {
                 let mut sb = base.snapshot();
                 let req = FhirRequest::new(verb, path).with_body(body);
@@ -254,7 +416,10 @@ fn fuzz_bundles_and_resource_bodies() {
                 let resp = rest::handle(&mut sb, "http://emr.test/fhir", &req);
                 prop_assert!(resp.status < 500, "{} on {path}: {:?}", resp.status, resp.body);
                 if resp.status >= 400 {
-                    prop_assert_eq!(resp.body.as_ref().map(|b| b["resourceType"].clone()), Some(json!("OperationOutcome")));
+                    prop_assert_eq!(
+                        resp.body.as_ref().map(|b| b["resourceType"].clone()),
+                        Some(json!("OperationOutcome"))
+                    );
                 }
                 prop_assert!(t.elapsed() < BOUND);
                 Ok(())
@@ -270,9 +435,27 @@ fn http_request() -> impl Strategy<Value = (String, String, Option<String>, Vec<
     let path = prop_oneof![
         proptest::sample::select(
             &[
-                "/fhir/Patient", "/fhir/Observation", "/fhir/Patient/S6534835", "/fhir/Patient/S6534835/_history", "/fhir", "/fhir/metadata",
-                "/fhir/Patient/_search", "/sandboxes", "/sandboxes/sb1", "/sandboxes/sb1/fhir/Patient", "/tools", "/tools/bmi", "/tools/fhir_search",
-                "/tools/%FF", "/sandboxes/sb1/tools/fhir_read", "/health", "/nowhere", "/fhir/%FF%FE", "/fhir/Patient/%00", "//", "/tools/bmi/x",
+                "/fhir/Patient",
+                "/fhir/Observation",
+                "/fhir/Patient/S6534835",
+                "/fhir/Patient/S6534835/_history",
+                "/fhir",
+                "/fhir/metadata",
+                "/fhir/Patient/_search",
+                "/sandboxes",
+                "/sandboxes/sb1",
+                "/sandboxes/sb1/fhir/Patient",
+                "/tools",
+                "/tools/bmi",
+                "/tools/fhir_search",
+                "/tools/%FF",
+                "/sandboxes/sb1/tools/fhir_read",
+                "/health",
+                "/nowhere",
+                "/fhir/%FF%FE",
+                "/fhir/Patient/%00",
+                "//",
+                "/tools/bmi/x",
             ][..]
         )
         .prop_map(String::from),
@@ -283,7 +466,13 @@ fn http_request() -> impl Strategy<Value = (String, String, Option<String>, Vec<
             String::new()
         } else {
             let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-            format!("?{}", q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&"))
+            format!(
+                "?{}",
+                q.iter()
+                    .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            )
         }
     });
     let body = proptest::option::of(prop_oneof![
@@ -295,26 +484,50 @@ fn http_request() -> impl Strategy<Value = (String, String, Option<String>, Vec<
     ]);
     let headers = proptest::collection::vec(
         prop_oneof![
-            proptest::sample::select(&["application/fhir+json", "application/json", "application/xml", "text/plain", "application/x-www-form-urlencoded", ""][..])
-                .prop_map(|v| ("content-type".to_string(), v.to_string())),
+            proptest::sample::select(
+                &[
+                    "application/fhir+json",
+                    "application/json",
+                    "application/xml",
+                    "text/plain",
+                    "application/x-www-form-urlencoded",
+                    ""
+                ][..]
+            )
+            .prop_map(|v| ("content-type".to_string(), v.to_string())),
             proptest::sample::select(&["W/\"1\"", "\"x\"", "*", ""][..]).prop_map(|v| ("if-match".to_string(), v.to_string())),
-            proptest::sample::select(&["return=minimal", "handling=strict", "return=OperationOutcome"][..]).prop_map(|v| ("prefer".to_string(), v.to_string())),
-            proptest::sample::select(&["application/xml", "*/*", "application/fhir+json"][..]).prop_map(|v| ("accept".to_string(), v.to_string())),
+            proptest::sample::select(&["return=minimal", "handling=strict", "return=OperationOutcome"][..])
+                .prop_map(|v| ("prefer".to_string(), v.to_string())),
+            proptest::sample::select(&["application/xml", "*/*", "application/fhir+json"][..])
+                .prop_map(|v| ("accept".to_string(), v.to_string())),
         ],
         0..3,
     );
     (method, path, query, body, headers).prop_map(|(m, p, q, b, h)| (m, format!("{p}{q}"), b, h))
 }
 
-async fn send(a: &App, method: &str, uri: &str, body: Option<String>, headers: &[(String, String)]) -> Result<(u16, String, Vec<u8>), String> {
+async fn send(
+    a: &App,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+    headers: &[(String, String)],
+) -> Result<(u16, String, Vec<u8>), String> {
     let mut b = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    let req = b.body(body.map(Body::from).unwrap_or_else(Body::empty)).map_err(|e| format!("unbuildable: {e}"))?;
+    let req = b
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .map_err(|e| format!("unbuildable: {e}"))?;
     let resp = a.router.clone().oneshot(req).await.map_err(|e| format!("{e}"))?;
     let status = resp.status().as_u16();
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let bytes = to_bytes(resp.into_body(), usize::MAX).await.map_err(|e| format!("{e}"))?;
     Ok((status, ct, bytes.to_vec()))
 }
@@ -337,7 +550,10 @@ async fn fuzz_http_router() {
         };
         let took = t.elapsed();
         *stats.entry(status).or_default() += 1;
-        let what = format!("{method} {uri} {headers:?} body {:?}", body.as_deref().map(|b| &b[..b.len().min(200)]));
+        let what = format!(
+            "{method} {uri} {headers:?} body {:?}",
+            body.as_deref().map(|b| &b[..b.len().min(200)])
+        );
         assert!(status < 500, "{status} for {what}: {}", String::from_utf8_lossy(&bytes));
         assert!(took < BOUND, "{took:?} for {what}");
         if status >= 400 && method != "HEAD" {

@@ -79,7 +79,9 @@ async fn deep_json_and_bundles_inside_bundles_are_400s() {
     for _ in 0..60 {
         ext = json!({"url": "http://x", "extension": [ext]});
     }
-    let r = a.post("/fhir/Patient", &json!({"resourceType": "Patient", "extension": [ext]})).await;
+    let r = a
+        .post("/fhir/Patient", &json!({"resourceType": "Patient", "extension": [ext]}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 
     let mut bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": []});
@@ -99,7 +101,11 @@ async fn deep_json_and_bundles_inside_bundles_are_400s() {
 #[tokio::test]
 async fn sandbox_clocks_at_the_edges_never_panic() {
     let a = app();
-    for (now, tick) in [("9999-12-31T23:59:59Z", 86_400_000i64), ("0001-01-01T00:00:00Z", 1), ("9999-12-31T23:59:59.999Z", 1)] {
+    for (now, tick) in [
+        ("9999-12-31T23:59:59Z", 86_400_000i64),
+        ("0001-01-01T00:00:00Z", 1),
+        ("9999-12-31T23:59:59.999Z", 1),
+    ] {
         let sb = a.post("/sandboxes", &json!({"now": now, "tick_ms": tick})).await;
         assert_eq!(sb.status, StatusCode::CREATED, "{}", sb.body);
         let id = sb.body["id"].as_str().unwrap().to_string();
@@ -131,11 +137,22 @@ async fn one_body_limit_and_one_error_shape_on_every_route() {
         },
     );
     let big = format!("{{\"x\": \"{}\"}}", "a".repeat(200));
-    for uri in ["/fhir/Patient", "/tools/bmi", "/sandboxes/x/tools/bmi", "/episodes", "/episodes/ep1/tools/bmi", "/sandboxes"] {
+    for uri in [
+        "/fhir/Patient",
+        "/tools/bmi",
+        "/sandboxes/x/tools/bmi",
+        "/episodes",
+        "/episodes/ep1/tools/bmi",
+        "/sandboxes",
+    ] {
         let r = s.req("POST", uri, Some(&big), &[]).await;
         assert_outcome(&r, 413, "limit of 64 bytes");
     }
-    for (method, uri, allowed) in [("DELETE", "/tools", "GET"), ("PUT", "/episodes", "POST"), ("GET", "/episodes/ep1/finish", "POST")] {
+    for (method, uri, allowed) in [
+        ("DELETE", "/tools", "GET"),
+        ("PUT", "/episodes", "POST"),
+        ("GET", "/episodes/ep1/finish", "POST"),
+    ] {
         let r = s.req(method, uri, None, &[]).await;
         assert_outcome(&r, 405, &format!("{method} is not allowed on {uri}"));
         assert!(r.diag().contains(allowed), "{}", r.diag());
@@ -147,7 +164,11 @@ async fn one_body_limit_and_one_error_shape_on_every_route() {
         assert!(r.diag().contains(uri), "{}", r.diag());
     }
     // unknown routes and methods on the FHIR side were already OperationOutcomes
-    assert_outcome(&s.req("PATCH", "/fhir/Patient/x", None, &[]).await, 405, "not supported on 'Patient/x'");
+    assert_outcome(
+        &s.req("PATCH", "/fhir/Patient/x", None, &[]).await,
+        405,
+        "not supported on 'Patient/x'",
+    );
     assert_outcome(&s.get("/nowhere").await, 404, "nothing at");
 }
 
@@ -164,14 +185,20 @@ async fn an_episodes_sandbox_belongs_to_the_episode() {
     assert!(r.diag().contains(&format!("DELETE /episodes/{id}")), "{}", r.diag());
     // the episode and its sandbox are intact
     assert_eq!(s.get(&format!("/episodes/{id}")).await.body["status"], "active");
-    assert_eq!(s.get(&format!("/sandboxes/{id}/fhir/Patient/S6534835")).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get(&format!("/sandboxes/{id}/fhir/Patient/S6534835")).await.status,
+        StatusCode::OK
+    );
     // the episode's own DELETE ends it and drops the sandbox
     assert_eq!(s.req("DELETE", &format!("/episodes/{id}"), None, &[]).await.status, StatusCode::OK);
     assert_eq!(s.get(&format!("/sandboxes/{id}")).await.status, StatusCode::NOT_FOUND);
     // plain sandboxes are still deleted through /sandboxes
     let sb = s.post("/sandboxes", &json!({})).await;
     let sid = sb.body["id"].as_str().unwrap();
-    assert_eq!(s.req("DELETE", &format!("/sandboxes/{sid}"), None, &[]).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.req("DELETE", &format!("/sandboxes/{sid}"), None, &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 /// Finding 7: every ended episode rewrote and fsynced results.jsonl whole (and kept every
@@ -288,7 +315,10 @@ async fn deadlines_answer_408_and_a_full_queue_503() {
     // the stuck work is answered 408 at its deadline (+1 s), not when it returns
     let late = slow.await.unwrap();
     assert_eq!(late.status(), StatusCode::REQUEST_TIMEOUT);
-    let health = router(state).oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    let health = router(state)
+        .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
 
@@ -327,9 +357,14 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     loris.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut fourth = TcpStream::connect(addr).await.unwrap();
-    let refused = read_all(&mut fourth, Duration::from_secs(2)).await.expect("the fourth connection is answered");
+    let refused = read_all(&mut fourth, Duration::from_secs(2))
+        .await
+        .expect("the fourth connection is answered");
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(refused.contains("OperationOutcome") && refused.contains("limit of 3 open connections"), "{refused}");
+    assert!(
+        refused.contains("OperationOutcome") && refused.contains("limit of 3 open connections"),
+        "{refused}"
+    );
     // the loris keeps dribbling header bytes, yet is closed at the header timeout
     let t = Instant::now();
     for _ in 0..4 {
@@ -343,7 +378,9 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     assert!(t.elapsed() < Duration::from_secs(3));
     // the slots are free again: a normal request is served, and keep-alive works
     let mut ok = TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    ok.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let text = read_all(&mut ok, Duration::from_secs(3)).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let _ = stop_tx.send(());
