@@ -503,12 +503,7 @@ async fn one_episode(
             } else {
                 Box::new(Null)
             };
-            run_episode(
-                policy.as_mut(),
-                &p.registry,
-                &mut (&mut *sb, BASE),
-                episode_limits(&cfg.limits, p).0.max_steps,
-            )
+            run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), episode_limits(&cfg.limits, p).0.max_steps)
         }
         AgentKind::External => {
             let mut t = Trajectory::new(Vec::new(), EndReason::Error);

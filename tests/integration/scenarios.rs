@@ -665,8 +665,7 @@ fn every_family_has_an_answer_key_and_the_keys_agree_with_the_oracle() {
     let r = check(dir.path());
     let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
     assert!(
-        text.iter()
-            .any(|t| t.contains("no independent answer key") && t.contains("keys/mab_patient_age.py")),
+        text.iter().any(|t| t.contains("no independent answer key") && t.contains("keys/mab_patient_age.py")),
         "{text:#?}"
     );
     // the real key: the family passes
@@ -694,13 +693,7 @@ fn every_family_has_an_answer_key_and_the_keys_agree_with_the_oracle() {
     // a key that crashes is a problem that names the key, not a pass
     std::fs::write(keys.join("mab_patient_age.py"), "raise SystemExit('boom')\n").unwrap();
     let r = check(dir.path());
-    assert!(
-        r.problems
-            .iter()
-            .any(|p| p.message.contains("mab_patient_age.py failed") && p.message.contains("boom")),
-        "{:#?}",
-        r.problems
-    );
+    assert!(r.problems.iter().any(|p| p.message.contains("mab_patient_age.py failed") && p.message.contains("boom")), "{:#?}", r.problems);
 }
 
 #[test]
@@ -727,11 +720,8 @@ fn a_comparison_on_a_repeating_element_is_rejected_statically_with_its_line() {
     fam["instances"] = json!([{"id": "trap-001", "patient": "S3241217"}]);
     std::fs::write(dir.path().join("trap.json"), serde_json::to_string_pretty(&fam).unwrap()).unwrap();
     let r = check(dir.path());
-    let hits: Vec<&emrgym::cli::scenarios::Problem> = r
-        .problems
-        .iter()
-        .filter(|p| p.message.contains("can hold more than one item"))
-        .collect();
+    let hits: Vec<&emrgym::cli::scenarios::Problem> =
+        r.problems.iter().filter(|p| p.message.contains("can hold more than one item")).collect();
     assert_eq!(hits.len(), 1, "{:#?}", r.problems);
     assert!(hits[0].file.ends_with("trap.json") && hits[0].line.is_some(), "{:?}", hits[0]);
     assert!(hits[0].message.contains("'coding'") && hits[0].message.contains("where(code = 'x').exists()"));
