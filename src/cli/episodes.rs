@@ -129,6 +129,13 @@ impl EpisodeApi {
         self.recorder.dir()
     }
 
+    /// Bring the recording's `summary.json` up to date (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.recorder.flush() {
+            tracing::error!("writing the recording's summary failed: {e:#}");
+        }
+    }
+
     fn prepare(&self, id: &str) -> Result<Arc<Prepared>, FhirError> {
         if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(p);
@@ -156,11 +163,20 @@ impl EpisodeApi {
 /// an episode's sandbox go to the episode) and the FHIR server.
 pub fn app(state: Arc<AppState>, registry: Arc<crate::tools::Registry>, api: Option<Arc<EpisodeApi>>) -> Router {
     let hook = api.as_ref().map(|a| a.tool_hook());
-    let app = crate::tools::http::app_with(state, registry, hook);
-    match api {
+    let app = crate::tools::http::routes_with(state.clone(), registry, hook);
+    let app = match api {
         Some(api) => routes(api).merge(app),
         None => app,
-    }
+    };
+    // one guard around everything: auth, body limit and timeout, OperationOutcome errors
+    crate::fhir::server::harden(app, state)
+}
+
+/// Run an episode handler's work (grading, planning, tool calls) off the async workers,
+/// under the server's per-request deadline and work limit.
+async fn blocking(api: Arc<EpisodeApi>, f: impl FnOnce(&EpisodeApi) -> Response + Send + 'static) -> Response {
+    let app = api.app.clone();
+    app.offload(move || f(&api)).await
 }
 
 /// The episode routes.
@@ -245,7 +261,11 @@ async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: B
     if let Err(r) = auth(&api, &headers) {
         return r;
     }
-    let body = match body_json(&bytes) {
+    blocking(api, move |api| create_now(api, &headers, &bytes)).await
+}
+
+fn create_now(api: &EpisodeApi, headers: &HeaderMap, bytes: &Bytes) -> Response {
+    let body = match body_json(bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -288,10 +308,11 @@ async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: B
     let id = format!("ep{}", api.counter.fetch_add(1, Ordering::Relaxed) + 1);
     let trial = api.recorder.next_trial(instance);
     let s = Session::new(&id, p, trial, mode, seed);
-    if let Err(e) = api.app.insert_sandbox(&id, s.sandbox.clone()) {
+    let owner = format!("episode {id} (end it with DELETE /episodes/{id})");
+    if let Err(e) = api.app.insert_owned_sandbox(&id, s.sandbox.clone(), &owner) {
         return error_response(&e);
     }
-    let view = episode_view(&s, &host_base(&headers, api.app.config()));
+    let view = episode_view(&s, &host_base(headers, api.app.config()));
     sessions.insert(id, Arc::new(Mutex::new(s)));
     json_response(201, &view)
 }
@@ -362,22 +383,29 @@ async fn remove(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id)
     if let Err(r) = auth(&api, &headers) {
         return r;
     }
-    let r = with_session(&api, &id, |s| ended_view(&api, s));
-    if let Ok(mut m) = api.sessions.lock() {
-        m.remove(&id);
-    }
-    api.app.drop_sandbox(&id);
-    match r {
-        Ok(v) => json_response(200, &v),
-        Err(r) => r,
-    }
+    blocking(api, move |api| {
+        let r = with_session(api, &id, |s| ended_view(api, s));
+        if let Ok(mut m) = api.sessions.lock() {
+            m.remove(&id);
+        }
+        api.app.release_sandbox(&id);
+        match r {
+            Ok(v) => json_response(200, &v),
+            Err(r) => r,
+        }
+    })
+    .await
 }
 
 async fn guidance(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = auth(&api, &headers) {
         return r;
     }
-    let r = with_session(&api, &id, |s| {
+    blocking(api, move |api| guidance_now(api, &id)).await
+}
+
+fn guidance_now(api: &EpisodeApi, id: &str) -> Response {
+    let r = with_session(api, id, |s| {
         if s.mode != Mode::Guided {
             return Err(error_response(&FhirError::Conflict(format!(
                 "episode {id} is in flat mode; start it with \"mode\": \"guided\" for guidance"
@@ -408,19 +436,22 @@ async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = with_session(&api, &id, |s| {
-        let mut obs = s.tool(&name, &args);
-        if s.finished()
-            && let Some(o) = obs.content.as_object_mut()
-        {
-            o.insert("episode".into(), ended_view(&api, s)?);
+    blocking(api, move |api| {
+        let r = with_session(api, &id, |s| {
+            let mut obs = s.tool(&name, &args);
+            if s.finished()
+                && let Some(o) = obs.content.as_object_mut()
+            {
+                o.insert("episode".into(), ended_view(api, s)?);
+            }
+            Ok(obs)
+        });
+        match r {
+            Ok(obs) => to_response(&obs),
+            Err(r) => r,
         }
-        Ok(obs)
-    });
-    match r {
-        Ok(obs) => to_response(&obs),
-        Err(r) => r,
-    }
+    })
+    .await
 }
 
 async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> Response {
@@ -431,18 +462,21 @@ async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id)
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = with_session(&api, &id, |s| {
-        if s.ended() {
-            return Err(error_response(&FhirError::Conflict(format!("episode {id} has already ended"))));
+    blocking(api, move |api| {
+        let r = with_session(api, &id, |s| {
+            if s.ended() {
+                return Err(error_response(&FhirError::Conflict(format!("episode {id} has already ended"))));
+            }
+            let obs = s.tool("finish", &args);
+            if !obs.ok {
+                return Err(to_response(&obs));
+            }
+            ended_view(api, s)
+        });
+        match r {
+            Ok(v) => json_response(200, &v),
+            Err(r) => r,
         }
-        let obs = s.tool("finish", &args);
-        if !obs.ok {
-            return Err(to_response(&obs));
-        }
-        ended_view(&api, s)
-    });
-    match r {
-        Ok(v) => json_response(200, &v),
-        Err(r) => r,
-    }
+    })
+    .await
 }

@@ -5,11 +5,14 @@ use super::episodes::EpisodeApi;
 use super::session::Recorder;
 use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
-use crate::fhir::server::{AppState, DEFAULT_BODY_LIMIT, ServerConfig, serve};
+use crate::fhir::server::{
+    AppState, ConnLimits, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT, ServerConfig, default_max_work, serve,
+};
 use crate::tools::Registry;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Flags of `emrgym serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,6 +53,24 @@ pub struct ServeArgs {
     /// Run directory the episode API records ended episodes in (default: runs/episodes).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Most open connections; beyond it a new connection gets a 503 and is closed (default
+    /// 2048, and never above the file-descriptor limit less 256).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Milliseconds for a request's headers to arrive, also the idle keep-alive timeout
+    /// (default 10000).
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds for a request's body to arrive (default 30000; 408 beyond).
+    #[arg(long)]
+    pub body_timeout_ms: Option<u64>,
+    /// Processing deadline of one request in milliseconds, also the longest wait for a
+    /// worker (default 30000; 408 past the deadline, 503 when no worker frees up).
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Most requests doing CPU-bound work at once (default: 4 per core).
+    #[arg(long)]
+    pub max_work: Option<usize>,
 }
 
 /// The resolved configuration of `emrgym serve`.
@@ -78,6 +99,16 @@ pub struct ServeConfig {
     pub suite: Option<PathBuf>,
     /// Recording run directory of the episode API.
     pub record: PathBuf,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Header-read (and idle keep-alive) timeout, ms.
+    pub header_timeout_ms: u64,
+    /// Body-read timeout, ms.
+    pub body_timeout_ms: u64,
+    /// Processing deadline, ms.
+    pub request_timeout_ms: u64,
+    /// Most requests at work at once.
+    pub max_work: usize,
 }
 
 impl Default for ServeConfig {
@@ -94,6 +125,11 @@ impl Default for ServeConfig {
             validate: true,
             suite: None,
             record: PathBuf::from("runs/episodes"),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+            max_work: default_max_work(),
         }
     }
 }
@@ -141,6 +177,32 @@ impl ServeConfig {
         if let Some(r) = &a.record {
             c.record = r.clone();
         }
+        if let Some(v) = a.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = a.header_timeout_ms {
+            c.header_timeout_ms = v;
+        }
+        if let Some(v) = a.body_timeout_ms {
+            c.body_timeout_ms = v;
+        }
+        if let Some(v) = a.request_timeout_ms {
+            c.request_timeout_ms = v;
+        }
+        if let Some(v) = a.max_work {
+            c.max_work = v;
+        }
+        for (flag, v) in [
+            ("--max-connections", c.max_connections as u64),
+            ("--header-timeout-ms", c.header_timeout_ms),
+            ("--body-timeout-ms", c.body_timeout_ms),
+            ("--request-timeout-ms", c.request_timeout_ms),
+            ("--max-work", c.max_work as u64),
+        ] {
+            if v == 0 {
+                bail!("{flag} must be positive, got 0");
+            }
+        }
         if c.body_limit == 0 {
             bail!("--body-limit must be positive, got 0");
         }
@@ -177,6 +239,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             clock,
             seed: c.seed,
             validate: c.validate,
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+            body_timeout: Duration::from_millis(c.body_timeout_ms),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            max_connections: connection_limit(c.max_connections),
+            max_work: c.max_work,
         },
     );
     let registry = std::sync::Arc::new(Registry::standard().context("building the tool catalogue")?);
@@ -206,7 +273,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let limits = ConnLimits::of(state.config());
+    // workers of CPU-bound requests: bigger stacks than the 2 MiB default, as a margin for
+    // the schema validator on deeply nested (but accepted, depth <= 128) bodies
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((c.host.as_str(), c.port))
             .await
@@ -238,7 +311,52 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
         }
+        let episodes_for_shutdown = episodes.clone();
         let app = super::episodes::app(state, registry, episodes);
-        serve(app, listener).await.context("server failed")
+        serve(app, listener, limits).await.context("server failed")?;
+        if let Some(api) = &episodes_for_shutdown {
+            api.flush();
+        }
+        Ok(())
     })
+}
+
+/// Raise the soft file-descriptor limit to the hard one (where allowed) and keep the
+/// connection limit 256 descriptors below it, for cohort files, recordings and threads: a
+/// flood of idle connections then meets the 503 of the connection limit, never EMFILE.
+fn connection_limit(wanted: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current;
+    if let (Some(cur), Some(hard)) = (lim.current, lim.maximum)
+        && cur < hard
+    {
+        // some kernels refuse more than nr_open; try the hard limit, then 1 Mi
+        for target in [hard, hard.min(1 << 20)] {
+            if setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(target),
+                    maximum: lim.maximum,
+                },
+            )
+            .is_ok()
+            {
+                soft = Some(target);
+                break;
+            }
+        }
+    }
+    let limit = match soft {
+        Some(fds) => wanted.min(usize::try_from(fds.saturating_sub(256)).unwrap_or(usize::MAX).max(16)),
+        None => wanted,
+    };
+    if limit < wanted {
+        tracing::warn!(
+            "--max-connections {wanted} lowered to {limit}: the file-descriptor limit is {}",
+            soft.unwrap_or_default()
+        );
+    }
+    tracing::info!(fd_limit = soft.unwrap_or_default(), max_connections = limit, "connection limit");
+    limit
 }

@@ -169,14 +169,29 @@ pub fn instance_ids(ws: &Workspace) -> anyhow::Result<Vec<String>> {
 }
 
 /// The run directory external episodes are recorded in.
+///
+/// Ending an episode costs the same however many came before: its trajectory file is
+/// written, its result line is appended to `results.jsonl` (one `write` with `O_APPEND`,
+/// then `fdatasync`), and no result is kept in memory. `summary.json` is recomputed from
+/// the file at most once per [`SUMMARY_EVERY`] and by [`Recorder::flush`] (server
+/// shutdown); `emrgym report`, `replay` and `merge` read `results.jsonl` itself.
 pub struct Recorder {
     dir: PathBuf,
     /// The configuration written to the manifest (agent `external`).
     pub cfg: RunConfig,
     hashes: BTreeMap<String, (String, String)>,
-    lines: Mutex<Vec<ResultLine>>,
+    state: Mutex<RecState>,
     trials: Mutex<BTreeMap<String, u32>>,
     manifest: Value,
+}
+
+/// How often `summary.json` is refreshed while episodes end.
+pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct RecState {
+    results: Option<std::fs::File>,
+    summary_at: Option<std::time::Instant>,
+    stale: bool,
 }
 
 impl Recorder {
@@ -210,7 +225,21 @@ impl Recorder {
                     dir.display()
                 );
             }
-            lines = read_results(&dir.join("results.jsonl"))?;
+            let rpath = dir.join("results.jsonl");
+            lines = read_results(&rpath)?;
+            // a kill mid-append leaves a torn last line: cut it so the next append starts
+            // on a line of its own
+            if let Ok(text) = std::fs::read(&rpath)
+                && !text.is_empty()
+                && !text.ends_with(b"\n")
+            {
+                let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&rpath)
+                    .and_then(|f| f.set_len(keep as u64))
+                    .with_context(|| format!("cutting the torn last line of {}", rpath.display()))?;
+            }
         }
         let mut trials = BTreeMap::new();
         for l in &lines {
@@ -221,7 +250,11 @@ impl Recorder {
             dir: dir.to_path_buf(),
             cfg,
             hashes: family_hashes(ws),
-            lines: Mutex::new(lines),
+            state: Mutex::new(RecState {
+                results: None,
+                summary_at: None,
+                stale: false,
+            }),
             trials: Mutex::new(trials),
             manifest: man,
         })
@@ -251,36 +284,77 @@ impl Recorder {
         g: Option<crate::grade::Grade>,
     ) -> anyhow::Result<ResultLine> {
         let line = result_line(p, &super::run::derived_limits(), trial, t, &g);
-        let mut lines = self.lines.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
+        let mut st = self.state.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
         if !self.dir.join("manifest.json").exists() {
             std::fs::create_dir_all(self.dir.join("trajectories")).with_context(|| format!("creating {}", self.dir.display()))?;
             std::fs::write(
                 self.dir.join("manifest.json"),
                 format!("{}\n", serde_json::to_string_pretty(&self.manifest)?),
-            )?;
+            )
+            .with_context(|| format!("writing {}", self.dir.join("manifest.json").display()))?;
         }
         let mut cfg = self.cfg.clone();
         cfg.mode = mode;
         let sha = self.hashes.get(&p.instance.family).map(|(_, h)| h.as_str()).unwrap_or("");
-        std::fs::write(
-            trajectory_path(&self.dir, &p.instance.id, trial),
-            trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t),
-        )?;
-        lines.retain(|l| !(l.instance == line.instance && l.trial == line.trial));
-        lines.push(line.clone());
-        lines.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
-        let mut f = std::fs::File::create(self.dir.join("results.jsonl.tmp"))?;
-        for l in lines.iter() {
-            writeln!(f, "{}", serde_json::to_string(l)?)?;
+        let tpath = trajectory_path(&self.dir, &p.instance.id, trial);
+        std::fs::write(&tpath, trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t))
+            .with_context(|| format!("writing {}", tpath.display()))?;
+        // append the line in one write: a crash leaves at most a torn last line, which
+        // `read_results` ignores; a failed write (a full disk) is cut back off the file
+        let rpath = self.dir.join("results.jsonl");
+        if st.results.is_none() {
+            st.results = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&rpath)
+                    .with_context(|| format!("opening {}", rpath.display()))?,
+            );
         }
-        f.sync_all()?;
-        std::fs::rename(self.dir.join("results.jsonl.tmp"), self.dir.join("results.jsonl"))?;
+        let text = format!("{}\n", serde_json::to_string(&line)?);
+        if let Some(f) = st.results.as_mut() {
+            let before = f.metadata().map(|m| m.len()).ok();
+            let wrote = f.write_all(text.as_bytes()).and_then(|_| f.sync_data());
+            if let Err(e) = wrote {
+                if let Some(len) = before {
+                    let _ = f.set_len(len);
+                }
+                return Err(e).with_context(|| format!("appending to {}", rpath.display()));
+            }
+        }
+        st.stale = true;
+        if st.summary_at.is_none_or(|at| at.elapsed() >= SUMMARY_EVERY) {
+            self.write_summary(&mut st)?;
+        }
+        Ok(line)
+    }
+
+    /// Rewrite `summary.json` if episodes ended since it was last written.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let mut st = self.state.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
+        if st.stale { self.write_summary(&mut st) } else { Ok(()) }
+    }
+
+    fn write_summary(&self, st: &mut RecState) -> anyhow::Result<()> {
+        let mut lines = read_results(&self.dir.join("results.jsonl"))?;
+        lines.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
         let trials = lines.iter().map(|l| l.trial + 1).max().unwrap_or(1);
         let summary = run_summary(&self.dir, &lines, trials, self.cfg.seed);
-        std::fs::write(
-            self.dir.join("summary.json"),
-            format!("{}\n", serde_json::to_string_pretty(&summary)?),
-        )?;
-        Ok(line)
+        let path = self.dir.join("summary.json");
+        let tmp = self.dir.join("summary.json.tmp");
+        std::fs::write(&tmp, format!("{}\n", serde_json::to_string_pretty(&summary)?))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        st.stale = false;
+        st.summary_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!("writing the recording's summary failed: {e:#}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! (processed on a snapshot, committed at the end), with `urn:uuid` fullUrls and
 //! conditional references rewritten; batches run each entry independently.
 
+use super::deadline;
 use super::error::{FhirError, FhirResult};
 use super::load::rewrite_references;
 use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
@@ -60,6 +61,13 @@ fn parse_entries(bundle: &Value) -> FhirResult<Vec<Entry>> {
             .and_then(Value::as_str)
             .ok_or_else(|| FhirError::BadRequest(format!("Bundle.entry[{index}].request has no url")))?
             .to_string();
+        // a POST to the base inside a Bundle is a Bundle inside a Bundle: processing it would
+        // recurse once per level of nesting, so it is refused at any depth
+        if verb == Verb::Post && FhirRequest::new(verb, &url).path.is_empty() {
+            return Err(FhirError::BadRequest(format!(
+                "Bundle.entry[{index}].request.url '{url}' posts to the base: Bundles inside Bundles are not processed"
+            )));
+        }
         out.push(Entry {
             index,
             verb,
@@ -116,10 +124,11 @@ pub fn process(sb: &mut Sandbox, base: &str, bundle: Value) -> FhirResult<Value>
     let entries = parse_entries(&bundle)?;
     match kind.as_str() {
         "batch" => {
-            let out: Vec<Value> = entries
-                .iter()
-                .map(|e| response_entry(&rest::handle(sb, base, &to_request(e))))
-                .collect();
+            let mut out: Vec<Value> = Vec::with_capacity(entries.len());
+            for e in &entries {
+                deadline::check()?;
+                out.push(response_entry(&rest::handle(sb, base, &to_request(e))));
+            }
             Ok(json!({"resourceType": "Bundle", "type": "batch-response", "entry": out}))
         }
         "transaction" => transaction(sb, base, entries),
@@ -138,6 +147,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
     let mut map: HashMap<String, String> = HashMap::new();
     let mut existing: HashMap<usize, String> = HashMap::new();
     for e in &entries {
+        deadline::check()?;
         let Some(full) = &e.full_url else { continue };
         let ty = e.url.split(['/', '?']).next().unwrap_or_default().to_string();
         match e.verb {
@@ -188,6 +198,7 @@ fn transaction(sb: &mut Sandbox, base: &str, mut entries: Vec<Entry>) -> FhirRes
     let mut responses: Vec<Option<Value>> = vec![None; entries.len()];
     for phase in [Verb::Delete, Verb::Post, Verb::Put, Verb::Get] {
         for e in entries.iter().filter(|e| e.verb == phase) {
+            deadline::check()?;
             let resp = if let Some(id) = existing.get(&e.index) {
                 let ty = e.url.split(['/', '?']).next().unwrap_or_default();
                 let v = work.read(ty, id)?;
@@ -250,6 +261,8 @@ fn status_error(status: u16, msg: String) -> FhirError {
         400 => FhirError::BadRequest(msg),
         404 => FhirError::NotFound(msg),
         405 => FhirError::MethodNotAllowed(msg),
+        408 => FhirError::Timeout(msg),
+        503 => FhirError::Busy(msg),
         409 => FhirError::Conflict(msg),
         410 => FhirError::Gone(msg),
         412 => FhirError::PreconditionFailed(msg),

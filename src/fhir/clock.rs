@@ -1,7 +1,7 @@
 //! The injectable clock: wall time for a live server, a fixed or ticking instant for tests
 //! and scenarios (a scenario's clinical "now").
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, TimeZone, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -46,7 +46,7 @@ impl Clock {
             Clock::Fixed(t) => *t,
             Clock::Ticking { start, step_ms, reads } => {
                 let n = reads.fetch_add(1, Ordering::Relaxed);
-                *start + Duration::milliseconds(n.saturating_mul(*step_ms))
+                advance(*start, n, *step_ms)
             }
         }
     }
@@ -58,9 +58,38 @@ impl Clock {
             Clock::Fixed(t) => *t,
             Clock::Ticking { start, step_ms, reads } => {
                 let n = reads.load(Ordering::Relaxed);
-                *start + Duration::milliseconds(n.saturating_mul(*step_ms))
+                advance(*start, n, *step_ms)
             }
         }
+    }
+}
+
+/// The latest instant a clock hands out: 9999-12-31T23:59:59.999Z, the last FHIR `instant`
+/// (four-digit years). A ticking clock that would pass it stops there.
+pub fn latest() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(253_402_300_799_999)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The earliest instant a clock hands out: 0001-01-01T00:00:00Z.
+pub fn earliest() -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(-62_135_596_800_000)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `start + reads × step_ms`, in checked arithmetic, clamped to [`earliest`]..=[`latest`]:
+/// never panics, whatever a sandbox's `now`, `tick_ms` or number of writes.
+fn advance(start: DateTime<Utc>, reads: i64, step_ms: i64) -> DateTime<Utc> {
+    let past_end = || if step_ms >= 0 { latest() } else { earliest() };
+    let Some(ms) = reads.checked_mul(step_ms) else { return past_end() };
+    let Some(delta) = TimeDelta::try_milliseconds(ms) else {
+        return past_end();
+    };
+    match start.checked_add_signed(delta) {
+        Some(t) => t.clamp(earliest(), latest()),
+        None => past_end(),
     }
 }
 
@@ -86,8 +115,38 @@ mod tests {
         let c = Clock::ticking(t, 1000);
         assert_eq!(c.peek(), t);
         assert_eq!(c.now(), t);
-        assert_eq!(c.now(), t + Duration::seconds(1));
+        assert_eq!(c.now(), t + TimeDelta::seconds(1));
         assert_eq!(fhir_instant(c.peek()), "2023-11-13T10:15:02.000Z");
+    }
+
+    /// Regression (issue 16): `DateTime + TimeDelta` overflowed and panicked for sandbox
+    /// `now`/`tick_ms` values near the edges.
+    #[test]
+    fn clock_arithmetic_never_panics_at_the_edges() {
+        let edges = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "1970-01-01T00:00:00Z"];
+        for now in edges {
+            let t = parse_instant(now).unwrap();
+            for step in [1, 1000, 86_400_000, i64::MAX / 2, i64::MAX, i64::MIN, -1] {
+                let c = Clock::ticking(t, step);
+                for _ in 0..5 {
+                    let x = c.now();
+                    assert!(x >= earliest() && x <= latest(), "{now} {step}: {x}");
+                    let _ = fhir_instant(c.peek());
+                }
+            }
+        }
+        // past the end a ticking clock stops at the last FHIR instant
+        let c = Clock::ticking(parse_instant("9999-12-31T23:59:59Z").unwrap(), 1000);
+        c.now();
+        c.now();
+        assert_eq!(fhir_instant(c.now()), "9999-12-31T23:59:59.999Z");
+        // a huge read count (a long-lived sandbox) saturates too
+        let c = Clock::Ticking {
+            start: parse_instant("2023-01-01T00:00:00Z").unwrap(),
+            step_ms: 1000,
+            reads: Arc::new(AtomicI64::new(i64::MAX)),
+        };
+        assert_eq!(c.peek(), latest());
     }
 
     #[test]

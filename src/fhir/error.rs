@@ -36,6 +36,15 @@ pub enum FhirError {
     /// Content type we do not speak (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request's processing ran past its deadline, or its body arrived too slowly (408).
+    #[error("{0}")]
+    Timeout(String),
+    /// The server is at a capacity limit (connections, concurrent work); retry later (503).
+    #[error("{0}")]
+    Busy(String),
+    /// A bug: a worker failed unexpectedly (500). Never expected; reported, not hidden.
+    #[error("{0}")]
+    Internal(String),
     /// Schema or reference-integrity failure (422). Holds one message per problem.
     #[error("{}", .0.join("; "))]
     Unprocessable(Vec<String>),
@@ -55,6 +64,9 @@ impl FhirError {
             FhirError::PayloadTooLarge(_) => 413,
             FhirError::UnsupportedMediaType(_) => 415,
             FhirError::Unprocessable(_) => 422,
+            FhirError::Timeout(_) => 408,
+            FhirError::Busy(_) => 503,
+            FhirError::Internal(_) => 500,
         }
     }
 
@@ -72,6 +84,9 @@ impl FhirError {
             FhirError::PayloadTooLarge(_) => "too-costly",
             FhirError::UnsupportedMediaType(_) => "not-supported",
             FhirError::Unprocessable(_) => "processing",
+            FhirError::Timeout(_) => "timeout",
+            FhirError::Busy(_) => "throttled",
+            FhirError::Internal(_) => "exception",
         }
     }
 

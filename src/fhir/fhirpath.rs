@@ -94,7 +94,11 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
         return Ok(Expr::Truthy(Box::new(inner)));
     }
     let tokens = tokenize(text).map_err(|r| err(&r))?;
-    let mut p = Parser { toks: tokens, pos: 0 };
+    let mut p = Parser {
+        toks: tokens,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.union().map_err(|r| err(&r))?;
     if p.pos != p.toks.len() {
         return Err(err(&format!("unexpected '{}'", p.toks[p.pos].text())));
@@ -158,9 +162,13 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// Deepest parenthesis nesting the parser follows (the R4 expressions use 2).
+pub const MAX_DEPTH: usize = 32;
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -199,7 +207,12 @@ impl Parser {
     }
     fn term(&mut self) -> Result<Expr, String> {
         let base = if self.eat_sym('(') {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(format!("parentheses nested deeper than {MAX_DEPTH}"));
+            }
             let e = self.union()?;
+            self.depth -= 1;
             self.expect_sym(')')?;
             Base::Group(Box::new(e))
         } else {
@@ -415,6 +428,17 @@ fn apply<'a>(items: Vec<Item<'a>>, step: &Step) -> Vec<Item<'a>> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Issue 16: parentheses nested without bound recursed once per level.
+    #[test]
+    fn deep_parentheses_are_refused_not_recursed() {
+        let deep = format!("{}name{}", "(".repeat(100_000), ")".repeat(100_000));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.reason.contains("deeper than 32"), "{e}");
+        let ok = format!("{}Patient.name{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod capability;
 pub mod clock;
+pub mod deadline;
 pub mod error;
 pub mod fhirpath;
 pub mod load;

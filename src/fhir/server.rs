@@ -2,25 +2,51 @@
 //! sandboxes (`/sandboxes/{id}/fhir`), sandbox lifecycle, bearer-token auth, body limits,
 //! content negotiation, and FHIR headers. The same router serves in-process callers
 //! through `tower::ServiceExt::oneshot`.
+//!
+//! Hardening (docs/reliability.md): [`harden`] puts one guard in front of every route (auth
+//! before the body is read, one body limit and body-read timeout, every error an
+//! OperationOutcome, 405s and extractor rejections included); [`AppState::offload`] runs
+//! CPU-bound work on blocking threads, at most `max_work` at once, under a per-request
+//! deadline; [`serve`] accepts connections itself: a connection limit (a 503 beyond it), a
+//! header-read timeout that also closes idle keep-alive connections, graceful shutdown.
 
 use super::clock::{Clock, parse_instant};
+use super::deadline;
 use super::error::FhirError;
 use super::rest::{self, FhirRequest, FhirResponse, Return, Verb};
 use super::store::{Cohort, Sandbox, SandboxOptions};
 use axum::Router;
-use axum::body::to_bytes;
+use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Default request body limit (bytes).
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Most sandboxes alive at once.
 pub const MAX_SANDBOXES: usize = 100_000;
+/// Default time for a request's headers to arrive, counted from when the connection is
+/// ready for the next request (so it is also the idle keep-alive timeout).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time for a request's whole body to arrive once its headers have.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default processing deadline of one request (and the longest wait for a worker).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+/// Longest `tick_ms` a sandbox clock may advance per write (one day).
+pub const MAX_TICK_MS: i64 = 86_400_000;
+
+/// Default most requests doing CPU-bound work at once: four per core.
+pub fn default_max_work() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4).max(4)
+}
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -37,6 +63,16 @@ pub struct ServerConfig {
     pub seed: u64,
     /// Validate writes against the R4 schema.
     pub validate: bool,
+    /// Time for a request's headers to arrive (also the idle keep-alive timeout).
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive.
+    pub body_timeout: Duration,
+    /// Processing deadline of one request, and the longest wait for a worker.
+    pub request_timeout: Duration,
+    /// Most open connections (beyond it a new connection gets a 503 and is closed).
+    pub max_connections: usize,
+    /// Most requests doing CPU-bound work at once.
+    pub max_work: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,8 +84,20 @@ impl Default for ServerConfig {
             clock: Clock::System,
             seed: 0,
             validate: true,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_work: default_max_work(),
         }
     }
+}
+
+/// A forked sandbox and who owns it (an episode owns its sandbox: deleting it through
+/// `/sandboxes` would orphan the episode).
+struct Slot {
+    sb: Arc<RwLock<Sandbox>>,
+    owner: Option<String>,
 }
 
 /// Wraps every FHIR request to a forked sandbox: (sandbox id, base URL, request, run) → the
@@ -62,9 +110,10 @@ pub struct AppState {
     cohort: Arc<Cohort>,
     cfg: ServerConfig,
     default: Arc<RwLock<Sandbox>>,
-    sandboxes: RwLock<BTreeMap<String, Arc<RwLock<Sandbox>>>>,
+    sandboxes: RwLock<BTreeMap<String, Slot>>,
     counter: AtomicU64,
     interceptor: std::sync::OnceLock<Interceptor>,
+    work: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -88,6 +137,10 @@ pub struct SandboxRequest {
 impl AppState {
     /// New state over a cohort.
     pub fn new(cohort: Arc<Cohort>, cfg: ServerConfig) -> Arc<AppState> {
+        fn cfg_max_work(cfg: &ServerConfig) -> usize {
+            cfg.max_work.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)
+        }
+        let work = cfg_max_work(&cfg);
         let default = Sandbox::fork(
             &cohort,
             SandboxOptions {
@@ -104,6 +157,7 @@ impl AppState {
             sandboxes: RwLock::new(BTreeMap::new()),
             counter: AtomicU64::new(0),
             interceptor: std::sync::OnceLock::new(),
+            work: Arc::new(tokio::sync::Semaphore::new(work)),
         })
     }
 
@@ -114,6 +168,23 @@ impl AppState {
 
     /// Serve an existing sandbox (of any cohort) at `/sandboxes/{id}/fhir`.
     pub fn insert_sandbox(&self, id: &str, sb: Arc<RwLock<Sandbox>>) -> Result<(), FhirError> {
+        self.insert_slot(id, Slot { sb, owner: None })
+    }
+
+    /// Serve a sandbox that `owner` (e.g. "episode ep3; end it with DELETE /episodes/ep3")
+    /// controls: `DELETE /sandboxes/{id}` answers 409 naming the owner, and only
+    /// [`AppState::release_sandbox`] drops it.
+    pub fn insert_owned_sandbox(&self, id: &str, sb: Arc<RwLock<Sandbox>>, owner: &str) -> Result<(), FhirError> {
+        self.insert_slot(
+            id,
+            Slot {
+                sb,
+                owner: Some(owner.to_string()),
+            },
+        )
+    }
+
+    fn insert_slot(&self, id: &str, slot: Slot) -> Result<(), FhirError> {
         let mut map = self
             .sandboxes
             .write()
@@ -126,7 +197,7 @@ impl AppState {
         if id == "default" || map.contains_key(id) {
             return Err(FhirError::Conflict(format!("sandbox '{id}' exists")));
         }
-        map.insert(id.to_string(), sb);
+        map.insert(id.to_string(), slot);
         Ok(())
     }
 
@@ -146,6 +217,12 @@ impl AppState {
         let clock = match (&req.now, req.tick_ms) {
             (Some(now), tick) => {
                 let t = parse_instant(now).map_err(|e| FhirError::BadRequest(format!("now: {e}")))?;
+                if tick.is_some_and(|ms| ms > MAX_TICK_MS) {
+                    return Err(FhirError::BadRequest(format!(
+                        "tick_ms {} is more than {MAX_TICK_MS} (one day per write)",
+                        tick.unwrap_or_default()
+                    )));
+                }
                 match tick {
                     Some(ms) if ms > 0 => Clock::ticking(t, ms),
                     Some(ms) if ms < 0 => return Err(FhirError::BadRequest(format!("tick_ms {ms} must not be negative"))),
@@ -174,18 +251,185 @@ impl AppState {
         if id == "default" {
             return Some(self.default.clone());
         }
-        self.sandboxes.read().ok()?.get(id).cloned()
+        self.sandboxes.read().ok()?.get(id).map(|s| s.sb.clone())
     }
 
-    /// Drop a sandbox. Returns whether it existed.
-    pub fn drop_sandbox(&self, id: &str) -> bool {
+    /// Drop a sandbox nobody owns (`DELETE /sandboxes/{id}`): 404 when there is none, 409
+    /// when it belongs to an episode.
+    pub fn drop_sandbox(&self, id: &str) -> Result<(), FhirError> {
+        let mut map = self
+            .sandboxes
+            .write()
+            .map_err(|_| FhirError::Conflict("sandbox table is unavailable".into()))?;
+        match map.get(id) {
+            None => Err(FhirError::NotFound(format!("no sandbox '{id}'"))),
+            Some(Slot { owner: Some(owner), .. }) => Err(FhirError::Conflict(format!(
+                "sandbox '{id}' belongs to {owner}: it cannot be deleted through /sandboxes"
+            ))),
+            Some(_) => {
+                map.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drop a sandbox on behalf of its owner (or an unowned one). Returns whether it existed.
+    pub fn release_sandbox(&self, id: &str) -> bool {
         self.sandboxes.write().map(|mut m| m.remove(id).is_some()).unwrap_or(false)
+    }
+
+    /// Run CPU-bound work (`f` builds the response) on a blocking thread, off the async
+    /// workers that accept connections and answer `/health`. At most `max_work` run at
+    /// once; a request that waits longer than `request_timeout` for its turn gets a 503.
+    /// The work runs under a [`deadline::Scope`] of `request_timeout` (long loops stop with
+    /// a 408); if it still has not answered a second after its deadline, the client gets the
+    /// 408 anyway and the work's result is dropped. A panic in the work is a 500
+    /// OperationOutcome, never a dropped connection.
+    pub async fn offload<F>(self: &Arc<Self>, f: F) -> Response
+    where
+        F: FnOnce() -> Response + Send + 'static,
+    {
+        let budget = self.cfg.request_timeout;
+        let permit = match tokio::time::timeout(budget, self.work.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return error_response(&FhirError::Busy(format!(
+                    "the server is busy: {} requests are at work and none finished within {} ms; retry later (--max-work, --request-timeout-ms)",
+                    self.cfg.max_work,
+                    budget.as_millis()
+                )));
+            }
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _scope = deadline::Scope::enter(budget);
+            f()
+        });
+        match tokio::time::timeout(budget.saturating_add(Duration::from_secs(1)), task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!("a request's worker failed: {e}");
+                error_response(&FhirError::Internal(format!("the request's worker failed: {e}")))
+            }
+            Err(_) => error_response(&FhirError::Timeout(format!(
+                "the request ran past its deadline of {} ms (--request-timeout-ms)",
+                budget.as_millis()
+            ))),
+        }
     }
 }
 
-/// Build the router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The FHIR routes without the guard ([`harden`] it, once, around everything merged).
+pub fn routes(state: Arc<AppState>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
+}
+
+/// Build the router: the FHIR routes behind the guard.
+pub fn router(state: Arc<AppState>) -> Router {
+    harden(routes(state.clone()), state)
+}
+
+/// Put the guard in front of every route of `app` (call it last, on the merged router):
+/// bearer-token auth before any body byte is read; one body limit (`body_limit`, 413) and
+/// one body-read timeout (`body_timeout`, 408) for every route; and every error answer an
+/// OperationOutcome: axum's own (405 with `Allow`, bad path parameters, rejected bodies)
+/// are rewritten, keeping their status and naming the method and path.
+pub fn harden(app: Router, state: Arc<AppState>) -> Router {
+    // `app` is wrapped whole, not layered route by route: a layered route is no longer "top
+    // level" to axum, which then leaves the `Allow` header off its 405s
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+fn public_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(
+        segs.as_slice(),
+        ["health"] | ["fhir", "metadata"] | ["sandboxes", _, "fhir", "metadata"]
+    )
+}
+
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if !public_path(&path) && !authorized(req.headers(), &state.cfg) {
+        return error_response(&FhirError::Unauthorized(
+            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let limit = state.cfg.body_limit;
+    let bytes = match tokio::time::timeout(state.cfg.body_timeout, to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            return if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                error_response(&FhirError::PayloadTooLarge(format!(
+                    "request body exceeds the limit of {limit} bytes (--body-limit)"
+                )))
+            } else {
+                error_response(&FhirError::BadRequest(format!("the request body could not be read: {inner}")))
+            };
+        }
+        Err(_) => {
+            return error_response(&FhirError::Timeout(format!(
+                "the request body did not arrive within {} ms (--body-timeout-ms)",
+                state.cfg.body_timeout.as_millis()
+            )));
+        }
+    };
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    as_outcome(resp, &method, &path).await
+}
+
+/// An error response that is not already JSON (axum's plain-text rejections, empty 405s)
+/// as an OperationOutcome with the same status and headers such as `Allow`.
+async fn as_outcome(resp: Response, method: &Method, path: &str) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let shown: String = path.chars().take(200).collect();
+    let msg = match (status, &allow) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(a)) => format!("{method} is not allowed on {shown} (allowed: {a})"),
+        (StatusCode::METHOD_NOT_ALLOWED, None) => format!("{method} is not allowed on {shown}"),
+        _ if text.is_empty() => format!("{method} {shown}: {status}"),
+        _ => format!("{method} {shown}: {text}"),
+    };
+    let e = match status.as_u16() {
+        400 => FhirError::BadRequest(msg),
+        401 => FhirError::Unauthorized(msg),
+        404 => FhirError::NotFound(msg),
+        405 => FhirError::MethodNotAllowed(msg),
+        408 => FhirError::Timeout(msg),
+        409 => FhirError::Conflict(msg),
+        413 => FhirError::PayloadTooLarge(msg),
+        415 => FhirError::UnsupportedMediaType(msg),
+        422 => FhirError::Unprocessable(vec![msg]),
+        503 => FhirError::Busy(msg),
+        _ => FhirError::Internal(msg),
+    };
+    let mut r = error_response(&e);
+    *r.status_mut() = status;
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            r.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    r
 }
 
 /// A JSON response with the FHIR media type.
@@ -205,6 +449,9 @@ pub fn error_response(e: &FhirError) -> Response {
     let mut r = fhir_json(e.status(), &e.to_outcome());
     if e.status() == 401 {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if e.status() == 503 {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
@@ -307,13 +554,10 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             Method::DELETE if *id == "default" => {
                 error_response(&FhirError::MethodNotAllowed("the default sandbox cannot be deleted".into()))
             }
-            Method::DELETE => {
-                if state.drop_sandbox(id) {
-                    StatusCode::NO_CONTENT.into_response()
-                } else {
-                    error_response(&FhirError::NotFound(format!("no sandbox '{id}'")))
-                }
-            }
+            Method::DELETE => match state.drop_sandbox(id) {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => error_response(&e),
+            },
             Method::GET => match state.sandbox(id) {
                 Some(sb) => sandbox_info(&state, id, &sb, &parts.headers),
                 None => error_response(&FhirError::NotFound(format!("no sandbox '{id}'"))),
@@ -323,8 +567,27 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
                 parts.method
             ))),
         },
-        ["fhir", rest @ ..] => fhir(&state, "default", "/fhir".to_string(), rest, &parts, &bytes),
-        ["sandboxes", id, "fhir", rest @ ..] => fhir(&state, id, format!("/sandboxes/{id}/fhir"), rest, &parts, &bytes),
+        ["fhir", ..] | ["sandboxes", _, "fhir", ..] => {
+            // searches, writes and Bundles are CPU-bound: off the async workers
+            let (sandbox, skip) = if seg[0] == "fhir" {
+                ("default".to_string(), 1)
+            } else {
+                (seg[1].to_string(), 3)
+            };
+            let rest: Vec<String> = segments.iter().skip(skip).cloned().collect();
+            let st = state.clone();
+            state
+                .offload(move || {
+                    let prefix = if sandbox == "default" {
+                        "/fhir".to_string()
+                    } else {
+                        format!("/sandboxes/{sandbox}/fhir")
+                    };
+                    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                    fhir(&st, &sandbox, prefix, &rest, &parts, &bytes)
+                })
+                .await
+        }
         _ => error_response(&FhirError::NotFound(format!(
             "nothing at '{path}': FHIR bases are /fhir and /sandboxes/{{id}}/fhir"
         ))),
@@ -470,12 +733,121 @@ fn fhir(state: &AppState, sandbox_id: &str, prefix: String, rest: &[&str], parts
     to_http(resp)
 }
 
-/// Serve `app` on `listener` until ctrl-c.
-pub async fn serve(app: Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// Connection-level limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Most open connections; beyond it a new connection gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive, from when the connection is ready for the
+    /// next request: slow or silent clients and idle keep-alive connections are closed.
+    pub header_timeout: Duration,
+}
+
+impl ConnLimits {
+    /// The limits in a server configuration.
+    pub fn of(cfg: &ServerConfig) -> ConnLimits {
+        ConnLimits {
+            max_connections: cfg.max_connections.max(1),
+            header_timeout: cfg.header_timeout,
+        }
+    }
+}
+
+/// Serve `app` on `listener` until ctrl-c (then until `shutdown` resolves, for tests:
+/// [`serve_until`]).
+pub async fn serve(app: Router, listener: tokio::net::TcpListener, limits: ConnLimits) -> std::io::Result<()> {
+    serve_until(app, listener, limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting, let each
+/// connection finish its request in flight, and wait up to 5 s for them.
+pub async fn serve_until(
+    app: Router,
+    listener: tokio::net::TcpListener,
+    limits: ConnLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::sync::Semaphore;
     let app = app.layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let max = limits.max_connections.min(Semaphore::MAX_PERMITS);
+    let conns = Arc::new(Semaphore::new(max));
+    // refusals write a few hundred bytes and close; a flood of them is bounded too
+    let refusals = Arc::new(Semaphore::new(64));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // out of file descriptors or a client that reset before accept: keep
+                    // serving; back off briefly so a full fd table does not spin
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            match refusals.clone().try_acquire_owned() {
+                Ok(p) => {
+                    tokio::spawn(async move {
+                        let _p = p;
+                        refuse(stream, max).await;
+                    });
+                }
+                Err(_) => drop(stream),
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            let mut conn = std::pin::pin!(b.serve_connection(TokioIo::new(stream), svc));
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection closed: {e}");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conns.acquire_many(all)).await;
+    Ok(())
+}
+
+/// Answer a connection over the limit with a 503 OperationOutcome and close it.
+async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let e = FhirError::Busy(format!(
+        "the server holds its limit of {max} open connections (--max-connections); retry later"
+    ));
+    let body = serde_json::to_vec(&e.to_outcome()).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/fhir+json; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    })
+    .await;
 }

@@ -8,7 +8,7 @@ use super::fhir_tools::SandboxBackend;
 use super::{Observation, Registry};
 use crate::fhir::FhirError;
 use crate::fhir::error::outcome;
-use crate::fhir::server::{AppState, authorized, error_response, fhir_json, host_base, router as fhir_router};
+use crate::fhir::server::{AppState, authorized, error_response, fhir_json, harden, host_base, routes as fhir_routes};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -36,8 +36,15 @@ pub fn app(state: Arc<AppState>, registry: Arc<Registry>) -> Router {
     app_with(state, registry, None)
 }
 
-/// The whole application, with a hook for tool calls to forked sandboxes.
+/// The whole application, with a hook for tool calls to forked sandboxes, behind the
+/// server's guard (one body limit and one error shape for every route).
 pub fn app_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<ToolHook>) -> Router {
+    harden(routes_with(state.clone(), registry, hook), state)
+}
+
+/// The tool routes merged with the FHIR routes, without the guard (for callers that merge
+/// more routes and then [`harden`] the whole).
+pub fn routes_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<ToolHook>) -> Router {
     Router::new()
         .route("/tools", get(list))
         .route("/tools/{name}", get(manifest).post(run_default))
@@ -47,7 +54,7 @@ pub fn app_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<Tool
             registry,
             hook,
         })
-        .merge(fhir_router(state))
+        .merge(fhir_routes(state))
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
@@ -99,11 +106,14 @@ async fn manifest(State(st): State<ToolState>, headers: HeaderMap, Path(name): P
 }
 
 async fn run_default(State(st): State<ToolState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
-    run(&st, &headers, "default", &name, &body)
+    let app = st.app.clone();
+    // a tool call is a search, a write or a calculation: off the async workers
+    app.offload(move || run(&st, &headers, "default", &name, &body)).await
 }
 
 async fn run_in(State(st): State<ToolState>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, body: Bytes) -> Response {
-    run(&st, &headers, &id, &name, &body)
+    let app = st.app.clone();
+    app.offload(move || run(&st, &headers, &id, &name, &body)).await
 }
 
 fn run(st: &ToolState, headers: &HeaderMap, sandbox: &str, name: &str, body: &[u8]) -> Response {

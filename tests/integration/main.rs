@@ -10,6 +10,8 @@ mod common;
 mod external_agents;
 mod fhir_api;
 mod fixtures;
+mod fuzz;
+mod hardening;
 mod interop;
 #[cfg(feature = "llama")]
 mod llama_model;

@@ -9,6 +9,11 @@ use std::sync::Arc;
 pub const DEFAULT_COUNT: usize = 50;
 /// Largest page size served; bigger `_count`s are clamped with a warning.
 pub const MAX_COUNT: usize = 1000;
+/// Most links in one chained parameter (`subject.organization.name` has 2). Each link is
+/// a nested search; deeper chains are refused (400), never recursed into.
+pub const MAX_CHAIN_DEPTH: usize = 4;
+/// Most parameters in one search (each is a clause evaluated on every candidate).
+pub const MAX_PARAMS: usize = 100;
 
 /// Comparison prefixes for ordered values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,6 +440,12 @@ impl SearchQuery {
     /// Parse a query for `ty`. With `strict`, unknown parameters are an error; otherwise
     /// they are ignored and reported in `warnings`.
     pub fn parse(ty: &str, params: &[(String, String)], reg: &Registry, strict: bool) -> FhirResult<SearchQuery> {
+        if params.len() > MAX_PARAMS {
+            return Err(FhirError::BadRequest(format!(
+                "{} search parameters given; at most {MAX_PARAMS} are accepted in one search",
+                params.len()
+            )));
+        }
         let mut q = SearchQuery {
             ty: ty.to_string(),
             clauses: Vec::new(),
@@ -590,6 +601,14 @@ fn parse_clause(ty: &str, name: &str, value: &str, reg: &Registry) -> FhirResult
     };
     let Some(def) = reg.get(ty, code) else { return Ok(None) };
     if let Some(rest) = chain_rest {
+        let depth = rest.matches('.').count() + 1;
+        if depth > MAX_CHAIN_DEPTH {
+            let shown: String = name.chars().take(80).collect();
+            return Err(FhirError::BadRequest(format!(
+                "chained parameter '{shown}{}' has {depth} links; at most {MAX_CHAIN_DEPTH} are supported",
+                if shown.len() < name.len() { "..." } else { "" }
+            )));
+        }
         if def.ty != ParamType::Reference {
             return Err(FhirError::BadRequest(format!(
                 "'{name}': only reference parameters can be chained, '{code}' is a {}",

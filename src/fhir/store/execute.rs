@@ -4,6 +4,7 @@
 
 use super::cohort::{Method, SortColumn, Version};
 use super::sandbox::{Sandbox, SearchResult};
+use crate::fhir::deadline;
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::search::{self, Include, SearchQuery, SearchValue, SortValue};
 use crate::fhir::values::split_reference;
@@ -15,6 +16,7 @@ impl Sandbox {
     fn resolve_chains(&self, query: &mut SearchQuery) -> FhirResult<()> {
         for clause in query.clauses.iter_mut() {
             let Some(chain) = clause.chain.clone() else { continue };
+            deadline::check()?;
             let mut keys = Vec::new();
             let mut any_target = false;
             for t in &chain.targets {
@@ -128,7 +130,8 @@ impl Sandbox {
         let all_exact = exact.iter().all(|e| *e);
         let mut hits: Vec<(u64, Arc<Version>)> = Vec::new();
         if let Some(table) = self.cohort.tables.get(ty) {
-            for pos in cands {
+            for (i, pos) in cands.into_iter().enumerate() {
+                deadline::check_every(i, 256)?;
                 let Some(row) = table.rows.get(pos as usize) else { continue };
                 if row.is_deleted() || overlay.is_some_and(|m| m.contains_key(&row.id)) {
                     continue;
@@ -141,7 +144,8 @@ impl Sandbox {
         }
         let base_len = self.cohort.tables.get(ty).map(|t| t.rows.len() as u64).unwrap_or(0);
         if let Some(m) = overlay {
-            for h in m.values() {
+            for (i, h) in m.values().enumerate() {
+                deadline::check_every(i, 256)?;
                 let Some(v) = h.versions.last() else { continue };
                 if let Some(r) = v.resource()
                     && matches_all(&r)
@@ -208,6 +212,7 @@ impl Sandbox {
         let mut out: Vec<Arc<Version>> = Vec::new();
         let mut frontier: Vec<Arc<Version>> = page.to_vec();
         for round in 0..5 {
+            deadline::check()?;
             let mut next = Vec::new();
             for inc in include.iter().filter(|i| round == 0 || i.iterate) {
                 for v in &frontier {
@@ -237,7 +242,8 @@ impl Sandbox {
             }
             for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
                 let Some(pcode) = &inc.param else { continue };
-                for v in &frontier {
+                for (i, v) in frontier.iter().enumerate() {
+                    deadline::check_every(i, 16)?;
                     let key = format!("{}/{}", v.ty, v.id);
                     let q = SearchQuery::parse(&inc.source, &[(pcode.clone(), key)], self.cohort.registry(), true)?;
                     for found in self.search_all(&q)? {
