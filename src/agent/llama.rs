@@ -93,14 +93,85 @@ fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &st
         })
         .collect();
     let tmpl = env.get_template("chat").map_err(|e| e.to_string())?;
-    tmpl.render(minijinja::context! {
-        messages => minijinja::Value::from_serialize(&msgs),
-        tools => minijinja::Value::from_serialize(tools),
-        add_generation_prompt => true,
-        bos_token => bos,
-        eos_token => eos,
-    })
-    .map_err(|e| format!("rendering the chat template: {e}"))
+    let text = tmpl
+        .render(minijinja::context! {
+            messages => minijinja::Value::from_serialize(&msgs),
+            tools => minijinja::Value::from_serialize(tools),
+            add_generation_prompt => true,
+            bos_token => bos,
+            eos_token => eos,
+        })
+        .map_err(|e| format!("rendering the chat template: {e}"))?;
+    Ok(undouble_example(text))
+}
+
+/// The tool-call example of the Qwen2.5-Coder-1.5B template as it renders (its Jinja string
+/// literal has `{{\"name\": ...}}`, so the braces come out doubled), and as it should read.
+const DOUBLED_EXAMPLE: (&str, &str) = (
+    "{{\"name\": <function-name>, \"arguments\": <args-json-object>}}",
+    "{\"name\": <function-name>, \"arguments\": <args-json-object>}",
+);
+
+/// A rendered prompt with the doubled-brace tool-call example written as the call format
+/// really is (a model that copied the example would write calls that do not parse).
+pub fn undouble_example(prompt: String) -> String {
+    if prompt.contains(DOUBLED_EXAMPLE.0) {
+        prompt.replace(DOUBLED_EXAMPLE.0, DOUBLED_EXAMPLE.1)
+    } else {
+        prompt
+    }
+}
+
+/// What the in-process model appends to every rendered prompt: the assistant turn is
+/// prefilled with the opening tag, so the reply is the call's JSON.
+pub const PREFILL: &str = "<tool_call>\n";
+
+/// A model's tokenizer and chat template without its weights (llama.cpp's vocab-only load):
+/// counts tokens exactly as the in-process backend does (`emrgym model budget`).
+pub struct Tokenizer {
+    model: LlamaModel,
+    template: String,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Load the vocabulary and chat template of a GGUF.
+    pub fn load(path: &std::path::Path) -> Result<Tokenizer, String> {
+        let model = LlamaModel::load_from_file(ggml()?, path, &LlamaModelParams::default().with_vocab_only(true))
+            .map_err(|e| format!("loading the vocabulary of {}: {e}", path.display()))?;
+        let template = model
+            .meta_val_str("tokenizer.chat_template")
+            .map_err(|e| format!("{} has no chat template: {e}", path.display()))?;
+        let vocab = model.vocab();
+        let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+        let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
+        Ok(Tokenizer { model, template, bos, eos })
+    }
+
+    /// Tokens of a text (special tokens parsed, no BOS added: as the backend tokenizes).
+    pub fn count(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), false, true).len()
+    }
+
+    /// The prompt the backend would evaluate for these messages and tools (template,
+    /// then the prefill).
+    pub fn prompt(&self, messages: &[Value], tools: &Value) -> Result<String, String> {
+        let mut p = render(&self.template, messages, tools, &self.bos, &self.eos)?;
+        p.push_str(PREFILL);
+        Ok(p)
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
 }
 
 impl LlamaHandle {
@@ -201,7 +272,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     while let Ok(job) = rx.recv() {
         let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
             let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(BackendError::Other)?;
-            prompt.push_str("<tool_call>\n");
+            prompt.push_str(PREFILL);
             let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
             if tokens.len() + cfg.max_reply_tokens as usize > ctx.n_ctx() as usize {
                 return Err(BackendError::ContextOverflow(format!(
@@ -335,7 +406,11 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             }
             let decode_s = t1.elapsed().as_secs_f64();
             let body = out.split("</tool_call>").next().unwrap_or("").trim().to_string();
-            let (name, args) = match serde_json::from_str::<Value>(&body) {
+            let (name, args) = match serde_json::from_str::<Value>(&body)
+                .ok()
+                .or_else(|| super::model::undouble_braces(&body))
+                .ok_or(())
+            {
                 Ok(v) => (
                     v["name"].as_str().unwrap_or_default().to_string(),
                     v.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),

@@ -484,7 +484,7 @@ pub fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
 
 /// Run one episode of an instance: the trajectory (with its FHIR writes and HTN
 /// transitions) and its grade (none for an infrastructure failure).
-async fn one_episode(
+pub(crate) async fn one_episode(
     cfg: &RunConfig,
     p: &Prepared,
     trial: u32,
