@@ -252,7 +252,8 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
         Ok(t) => t,
         Err(e) => return fail(format!("{} has no chat template: {e}", cfg.model_path.display())),
     };
-    let n_ctx = NonZeroU32::new(cfg.n_ctx.max(512));
+    // 0: the context the model was trained with
+    let n_ctx = NonZeroU32::new(if cfg.n_ctx == 0 { model.n_ctx_train() } else { cfg.n_ctx }.max(512));
     let params = LlamaContextParams::default()
         .with_n_ctx(n_ctx)
         .with_n_batch(512)

@@ -8,6 +8,7 @@
 
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod harness;
 pub mod model;
 
 use crate::tools::{FhirBackend, Registry};

@@ -115,13 +115,14 @@ impl OpenAiConfig {
 pub struct LlamaConfig {
     /// The GGUF file.
     pub model_path: PathBuf,
-    /// Context size (tokens).
+    /// Context size (tokens); 0: the context the model was trained with (32,768 for the
+    /// Qwen2.5-Coder models, which the longest reference conversation fits).
     #[serde(default = "default_ctx")]
     pub n_ctx: u32,
     /// CPU threads (one has beaten two on 2-core machines).
     #[serde(default = "one")]
     pub threads: i32,
-    /// Most tokens per reply.
+    /// Most tokens per reply (the reply cap; docs/agent.md says how it was sized).
     #[serde(default = "default_reply")]
     pub max_reply_tokens: u32,
     /// Sampling temperature (0: greedy).
@@ -136,13 +137,19 @@ pub struct LlamaConfig {
 }
 
 fn default_ctx() -> u32 {
-    16384
+    0
 }
 fn one() -> i32 {
     1
 }
+/// The default reply cap of the in-process model: the next power of two at or above twice
+/// the largest reference tool call of the suite as the model may write it (470 tokens,
+/// pretty-printed, `admission_med_review`; measured with `emrgym model budget`, table in
+/// docs/agent.md).
+pub const DEFAULT_REPLY_TOKENS: u32 = 1024;
+
 fn default_reply() -> u32 {
-    384
+    DEFAULT_REPLY_TOKENS
 }
 fn yes() -> bool {
     true
