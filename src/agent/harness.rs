@@ -56,11 +56,7 @@ pub fn attribute(traj: &Trajectory, applied: &Limits, default: &Limits) -> Optio
         EndReason::MaxTokens => {
             let cut = traj.detail.as_deref().is_some_and(|d| d.starts_with("reply cap"))
                 || traj.turns.last().is_some_and(|t| t.finish_reason.as_deref() == Some("length"));
-            Some(if cut {
-                HarnessLimit::ReplyCap
-            } else {
-                HarnessLimit::TokenBudget
-            })
+            Some(if cut { HarnessLimit::ReplyCap } else { HarnessLimit::TokenBudget })
         }
         EndReason::ContextOverflow => Some(HarnessLimit::Context),
         EndReason::Timeout => Some(HarnessLimit::WallTime),
@@ -100,7 +96,10 @@ mod tests {
             ..Limits::default()
         };
         let at = |t: &Trajectory, l: &Limits| attribute(t, l, &d);
-        assert_eq!(at(&traj(EndReason::MaxTokens, Some("reply cap: 2 replies")), &d), Some(HarnessLimit::ReplyCap));
+        assert_eq!(
+            at(&traj(EndReason::MaxTokens, Some("reply cap: 2 replies")), &d),
+            Some(HarnessLimit::ReplyCap)
+        );
         assert_eq!(
             at(&traj(EndReason::MaxTokens, Some("token budget: the episode used")), &d),
             Some(HarnessLimit::TokenBudget)
@@ -117,7 +116,11 @@ mod tests {
             latency_ms: 0,
             finish_reason: Some("length".into()),
         });
-        assert_eq!(at(&cut, &d), Some(HarnessLimit::ReplyCap), "an older trajectory: the last reply was cut");
+        assert_eq!(
+            at(&cut, &d),
+            Some(HarnessLimit::ReplyCap),
+            "an older trajectory: the last reply was cut"
+        );
         assert_eq!(at(&traj(EndReason::ContextOverflow, None), &d), Some(HarnessLimit::Context));
         assert_eq!(at(&traj(EndReason::Timeout, None), &d), Some(HarnessLimit::WallTime));
         // the default budget (twice the plan) is the model's; a user cap below it is not
@@ -129,7 +132,12 @@ mod tests {
         let turns = Limits { max_turns: 5, ..d };
         assert_eq!(at(&traj(EndReason::MaxTurns, None), &turns), Some(HarnessLimit::TurnCap));
         assert_eq!(at(&traj(EndReason::MaxTurns, None), &d), None);
-        for e in [EndReason::Finished, EndReason::ToolCallParseError, EndReason::Stopped, EndReason::BackendError] {
+        for e in [
+            EndReason::Finished,
+            EndReason::ToolCallParseError,
+            EndReason::Stopped,
+            EndReason::BackendError,
+        ] {
             assert_eq!(at(&traj(e, None), &d), None, "{e:?}");
         }
     }

@@ -122,6 +122,21 @@ pub fn undouble_example(prompt: String) -> String {
     }
 }
 
+/// The smallest default context: the suite's longest reference conversation (31,504
+/// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,838 with SmolLM2's)
+/// plus the default reply cap, rounded up to a power of two (`emrgym model budget`).
+pub const MIN_DEFAULT_CTX: u32 = 32_768;
+
+/// The context size: the configured one, or (0) the larger of the model's trained context
+/// and [`MIN_DEFAULT_CTX`], so that no reference conversation overflows because of it.
+pub fn context_size(configured: u32, trained: u32) -> u32 {
+    if configured == 0 {
+        trained.max(MIN_DEFAULT_CTX)
+    } else {
+        configured.max(512)
+    }
+}
+
 /// What the in-process model appends to every rendered prompt: the assistant turn is
 /// prefilled with the opening tag, so the reply is the call's JSON.
 pub const PREFILL: &str = "<tool_call>\n";
@@ -252,8 +267,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
         Ok(t) => t,
         Err(e) => return fail(format!("{} has no chat template: {e}", cfg.model_path.display())),
     };
-    // 0: the context the model was trained with
-    let n_ctx = NonZeroU32::new(if cfg.n_ctx == 0 { model.n_ctx_train() } else { cfg.n_ctx }.max(512));
+    let n_ctx = NonZeroU32::new(context_size(cfg.n_ctx, model.n_ctx_train()));
     let params = LlamaContextParams::default()
         .with_n_ctx(n_ctx)
         .with_n_batch(512)
@@ -436,5 +450,34 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             ))
         })();
         let _ = job.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_doubled_brace_example_of_the_1_5b_template_renders_single() {
+        // the tool section of Qwen2.5-Coder-1.5B-Instruct's template, as its GGUF holds it
+        let template = r#"{{- "<|im_start|>system\n" + messages[0]['content'] }}{{- "\n<tools>" }}{%- for tool in tools %}{{- "\n" }}{{- tool | tojson }}{%- endfor %}{{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n</tool_call><|im_end|>\n" }}"#;
+        let messages = vec![json!({"role": "system", "content": "S"})];
+        let tools = json!([{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]);
+        let out = render(template, &messages, &tools, "", "").unwrap();
+        assert!(
+            out.contains("<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>"),
+            "{out}"
+        );
+        assert!(!out.contains("{{"), "{out}");
+        assert_eq!(
+            context_size(0, 8192),
+            MIN_DEFAULT_CTX,
+            "SmolLM2's 8,192 would not fit horizon_mrn_32"
+        );
+        assert_eq!(context_size(0, 131_072), 131_072);
+        assert_eq!(context_size(4096, 32_768), 4096, "a configured size is kept");
+        const { assert!(31_838 + super::super::model::DEFAULT_REPLY_TOKENS <= MIN_DEFAULT_CTX) };
+        // a template without the quirk is rendered as it is
+        assert_eq!(undouble_example("a {{b}} c".into()), "a {{b}} c");
     }
 }

@@ -6,9 +6,9 @@
 //! Built-in agents that need no model: [`Oracle`] replays the scenario's reference plan;
 //! [`Null`] finishes at once.
 
+pub mod harness;
 #[cfg(feature = "llama")]
 pub mod llama;
-pub mod harness;
 pub mod model;
 
 use crate::tools::{FhirBackend, Registry};

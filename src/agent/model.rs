@@ -8,9 +8,12 @@
 //!
 //! [`run_model_episode`] drives one episode: system prompt from the scenario, tool calls
 //! dispatched through the registry (tool errors are observations), malformed calls answered
-//! with a precise error and repaired in the history before it is re-sent, limits on turns,
-//! tokens and wall time, retries with backoff for infrastructure failures (429 honouring
-//! `Retry-After` in the HTTP layer; timeouts here), and a typed end reason.
+//! with a precise error and repaired in the history before it is re-sent, replies cut by
+//! the reply cap answered with a note instead of being parsed, tool results too long for
+//! the conversation fitted with a note, limits on steps, turns, tokens and wall time,
+//! retries with backoff for infrastructure failures (429 honouring `Retry-After` in the
+//! HTTP layer; timeouts here), and a typed end reason. The [`Scripted`] backend replies
+//! with fixed calls (measurements and tests).
 
 use super::super::tools::{FhirBackend, Registry};
 use crate::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
@@ -115,8 +118,8 @@ impl OpenAiConfig {
 pub struct LlamaConfig {
     /// The GGUF file.
     pub model_path: PathBuf,
-    /// Context size (tokens); 0: the context the model was trained with (32,768 for the
-    /// Qwen2.5-Coder models, which the longest reference conversation fits).
+    /// Context size (tokens); 0: the larger of the model's trained context and 32,768, which
+    /// the suite's longest reference conversation fits (`llama::context_size`).
     #[serde(default = "default_ctx")]
     pub n_ctx: u32,
     /// CPU threads (one has beaten two on 2-core machines).
@@ -433,9 +436,13 @@ fn bare_json_calls(text: &str) -> Option<Vec<(String, String, String)>> {
         .trim();
     if let Some(v) = undouble_braces(t) {
         let args = v.get("arguments")?;
-        return args
-            .is_object()
-            .then(|| vec![("call_1".to_string(), v["name"].as_str().unwrap_or_default().to_string(), args.to_string())]);
+        return args.is_object().then(|| {
+            vec![(
+                "call_1".to_string(),
+                v["name"].as_str().unwrap_or_default().to_string(),
+                args.to_string(),
+            )]
+        });
     }
     let mut calls = Vec::new();
     for (i, v) in serde_json::Deserializer::from_str(t).into_iter::<Value>().enumerate() {
@@ -563,6 +570,108 @@ mod tests {
         assert_eq!(r.tool_calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(r.tool_calls[1].0, "call_2");
     }
+
+    #[test]
+    fn doubled_brace_calls_are_read_and_nothing_else_changes() {
+        let doubled = "{{\"name\": \"fhir_read\", \"arguments\": {\"resource_type\": \"Patient\", \"id\": \"S1\"}}}";
+        let v = undouble_braces(doubled).unwrap();
+        assert_eq!(v["name"], "fhir_read");
+        assert_eq!(v["arguments"]["id"], "S1");
+        // in a <tool_call> block, bare, and in the text protocol
+        for text in [format!("<tool_call>\n{doubled}\n</tool_call>"), doubled.to_string()] {
+            let r = parse_reply(&reply(&text), ToolProtocol::Native).unwrap();
+            assert_eq!(r.tool_calls.len(), 1, "{text}");
+            assert_eq!(r.tool_calls[0].1, "fhir_read");
+            assert_eq!(r.tool_calls[0].2, "{\"resource_type\":\"Patient\",\"id\":\"S1\"}");
+        }
+        // a normal call, two calls, a call-less object: not touched
+        assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {\"x\": {\"y\": 1}}}").is_none());
+        assert!(undouble_braces("{{\"answer\": 1}}").is_none());
+        assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}}").is_none());
+    }
+
+    fn cut(finish: &str, calls: &[&str]) -> Reply {
+        Reply {
+            text: None,
+            tool_calls: calls
+                .iter()
+                .map(|a| ("c".to_string(), "fhir_read".to_string(), a.to_string()))
+                .collect(),
+            prompt_tokens: 0,
+            completion_tokens: 7,
+            finish_reason: Some(finish.into()),
+        }
+    }
+
+    #[test]
+    fn a_reply_is_cut_only_when_the_cap_stopped_it_before_the_call_was_complete() {
+        assert!(is_cut(&cut("length", &["{\"resource_type\": \"Pat"])));
+        assert!(is_cut(&cut("length", &[])), "cut before any call");
+        assert!(
+            !is_cut(&cut("length", &["{\"id\": \"1\"}"])),
+            "a complete call at the cap is a call"
+        );
+        assert!(!is_cut(&cut("tool_calls", &["{\"resource_type\": \"Pat"])), "malformed, not cut");
+        assert!(!is_cut(&cut("stop", &[])));
+        assert_eq!(
+            cut_note(7),
+            "Your reply was cut at 7 tokens before the call was complete; write a shorter call."
+        );
+        assert!(cut_note(0).contains("cut at the reply limit"));
+    }
+
+    #[test]
+    fn long_results_are_fitted_and_short_ones_are_untouched() {
+        let entries: Vec<Value> = (0..50)
+            .map(|i| json!({"resource": {"resourceType": "Observation", "id": format!("o{i}"), "note": "x".repeat(100)}}))
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": 50, "entry": entries});
+        let (same, cut) = fit_result(bundle.clone(), 100_000);
+        assert!(!cut);
+        assert_eq!(same, bundle);
+        let (fitted, cut) = fit_result(bundle.clone(), 2_000);
+        assert!(cut);
+        let text = fitted.to_string();
+        assert!(text.len() <= 2_000, "{}", text.len());
+        let kept = fitted["entry"].as_array().unwrap();
+        assert!(!kept.is_empty() && kept.len() < 50);
+        assert_eq!(
+            kept[..],
+            bundle["entry"].as_array().unwrap()[..kept.len()],
+            "the first entries, in order"
+        );
+        let note = fitted["emrgym_note"].as_str().unwrap();
+        assert!(note.contains(&format!("the first {} of its 50 entries", kept.len())), "{note}");
+        assert_eq!(fitted["total"], 50, "the rest of the Bundle is kept");
+        // the entry that would just not fit is left out: one more would pass the limit
+        let mut one_more = fitted.clone();
+        one_more["entry"].as_array_mut().unwrap().push(bundle["entry"][kept.len()].clone());
+        assert!(one_more.to_string().len() > 2_000);
+        // not a Bundle: cut text with the note
+        let big = json!({"resourceType": "Patient", "text": "y".repeat(10_000)});
+        let (fitted, cut) = fit_result(big, 3_000);
+        assert!(cut);
+        assert_eq!(fitted["truncated"], true);
+        assert!(fitted.to_string().len() <= 3_000);
+        assert!(fitted["emrgym_note"].as_str().unwrap().contains("only its beginning"));
+        // 0: no limit
+        assert!(!fit_result(bundle, 0).1);
+    }
+
+    #[test]
+    fn the_default_reply_cap_is_the_rule_applied_to_the_measured_largest_call() {
+        // docs/agent.md: the next power of two at or above twice the largest reference call
+        // (470 tokens pretty-printed, Qwen2.5 tokenizer, `emrgym model budget`)
+        let largest = 470u32;
+        assert_eq!(DEFAULT_REPLY_TOKENS, (2 * largest).next_power_of_two());
+        assert_eq!(LlamaConfig::for_model("m.gguf".into()).max_reply_tokens, DEFAULT_REPLY_TOKENS);
+        let cfg: LlamaConfig = serde_json::from_value(json!({"model_path": "m.gguf"})).unwrap();
+        assert_eq!(
+            (cfg.max_reply_tokens, cfg.n_ctx),
+            (DEFAULT_REPLY_TOKENS, 0),
+            "0: the model's trained context"
+        );
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -673,17 +782,13 @@ impl Scripted {
         if let Ok(mut r) = self.requests.lock() {
             r.push(messages.to_vec());
         }
-        self.replies
-            .lock()
-            .ok()
-            .and_then(|mut r| r.pop_front())
-            .unwrap_or(Reply {
-                text: Some("(the script has ended)".into()),
-                tool_calls: Vec::new(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                finish_reason: Some("stop".into()),
-            })
+        self.replies.lock().ok().and_then(|mut r| r.pop_front()).unwrap_or(Reply {
+            text: Some("(the script has ended)".into()),
+            tool_calls: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            finish_reason: Some("stop".into()),
+        })
     }
 }
 

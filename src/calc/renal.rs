@@ -34,7 +34,11 @@ fn adults_only(age: f64, what: &str) -> Result<Option<String>, CalcError> {
             "age {age} years: {what} was developed and validated in adults (18 and over); use a paediatric equation (bedside Schwartz)"
         )));
     }
-    Ok((age < 18.0).then(|| format!("age {age} years: {what} was developed and validated in adults (18 and over); in adolescents the CKiD U25 equation is preferred")))
+    Ok((age < 18.0).then(|| {
+        format!(
+            "age {age} years: {what} was developed and validated in adults (18 and over); in adolescents the CKiD U25 equation is preferred"
+        )
+    }))
 }
 
 /// Cockcroft-Gault.

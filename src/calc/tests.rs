@@ -1570,20 +1570,26 @@ fn centor_gives_the_age_point_only_from_3_to_14() {
 fn fahrenheit_fever_thresholds_are_exact_in_centor_and_sirs() {
     // 100.4 °F is exactly 38.0 °C: not "> 38 °C"; 100.5 °F is
     let centor = |f: f64| {
-        run_named("centor_mcisaac", &json!({"age": 30, "cough": true, "temperature": {"value": f, "unit": "°F"}}))
-            .unwrap()
-            .value
-            .as_f64()
-            .unwrap()
+        run_named(
+            "centor_mcisaac",
+            &json!({"age": 30, "cough": true, "temperature": {"value": f, "unit": "°F"}}),
+        )
+        .unwrap()
+        .value
+        .as_f64()
+        .unwrap()
     };
     assert_eq!(centor(100.4), 0.0);
     assert_eq!(centor(100.5), 1.0);
     let sirs = |f: f64| {
-        run_named("sirs", &json!({"temperature": {"value": f, "unit": "°F"}, "heart_rate": 80, "respiratory_rate": 16}))
-            .unwrap()
-            .value
-            .as_f64()
-            .unwrap()
+        run_named(
+            "sirs",
+            &json!({"temperature": {"value": f, "unit": "°F"}, "heart_rate": 80, "respiratory_rate": 16}),
+        )
+        .unwrap()
+        .value
+        .as_f64()
+        .unwrap()
     };
     assert_eq!(sirs(100.4), 0.0);
     assert_eq!(sirs(100.5), 1.0);

@@ -528,7 +528,15 @@ mod tests {
     fn fahrenheit_lands_exactly_on_the_score_thresholds() {
         // every °C threshold the calculators use (SIRS 36/38, Centor 38, qSOFA-free scores
         // at 35-41), from its exact °F equivalent: exact equality, no epsilon
-        for (f, c) in [(100.4, 38.0), (96.8, 36.0), (95.0, 35.0), (102.2, 39.0), (104.0, 40.0), (105.8, 41.0), (98.6, 37.0)] {
+        for (f, c) in [
+            (100.4, 38.0),
+            (96.8, 36.0),
+            (95.0, 35.0),
+            (102.2, 39.0),
+            (104.0, 40.0),
+            (105.8, 41.0),
+            (98.6, 37.0),
+        ] {
             assert_eq!(Q::Temperature.to_canonical("t", f, Some("°F")).unwrap(), c, "{f} °F");
         }
         assert_eq!(Q::Temperature.to_canonical("t", 311.15, Some("K")).unwrap(), 38.0);

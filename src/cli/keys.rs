@@ -47,11 +47,7 @@ pub fn oracle_expected(p: &Prepared) -> Expected {
         .and_then(|c| c.arguments.get("answer").cloned())
         .unwrap_or(Value::Null);
     let writes = calls.iter().filter_map(write_summary).collect();
-    Expected {
-        answer,
-        branches,
-        writes,
-    }
+    Expected { answer, branches, writes }
 }
 
 fn first<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -171,7 +167,18 @@ fn field_agrees(field: &str, key: &Value, oracle: &Value) -> bool {
     }
 }
 
-const FIELDS: &[&str] = &["action", "resourceType", "code", "dose", "unit", "route", "status", "id", "at", "value"];
+const FIELDS: &[&str] = &[
+    "action",
+    "resourceType",
+    "code",
+    "dose",
+    "unit",
+    "route",
+    "status",
+    "id",
+    "at",
+    "value",
+];
 
 fn write_agrees(key: &Value, oracle: &Value) -> bool {
     FIELDS
@@ -211,14 +218,19 @@ pub fn compare(key: &Value, oracle: &Expected) -> Vec<String> {
     let mut out = Vec::new();
     let answer = key.get("answer").unwrap_or(&Value::Null);
     if !answers_agree(answer, &oracle.answer) {
-        out.push(format!("answer key disagrees on the answer: key {answer}, oracle {}", oracle.answer));
+        out.push(format!(
+            "answer key disagrees on the answer: key {answer}, oracle {}",
+            oracle.answer
+        ));
     }
     let empty = Map::new();
     let kb = key.get("branches").and_then(Value::as_object).unwrap_or(&empty);
     for (path, method) in &oracle.branches {
         match kb.get(path).and_then(Value::as_str) {
             Some(m) if m == method => {}
-            Some(m) => out.push(format!("answer key disagrees on the branch at '{path}': key '{m}', oracle '{method}'")),
+            Some(m) => out.push(format!(
+                "answer key disagrees on the branch at '{path}': key '{m}', oracle '{method}'"
+            )),
             None => out.push(format!(
                 "answer key gives no branch at '{path}' (oracle '{method}'): a key names every decision it reaches"
             )),
@@ -335,8 +347,7 @@ pub fn run_key(script: &Path, family: &str, cohort_dir: &Path, instances: &[Valu
         let tail: Vec<&str> = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
         return Err(format!("{} failed ({}): {}", script.display(), out.status, tail.join(" | ")));
     }
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{}: its output is not JSON: {e}", script.display()))?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{}: its output is not JSON: {e}", script.display()))?;
     v.get("instances")
         .and_then(Value::as_object)
         .cloned()
@@ -371,7 +382,8 @@ mod tests {
         let s = write_summary(&c).unwrap();
         assert_eq!(s["code"], "8591");
         assert_eq!(s["dose"], 20);
-        let key = json!({"action": "create", "resourceType": "MedicationRequest", "code": "8591", "dose": 20.0, "unit": "mEq", "route": "iv"});
+        let key =
+            json!({"action": "create", "resourceType": "MedicationRequest", "code": "8591", "dose": 20.0, "unit": "mEq", "route": "iv"});
         assert!(write_agrees(&key, &s));
         let wrong_dose = json!({"action": "create", "resourceType": "MedicationRequest", "code": "8591", "dose": 40});
         assert!(!write_agrees(&wrong_dose, &s));

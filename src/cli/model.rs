@@ -396,11 +396,16 @@ pub mod budget {
                 }
             }
             // a model at its whole step budget, each extra step as costly as the plan's on average
-            let (first, last, n) = (g(r, "/guided/first_prompt_tokens"), g(r, "/guided/last_prompt_tokens"), g(r, "/reference_calls").max(1));
+            let (first, last, n) = (
+                g(r, "/guided/first_prompt_tokens"),
+                g(r, "/guided/last_prompt_tokens"),
+                g(r, "/reference_calls").max(1),
+            );
             let at_budget = first + (last.saturating_sub(first)) * g(r, "/step_budget") / n;
             if at_budget > g(e, "/context_at_budget") {
                 e["context_at_budget"] = json!(at_budget);
-                e["cumulative_at_budget"] = json!(g(r, "/guided/cumulative_prompt_tokens") * (g(r, "/step_budget") * g(r, "/step_budget")) / (n * n));
+                e["cumulative_at_budget"] =
+                    json!(g(r, "/guided/cumulative_prompt_tokens") * (g(r, "/step_budget") * g(r, "/step_budget")) / (n * n));
             }
         }
         Ok(json!({"model": path.display().to_string(), "instances": rows.len(), "families": fams, "rows": rows}))

@@ -106,7 +106,8 @@ pub struct RunArgs {
     /// Model turns per episode (default: the step limit plus 5).
     #[arg(long)]
     pub max_turns: Option<u32>,
-    /// Wall time per episode, seconds.
+    /// Wall time per episode, seconds (default: 600 on an endpoint, none for an in-process
+    /// model; ending at it counts as a harness failure).
     #[arg(long)]
     pub timeout: Option<f64>,
     /// Re-run a recorded model run offline: the model's replies come from RUN_DIR's
@@ -538,7 +539,12 @@ pub(crate) async fn one_episode(
             } else {
                 Box::new(Null)
             };
-            run_episode(policy.as_mut(), &p.registry, &mut (&mut *sb, BASE), episode_limits(&cfg.limits, p).0.max_steps)
+            run_episode(
+                policy.as_mut(),
+                &p.registry,
+                &mut (&mut *sb, BASE),
+                episode_limits(&cfg.limits, p).0.max_steps,
+            )
         }
         AgentKind::External => {
             let mut t = Trajectory::new(Vec::new(), EndReason::Error);

@@ -42,11 +42,7 @@ fn latest(facts: &mut dyn FactSource, patient: &str, code: &str) -> Option<Value
 
 fn quantity(v: &Value) -> Option<(f64, String)> {
     let q = v.get("valueQuantity")?;
-    let unit = q
-        .get("code")
-        .or_else(|| q.get("unit"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let unit = q.get("code").or_else(|| q.get("unit")).and_then(Value::as_str).unwrap_or_default();
     Some((q.get("value")?.as_f64()?, unit.to_string()))
 }
 
@@ -130,9 +126,9 @@ pub fn findings(facts: &mut dyn FactSource, patient: &str) -> Vec<Finding> {
 /// Does a reference plan order a medication? (Stopping or holding one is the safe direction
 /// and is not screened.)
 pub fn orders_medication(calls: &[crate::trajectory::ToolCall]) -> bool {
-    calls.iter().any(|c| {
-        c.name == "fhir_create" && c.arguments.get("resource_type").and_then(Value::as_str) == Some("MedicationRequest")
-    })
+    calls
+        .iter()
+        .any(|c| c.name == "fhir_create" && c.arguments.get("resource_type").and_then(Value::as_str) == Some("MedicationRequest"))
 }
 
 #[cfg(test)]

@@ -452,7 +452,14 @@ pub fn check(path: &Path) -> CheckReport {
                 }
             }
         }
-        report.problems.extend(key_problems(&scenario_dir, &fname, &fam.family, &requests, &expected, &mut cohort_dirs));
+        report.problems.extend(key_problems(
+            &scenario_dir,
+            &fname,
+            &fam.family,
+            &requests,
+            &expected,
+            &mut cohort_dirs,
+        ));
     }
     report.ok = report.problems.is_empty();
     report

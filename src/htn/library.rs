@@ -413,8 +413,25 @@ pub fn locate(text: &str, pointer: &str) -> Option<usize> {
 
 /// Functions that reduce a collection to at most one item.
 const REDUCING: &[&str] = &[
-    "first", "last", "single", "count", "exists", "empty", "all", "allTrue", "anyTrue", "allFalse", "anyFalse",
-    "sum", "min", "max", "avg", "isDistinct", "subsetOf", "supersetOf", "not",
+    "first",
+    "last",
+    "single",
+    "count",
+    "exists",
+    "empty",
+    "all",
+    "allTrue",
+    "anyTrue",
+    "allFalse",
+    "anyFalse",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "isDistinct",
+    "subsetOf",
+    "supersetOf",
+    "not",
 ];
 
 /// Why an operand may hold more than one item: the repeating element it goes through, or
@@ -423,9 +440,7 @@ fn repeating_operand(e: &Expr) -> Option<String> {
     match e {
         Expr::Lit(c) if c.len() > 1 => Some("a literal collection".into()),
         Expr::Ident(n) => super::cardinality::repeats(n).then(|| format!("'{n}'")),
-        Expr::Member(base, n) => {
-            repeating_operand(base).or_else(|| super::cardinality::repeats(n).then(|| format!("'{n}'")))
-        }
+        Expr::Member(base, n) => repeating_operand(base).or_else(|| super::cardinality::repeats(n).then(|| format!("'{n}'"))),
         Expr::Call(_, f, _) if REDUCING.contains(&f.as_str()) => None,
         Expr::Call(base, _, _) => repeating_operand(base),
         Expr::Bin(Op::Union, _, _) => Some("a union (|)".into()),

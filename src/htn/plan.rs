@@ -751,9 +751,10 @@ pub fn fact_revealed(fact: &Fact, steps: &[Step]) -> Option<usize> {
             s.call.name == *tool
                 && s.result.ok
                 && match (want, s.result.content.get("value")) {
-                    (Some(Value::Number(a)), Some(Value::Number(b))) => {
-                        a.as_f64().zip(b.as_f64()).is_some_and(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0))
-                    }
+                    (Some(Value::Number(a)), Some(Value::Number(b))) => a
+                        .as_f64()
+                        .zip(b.as_f64())
+                        .is_some_and(|(a, b)| (a - b).abs() <= 1e-9 * a.abs().max(1.0)),
                     (Some(a), Some(b)) => a == b,
                     _ => false,
                 }

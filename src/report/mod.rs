@@ -143,7 +143,11 @@ pub fn harness_text(s: &Value) -> String {
         "harness failures {n} of {} scored ({:.1}%{}){}",
         s["scored"],
         h["rate"].as_f64().unwrap_or(0.0) * 100.0,
-        if by.is_empty() { String::new() } else { format!(": {}", by.join(", ")) },
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", by.join(", "))
+        },
         if h["publishable"] == false {
             format!(
                 "; above the {:.0}% threshold: withheld from results tables",
@@ -166,10 +170,15 @@ pub fn table_row(run: &Run) -> (Value, Result<(), String>) {
         .iter()
         .filter(|r| {
             r["success"] != true
-                && (r["harness_limit"].is_string() || (r.get("harness_limit").is_none() && ["context_overflow", "timeout"].contains(&r["end"].as_str().unwrap_or(""))))
+                && (r["harness_limit"].is_string()
+                    || (r.get("harness_limit").is_none() && ["context_overflow", "timeout"].contains(&r["end"].as_str().unwrap_or(""))))
         })
         .count();
-    let rate = if scored.is_empty() { 0.0 } else { harness as f64 / scored.len() as f64 };
+    let rate = if scored.is_empty() {
+        0.0
+    } else {
+        harness as f64 / scored.len() as f64
+    };
     let row = json!({
         "run": run.dir.display().to_string(),
         "model": model_name(&run.manifest).unwrap_or_else(|| run.manifest["config"]["agent"].as_str().unwrap_or("?").to_string()),
@@ -197,9 +206,7 @@ pub fn table_row(run: &Run) -> (Value, Result<(), String>) {
 /// The results table (Markdown) over runs: one row per run; a row whose harness-failure
 /// rate is above the threshold is listed as withheld, with its reason, and no success.
 pub fn results_table(runs: &[Run]) -> String {
-    let mut out = format!(
-        "| model | mode | scored | success [95% CI] | harness failures |\n|---|---|---:|---|---:|\n"
-    );
+    let mut out = "| model | mode | scored | success [95% CI] | harness failures |\n|---|---|---:|---|---:|\n".to_string();
     let mut withheld = Vec::new();
     for run in runs {
         let (row, verdict) = table_row(run);
