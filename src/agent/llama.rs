@@ -93,14 +93,100 @@ fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &st
         })
         .collect();
     let tmpl = env.get_template("chat").map_err(|e| e.to_string())?;
-    tmpl.render(minijinja::context! {
-        messages => minijinja::Value::from_serialize(&msgs),
-        tools => minijinja::Value::from_serialize(tools),
-        add_generation_prompt => true,
-        bos_token => bos,
-        eos_token => eos,
-    })
-    .map_err(|e| format!("rendering the chat template: {e}"))
+    let text = tmpl
+        .render(minijinja::context! {
+            messages => minijinja::Value::from_serialize(&msgs),
+            tools => minijinja::Value::from_serialize(tools),
+            add_generation_prompt => true,
+            bos_token => bos,
+            eos_token => eos,
+        })
+        .map_err(|e| format!("rendering the chat template: {e}"))?;
+    Ok(undouble_example(text))
+}
+
+/// The tool-call example of the Qwen2.5-Coder-1.5B template as it renders (its Jinja string
+/// literal has `{{\"name\": ...}}`, so the braces come out doubled), and as it should read.
+const DOUBLED_EXAMPLE: (&str, &str) = (
+    "{{\"name\": <function-name>, \"arguments\": <args-json-object>}}",
+    "{\"name\": <function-name>, \"arguments\": <args-json-object>}",
+);
+
+/// A rendered prompt with the doubled-brace tool-call example written as the call format
+/// really is (a model that copied the example would write calls that do not parse).
+pub fn undouble_example(prompt: String) -> String {
+    if prompt.contains(DOUBLED_EXAMPLE.0) {
+        prompt.replace(DOUBLED_EXAMPLE.0, DOUBLED_EXAMPLE.1)
+    } else {
+        prompt
+    }
+}
+
+/// The smallest default context: the suite's longest reference conversation (31,504
+/// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,838 with SmolLM2's)
+/// plus the default reply cap, rounded up to a power of two (`emrgym model budget`).
+pub const MIN_DEFAULT_CTX: u32 = 32_768;
+
+/// The context size: the configured one, or (0) the larger of the model's trained context
+/// and [`MIN_DEFAULT_CTX`], so that no reference conversation overflows because of it.
+pub fn context_size(configured: u32, trained: u32) -> u32 {
+    if configured == 0 {
+        trained.max(MIN_DEFAULT_CTX)
+    } else {
+        configured.max(512)
+    }
+}
+
+/// What the in-process model appends to every rendered prompt: the assistant turn is
+/// prefilled with the opening tag, so the reply is the call's JSON.
+pub const PREFILL: &str = "<tool_call>\n";
+
+/// A model's tokenizer and chat template without its weights (llama.cpp's vocab-only load):
+/// counts tokens exactly as the in-process backend does (`emrgym model budget`).
+pub struct Tokenizer {
+    model: LlamaModel,
+    template: String,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Load the vocabulary and chat template of a GGUF.
+    pub fn load(path: &std::path::Path) -> Result<Tokenizer, String> {
+        let model = LlamaModel::load_from_file(ggml()?, path, &LlamaModelParams::default().with_vocab_only(true))
+            .map_err(|e| format!("loading the vocabulary of {}: {e}", path.display()))?;
+        let template = model
+            .meta_val_str("tokenizer.chat_template")
+            .map_err(|e| format!("{} has no chat template: {e}", path.display()))?;
+        let vocab = model.vocab();
+        let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+        let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
+        Ok(Tokenizer { model, template, bos, eos })
+    }
+
+    /// Tokens of a text (special tokens parsed, no BOS added: as the backend tokenizes).
+    pub fn count(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), false, true).len()
+    }
+
+    /// The prompt the backend would evaluate for these messages and tools (template,
+    /// then the prefill).
+    pub fn prompt(&self, messages: &[Value], tools: &Value) -> Result<String, String> {
+        let mut p = render(&self.template, messages, tools, &self.bos, &self.eos)?;
+        p.push_str(PREFILL);
+        Ok(p)
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
 }
 
 impl LlamaHandle {
@@ -181,7 +267,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
         Ok(t) => t,
         Err(e) => return fail(format!("{} has no chat template: {e}", cfg.model_path.display())),
     };
-    let n_ctx = NonZeroU32::new(cfg.n_ctx.max(512));
+    let n_ctx = NonZeroU32::new(context_size(cfg.n_ctx, model.n_ctx_train()));
     let params = LlamaContextParams::default()
         .with_n_ctx(n_ctx)
         .with_n_batch(512)
@@ -201,7 +287,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     while let Ok(job) = rx.recv() {
         let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
             let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(BackendError::Other)?;
-            prompt.push_str("<tool_call>\n");
+            prompt.push_str(PREFILL);
             let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
             if tokens.len() + cfg.max_reply_tokens as usize > ctx.n_ctx() as usize {
                 return Err(BackendError::ContextOverflow(format!(
@@ -335,7 +421,11 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             }
             let decode_s = t1.elapsed().as_secs_f64();
             let body = out.split("</tool_call>").next().unwrap_or("").trim().to_string();
-            let (name, args) = match serde_json::from_str::<Value>(&body) {
+            let (name, args) = match serde_json::from_str::<Value>(&body)
+                .ok()
+                .or_else(|| super::model::undouble_braces(&body))
+                .ok_or(())
+            {
                 Ok(v) => (
                     v["name"].as_str().unwrap_or_default().to_string(),
                     v.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
@@ -360,5 +450,34 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             ))
         })();
         let _ = job.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_doubled_brace_example_of_the_1_5b_template_renders_single() {
+        // the tool section of Qwen2.5-Coder-1.5B-Instruct's template, as its GGUF holds it
+        let template = r#"{{- "<|im_start|>system\n" + messages[0]['content'] }}{{- "\n<tools>" }}{%- for tool in tools %}{{- "\n" }}{{- tool | tojson }}{%- endfor %}{{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n</tool_call><|im_end|>\n" }}"#;
+        let messages = vec![json!({"role": "system", "content": "S"})];
+        let tools = json!([{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]);
+        let out = render(template, &messages, &tools, "", "").unwrap();
+        assert!(
+            out.contains("<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>"),
+            "{out}"
+        );
+        assert!(!out.contains("{{"), "{out}");
+        assert_eq!(
+            context_size(0, 8192),
+            MIN_DEFAULT_CTX,
+            "SmolLM2's 8,192 would not fit horizon_mrn_32"
+        );
+        assert_eq!(context_size(0, 131_072), 131_072);
+        assert_eq!(context_size(4096, 32_768), 4096, "a configured size is kept");
+        const { assert!(31_838 + super::super::model::DEFAULT_REPLY_TOKENS <= MIN_DEFAULT_CTX) };
+        // a template without the quirk is rendered as it is
+        assert_eq!(undouble_example("a {{b}} c".into()), "a {{b}} c");
     }
 }

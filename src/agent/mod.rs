@@ -6,6 +6,7 @@
 //! Built-in agents that need no model: [`Oracle`] replays the scenario's reference plan;
 //! [`Null`] finishes at once.
 
+pub mod harness;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod model;

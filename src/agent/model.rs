@@ -8,9 +8,12 @@
 //!
 //! [`run_model_episode`] drives one episode: system prompt from the scenario, tool calls
 //! dispatched through the registry (tool errors are observations), malformed calls answered
-//! with a precise error and repaired in the history before it is re-sent, limits on turns,
-//! tokens and wall time, retries with backoff for infrastructure failures (429 honouring
-//! `Retry-After` in the HTTP layer; timeouts here), and a typed end reason.
+//! with a precise error and repaired in the history before it is re-sent, replies cut by
+//! the reply cap answered with a note instead of being parsed, tool results too long for
+//! the conversation fitted with a note, limits on steps, turns, tokens and wall time,
+//! retries with backoff for infrastructure failures (429 honouring `Retry-After` in the
+//! HTTP layer; timeouts here), and a typed end reason. The [`Scripted`] backend replies
+//! with fixed calls (measurements and tests).
 
 use super::super::tools::{FhirBackend, Registry};
 use crate::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
@@ -115,13 +118,14 @@ impl OpenAiConfig {
 pub struct LlamaConfig {
     /// The GGUF file.
     pub model_path: PathBuf,
-    /// Context size (tokens).
+    /// Context size (tokens); 0: the larger of the model's trained context and 32,768, which
+    /// the suite's longest reference conversation fits (`llama::context_size`).
     #[serde(default = "default_ctx")]
     pub n_ctx: u32,
     /// CPU threads (one has beaten two on 2-core machines).
     #[serde(default = "one")]
     pub threads: i32,
-    /// Most tokens per reply.
+    /// Most tokens per reply (the reply cap; docs/agent.md says how it was sized).
     #[serde(default = "default_reply")]
     pub max_reply_tokens: u32,
     /// Sampling temperature (0: greedy).
@@ -136,13 +140,19 @@ pub struct LlamaConfig {
 }
 
 fn default_ctx() -> u32 {
-    16384
+    0
 }
 fn one() -> i32 {
     1
 }
+/// The default reply cap of the in-process model: the next power of two at or above twice
+/// the largest reference tool call of the suite as the model may write it (470 tokens,
+/// pretty-printed, `admission_med_review`; measured with `emrgym model budget`, table in
+/// docs/agent.md).
+pub const DEFAULT_REPLY_TOKENS: u32 = 1024;
+
 fn default_reply() -> u32 {
-    384
+    DEFAULT_REPLY_TOKENS
 }
 fn yes() -> bool {
     true
@@ -246,6 +256,10 @@ fn is_context_overflow(message: &str) -> bool {
         "maximum context",
         "too many tokens",
         "prompt is too long",
+        // llama-server: "the request exceeds the available context size, try increasing it"
+        "available context size",
+        "exceed_context_size",
+        "exceeds the model's context",
     ]
     .iter()
     .any(|p| m.contains(p))
@@ -360,6 +374,21 @@ fn classify(e: OpenAIError) -> BackendError {
     }
 }
 
+/// A call written with doubled outer braces, `{{"name": ..., "arguments": {...}}}`, as the
+/// Qwen2.5-Coder-1.5B chat template's system example shows it (its Jinja string has
+/// `{{\"name\": ...}}`, which renders doubled): the call inside, when the inside is one
+/// JSON object with a `name`. Anything else is left alone.
+pub fn undouble_braces(body: &str) -> Option<Value> {
+    let t = body.trim();
+    let inner = t.strip_prefix('{')?.strip_suffix('}')?.trim();
+    if !(inner.starts_with('{') && inner.ends_with('}')) {
+        return None;
+    }
+    let v: Value = serde_json::from_str(inner).ok()?;
+    v.get("name").and_then(Value::as_str)?;
+    Some(v)
+}
+
 /// Parse `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks from text.
 pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String, String)>) {
     let mut calls = Vec::new();
@@ -375,7 +404,7 @@ pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String
         };
         n += 1;
         let body = body.trim();
-        match serde_json::from_str::<Value>(body) {
+        match serde_json::from_str::<Value>(body).ok().or_else(|| undouble_braces(body)).ok_or(()) {
             Ok(v) => {
                 let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let args = match v.get("arguments") {
@@ -405,6 +434,16 @@ fn bare_json_calls(text: &str) -> Option<Vec<(String, String, String)>> {
         .map(|x| x.trim_end().trim_end_matches("```"))
         .unwrap_or(t)
         .trim();
+    if let Some(v) = undouble_braces(t) {
+        let args = v.get("arguments")?;
+        return args.is_object().then(|| {
+            vec![(
+                "call_1".to_string(),
+                v["name"].as_str().unwrap_or_default().to_string(),
+                args.to_string(),
+            )]
+        });
+    }
     let mut calls = Vec::new();
     for (i, v) in serde_json::Deserializer::from_str(t).into_iter::<Value>().enumerate() {
         let v = v.ok()?;
@@ -531,6 +570,108 @@ mod tests {
         assert_eq!(r.tool_calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(r.tool_calls[1].0, "call_2");
     }
+
+    #[test]
+    fn doubled_brace_calls_are_read_and_nothing_else_changes() {
+        let doubled = "{{\"name\": \"fhir_read\", \"arguments\": {\"resource_type\": \"Patient\", \"id\": \"S1\"}}}";
+        let v = undouble_braces(doubled).unwrap();
+        assert_eq!(v["name"], "fhir_read");
+        assert_eq!(v["arguments"]["id"], "S1");
+        // in a <tool_call> block, bare, and in the text protocol
+        for text in [format!("<tool_call>\n{doubled}\n</tool_call>"), doubled.to_string()] {
+            let r = parse_reply(&reply(&text), ToolProtocol::Native).unwrap();
+            assert_eq!(r.tool_calls.len(), 1, "{text}");
+            assert_eq!(r.tool_calls[0].1, "fhir_read");
+            assert_eq!(r.tool_calls[0].2, "{\"resource_type\":\"Patient\",\"id\":\"S1\"}");
+        }
+        // a normal call, two calls, a call-less object: not touched
+        assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {\"x\": {\"y\": 1}}}").is_none());
+        assert!(undouble_braces("{{\"answer\": 1}}").is_none());
+        assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}}").is_none());
+    }
+
+    fn cut(finish: &str, calls: &[&str]) -> Reply {
+        Reply {
+            text: None,
+            tool_calls: calls
+                .iter()
+                .map(|a| ("c".to_string(), "fhir_read".to_string(), a.to_string()))
+                .collect(),
+            prompt_tokens: 0,
+            completion_tokens: 7,
+            finish_reason: Some(finish.into()),
+        }
+    }
+
+    #[test]
+    fn a_reply_is_cut_only_when_the_cap_stopped_it_before_the_call_was_complete() {
+        assert!(is_cut(&cut("length", &["{\"resource_type\": \"Pat"])));
+        assert!(is_cut(&cut("length", &[])), "cut before any call");
+        assert!(
+            !is_cut(&cut("length", &["{\"id\": \"1\"}"])),
+            "a complete call at the cap is a call"
+        );
+        assert!(!is_cut(&cut("tool_calls", &["{\"resource_type\": \"Pat"])), "malformed, not cut");
+        assert!(!is_cut(&cut("stop", &[])));
+        assert_eq!(
+            cut_note(7),
+            "Your reply was cut at 7 tokens before the call was complete; write a shorter call."
+        );
+        assert!(cut_note(0).contains("cut at the reply limit"));
+    }
+
+    #[test]
+    fn long_results_are_fitted_and_short_ones_are_untouched() {
+        let entries: Vec<Value> = (0..50)
+            .map(|i| json!({"resource": {"resourceType": "Observation", "id": format!("o{i}"), "note": "x".repeat(100)}}))
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": 50, "entry": entries});
+        let (same, cut) = fit_result(bundle.clone(), 100_000);
+        assert!(!cut);
+        assert_eq!(same, bundle);
+        let (fitted, cut) = fit_result(bundle.clone(), 2_000);
+        assert!(cut);
+        let text = fitted.to_string();
+        assert!(text.len() <= 2_000, "{}", text.len());
+        let kept = fitted["entry"].as_array().unwrap();
+        assert!(!kept.is_empty() && kept.len() < 50);
+        assert_eq!(
+            kept[..],
+            bundle["entry"].as_array().unwrap()[..kept.len()],
+            "the first entries, in order"
+        );
+        let note = fitted["emrgym_note"].as_str().unwrap();
+        assert!(note.contains(&format!("the first {} of its 50 entries", kept.len())), "{note}");
+        assert_eq!(fitted["total"], 50, "the rest of the Bundle is kept");
+        // the entry that would just not fit is left out: one more would pass the limit
+        let mut one_more = fitted.clone();
+        one_more["entry"].as_array_mut().unwrap().push(bundle["entry"][kept.len()].clone());
+        assert!(one_more.to_string().len() > 2_000);
+        // not a Bundle: cut text with the note
+        let big = json!({"resourceType": "Patient", "text": "y".repeat(10_000)});
+        let (fitted, cut) = fit_result(big, 3_000);
+        assert!(cut);
+        assert_eq!(fitted["truncated"], true);
+        assert!(fitted.to_string().len() <= 3_000);
+        assert!(fitted["emrgym_note"].as_str().unwrap().contains("only its beginning"));
+        // 0: no limit
+        assert!(!fit_result(bundle, 0).1);
+    }
+
+    #[test]
+    fn the_default_reply_cap_is_the_rule_applied_to_the_measured_largest_call() {
+        // docs/agent.md: the next power of two at or above twice the largest reference call
+        // (470 tokens pretty-printed, Qwen2.5 tokenizer, `emrgym model budget`)
+        let largest = 470u32;
+        assert_eq!(DEFAULT_REPLY_TOKENS, (2 * largest).next_power_of_two());
+        assert_eq!(LlamaConfig::for_model("m.gguf".into()).max_reply_tokens, DEFAULT_REPLY_TOKENS);
+        let cfg: LlamaConfig = serde_json::from_value(json!({"model_path": "m.gguf"})).unwrap();
+        assert_eq!(
+            (cfg.max_reply_tokens, cfg.n_ctx),
+            (DEFAULT_REPLY_TOKENS, 0),
+            "0: the model's trained context"
+        );
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -596,6 +737,61 @@ impl Cassette {
     }
 }
 
+/// A model-free backend that replies with fixed tool calls, one per turn, and records every
+/// request it is sent: the reference plan written as a model would write it (what
+/// `emrgym model budget` measures) and a deterministic model for tests. When the script
+/// runs out it answers in text (the episode ends `stopped`).
+#[derive(Debug, Clone, Default)]
+pub struct Scripted {
+    replies: Arc<Mutex<std::collections::VecDeque<Reply>>>,
+    requests: Arc<Mutex<Vec<Vec<Value>>>>,
+}
+
+impl Scripted {
+    /// A script of replies.
+    pub fn new(replies: Vec<Reply>) -> Scripted {
+        Scripted {
+            replies: Arc::new(Mutex::new(replies.into())),
+            requests: Arc::default(),
+        }
+    }
+
+    /// A script that makes these calls, one a turn, each written as `{"name", "arguments"}`.
+    pub fn calls(calls: &[crate::trajectory::ToolCall]) -> Scripted {
+        Scripted::new(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Reply {
+                    text: None,
+                    tool_calls: vec![(format!("call_{}", i + 1), c.name.clone(), c.arguments.to_string())],
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    finish_reason: Some("tool_calls".into()),
+                })
+                .collect(),
+        )
+    }
+
+    /// The messages of every request so far, in order.
+    pub fn requests(&self) -> Vec<Vec<Value>> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn next(&self, messages: &[Value]) -> Reply {
+        if let Ok(mut r) = self.requests.lock() {
+            r.push(messages.to_vec());
+        }
+        self.replies.lock().ok().and_then(|mut r| r.pop_front()).unwrap_or(Reply {
+            text: Some("(the script has ended)".into()),
+            tool_calls: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            finish_reason: Some("stop".into()),
+        })
+    }
+}
+
 /// One model backend.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -603,6 +799,8 @@ pub enum Backend {
     OpenAi(Box<OpenAiBackend>),
     /// Replay recorded replies; a request that was not recorded is an error.
     Cassette(Cassette),
+    /// Fixed replies (native tool calls), for measurements and tests.
+    Scripted(Scripted),
     /// llama.cpp in process (cargo feature `llama`).
     #[cfg(feature = "llama")]
     Llama(super::llama::LlamaHandle),
@@ -622,6 +820,7 @@ impl Backend {
                     ))
                 })
             }
+            Backend::Scripted(s) => Ok(s.next(messages)),
             #[cfg(feature = "llama")]
             Backend::Llama(l) => l.complete(messages, tools).await.map(|(r, _)| r),
         }
@@ -632,6 +831,7 @@ impl Backend {
         match self {
             Backend::OpenAi(b) => b.cfg.tool_protocol,
             Backend::Cassette(c) => c.protocol,
+            Backend::Scripted(_) => ToolProtocol::Native,
             #[cfg(feature = "llama")]
             Backend::Llama(_) => ToolProtocol::Native,
         }
@@ -646,12 +846,93 @@ pub struct Limits {
     pub max_steps: u32,
     /// Model turns.
     pub max_turns: u32,
-    /// Prompt + completion tokens over the episode.
+    /// Prompt + completion tokens over the episode (0: no cap).
     pub max_tokens: u64,
-    /// Wall time, seconds.
+    /// Wall time, seconds (0: no wall-time limit).
     pub timeout_s: f64,
     /// Consecutive turns whose tool calls could not be parsed before giving up.
     pub max_parse_errors: u32,
+    /// Longest tool result put into the conversation, in characters of JSON: a longer search
+    /// Bundle keeps its first entries and says how many it left out and how to page; any
+    /// other longer result is cut with a note. The step records what the model was shown.
+    #[serde(default = "default_result_chars")]
+    pub max_result_chars: usize,
+}
+
+/// The default [`Limits::max_result_chars`]: see docs/agent.md ("Harness failures").
+pub const DEFAULT_RESULT_CHARS: usize = 24_000;
+
+fn default_result_chars() -> usize {
+    DEFAULT_RESULT_CHARS
+}
+
+/// Consecutive replies cut by the reply cap before their call was complete that end the
+/// episode `max_tokens` (one is answered with a note and the model writes again).
+pub const CUT_REPLIES_TO_END: u32 = 2;
+
+/// The note a cut reply is answered with.
+pub fn cut_note(tokens: u64) -> String {
+    let at = if tokens > 0 {
+        format!("{tokens} tokens")
+    } else {
+        "the reply limit".to_string()
+    };
+    format!("Your reply was cut at {at} before the call was complete; write a shorter call.")
+}
+
+/// A tool result that fits `max_chars` (as JSON text), and whether it was shortened. A
+/// searchset Bundle keeps its first entries (the page order the server gave) and gains an
+/// `emrgym_note` naming how many it left out and how to ask for fewer; anything else is
+/// cut to its first characters, with the same kind of note.
+pub fn fit_result(content: Value, max_chars: usize) -> (Value, bool) {
+    let full = content.to_string();
+    if max_chars == 0 || full.len() <= max_chars {
+        return (content, false);
+    }
+    if let Some(entries) = content.get("entry").and_then(Value::as_array) {
+        let n = entries.len();
+        let note_for = |k: usize| {
+            format!(
+                "This result was {} characters, more than the {max_chars} a tool result may take in this conversation: it shows the first {k} of its {n} entries. Ask for fewer with _count (and page with _offset), or narrow the search.",
+                full.len()
+            )
+        };
+        let mut base = content.clone();
+        if let Some(o) = base.as_object_mut() {
+            o.insert("entry".into(), json!([]));
+            o.insert("emrgym_note".into(), json!(note_for(n)));
+        }
+        let mut size = base.to_string().len();
+        let mut k = 0;
+        for e in entries {
+            let add = e.to_string().len() + usize::from(k > 0);
+            if size + add > max_chars {
+                break;
+            }
+            size += add;
+            k += 1;
+        }
+        let mut out = content.clone();
+        if let Some(o) = out.as_object_mut() {
+            o.insert("entry".into(), Value::Array(entries[..k].to_vec()));
+            o.insert("emrgym_note".into(), json!(note_for(k)));
+        }
+        return (out, true);
+    }
+    let keep = max_chars.saturating_sub(400).max(max_chars / 2);
+    let mut end = keep.min(full.len());
+    while !full.is_char_boundary(end) {
+        end -= 1;
+    }
+    (
+        json!({
+            "truncated": true,
+            "chars": full.len(),
+            "text": &full[..end],
+            "emrgym_note": format!("This result was {} characters, more than the {max_chars} a tool result may take in this conversation: only its beginning is shown. Ask for less (a narrower search, _count, _elements).", full.len()),
+        }),
+        true,
+    )
 }
 
 impl Default for Limits {
@@ -662,6 +943,7 @@ impl Default for Limits {
             max_tokens: 200_000,
             timeout_s: 600.0,
             max_parse_errors: 3,
+            max_result_chars: DEFAULT_RESULT_CHARS,
         }
     }
 }
@@ -732,6 +1014,20 @@ pub struct Hooks<'a> {
     pub cancel: Option<CancellationToken>,
 }
 
+/// Stands for "no wall-time limit" (about 31 years).
+const NO_WALL_LIMIT: Duration = Duration::from_secs(1 << 30);
+
+/// A reply cut by the reply cap (`finish_reason: length`) before its call was complete: no
+/// call, or a call whose arguments are not yet a JSON value.
+pub fn is_cut(reply: &Reply) -> bool {
+    reply.finish_reason.as_deref() == Some("length")
+        && (reply.tool_calls.is_empty()
+            || reply
+                .tool_calls
+                .iter()
+                .any(|(_, _, raw)| !raw.trim().is_empty() && serde_json::from_str::<Value>(raw).is_err()))
+}
+
 /// Run one model episode.
 pub async fn run_model_episode(
     backend: &Backend,
@@ -755,9 +1051,14 @@ pub async fn run_model_episode(
     ];
     let mut traj = Trajectory::new(Vec::new(), EndReason::Stopped);
     let started = Instant::now();
-    let deadline = Duration::from_secs_f64(limits.timeout_s.max(0.0));
+    let deadline = if limits.timeout_s > 0.0 && limits.timeout_s.is_finite() {
+        Duration::from_secs_f64(limits.timeout_s.min(NO_WALL_LIMIT.as_secs_f64()))
+    } else {
+        NO_WALL_LIMIT
+    };
     let mut tokens = 0u64;
     let mut parse_errors = 0u32;
+    let mut cut_replies = 0u32;
     let mut last_guidance: Option<String> = None;
     let mut sent_upto = 0usize;
     loop {
@@ -770,8 +1071,12 @@ pub async fn run_model_episode(
             traj.end = EndReason::MaxTurns;
             return traj;
         }
-        if tokens >= limits.max_tokens {
+        if limits.max_tokens > 0 && tokens >= limits.max_tokens {
             traj.end = EndReason::MaxTokens;
+            traj.detail = Some(format!(
+                "token budget: the episode used {tokens} tokens of its {}",
+                limits.max_tokens
+            ));
             return traj;
         }
         if let Some(g) = guidance.as_mut()
@@ -781,9 +1086,15 @@ pub async fn run_model_episode(
             messages.push(json!({"role": "user", "content": text.clone()}));
             last_guidance = Some(text);
         }
-        let Some(remaining) = deadline.checked_sub(started.elapsed()) else {
-            traj.end = EndReason::Timeout;
-            return traj;
+        let remaining = if limits.timeout_s > 0.0 {
+            let Some(r) = deadline.checked_sub(started.elapsed()) else {
+                traj.end = EndReason::Timeout;
+                traj.detail = Some(format!("episode wall time of {} s exceeded", limits.timeout_s));
+                return traj;
+            };
+            r
+        } else {
+            NO_WALL_LIMIT
         };
         let hash = request_hash(&messages, &tools);
         let sent: Vec<Value> = messages[sent_upto..]
@@ -839,14 +1150,26 @@ pub async fn run_model_episode(
             latency_ms: t0.elapsed().as_millis() as u64,
             finish_reason: reply.finish_reason.clone(),
         });
-        if reply.tool_calls.is_empty() {
-            if reply.finish_reason.as_deref() == Some("length") {
+        // a reply the reply cap cut before its call was complete is answered, not parsed: it is
+        // the harness's limit, not a malformed call (docs/agent.md, "Harness failures")
+        if is_cut(&reply) {
+            cut_replies += 1;
+            if cut_replies >= CUT_REPLIES_TO_END {
                 traj.end = EndReason::MaxTokens;
-                traj.detail = Some("the reply was cut off by the token limit before any tool call".into());
-            } else {
-                traj.end = EndReason::Stopped;
-                traj.detail = reply.text.clone();
+                traj.detail = Some(format!(
+                    "reply cap: {cut_replies} replies in a row were cut at {} tokens before the call was complete",
+                    reply.completion_tokens
+                ));
+                return traj;
             }
+            messages.push(json!({"role": "assistant", "content": reply.text.clone().unwrap_or_default()}));
+            messages.push(json!({"role": "user", "content": cut_note(reply.completion_tokens)}));
+            continue;
+        }
+        cut_replies = 0;
+        if reply.tool_calls.is_empty() {
+            traj.end = EndReason::Stopped;
+            traj.detail = reply.text.clone();
             return traj;
         }
         // the assistant message, with malformed arguments repaired to valid JSON
@@ -856,12 +1179,7 @@ pub async fn run_model_episode(
                 Ok(json!({}))
             } else {
                 serde_json::from_str::<Value>(raw).map_err(|e| {
-                    let cut = if reply.finish_reason.as_deref() == Some("length") {
-                        " (the reply was cut off by the token limit)"
-                    } else {
-                        ""
-                    };
-                    format!("the arguments of {name} are not valid JSON: {e}{cut}. Send the call again with a JSON object of arguments.")
+                    format!("the arguments of {name} are not valid JSON: {e}. Send the call again with a JSON object of arguments.")
                 })
             };
             let args = match args {
@@ -909,8 +1227,11 @@ pub async fn run_model_episode(
                         traj.end = EndReason::MaxSteps;
                         return traj;
                     }
-                    let obs = registry.call(&name, &a, fhir);
+                    let mut obs = registry.call(&name, &a, fhir);
                     finished |= obs.ok && obs.answer.is_some();
+                    // a result too long for the conversation is shortened with a note on how
+                    // to ask for less; the step records what the model was shown
+                    obs.content = fit_result(obs.content, limits.max_result_chars).0;
                     let mut step = Step::new(
                         ToolCall {
                             name: name.clone(),

@@ -56,6 +56,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Per-episode differences between two runs: success flips, progress deltas, families.
     Compare(report::CompareArgs),
+    /// The results table over run directories: success next to the harness-failure rate; a
+    /// row above the harness-failure threshold is withheld.
+    Table(report::TableArgs),
     /// Write a run's trajectories in an interchange format (ATIF).
     Export(report::ExportArgs),
     /// Serve one scenario episode over the Model Context Protocol (stdio) to an external
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::report(a),
         Command::Compare(a) => report::compare_runs(a),
         Command::Export(a) => report::export(a),
+        Command::Table(a) => report::table(a),
         Command::Mcp(a) => mcp::run(a),
         Command::Fixtures(c) => fixtures::run(c),
     }

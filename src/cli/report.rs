@@ -2,7 +2,7 @@
 //! `emrgym export RUN_DIR --format atif`: read run directories and write what people look at
 //! or hand to other tools.
 
-use crate::report::{Run, compare, compare_text, horizon, html, terminal};
+use crate::report::{Run, compare, compare_text, horizon, html, results_table, table_row, terminal};
 use crate::trajectory::atif;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -30,6 +30,39 @@ pub struct CompareArgs {
     /// Print the comparison as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `emrgym table`.
+#[derive(Debug, clap::Args)]
+pub struct TableArgs {
+    /// Run directories, one row each.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Print the rows as JSON (each with `published` and, when withheld, `withheld`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `emrgym table`.
+pub fn table(a: TableArgs) -> anyhow::Result<()> {
+    let runs = a.runs.iter().map(|d| Run::load(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    if a.json {
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let (mut row, verdict) = table_row(r);
+                row["published"] = serde_json::json!(verdict.is_ok());
+                if let Err(why) = verdict {
+                    row["withheld"] = serde_json::json!(why);
+                    row["success"] = serde_json::Value::Null;
+                }
+                row
+            })
+            .collect();
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))
+    } else {
+        super::emit(&results_table(&runs))
+    }
 }
 
 /// Export formats.

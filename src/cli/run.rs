@@ -5,6 +5,7 @@
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
 use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, briefing, fork, grade_sandbox, guidance_text, htn_transitions};
+use crate::agent::harness::{HarnessLimit, MAX_HARNESS_FAILURE_RATE, attribute, publishable};
 use crate::agent::model::{Backend, Cassette, Hooks, Limits, LlamaConfig, ModelConfig, OpenAiBackend, OpenAiConfig, run_model_episode};
 use crate::agent::{Null, Oracle, run_episode};
 use crate::grade::Grade;
@@ -105,7 +106,8 @@ pub struct RunArgs {
     /// Model turns per episode (default: the step limit plus 5).
     #[arg(long)]
     pub max_turns: Option<u32>,
-    /// Wall time per episode, seconds.
+    /// Wall time per episode, seconds (default: 600 on an endpoint, none for an in-process
+    /// model; ending at it counts as a harness failure).
     #[arg(long)]
     pub timeout: Option<f64>,
     /// Re-run a recorded model run offline: the model's replies come from RUN_DIR's
@@ -275,8 +277,11 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     if c.concurrency == 0 {
         bail!("--concurrency must be at least 1 (got 0)");
     }
-    if c.limits.timeout_s.is_nan() || c.limits.timeout_s <= 0.0 {
-        bail!("--timeout must be positive (got {})", c.limits.timeout_s);
+    if c.limits.timeout_s.is_nan() || c.limits.timeout_s < 0.0 || a.timeout.is_some_and(|t| t.is_nan() || t <= 0.0) {
+        bail!(
+            "--timeout must be positive (got {}; leave it out for the default wall time)",
+            c.limits.timeout_s
+        );
     }
     if c.agent == AgentKind::Model && c.model.is_none() {
         c.model = Some(parse_model(DEFAULT_LOCAL_MODEL, None)?);
@@ -434,14 +439,45 @@ pub struct ResultLine {
     /// Where it came from: `instance` (twice the reference plan) or `user` (a set cap).
     #[serde(default)]
     pub step_limit_source: String,
+    /// The harness limit the episode ended at, when the audit attributes its end to the
+    /// harness (`reply_cap`, `context`, `token_budget`, `wall_time`, `step_cap`, `turn_cap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_limit: Option<HarnessLimit>,
 }
 
-/// Limits that derive steps and turns from each instance (the default configuration).
+impl ResultLine {
+    /// A scored episode that failed at a harness limit.
+    pub fn harness_failure(&self) -> bool {
+        !self.infrastructure && !self.success && self.harness_limit.is_some()
+    }
+}
+
+/// Limits that derive steps and turns from each instance (the default configuration), with
+/// no episode token budget and the wall time chosen by the backend ([`wall_limit`]): none
+/// of these may end an episode the reference plan needs (docs/agent.md, "Harness failures").
 pub fn derived_limits() -> Limits {
     Limits {
         max_steps: 0,
         max_turns: 0,
+        max_tokens: 0,
+        timeout_s: 0.0,
         ..Limits::default()
+    }
+}
+
+/// The wall time of an episode on an OpenAI-compatible endpoint when the user sets none.
+pub const ENDPOINT_TIMEOUT_S: f64 = 600.0;
+
+/// An episode's wall-time limit: the user's `--timeout`, else [`ENDPOINT_TIMEOUT_S`] on an
+/// endpoint and none for an in-process model (its speed is the machine's, not the model's;
+/// its steps, turns and reply cap bound the episode).
+pub fn wall_limit(cfg: &RunConfig) -> f64 {
+    if cfg.limits.timeout_s > 0.0 {
+        return cfg.limits.timeout_s;
+    }
+    match cfg.model {
+        Some(ModelConfig::Llama(_)) => 0.0,
+        _ => ENDPOINT_TIMEOUT_S,
     }
 }
 
@@ -484,7 +520,7 @@ pub fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
 
 /// Run one episode of an instance: the trajectory (with its FHIR writes and HTN
 /// transitions) and its grade (none for an infrastructure failure).
-async fn one_episode(
+pub(crate) async fn one_episode(
     cfg: &RunConfig,
     p: &Prepared,
     trial: u32,
@@ -522,7 +558,8 @@ async fn one_episode(
                 return (t, None);
             };
             let briefing = briefing(p);
-            let (limits, _) = episode_limits(&cfg.limits, p);
+            let (mut limits, _) = episode_limits(&cfg.limits, p);
+            limits.timeout_s = wall_limit(cfg);
             let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
             if cfg.mode == Mode::Guided {
                 let mut guide = Guide::new(p);
@@ -619,6 +656,9 @@ pub fn result_line(p: &Prepared, limits: &Limits, trial: u32, traj: &Trajectory,
         completion_tokens: traj.turns.iter().map(|t| t.completion_tokens).sum(),
         step_limit: limits.max_steps,
         step_limit_source: source.to_string(),
+        harness_limit: (!infra)
+            .then(|| attribute(traj, &limits, &episode_limits(&derived_limits(), p).0))
+            .flatten(),
     }
 }
 
@@ -709,9 +749,10 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Value {
         .map(|(f, rs)| {
             let s: Vec<f64> = rs.iter().map(|r| if r.success { 1.0 } else { 0.0 }).collect();
             let p: f64 = rs.iter().map(|r| r.progress).sum::<f64>() / rs.len() as f64;
+            let h = rs.iter().filter(|r| r.harness_failure()).count();
             (
                 f.to_string(),
-                json!({"episodes": rs.len(), "success": bootstrap_mean(&s, seed), "progress": round4(p)}),
+                json!({"episodes": rs.len(), "success": bootstrap_mean(&s, seed), "progress": round4(p), "harness_failures": h}),
             )
         })
         .collect();
@@ -735,6 +776,13 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Value {
             .or_default() += 1;
     }
     let turns: usize = scored.iter().map(|r| r.turns).sum();
+    let mut by_limit: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in scored.iter().filter(|r| r.harness_failure()) {
+        if let Some(l) = r.harness_limit {
+            *by_limit.entry(l.name()).or_default() += 1;
+        }
+    }
+    let harness: usize = by_limit.values().sum();
     json!({
         "episodes": results.len(),
         "scored": scored.len(),
@@ -742,6 +790,13 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Value {
         "instances": by_inst.len(),
         "trials": trials,
         "success": bootstrap_mean(&success, seed),
+        "harness_failures": {
+            "episodes": harness,
+            "rate": if scored.is_empty() { Value::Null } else { json!(round4(harness as f64 / scored.len() as f64)) },
+            "threshold": MAX_HARNESS_FAILURE_RATE,
+            "publishable": publishable(harness, scored.len()),
+            "by_limit": by_limit,
+        },
         "progress": bootstrap_mean(&progress, seed),
         "pass_k": pass,
         "families": fam,

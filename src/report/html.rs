@@ -77,7 +77,7 @@ pub fn render(run: &Run) -> String {
             json!({
                 "key": Run::key(r),
                 "instance": r["instance"], "family": r["family"], "trial": r["trial"],
-                "success": r["success"], "progress": r["progress"], "end": r["end"],
+                "success": r["success"], "progress": r["progress"], "end": r["end"], "harness": r["harness_limit"],
                 "infrastructure": r["infrastructure"], "primary": r["grade"]["primary"],
                 "steps": r["steps"], "turns": r["turns"],
                 "tokens": r["prompt_tokens"].as_u64().unwrap_or(0) + r["completion_tokens"].as_u64().unwrap_or(0),

@@ -4,6 +4,7 @@
 
 pub mod html;
 
+use crate::agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use crate::trajectory::file::{TrajectoryFile, read};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -85,12 +86,13 @@ pub fn summary_text(s: &Value) -> String {
         }
     };
     let mut out = format!(
-        "episodes {} (scored {}, infrastructure failures {}), instances {}\nsuccess   {}\nprogress  {}\n",
+        "episodes {} (scored {}, infrastructure failures {}), instances {}\nsuccess   {}   {}\nprogress  {}\n",
         s["episodes"],
         s["scored"],
         s["infrastructure_failures"],
         s["instances"],
         pct(&s["success"]),
+        harness_text(s),
         pct(&s["progress"])
     );
     if let Some(p) = s["pass_k"].as_object() {
@@ -98,13 +100,14 @@ pub fn summary_text(s: &Value) -> String {
             out.push_str(&format!("{k:<9} {}\n", pct(v)));
         }
     }
-    out.push_str("\nfamily                          episodes  success                 progress\n");
+    out.push_str("\nfamily                          episodes  success                 harness  progress\n");
     if let Some(f) = s["families"].as_object() {
         for (name, v) in f {
             out.push_str(&format!(
-                "{name:<31} {:>8}  {:<23} {:.3}\n",
+                "{name:<31} {:>8}  {:<23} {:>7}  {:.3}\n",
                 v["episodes"].as_u64().unwrap_or(0),
                 pct(&v["success"]),
+                v["harness_failures"].as_u64().map_or("-".to_string(), |n| n.to_string()),
                 v["progress"].as_f64().unwrap_or(0.0)
             ));
         }
@@ -118,6 +121,133 @@ pub fn summary_text(s: &Value) -> String {
         out.push_str("end reasons: ");
         out.push_str(&e.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
         out.push('\n');
+    }
+    out
+}
+
+/// The harness-failure figure of a summary, as shown next to success: how many scored
+/// episodes failed at a limit of the harness (docs/agent.md, "Harness failures"), by limit,
+/// and whether that keeps the run out of a results table.
+pub fn harness_text(s: &Value) -> String {
+    let h = &s["harness_failures"];
+    let Some(n) = h["episodes"].as_u64() else {
+        return "harness failures: not counted (an older run)".into();
+    };
+    let by: Vec<String> = h["by_limit"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    format!(
+        "harness failures {n} of {} scored ({:.1}%{}){}",
+        s["scored"],
+        h["rate"].as_f64().unwrap_or(0.0) * 100.0,
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", by.join(", "))
+        },
+        if h["publishable"] == false {
+            format!(
+                "; above the {:.0}% threshold: withheld from results tables",
+                MAX_HARNESS_FAILURE_RATE * 100.0
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// One row of the results table for a run: model, mode, scored episodes, success with its
+/// interval, harness failures; `Err` with the reason when the row may not be published
+/// (its harness-failure rate is above [`MAX_HARNESS_FAILURE_RATE`], or nothing was scored).
+/// Counted from the result lines, so runs written before the count existed are judged too
+/// (their `harness_limit` is absent: only context, wall-time and reply-cap ends count then).
+pub fn table_row(run: &Run) -> (Value, Result<(), String>) {
+    let scored: Vec<&Value> = run.results.iter().filter(|r| r["infrastructure"] != true).collect();
+    let harness = scored
+        .iter()
+        .filter(|r| {
+            r["success"] != true
+                && (r["harness_limit"].is_string()
+                    || (r.get("harness_limit").is_none() && ["context_overflow", "timeout"].contains(&r["end"].as_str().unwrap_or(""))))
+        })
+        .count();
+    let rate = if scored.is_empty() {
+        0.0
+    } else {
+        harness as f64 / scored.len() as f64
+    };
+    let row = json!({
+        "run": run.dir.display().to_string(),
+        "model": model_name(&run.manifest).unwrap_or_else(|| run.manifest["config"]["agent"].as_str().unwrap_or("?").to_string()),
+        "mode": run.manifest["config"]["mode"],
+        "scored": scored.len(),
+        "success": run.summary["success"],
+        "harness_failures": harness,
+        "harness_failure_rate": round4(rate),
+    });
+    let verdict = if scored.is_empty() {
+        Err("no scored episode".to_string())
+    } else if !publishable(harness, scored.len()) {
+        Err(format!(
+            "harness-failure rate {:.1}% ({harness} of {}) is above the {:.0}% threshold",
+            rate * 100.0,
+            scored.len(),
+            MAX_HARNESS_FAILURE_RATE * 100.0
+        ))
+    } else {
+        Ok(())
+    };
+    (row, verdict)
+}
+
+/// The results table (Markdown) over runs: one row per run; a row whose harness-failure
+/// rate is above the threshold is listed as withheld, with its reason, and no success.
+pub fn results_table(runs: &[Run]) -> String {
+    let mut out = "| model | mode | scored | success [95% CI] | harness failures |\n|---|---|---:|---|---:|\n".to_string();
+    let mut withheld = Vec::new();
+    for run in runs {
+        let (row, verdict) = table_row(run);
+        let hf = format!(
+            "{} ({:.1}%)",
+            row["harness_failures"],
+            row["harness_failure_rate"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        match verdict {
+            Ok(()) => {
+                let s = &row["success"];
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {hf} |\n",
+                    row["model"].as_str().unwrap_or(""),
+                    row["mode"].as_str().unwrap_or(""),
+                    row["scored"],
+                    s["mean"].as_f64().unwrap_or(0.0) * 100.0,
+                    s["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
+                    s["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
+                ));
+            }
+            Err(why) => {
+                out.push_str(&format!(
+                    "| {} | {} | {} | withheld | {hf} |\n",
+                    row["model"].as_str().unwrap_or(""),
+                    row["mode"].as_str().unwrap_or(""),
+                    row["scored"]
+                ));
+                withheld.push(format!("{}: {why}", row["run"].as_str().unwrap_or("")));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\nA harness failure is a scored episode that failed at a limit of the harness (reply cap, context, wall time, a user's cap; docs/agent.md). Rows above {:.0}% are withheld.\n",
+        MAX_HARNESS_FAILURE_RATE * 100.0
+    ));
+    if !withheld.is_empty() {
+        out.push_str("\nWithheld:\n");
+        for w in withheld {
+            out.push_str(&format!("- {w}\n"));
+        }
     }
     out
 }

@@ -2,13 +2,16 @@
 //! APIs cannot run here): tool-call round trips, the text protocol, 429 with Retry-After,
 //! persistent 500s, timeouts, malformed and truncated tool calls, context overflow. Each
 //! episode ends with the right reason and nothing hangs. Also: a run killed part-way (the
-//! process) and resumed equals an uninterrupted run.
+//! process) and resumed equals an uninterrupted run. And one test per harness limit of the
+//! audit in docs/agent.md ("Harness failures"): each ends as the audit says, is counted as
+//! a harness failure where it says so, and none is charged as a parse error.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use emrgym::agent::harness::HarnessLimit;
 use emrgym::agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
 use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
 use emrgym::trajectory::EndReason;
@@ -132,6 +135,62 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
             }
         }
         "truncated" => tool_reply("fhir_read", "{\"resource_type\": \"Pat", "length"),
+        // a long call cut by the reply cap once, then written shorter
+        "longcall" => {
+            let cut_notes = messages
+                .iter()
+                .filter(|m| m["role"] == "user" && m["content"].as_str().is_some_and(|c| c.contains("was cut at")))
+                .count();
+            if cut_notes == 0 {
+                tool_reply("fhir_read", "{\"resource_type\": \"Patient\", \"id\": \"S00", "length")
+            } else {
+                normal(tool_msgs)
+            }
+        }
+        // a text reply cut inside its <tool_call> block (the text protocol, or a server that
+        // leaves an unfinished call in the content)
+        "longtext" => {
+            if messages
+                .iter()
+                .any(|m| m["content"].as_str().is_some_and(|c| c.contains("was cut at")))
+            {
+                normal(tool_msgs)
+            } else {
+                json!({"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
+                    "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant",
+                        "content": "<tool_call>\n{\"name\": \"fhir_read\", \"arguments\": {\"resource_type\": \"Pati"}}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 1024, "total_tokens": 1124}})
+            }
+        }
+        // the 1.5B template's example copied: doubled braces around each call
+        "doubled" => {
+            let call = if tool_msgs == 0 {
+                format!("{{{{\"name\": \"fhir_read\", \"arguments\": {read}}}}}")
+            } else {
+                format!("{{{{\"name\": \"finish\", \"arguments\": {finish}}}}}")
+            };
+            text_reply(&format!("<tool_call>\n{call}\n</tool_call>"))
+        }
+        // a search for every observation of the patient, then finish; a server whose context
+        // holds 6,000 characters of tool results answers as llama-server does past it
+        "bigsearch" => {
+            let results: usize = messages
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .map(|m| m["content"].as_str().unwrap_or("").len())
+                .sum();
+            if results > 6000 {
+                return error(400, "the request exceeds the available context size, try increasing it", &[]);
+            }
+            if tool_msgs == 0 {
+                let search = json!({"resource_type": "Observation", "params": {"patient": patient, "_count": 1000}}).to_string();
+                tool_reply("fhir_search", &search, "tool_calls")
+            } else {
+                tool_reply("finish", &finish, "tool_calls")
+            }
+        }
+        // reads the patient again and again, never finishing
+        "loop" => tool_reply("fhir_read", &read, "tool_calls"),
         "overflow" => {
             return error(
                 400,
@@ -284,6 +343,7 @@ async fn timeouts_end_the_episode() {
     let (line, _, elapsed) = run_one(cfg).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(line.harness_limit, Some(HarnessLimit::WallTime), "a slow server is the harness's");
     // the episode's own wall-time budget
     let mut cfg = config(&base, "slow", ToolProtocol::Native);
     if let Some(ModelConfig::Openai(m)) = cfg.model.as_mut() {
@@ -292,6 +352,7 @@ async fn timeouts_end_the_episode() {
     cfg.limits.timeout_s = 0.5;
     let (line, traj, elapsed) = run_one(cfg).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "timeout");
+    assert_eq!(line.harness_limit, Some(HarnessLimit::WallTime));
     assert!(traj["detail"].as_str().unwrap().contains("wall time"));
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
@@ -317,17 +378,31 @@ async fn malformed_tool_calls_are_answered_and_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_calls_context_overflow_and_chat_end_with_their_reasons() {
     let (base, _) = start().await;
+    // a call the reply cap cut, every time: answered twice, then `max_tokens` at the reply
+    // cap (a harness limit), never a parse error
     let (line, traj, _) = run_one(config(&base, "truncated", ToolProtocol::Native)).await;
-    assert_eq!(serde_json::to_value(line.end).unwrap(), "tool_call_parse_error", "{traj:#}");
-    assert_eq!(line.turns, 3, "three tries (max_parse_errors)");
+    assert_eq!(serde_json::to_value(line.end).unwrap(), "max_tokens", "{traj:#}");
+    assert_eq!(line.turns, 2, "one cut answered, the second ends the episode");
+    assert_eq!(line.steps, 0, "a cut call is not executed");
+    assert!(
+        traj["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("reply cap: 2 replies in a row were cut at 20 tokens"),
+        "{traj:#}"
+    );
+    assert_eq!(line.harness_limit, Some(HarnessLimit::ReplyCap));
+    assert!(line.harness_failure());
     let (line, traj, _) = run_one(config(&base, "overflow", ToolProtocol::Native)).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "context_overflow", "{traj:#}");
     assert!(
         !line.infrastructure && line.grade.is_some(),
-        "an overflow is the agent's episode, graded"
+        "an overflow is graded (a failure), and counted as a harness failure"
     );
+    assert_eq!(line.harness_limit, Some(HarnessLimit::Context));
     let (line, traj, _) = run_one(config(&base, "chatty", ToolProtocol::Native)).await;
     assert_eq!(serde_json::to_value(line.end).unwrap(), "stopped");
+    assert_eq!(line.harness_limit, None, "stopping is the model's");
     assert_eq!(traj["detail"], "I think the answer is 42.");
     let g = line.grade.unwrap();
     assert_eq!(g["success"], false);
@@ -650,4 +725,183 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+fn end(line: &emrgym::cli::run::ResultLine) -> String {
+    serde_json::to_value(line.end).unwrap().as_str().unwrap().to_string()
+}
+
+/// The reply cap: a call cut once is answered with the cut note (not parsed, not counted
+/// as a parse error), the model writes it again and the episode goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_cut_by_the_reply_cap_is_answered_not_parsed() {
+    let (base, st) = start().await;
+    let (line, traj, _) = run_one(config(&base, "longcall", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    assert_eq!((line.turns, line.steps), (3, 2), "the cut call was not executed");
+    assert_eq!(line.harness_limit, None);
+    let second = st.requests.lock().unwrap()[1]["messages"].as_array().unwrap().clone();
+    let note = second.last().unwrap();
+    assert_eq!(note["role"], "user");
+    assert_eq!(
+        note["content"],
+        "Your reply was cut at 20 tokens before the call was complete; write a shorter call."
+    );
+    assert!(
+        second.iter().all(|m| m["role"] != "tool" && m.get("tool_calls").is_none()),
+        "the cut call is not in the history as a call: {second:?}"
+    );
+    assert!(
+        !second
+            .iter()
+            .any(|m| m["content"].as_str().is_some_and(|c| c.contains("not valid JSON")))
+    );
+    // the same through a text reply cut inside its <tool_call> block
+    let (line, traj, _) = run_one(config(&base, "longtext", ToolProtocol::Text)).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    assert_eq!(line.steps, 2);
+    let turns = traj["turns"].as_array().unwrap();
+    assert_eq!(turns[0]["finish_reason"], "length");
+}
+
+/// The 1.5B chat template shows its call example with doubled braces; calls written that
+/// way are read as the calls they are, not charged as parse errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_written_with_the_templates_doubled_braces_are_read() {
+    let (base, _) = start().await;
+    let (line, traj, _) = run_one(config(&base, "doubled", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    assert_eq!(line.steps, 2);
+    let g = line.grade.unwrap();
+    assert_eq!(g["nodes"][1]["verdict"], "passed", "the read ran and showed the patient");
+}
+
+/// The tool-result size and the context: a search for every observation is fitted to the
+/// result limit with a note on how to page (the step records what the model saw); when the
+/// server's context is smaller still, the episode ends `context_overflow`, a harness
+/// failure, not a parse error or an infrastructure failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_result_too_long_for_the_context_is_fitted_or_ends_as_a_harness_failure() {
+    let (base, st) = start().await;
+    let mut cfg = config(&base, "bigsearch", ToolProtocol::Native);
+    cfg.limits.max_result_chars = 4000;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    let shown = &traj["steps"][0]["result"]["content"];
+    assert!(shown.to_string().len() <= 4000, "{}", shown.to_string().len());
+    let note = shown["emrgym_note"].as_str().unwrap();
+    assert!(
+        note.contains("_count") && note.contains("_offset") && note.contains("shows the first"),
+        "{note}"
+    );
+    assert!(!shown["entry"].as_array().unwrap().is_empty());
+    let tool = st.requests.lock().unwrap()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        serde_json::from_str::<Value>(tool["content"].as_str().unwrap()).unwrap(),
+        *shown,
+        "the model saw what the step records"
+    );
+    // the same search with a result limit above the server's context
+    let mut cfg = config(&base, "bigsearch", ToolProtocol::Native);
+    cfg.limits.max_result_chars = 100_000;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "context_overflow", "{traj:#}");
+    assert!(traj["detail"].as_str().unwrap().contains("available context size"));
+    assert!(!line.infrastructure && line.grade.is_some());
+    assert_eq!(line.harness_limit, Some(HarnessLimit::Context));
+    assert!(line.harness_failure());
+}
+
+/// The step budget (issue 22): at the instance's default (twice the reference plan) running
+/// out is the model's; at a user's cap below it, the harness's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_steps_is_the_models_unless_a_user_cap_is_below_the_default() {
+    let (base, _) = start().await;
+    let (line, traj, _) = run_one(config(&base, "loop", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "max_steps", "{traj:#}");
+    assert_eq!(line.step_limit_source, "instance");
+    assert_eq!(line.steps as u32, line.step_limit);
+    assert_eq!(line.harness_limit, None);
+    assert!(!line.harness_failure());
+    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    cfg.limits.max_steps = 2;
+    let (line, _, _) = run_one(cfg).await;
+    assert_eq!((end(&line).as_str(), line.step_limit_source.as_str()), ("max_steps", "user"));
+    assert_eq!(line.harness_limit, Some(HarnessLimit::StepCap));
+    // a user cap above the default is the model's again
+    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    cfg.limits.max_steps = 200;
+    cfg.limits.max_turns = 10;
+    let (line, _, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "max_turns");
+    assert_eq!(
+        line.harness_limit,
+        Some(HarnessLimit::TurnCap),
+        "10 turns is below the default (the step budget plus 5)"
+    );
+    // a token budget only binds when the user sets one
+    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    cfg.limits.max_tokens = 500;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "max_tokens");
+    assert!(traj["detail"].as_str().unwrap().starts_with("token budget"), "{traj:#}");
+    assert_eq!(line.harness_limit, Some(HarnessLimit::TokenBudget));
+}
+
+/// Every summary shows the harness-failure count next to success, and a results table
+/// withholds a run above the threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_count_harness_failures_and_the_table_withholds_such_rows() {
+    let (base, _) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for model in ["truncated", "roundtrip"] {
+        let mut cfg = config(&base, model, ToolProtocol::Native);
+        cfg.instances = demo(&["mab_patient_age"]);
+        let out = dir.path().join(model);
+        let o2 = out.clone();
+        let summary = tokio::task::spawn_blocking(move || execute(cfg, &o2, false).unwrap())
+            .await
+            .unwrap();
+        let n = summary["scored"].as_u64().unwrap();
+        assert!(n >= 2);
+        let hf = &summary["harness_failures"];
+        if model == "truncated" {
+            assert_eq!(hf["episodes"], n);
+            assert_eq!(hf["rate"], 1.0);
+            assert_eq!(hf["by_limit"]["reply_cap"], n);
+            assert_eq!(hf["publishable"], false);
+            assert_eq!(summary["families"]["mab_patient_age"]["harness_failures"], n);
+            assert_eq!(summary["failure_classes"].get("tool_call_parse_error"), None);
+            assert!(summary["end_reasons"].get("tool_call_parse_error").is_none(), "{summary:#}");
+            let text = emrgym::report::summary_text(&summary);
+            assert!(
+                text.contains(&format!("harness failures {n} of {n} scored (100.0%: reply_cap {n})")),
+                "{text}"
+            );
+            assert!(text.contains("withheld from results tables"), "{text}");
+        } else {
+            assert_eq!(hf["episodes"], 0);
+            assert_eq!(hf["publishable"], true);
+        }
+        runs.push(out);
+    }
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let out = std::process::Command::new(bin).arg("table").args(&runs).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("| truncated | flat |") && text.contains("| withheld |"), "{text}");
+    assert!(
+        text.contains("| roundtrip | flat |") && text.contains("| 0.0% [0.0, 0.0] | 0 (0.0%) |"),
+        "{text}"
+    );
+    assert!(text.contains("above the 5% threshold"), "{text}");
+    let html = emrgym::report::html::render(&emrgym::report::Run::load(&runs[0]).unwrap());
+    assert!(html.contains("harness failures") && html.contains("\"harness\":\"reply_cap\""));
 }
