@@ -124,8 +124,8 @@ pub fn undouble_example(prompt: String) -> String {
 
 /// The smallest default context: the suite's longest reference conversation (31,504
 /// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,838 with SmolLM2's)
-/// plus the default reply cap, rounded up to a power of two (`emrgym model budget`).
-pub const MIN_DEFAULT_CTX: u32 = 32_768;
+/// plus the default reply cap, rounded up to a multiple of 4,096 (`emrgym model budget`).
+pub const MIN_DEFAULT_CTX: u32 = 36_864;
 
 /// The context size: the configured one, or (0) the larger of the model's trained context
 /// and [`MIN_DEFAULT_CTX`], so that no reference conversation overflows because of it.

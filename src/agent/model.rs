@@ -118,8 +118,8 @@ impl OpenAiConfig {
 pub struct LlamaConfig {
     /// The GGUF file.
     pub model_path: PathBuf,
-    /// Context size (tokens); 0: the larger of the model's trained context and 32,768, which
-    /// the suite's longest reference conversation fits (`llama::context_size`).
+    /// Context size (tokens); 0: the larger of the model's trained context and 36,864, which
+    /// the suite's longest reference conversation and the reply cap fit (`llama::context_size`).
     #[serde(default = "default_ctx")]
     pub n_ctx: u32,
     /// CPU threads (one has beaten two on 2-core machines).
