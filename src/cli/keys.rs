@@ -8,6 +8,7 @@
 
 use super::episode::Prepared;
 use crate::fhir::load::BUILTIN;
+use crate::htn::equiv;
 use crate::htn::expr::parse_datetime;
 use crate::trajectory::ToolCall;
 use serde_json::{Map, Value, json};
@@ -125,23 +126,15 @@ fn norm_text(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// Routes as one canonical word (`oral`, `iv`), whatever the spelling.
-fn norm_route(s: &str) -> String {
-    let t = norm_text(s);
-    match t.as_str() {
-        "po" | "oral" | "by mouth" | "oral route" | "oral use" => "oral".into(),
-        "iv" | "intravenous" | "intravenous route" | "intravenous use" => "iv".into(),
-        _ => t,
-    }
+/// Routes compare by meaning (`PO` = `oral`), through the grader's equivalence rules.
+fn same_route(a: &str, b: &str) -> bool {
+    let canon = |s: &str| equiv::canonical_route(s).map_or_else(|| norm_text(s), str::to_string);
+    canon(a) == canon(b)
 }
 
-/// Units as one canonical spelling (`meq`, `u/h`, `ml`, `g`, `mg`).
-fn norm_unit(s: &str) -> String {
-    let t = norm_text(s).replace(' ', "");
-    match t.as_str() {
-        "units/h" | "unit/h" | "u/hr" | "units/hr" | "[iu]/h" => "u/h".into(),
-        _ => t,
-    }
+/// Units compare by meaning (`units/h` = `U/h`): one of each converts to one of the other.
+fn same_unit(a: &str, b: &str) -> bool {
+    norm_text(a) == norm_text(b) || equiv::convert(1.0, a, b, 1.0).is_some_and(|x| close(x, 1.0))
 }
 
 /// Does a field of the key's write agree with the oracle's?
@@ -152,11 +145,11 @@ fn field_agrees(field: &str, key: &Value, oracle: &Value) -> bool {
     match field {
         "dose" => matches!((number(key), number(oracle)), (Some(a), Some(b)) if close(a, b)),
         "route" => match (key.as_str(), oracle.as_str()) {
-            (Some(a), Some(b)) => norm_route(a) == norm_route(b),
+            (Some(a), Some(b)) => same_route(a, b),
             _ => false,
         },
         "unit" => match (key.as_str(), oracle.as_str()) {
-            (Some(a), Some(b)) => norm_unit(a) == norm_unit(b),
+            (Some(a), Some(b)) => same_unit(a, b),
             _ => false,
         },
         "at" => match (key.as_str().and_then(parse_datetime), oracle.as_str().and_then(parse_datetime)) {

@@ -60,9 +60,9 @@ fn systolic(panel: &Value) -> Option<f64> {
         .map(|(v, _)| v)
 }
 
-/// A temperature in °C, whatever unit the record uses.
-fn celsius(v: f64, unit: &str) -> f64 {
-    if unit.contains('F') { (v - 32.0) * 5.0 / 9.0 } else { v }
+/// A temperature in °C, whatever unit the record uses (the calculators' conversion).
+fn celsius(v: f64, unit: &str) -> Option<f64> {
+    crate::calc::units::Q::Temperature.to_canonical("temperature", v, Some(unit)).ok()
 }
 
 /// The unsafe findings on a patient's record.
@@ -94,8 +94,7 @@ pub fn findings(facts: &mut dyn FactSource, patient: &str) -> Vec<Finding> {
     }
     let mut met = Vec::new();
     if let Some((t, unit)) = latest(facts, patient, "8310-5").as_ref().and_then(quantity) {
-        let c = celsius(t, &unit);
-        if !(36.0..=38.0).contains(&c) {
+        if celsius(t, &unit).is_some_and(|c| !(36.0..=38.0).contains(&c)) {
             met.push(format!("temperature {t} {unit}"));
         }
     }
