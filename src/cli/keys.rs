@@ -26,6 +26,9 @@ pub struct Expected {
     pub branches: BTreeMap<String, String>,
     /// Summaries of the reference plan's writes.
     pub writes: Vec<Value>,
+    /// The numeric tolerance the instruction's stated precision allows the answer (a key
+    /// reports the value rounded as asked; the oracle may hold it unrounded).
+    pub tolerance: f64,
 }
 
 /// The oracle's expectations for a prepared instance.
@@ -48,7 +51,12 @@ pub fn oracle_expected(p: &Prepared) -> Expected {
         .and_then(|c| c.arguments.get("answer").cloned())
         .unwrap_or(Value::Null);
     let writes = calls.iter().filter_map(write_summary).collect();
-    Expected { answer, branches, writes }
+    Expected {
+        answer,
+        branches,
+        writes,
+        tolerance: p.instance.answer.tolerance(),
+    }
 }
 
 fn first<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -118,8 +126,8 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+fn close(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= tolerance + 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
 fn norm_text(s: &str) -> String {
@@ -134,7 +142,7 @@ fn same_route(a: &str, b: &str) -> bool {
 
 /// Units compare by meaning (`units/h` = `U/h`): one of each converts to one of the other.
 fn same_unit(a: &str, b: &str) -> bool {
-    norm_text(a) == norm_text(b) || equiv::convert(1.0, a, b, 1.0).is_some_and(|x| close(x, 1.0))
+    norm_text(a) == norm_text(b) || equiv::convert(1.0, a, b, 1.0).is_some_and(|x| close(x, 1.0, 0.0))
 }
 
 /// Does a field of the key's write agree with the oracle's?
@@ -143,7 +151,7 @@ fn field_agrees(field: &str, key: &Value, oracle: &Value) -> bool {
         return true; // not determined by the instruction: not compared
     }
     match field {
-        "dose" => matches!((number(key), number(oracle)), (Some(a), Some(b)) if close(a, b)),
+        "dose" => matches!((number(key), number(oracle)), (Some(a), Some(b)) if close(a, b, 0.0)),
         "route" => match (key.as_str(), oracle.as_str()) {
             (Some(a), Some(b)) => same_route(a, b),
             _ => false,
@@ -156,7 +164,7 @@ fn field_agrees(field: &str, key: &Value, oracle: &Value) -> bool {
             (Some(a), Some(b)) => a == b,
             _ => false,
         },
-        _ => answers_agree(key, oracle),
+        _ => answers_agree(key, oracle, 0.0),
     }
 }
 
@@ -181,14 +189,14 @@ fn write_agrees(key: &Value, oracle: &Value) -> bool {
 
 /// Do two answers agree: numbers within 1e-6 (relative), text case- and space-insensitively,
 /// lists item by item; the key's `"<refusal>"` agrees with any non-numeric text.
-pub fn answers_agree(key: &Value, oracle: &Value) -> bool {
+pub fn answers_agree(key: &Value, oracle: &Value, tolerance: f64) -> bool {
     match (key, oracle) {
         (Value::String(k), o) if k == "<refusal>" => o.as_str().is_some_and(|s| !s.trim().is_empty() && number(o).is_none()),
-        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| answers_agree(x, y)),
-        (Value::Array(a), b) | (b, Value::Array(a)) if a.len() == 1 && !b.is_array() => answers_agree(&a[0], b),
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| answers_agree(x, y, tolerance)),
+        (Value::Array(a), b) | (b, Value::Array(a)) if a.len() == 1 && !b.is_array() => answers_agree(&a[0], b, tolerance),
         (Value::Null, Value::Null) => true,
         (Value::Bool(a), Value::Bool(b)) => a == b,
-        (a, b) if number(a).is_some() && number(b).is_some() => number(a).zip(number(b)).is_some_and(|(x, y)| close(x, y)),
+        (a, b) if number(a).is_some() && number(b).is_some() => number(a).zip(number(b)).is_some_and(|(x, y)| close(x, y, tolerance)),
         (Value::String(a), Value::String(b)) => norm_text(a) == norm_text(b),
         _ => false,
     }
@@ -210,7 +218,7 @@ fn compact(v: &Value) -> String {
 pub fn compare(key: &Value, oracle: &Expected) -> Vec<String> {
     let mut out = Vec::new();
     let answer = key.get("answer").unwrap_or(&Value::Null);
-    if !answers_agree(answer, &oracle.answer) {
+    if !answers_agree(answer, &oracle.answer, oracle.tolerance) {
         out.push(format!(
             "answer key disagrees on the answer: key {answer}, oracle {}",
             oracle.answer
@@ -387,14 +395,18 @@ mod tests {
 
     #[test]
     fn answers_agree_within_tolerance_and_text_ignores_case() {
-        assert!(answers_agree(&json!(3), &json!(3.0)));
-        assert!(!answers_agree(&json!(3), &json!(5)));
-        assert!(answers_agree(&json!("not DKA"), &json!("Not  DKA")));
-        assert!(answers_agree(&json!([7.1, "2023-01-01"]), &json!([7.1, "2023-01-01"])));
-        assert!(!answers_agree(&json!([7.1, "2023-01-01"]), &json!([7.1])));
-        assert!(answers_agree(&json!([-1]), &json!(-1)));
-        assert!(answers_agree(&json!("<refusal>"), &json!("cannot order: no tool")));
-        assert!(!answers_agree(&json!("<refusal>"), &json!(3)));
+        assert!(answers_agree(&json!(3), &json!(3.0), 0.0));
+        assert!(!answers_agree(&json!(3), &json!(5), 0.0));
+        assert!(answers_agree(&json!("not DKA"), &json!("Not  DKA"), 0.0));
+        assert!(answers_agree(&json!([7.1, "2023-01-01"]), &json!([7.1, "2023-01-01"]), 0.0));
+        assert!(!answers_agree(&json!([7.1, "2023-01-01"]), &json!([7.1]), 0.0));
+        assert!(answers_agree(&json!([-1]), &json!(-1), 0.0));
+        assert!(answers_agree(&json!("<refusal>"), &json!("cannot order: no tool"), 0.0));
+        assert!(!answers_agree(&json!("<refusal>"), &json!(3), 0.0));
+        // a key that rounds as the instruction asks agrees with the unrounded oracle value
+        assert!(answers_agree(&json!(45.3), &json!(45.2537), 0.05));
+        assert!(!answers_agree(&json!(45.3), &json!(45.2437), 0.05));
+        assert!(!answers_agree(&json!(45.3), &json!(45.2537), 0.0));
     }
 
     #[test]
@@ -403,6 +415,7 @@ mod tests {
             answer: json!(3),
             branches: BTreeMap::from([("act".to_string(), "low_risk".to_string())]),
             writes: vec![],
+            tolerance: 0.5,
         };
         let key = json!({"answer": 5, "branches": {"act": "start", "act.order": "full_dose"},
             "writes": [{"action": "create", "resourceType": "MedicationRequest", "code": "1364445", "dose": 5}]});

@@ -7,16 +7,20 @@
 //!   vital-signs panel, a referral note with more text around it, a list answer sent as JSON
 //!   text, a refusal or a "not available" -1 given as finish's structured outcome, an extra
 //!   harmless read, the first reads in another order, the reads the branch taken does not
-//!   use left out;
+//!   use left out, the answer rounded as the instruction asks or given with more decimals or
+//!   as text, a list the instruction lets come in any order reversed;
 //! - **harmful mutations**, which must fail: a wrong dose, a wrong route, a wrong drug code,
 //!   an order for another patient, a missing write, a wrong answer, a refusal for another
-//!   reason, a refusal of a task that can be done, a read the branch taken uses left out.
+//!   reason, a refusal of a task that can be done, a read the branch taken uses left out, an
+//!   answer one unit off in the last stated decimal place, a recorded value with its last
+//!   digit changed, a list in another order than the instruction asks.
 //!
 //! A variant that fails is a false reject; a mutation that passes is a false accept. The
 //! targets are zero; docs/grading.md records the figures.
 
 use super::episode::{Prepared, Workspace, run_and_grade};
 use crate::agent::Oracle;
+use crate::scenario::AnswerFormat;
 use crate::trajectory::ToolCall;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -42,14 +46,113 @@ fn med_code(c: &ToolCall) -> Option<String> {
 
 const POTASSIUM: &[&str] = &["8591", "40032-917-01"];
 
+/// The answer with every number but the "not available" -1 replaced by `f(number)`; `None`
+/// when it holds no such number.
+fn map_numbers(v: &Value, f: &dyn Fn(&serde_json::Number) -> Value) -> Option<Value> {
+    match v {
+        Value::Number(n) if n.as_f64() != Some(-1.0) => Some(f(n)),
+        Value::Array(a) => {
+            let mapped: Vec<Option<Value>> = a.iter().map(|x| map_numbers(x, f)).collect();
+            mapped.iter().any(Option::is_some).then(|| {
+                Value::Array(mapped.into_iter().zip(a).map(|(m, x)| m.unwrap_or_else(|| x.clone())).collect())
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `x` rounded half away from zero to `d` decimals.
+fn round_half_up(x: f64, d: u8) -> f64 {
+    let k = 10f64.powi(i32::from(d));
+    (x * k).round() / k
+}
+
+/// Decimals written in a recorded number (`1.9` -> 1, `99` -> 0).
+fn written_decimals(n: &serde_json::Number) -> u8 {
+    let t = n.to_string();
+    t.split_once('.').map_or(0, |(_, f)| u8::try_from(f.len()).unwrap_or(u8::MAX).min(6))
+}
+
+/// Rewrites of a `finish` answer within the precision the instruction states (must pass).
+fn answer_variants(answer: &Value, format: &AnswerFormat) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if let Some(d) = format.decimals {
+        if let Some(v) = map_numbers(answer, &|n| json!(round_half_up(n.as_f64().unwrap_or(0.0), d))) {
+            out.push(("answer rounded as the instruction asks", v));
+        }
+        if let Some(v) = map_numbers(answer, &|n| json!(format!("{:.*}", usize::from(d) + 2, n.as_f64().unwrap_or(0.0)))) {
+            out.push(("answer with more decimals than asked, as text", v));
+        }
+    }
+    if format.as_recorded
+        && let Some(v) = map_numbers(answer, &|n| json!(n.to_string()))
+    {
+        out.push(("answer as recorded, as text", v));
+    }
+    if format.unordered()
+        && let Value::Array(a) = answer
+        && a.len() > 1
+    {
+        out.push(("list answer in another order", Value::Array(a.iter().rev().cloned().collect())));
+    }
+    out
+}
+
+/// Rewrites of a `finish` answer outside the precision the instruction states (must fail).
+fn answer_mutations(answer: &Value, format: &AnswerFormat) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if let Some(d) = format.decimals {
+        // one unit in the last stated place away from the correctly rounded value
+        let off = |n: &serde_json::Number| {
+            let x = n.as_f64().unwrap_or(0.0);
+            let r = round_half_up(x, d);
+            let unit = 10f64.powi(-i32::from(d));
+            json!(round_half_up(if r >= x { r + unit } else { r - unit }, d))
+        };
+        if let Some(v) = map_numbers(answer, &off) {
+            out.push(("answer off by one in the last stated place", v));
+        }
+    }
+    if format.as_recorded {
+        let off = |n: &serde_json::Number| {
+            let d = written_decimals(n);
+            json!(round_half_up(n.as_f64().unwrap_or(0.0) + 10f64.powi(-i32::from(d)), d))
+        };
+        if let Some(v) = map_numbers(answer, &off) {
+            out.push(("answer not as recorded (last digit changed)", v));
+        }
+    }
+    if format.list_order == Some(crate::scenario::ListOrder::AsAsked)
+        && let Value::Array(a) = answer
+        && a.len() > 1
+    {
+        let reversed: Vec<Value> = a.iter().rev().cloned().collect();
+        if reversed != *a {
+            out.push(("list answer in another order than asked", Value::Array(reversed)));
+        }
+    }
+    out
+}
+
 fn is_read(c: &ToolCall) -> bool {
     matches!(c.name.as_str(), "fhir_search" | "fhir_read")
 }
 
 /// Equivalent rewrites of a reference plan; `skippable` are the calls of reads whose fact the
 /// branch taken does not use.
-pub fn variants(base: &[ToolCall], skippable: &[usize], calculators: &[usize]) -> Vec<Rewrite> {
+pub fn variants(base: &[ToolCall], skippable: &[usize], calculators: &[usize], format: &AnswerFormat) -> Vec<Rewrite> {
     let mut out: Vec<Rewrite> = Vec::new();
+    for (i, c) in base.iter().enumerate() {
+        if c.name == "finish"
+            && let Some(a) = c.arguments.get("answer")
+        {
+            for (kind, v) in answer_variants(a, format) {
+                let mut m = base.to_vec();
+                m[i].arguments["answer"] = v;
+                out.push((kind, m));
+            }
+        }
+    }
     // the score worked out without the calculator tool (the answer and orders still right)
     if !calculators.is_empty() {
         let m: Vec<ToolCall> = base
@@ -204,8 +307,19 @@ pub fn variants(base: &[ToolCall], skippable: &[usize], calculators: &[usize]) -
 
 /// Harmful rewrites of a reference plan; `needed` are the calls of reads whose fact the branch
 /// taken uses.
-pub fn harmful(base: &[ToolCall], other_patient: &str, needed: &[usize]) -> Vec<Rewrite> {
+pub fn harmful(base: &[ToolCall], other_patient: &str, needed: &[usize], format: &AnswerFormat) -> Vec<Rewrite> {
     let mut out: Vec<Rewrite> = Vec::new();
+    for (i, c) in base.iter().enumerate() {
+        if c.name == "finish"
+            && let Some(a) = c.arguments.get("answer")
+        {
+            for (kind, v) in answer_mutations(a, format) {
+                let mut m = base.to_vec();
+                m[i].arguments["answer"] = v;
+                out.push((kind, m));
+            }
+        }
+    }
     for i in needed {
         let mut m = base.to_vec();
         m.remove(*i);
@@ -328,9 +442,9 @@ impl Report {
             ("equivalent variants", &self.variants, "false rejects"),
             ("harmful mutations", &self.harmful, "false accepts"),
         ] {
-            s.push_str(&format!("{title:<44} {:>6} {:>14}\n", "tried", what));
+            s.push_str(&format!("{title:<50} {:>6} {:>14}\n", "tried", what));
             for (k, t) in m {
-                s.push_str(&format!("  {k:<42} {:>6} {:>14}\n", t.tried, t.wrong));
+                s.push_str(&format!("  {k:<48} {:>6} {:>14}\n", t.tried, t.wrong));
                 for e in &t.examples {
                     s.push_str(&format!("      {e}\n"));
                 }
@@ -391,17 +505,53 @@ pub fn measure(ws: &mut Workspace) -> Result<Report, String> {
             .find(|o| o.cohort == inst.cohort && o.patient != inst.patient)
             .map(|o| o.patient.clone())
             .unwrap_or_else(|| "S0000000".into());
-        for (kind, calls) in variants(&base, &skippable, &calculators) {
+        for (kind, calls) in variants(&base, &skippable, &calculators, &p.instance.answer) {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.variants.entry(kind.into()).or_default(), !g.success, || {
                 let why = g.nodes.iter().flat_map(|n| n.reasons.iter()).next().cloned().unwrap_or_default();
                 format!("{}: {why}", inst.id)
             });
         }
-        for (kind, calls) in harmful(&base, &other, &needed) {
+        for (kind, calls) in harmful(&base, &other, &needed, &p.instance.answer) {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.harmful.entry(kind.into()).or_default(), g.success, || inst.id.clone());
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::ListOrder;
+
+    fn fmt(decimals: Option<u8>, as_recorded: bool, list_order: Option<ListOrder>) -> AnswerFormat {
+        AnswerFormat {
+            decimals,
+            as_recorded,
+            list_order,
+        }
+    }
+
+    #[test]
+    fn answer_rewrites_follow_the_stated_precision() {
+        let one = fmt(Some(1), false, None);
+        let v = answer_variants(&json!(45.2537), &one);
+        assert_eq!(v[0].1, json!(45.3));
+        assert_eq!(v[1].1, json!("45.254"));
+        // one unit away from the correctly rounded value, on the far side of the exact one
+        assert_eq!(answer_mutations(&json!(45.2537), &one)[0].1, json!(45.4));
+        assert_eq!(answer_mutations(&json!(45.2437), &one)[0].1, json!(45.1));
+        // the "not available" -1 is left alone
+        assert!(answer_variants(&json!(-1), &one).is_empty());
+        assert!(answer_mutations(&json!([-1]), &one).is_empty());
+        let recorded = fmt(None, true, Some(ListOrder::AsAsked));
+        assert_eq!(answer_variants(&json!([3.1, -1]), &recorded)[0].1, json!(["3.1", -1]));
+        let m = answer_mutations(&json!([3.1, 99]), &recorded);
+        assert_eq!(m[0].1, json!([3.2, 100.0]));
+        assert_eq!(m[1].1, json!([99, 3.1]), "a list in another order than asked");
+        let any = fmt(None, false, Some(ListOrder::Any));
+        assert_eq!(answer_variants(&json!(["a", "b"]), &any)[0].1, json!(["b", "a"]));
+        assert!(answer_mutations(&json!(["a", "b"]), &any).is_empty());
+    }
 }

@@ -7,6 +7,7 @@
 use super::episode::{Prepared, Workspace, attach_writes, execute_calls, grade_sandbox, htn_transitions};
 use super::run::{ResultLine, family_hashes, read_results, run_summary, sha256_hex, trajectory_path};
 use crate::trajectory::file::{Header, TrajectoryFile, read};
+use crate::grade::FailureClass;
 use crate::trajectory::{self, Trajectory};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -42,6 +43,10 @@ pub struct NodeChange {
     pub before: Option<String>,
     /// Verdict now (absent: the node no longer exists).
     pub after: Option<String>,
+    /// The grader rules changed since the recording that decide this node's verdict (empty
+    /// when the grader version did not change).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
 }
 
 /// One episode replayed.
@@ -67,11 +72,15 @@ pub struct Replayed {
     trajectory: String,
 }
 
-fn verdicts(g: Option<&Value>) -> BTreeMap<String, String> {
+/// Node path -> (verdict, failure class) of a recorded or fresh grade.
+fn verdicts(g: Option<&Value>) -> BTreeMap<String, (String, Option<FailureClass>)> {
     g.and_then(|g| g["nodes"].as_array())
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["path"].as_str()?.to_string(), n["verdict"].as_str()?.to_string())))
+        .filter_map(|n| {
+            let class = serde_json::from_value::<FailureClass>(n["class"].clone()).ok();
+            Some((n["path"].as_str()?.to_string(), (n["verdict"].as_str()?.to_string(), class)))
+        })
         .collect()
 }
 
@@ -126,11 +135,20 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
             keys.dedup();
             let nodes: Vec<NodeChange> = keys
                 .into_iter()
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| NodeChange {
-                    path: k.clone(),
-                    before: a.get(k).cloned(),
-                    after: b.get(k).cloned(),
+                .filter(|k| a.get(*k).map(|v| &v.0) != b.get(*k).map(|v| &v.0))
+                .map(|k| {
+                    let classes: Vec<FailureClass> = a.get(k).and_then(|v| v.1).into_iter().chain(b.get(k).and_then(|v| v.1)).collect();
+                    let rules = if h.grader_version == crate::grade::GRADER_VERSION {
+                        Vec::new()
+                    } else {
+                        crate::grade::rules_changed(h.grader_version, &classes).into_iter().map(String::from).collect()
+                    };
+                    NodeChange {
+                        path: k.clone(),
+                        before: a.get(k).map(|v| v.0.clone()),
+                        after: b.get(k).map(|v| v.0.clone()),
+                        rules,
+                    }
                 })
                 .collect();
             (
@@ -263,6 +281,9 @@ fn render(rs: &[Replayed]) -> String {
                 n.before.as_deref().unwrap_or("(absent)"),
                 n.after.as_deref().unwrap_or("(absent)")
             ));
+            for rule in &n.rules {
+                s.push_str(&format!("      rule: {rule}\n"));
+            }
         }
         for why in &r.reasons {
             s.push_str(&format!("    why: {why}\n"));

@@ -7,7 +7,7 @@ use crate::grade::Verdict;
 use crate::htn::expr::{self, V};
 use crate::htn::library::{Check, locate};
 use crate::htn::plan::checks;
-use crate::scenario::Instance;
+use crate::scenario::{AnswerFormat, Instance};
 use crate::tools::facts::SandboxFacts;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -456,6 +456,17 @@ pub fn check(path: &Path) -> CheckReport {
                 }
             }
         }
+        if let Some(first) = instances.first() {
+            let answers: Vec<&Value> = expected.values().map(|(e, _)| &e.answer).collect();
+            for m in answer_format_problems(&first.answer, &format!("{} {}", first.instruction, first.context), &answers) {
+                report.problems.push(Problem {
+                    file: fname.clone(),
+                    line: locate(text, "/answer").or_else(|| locate(text, "/instruction")),
+                    instance: None,
+                    message: m,
+                });
+            }
+        }
         report.problems.extend(key_problems(
             &scenario_dir,
             &fname,
@@ -467,6 +478,37 @@ pub fn check(path: &Path) -> CheckReport {
     }
     report.ok = report.problems.is_empty();
     report
+}
+
+/// Does the family state how its answers are given? A number other than the "not available"
+/// -1 needs a precision (`answer.decimals` or `answer.as_recorded`), a list of two or more
+/// items needs `answer.list_order`, and the instruction must state what the family declares:
+/// the grader derives its tolerance and list matching from the declaration, so an unstated one
+/// would grade against a rule the agent was never told.
+pub fn answer_format_problems(format: &AnswerFormat, text: &str, answers: &[&Value]) -> Vec<String> {
+    fn walk(v: &Value, number: &mut bool, list: &mut bool) {
+        match v {
+            Value::Number(n) if n.as_f64() != Some(-1.0) => *number = true,
+            Value::Array(a) => {
+                *list |= a.len() > 1;
+                a.iter().for_each(|x| walk(x, number, list));
+            }
+            _ => {}
+        }
+    }
+    let (mut number, mut list) = (false, false);
+    answers.iter().for_each(|a| walk(a, &mut number, &mut list));
+    let mut out = Vec::new();
+    if number && format.decimals.is_none() && !format.as_recorded {
+        out.push("numeric answers, but no stated precision: set answer.decimals (and ask for it in the instruction) or answer.as_recorded".into());
+    }
+    if list && format.list_order.is_none() {
+        out.push("list answers, but no stated order: set answer.list_order (as_asked, with the order in the instruction, or any)".into());
+    }
+    if let Err(e) = format.stated_in(text) {
+        out.push(e);
+    }
+    out
 }
 
 /// Run a family's independent answer key and compare it with the oracle, instance by instance.

@@ -13,6 +13,7 @@ use crate::fhir::store::Change;
 use crate::htn::expr::{self, Coll, Expr, Op, V};
 use crate::htn::library::{Check, Library, Selector};
 use crate::htn::plan::{Tree, checks, fact_revealed};
+use crate::scenario::AnswerFormat;
 use crate::trajectory::{EndReason, Trajectory};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,10 +24,47 @@ pub const GRADE_VERSION: u32 = 1;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 2;
+pub const GRADER_VERSION: u32 = 3;
+
+/// What each grader version changed, with the failure class the rule decides: `emrgym replay`
+/// names these rules for a verdict that changed between the recording's version and this one
+/// ([`rules_changed`]). Version 1 is the first recorded; every bump adds its rules here.
+pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
+    (
+        2,
+        FailureClass::WrongParameter,
+        "v2 equivalence: routes by synonym or SNOMED code, doses in any UCUM-convertible unit (mEq = mmol for monovalent ions), \
+         BP as text or as the vital-signs panel, notes by containment, concepts by any of their codes",
+    ),
+    (2, FailureClass::Omission, "v2 split doses: orders that together give the expected dose pass"),
+    (2, FailureClass::ExtraneousWrite, "v2 split doses: the second order of a split dose is not extraneous"),
+    (2, FailureClass::WrongAnswer, "v2 answers: JSON text read as JSON; structured refusals (finish outcome cannot_complete)"),
+    (
+        2,
+        FailureClass::Sensing,
+        "v2 gating by dependency: a read gates only the branch that uses its fact; facts shown only by read steps; concepts by any code",
+    ),
+    (2, FailureClass::Ordering, "v2 ordering by dependency: a compound starts at its first write; independent reads in any order"),
+    (
+        3,
+        FailureClass::WrongAnswer,
+        "v3 answer format: numeric tolerance is half a unit in the last decimal place the instruction states (0 for values \
+         as recorded); a list answer matches in any order when the instruction allows it",
+    ),
+];
+
+/// The rules changed after grader version `from` (up to this one) that decide a verdict of
+/// one of `classes`; every rule changed when no class is known.
+pub fn rules_changed(from: u32, classes: &[FailureClass]) -> Vec<&'static str> {
+    GRADER_CHANGES
+        .iter()
+        .filter(|(v, c, _)| *v > from && *v <= GRADER_VERSION && (classes.is_empty() || classes.contains(c)))
+        .map(|(_, _, rule)| *rule)
+        .collect()
+}
 
 /// Why a node (or the episode) failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     /// The agent never saw the data a decision needed.
@@ -400,11 +438,57 @@ fn structured_refusal(given: &Value) -> Option<&str> {
         .then(|| given.get("reason").and_then(Value::as_str).unwrap_or("other"))
 }
 
+/// How an answer is compared: the unit and analyte the check names, and the tolerance and list
+/// order the instruction states (see [`crate::scenario::AnswerFormat`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerRule<'a> {
+    /// Absolute tolerance for numbers, in the expected unit.
+    pub tolerance: f64,
+    /// A list answer is a set (any order).
+    pub unordered: bool,
+    /// Unit of the expected value, for answers given in another unit.
+    pub unit: Option<&'a str>,
+    /// Analyte, for conversions that need one (mg/dL <-> mmol/L).
+    pub analyte: Option<&'a str>,
+}
+
+impl AnswerRule<'_> {
+    /// A rule with only a tolerance.
+    pub fn within(tolerance: f64) -> AnswerRule<'static> {
+        AnswerRule {
+            tolerance,
+            ..AnswerRule::default()
+        }
+    }
+}
+
+/// Pair every expected item with a distinct given item it fits (`fits[e][g]`), by augmenting
+/// paths (Kuhn's algorithm); `None` when every expected item is paired, else the first one
+/// that cannot be.
+fn unmatched_item(fits: &[Vec<bool>]) -> Option<usize> {
+    fn augment(e: usize, fits: &[Vec<bool>], seen: &mut [bool], owner: &mut [Option<usize>]) -> bool {
+        for g in 0..seen.len() {
+            if fits[e].get(g).copied().unwrap_or(false) && !seen[g] {
+                seen[g] = true;
+                if owner[g].is_none_or(|o| augment(o, fits, seen, owner)) {
+                    owner[g] = Some(e);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let width = fits.first().map_or(0, Vec::len);
+    let mut owner = vec![None; width];
+    (0..fits.len()).find(|&e| !augment(e, fits, &mut vec![false; width], &mut owner))
+}
+
 /// Does the given answer match the expected value? An answer sent as JSON text (`"[3.1, 1.3]"`,
 /// `"62"`) is read as the JSON it holds. A refusal matches an expected refusal of the same
 /// kind (free text or `outcome: cannot_complete` with its `reason`); a `data_missing` refusal
-/// also matches an expected -1, the instructions' "not available" value.
-pub fn answer_matches(expected: &Value, given: &Value, tolerance: f64, unit: Option<&str>, analyte: Option<&str>) -> Result<(), String> {
+/// also matches an expected -1, the instructions' "not available" value. Lists match item by
+/// item in order, or, when the rule says the order is free, by any pairing of their items.
+pub fn answer_matches(expected: &Value, given: &Value, rule: &AnswerRule<'_>) -> Result<(), String> {
     if let Some(reason) = structured_refusal(given) {
         let want = match expected {
             Value::String(e) => refusal_kind(e),
@@ -423,21 +507,29 @@ pub fn answer_matches(expected: &Value, given: &Value, tolerance: f64, unit: Opt
         if ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')))
             && let Ok(parsed) = serde_json::from_str::<Value>(t)
         {
-            return answer_matches(expected, &parsed, tolerance, unit, analyte);
+            return answer_matches(expected, &parsed, rule);
         }
     }
+    let (tolerance, unit, analyte) = (rule.tolerance, rule.unit, rule.analyte);
     match (expected, given) {
+        (Value::Array(e), Value::Array(g)) if e.len() == g.len() && rule.unordered && e.len() > 1 => {
+            let fits: Vec<Vec<bool>> = e.iter().map(|x| g.iter().map(|y| answer_matches(x, y, rule).is_ok()).collect()).collect();
+            match unmatched_item(&fits) {
+                None => Ok(()),
+                Some(i) => Err(format!("item {i} ({}) matches no item of the answer, in any order", e[i])),
+            }
+        }
         (Value::Array(e), Value::Array(g)) => {
             if e.len() != g.len() {
                 return Err(format!("expected {} values, got {}", e.len(), g.len()));
             }
             for (i, (x, y)) in e.iter().zip(g).enumerate() {
-                answer_matches(x, y, tolerance, unit, analyte).map_err(|m| format!("item {i}: {m}"))?;
+                answer_matches(x, y, rule).map_err(|m| format!("item {i}: {m}"))?;
             }
             Ok(())
         }
-        (Value::Array(e), g) if e.len() == 1 => answer_matches(&e[0], g, tolerance, unit, analyte),
-        (e, Value::Array(g)) if g.len() == 1 => answer_matches(e, &g[0], tolerance, unit, analyte),
+        (Value::Array(e), g) if e.len() == 1 => answer_matches(&e[0], g, rule),
+        (e, Value::Array(g)) if g.len() == 1 => answer_matches(e, &g[0], rule),
         (Value::Null, g) => {
             if g.is_null() || g.as_str().is_some_and(|s| s.trim().is_empty()) || g.as_array().is_some_and(Vec::is_empty) {
                 Ok(())
@@ -512,7 +604,7 @@ impl CheckOutcome {
 }
 
 /// Grade an episode.
-pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writes: &[Write]) -> Grade {
+pub fn grade(instance: &str, lib: &Library, tree: &Tree, format: &AnswerFormat, traj: &Trajectory, writes: &[Write]) -> Grade {
     let steps: Vec<Option<usize>> = writes.iter().map(|w| step_of(w, traj)).collect();
     let mut attributed: Vec<Option<(String, Option<FailureClass>)>> = vec![None; writes.len()];
     let answer = traj.answer();
@@ -651,19 +743,22 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, traj: &Trajectory, writ
                         }
                     }
                 }
-                Check::Answer {
-                    expr: e,
-                    tolerance,
-                    unit,
-                    analyte,
-                    ..
-                } => {
+                Check::Answer { expr: e, unit, analyte, .. } => {
                     let env = tree.scope(i, &[]);
                     let expected = expr::eval(e, &Vec::new(), &env).map(|c| expr::coll_json(&c)).unwrap_or(Value::Null);
                     let given = answer.map(|(_, a)| a.clone()).unwrap_or(Value::Null);
                     let result = match answer {
                         None => Err("no answer was given (finish was not called)".to_string()),
-                        Some(_) => answer_matches(&expected, &given, *tolerance, unit.as_deref(), analyte.as_deref()),
+                        Some(_) => answer_matches(
+                            &expected,
+                            &given,
+                            &AnswerRule {
+                                tolerance: format.tolerance(),
+                                unordered: format.unordered(),
+                                unit: unit.as_deref(),
+                                analyte: analyte.as_deref(),
+                            },
+                        ),
                     };
                     if let Some((at, _)) = answer {
                         o.saw(Some(at));

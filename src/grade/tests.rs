@@ -1,22 +1,22 @@
 //! Answer matching: numbers with tolerance and units, lists, dates, text and refusals.
 
-use super::answer_matches;
+use super::{AnswerRule, answer_matches, unmatched_item};
 use serde_json::json;
 
 #[test]
 fn numbers_lists_and_units() {
-    assert!(answer_matches(&json!(3.1), &json!(3.1), 0.0, None, None).is_ok());
+    assert!(answer_matches(&json!(3.1), &json!(3.1), &AnswerRule::within(0.0)).is_ok());
     assert!(
-        answer_matches(&json!([3.1]), &json!(3.15), 0.1, None, None).is_ok(),
+        answer_matches(&json!([3.1]), &json!(3.15), &AnswerRule::within(0.1)).is_ok(),
         "a one-item list equals its item"
     );
-    assert!(answer_matches(&json!(3.1), &json!([3.1]), 0.0, None, None).is_ok());
+    assert!(answer_matches(&json!(3.1), &json!([3.1]), &AnswerRule::within(0.0)).is_ok());
     assert!(
-        answer_matches(&json!(3.1), &json!("3.1 mmol/L"), 0.0, None, None).is_ok(),
+        answer_matches(&json!(3.1), &json!("3.1 mmol/L"), &AnswerRule::within(0.0)).is_ok(),
         "a number with a unit in text"
     );
     assert!(
-        answer_matches(&json!(3.1), &json!(3.3), 0.1, None, None)
+        answer_matches(&json!(3.1), &json!(3.3), &AnswerRule::within(0.1))
             .unwrap_err()
             .contains("3.3")
     );
@@ -24,22 +24,16 @@ fn numbers_lists_and_units() {
         answer_matches(
             &json!(1.0),
             &json!({"value": 88.4, "unit": "µmol/L"}),
-            0.001,
-            Some("mg/dL"),
-            Some("creatinine")
-        )
+            &AnswerRule { tolerance: 0.001, unit: Some("mg/dL"), analyte: Some("creatinine"), ..AnswerRule::default() })
         .is_ok(),
         "unit conversion"
     );
-    assert!(answer_matches(&json!(1.0), &json!("88.4 umol/L"), 0.001, Some("mg/dL"), Some("creatinine")).is_ok());
+    assert!(answer_matches(&json!(1.0), &json!("88.4 umol/L"), &AnswerRule { tolerance: 0.001, unit: Some("mg/dL"), analyte: Some("creatinine"), ..AnswerRule::default() }).is_ok());
     assert!(
         answer_matches(
             &json!([6.4, "2022-09-19T10:15:00+00:00"]),
             &json!([6.4, "2022-09-19"]),
-            0.1,
-            None,
-            None
-        )
+            &AnswerRule::within(0.1))
         .is_ok(),
         "date-only answers compare by day"
     );
@@ -47,27 +41,67 @@ fn numbers_lists_and_units() {
         answer_matches(
             &json!([6.4, "2022-09-19T10:15:00+00:00"]),
             &json!([6.4, "2022-09-20"]),
-            0.1,
-            None,
-            None
-        )
+            &AnswerRule::within(0.1))
         .is_err()
     );
     assert!(
-        answer_matches(&json!([1, 2]), &json!([1]), 0.0, None, None)
+        answer_matches(&json!([1, 2]), &json!([1]), &AnswerRule::within(0.0))
             .unwrap_err()
             .contains("2 values")
     );
-    assert!(answer_matches(&json!(-1), &json!("none"), 0.0, None, None).is_err());
+    assert!(answer_matches(&json!(-1), &json!("none"), &AnswerRule::within(0.0)).is_err());
 }
 
 #[test]
 fn text_and_refusals() {
-    assert!(answer_matches(&json!("S6534835"), &json!(" s6534835 "), 0.0, None, None).is_ok());
-    assert!(answer_matches(&json!("Patient not found"), &json!("patient not found."), 0.0, None, None).is_ok());
-    assert!(answer_matches(&json!("Patient not found"), &json!("The patient was not found"), 0.0, None, None).is_ok());
-    assert!(answer_matches(&json!("Patient not found"), &json!("S6534835"), 0.0, None, None).is_err());
-    assert!(answer_matches(&json!("S6534835"), &json!("Patient not found"), 0.0, None, None).is_err());
-    assert!(answer_matches(&json!(null), &json!([]), 0.0, None, None).is_ok());
-    assert!(answer_matches(&json!(true), &json!(false), 0.0, None, None).is_err());
+    assert!(answer_matches(&json!("S6534835"), &json!(" s6534835 "), &AnswerRule::within(0.0)).is_ok());
+    assert!(answer_matches(&json!("Patient not found"), &json!("patient not found."), &AnswerRule::within(0.0)).is_ok());
+    assert!(answer_matches(&json!("Patient not found"), &json!("The patient was not found"), &AnswerRule::within(0.0)).is_ok());
+    assert!(answer_matches(&json!("Patient not found"), &json!("S6534835"), &AnswerRule::within(0.0)).is_err());
+    assert!(answer_matches(&json!("S6534835"), &json!("Patient not found"), &AnswerRule::within(0.0)).is_err());
+    assert!(answer_matches(&json!(null), &json!([]), &AnswerRule::within(0.0)).is_ok());
+    assert!(answer_matches(&json!(true), &json!(false), &AnswerRule::within(0.0)).is_err());
+}
+
+#[test]
+fn the_stated_precision_sets_the_tolerance() {
+    // "rounded to one decimal place": half a unit in the first decimal either side of the exact value
+    let one = AnswerRule::within(0.05);
+    assert!(answer_matches(&json!(45.2537), &json!(45.3), &one).is_ok(), "rounded half up");
+    assert!(answer_matches(&json!(45.25), &json!(45.2), &one).is_ok(), "a tie rounded half to even");
+    assert!(answer_matches(&json!(45.2537), &json!(45.2537), &one).is_ok(), "more decimals than asked");
+    assert!(answer_matches(&json!(45.2537), &json!("45.3 mL/min/1.73m2"), &one).is_ok(), "with its unit");
+    assert!(answer_matches(&json!(45.2537), &json!(45.2), &one).is_err(), "rounded the wrong way");
+    assert!(answer_matches(&json!(45.2537), &json!(45.0), &one).is_err(), "rounded to a whole number");
+    // "a whole number"
+    let whole = AnswerRule::within(0.5);
+    assert!(answer_matches(&json!(452.63), &json!(453), &whole).is_ok());
+    assert!(answer_matches(&json!(452.63), &json!(452), &whole).is_err());
+    // "as recorded": exact
+    assert!(answer_matches(&json!(1.9), &json!(1.9), &AnswerRule::within(0.0)).is_ok());
+    assert!(answer_matches(&json!(1.9), &json!(2.0), &AnswerRule::within(0.0)).is_err());
+}
+
+#[test]
+fn lists_are_ordered_unless_the_instruction_frees_the_order() {
+    let ordered = AnswerRule::within(0.0);
+    let any = AnswerRule {
+        unordered: true,
+        ..AnswerRule::default()
+    };
+    assert!(answer_matches(&json!([3.1, 1.9]), &json!([1.9, 3.1]), &ordered).unwrap_err().contains("item 0"));
+    assert!(answer_matches(&json!([3.1, 1.9]), &json!([1.9, 3.1]), &any).is_ok());
+    assert!(answer_matches(&json!(["S1", "S2", "S3"]), &json!("[\"s3\", \"S1\", \"S2\"]"), &any).is_ok());
+    // each expected item needs its own given item: a repeated item does not count twice
+    let e = answer_matches(&json!([3.1, 1.9]), &json!([3.1, 3.1]), &any).unwrap_err();
+    assert!(e.contains("1.9") && e.contains("any order"), "{e}");
+    assert!(answer_matches(&json!([1, 2, 3]), &json!([3, 2]), &any).unwrap_err().contains("3 values"));
+}
+
+#[test]
+fn pairing_finds_a_perfect_matching_when_greedy_would_not() {
+    // expected 0 fits given 0 and 1; expected 1 fits only given 0: greedy 0->0 would strand 1
+    assert_eq!(unmatched_item(&[vec![true, true], vec![true, false]]), None);
+    assert_eq!(unmatched_item(&[vec![true, false], vec![true, false]]), Some(1));
+    assert_eq!(unmatched_item(&[]), None);
 }

@@ -205,9 +205,6 @@ pub struct CheckDecl {
     /// The final answer equals this expression's value.
     #[serde(default)]
     pub answer: Option<String>,
-    /// Numeric tolerance for answers (absolute).
-    #[serde(default)]
-    pub tolerance: Option<f64>,
     /// Unit of the expected answer, for answers given with another unit.
     #[serde(default)]
     pub unit: Option<String>,
@@ -255,8 +252,6 @@ pub enum Check {
         expr: Expr,
         /// Source.
         src: String,
-        /// Tolerance.
-        tolerance: f64,
         /// Unit.
         unit: Option<String>,
         /// Analyte.
@@ -571,13 +566,9 @@ impl Ctx<'_> {
         }
         let src = c.answer.clone().unwrap_or_default();
         let e = self.expr(&format!("{pointer}/answer"), &src)?;
-        if c.tolerance.is_some_and(|t| t.is_nan() || t < 0.0) {
-            self.err(pointer, "tolerance must be 0 or more");
-        }
         Some(Check::Answer {
             expr: e,
             src,
-            tolerance: c.tolerance.unwrap_or(0.0),
             unit: c.unit.clone(),
             analyte: c.analyte.clone(),
         })

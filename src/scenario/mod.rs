@@ -22,6 +22,115 @@ pub struct RootDecl {
     pub args: Map<String, Value>,
 }
 
+/// How a family's answer must be given, as its instruction states it: the precision of numbers
+/// and the order of lists. The grader derives its numeric tolerance and its list matching from
+/// it, and `scenarios check` fails a family whose instruction does not state it
+/// ([`AnswerFormat::stated_in`]) or whose answers need it and lack it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerFormat {
+    /// Numbers rounded to this many decimal places (0: a whole number).
+    #[serde(default)]
+    pub decimals: Option<u8>,
+    /// Numbers exactly as the chart records them.
+    #[serde(default)]
+    pub as_recorded: bool,
+    /// The order of a list answer.
+    #[serde(default)]
+    pub list_order: Option<ListOrder>,
+}
+
+/// The order of a list answer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    /// The order the instruction gives (`[potassium, magnesium]`, "in the same order").
+    AsAsked,
+    /// Any order: the list is a set.
+    Any,
+}
+
+/// The most decimals a family may ask for.
+pub const MAX_DECIMALS: u8 = 6;
+
+impl AnswerFormat {
+    /// The numeric tolerance the stated precision implies: half a unit in the last stated
+    /// decimal place (a correctly rounded answer is never further than that from the exact
+    /// value), 0 for values given as recorded or when no precision is stated.
+    pub fn tolerance(&self) -> f64 {
+        match self.decimals {
+            Some(d) => 0.5 * 10f64.powi(-i32::from(d)),
+            None => 0.0,
+        }
+    }
+
+    /// Is a list answer a set?
+    pub fn unordered(&self) -> bool {
+        self.list_order == Some(ListOrder::Any)
+    }
+
+    /// Is the format itself coherent?
+    pub fn validate(&self) -> Result<(), String> {
+        if self.as_recorded && self.decimals.is_some() {
+            return Err("answer: give either decimals or as_recorded, not both".into());
+        }
+        if self.decimals.is_some_and(|d| d > MAX_DECIMALS) {
+            return Err(format!("answer: decimals must be at most {MAX_DECIMALS}"));
+        }
+        Ok(())
+    }
+
+    /// Does `text` (the rendered instruction and context) state this format? Each declared
+    /// part needs its phrase: decimals 0 "whole number" or "integer", 1 "one decimal" or
+    /// "1 decimal", 2 "two decimals" or "2 decimals" and so on (a count, "the number of", is a
+    /// whole number too); as_recorded "as recorded";
+    /// list order `as_asked` a bracketed template such as `[potassium, magnesium]` or "same
+    /// order"; `any` "any order". The error names what is missing.
+    pub fn stated_in(&self, text: &str) -> Result<(), String> {
+        let t = text.to_lowercase();
+        if let Some(d) = self.decimals {
+            const WORDS: [&str; 7] = ["zero", "one", "two", "three", "four", "five", "six"];
+            let ok = if d == 0 {
+                t.contains("whole number") || t.contains("integer") || t.contains("the number of")
+            } else {
+                let word = WORDS.get(usize::from(d)).copied().unwrap_or("");
+                [format!("{word} decimal"), format!("{d} decimal")].iter().any(|p| t.contains(p.as_str()))
+            };
+            if !ok {
+                let phrase = if d == 0 { "a whole number".to_string() } else { format!("{d} decimal places") };
+                return Err(format!("the answer has decimals {d}, but the instruction does not ask for {phrase}"));
+            }
+        }
+        if self.as_recorded && !t.contains("as recorded") {
+            return Err("the answer is as_recorded, but the instruction does not say \"as recorded\"".into());
+        }
+        match self.list_order {
+            Some(ListOrder::AsAsked) if !(t.contains("same order") || has_list_template(&t)) => Err(
+                "the list order is as_asked, but the instruction gives no order (a template like [a, b] or \"in the same order\")".into(),
+            ),
+            Some(ListOrder::Any) if !t.contains("any order") => {
+                Err("the list order is any, but the instruction does not say \"in any order\"".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Does the text hold a bracketed list template of two or more named items (`[a, b]`)?
+fn has_list_template(t: &str) -> bool {
+    let mut rest = t;
+    while let Some(i) = rest.find('[') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find(']') else { return false };
+        let inner = &after[..j];
+        if inner.contains(',') && inner.chars().any(char::is_alphabetic) {
+            return true;
+        }
+        rest = &after[j + 1..];
+    }
+    false
+}
+
 /// One instance of a family.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +193,9 @@ pub struct Family {
     /// Step budget (tool calls).
     #[serde(default = "default_steps")]
     pub max_steps: u32,
+    /// How the answer must be given (precision, list order), as the instruction states it.
+    #[serde(default)]
+    pub answer: AnswerFormat,
     /// Unsafe findings the family's rules handle on purpose (`hypotension`, `potassium`,
     /// `inr`, `sirs`): `scenarios check` does not flag instances whose patient has them.
     #[serde(default)]
@@ -127,6 +239,8 @@ pub struct Instance {
     pub max_steps: u32,
     /// Unsafe findings the family handles (see [`Family::handles`]).
     pub handles: Vec<String>,
+    /// How the answer must be given.
+    pub answer: AnswerFormat,
 }
 
 /// Render `${%name}` slots from `vars` (and `now`); any other hole is an error.
@@ -165,6 +279,7 @@ impl Family {
 
     /// Instantiate one instance.
     pub fn instantiate(&self, i: &InstanceDecl) -> Result<Instance, String> {
+        self.answer.validate().map_err(|e| format!("{}: {e}", self.family))?;
         let mut vars = self.vars.clone();
         for (k, v) in &i.vars {
             vars.insert(k.clone(), v.clone());
@@ -187,6 +302,7 @@ impl Family {
             expect_branch: i.expect_branch.clone(),
             max_steps: self.max_steps,
             handles: self.handles.clone(),
+            answer: self.answer.clone(),
         })
     }
 }
@@ -331,5 +447,48 @@ mod tests {
         assert!(render_slots("${%nope}", &vars, "T").unwrap_err().contains("%nope"));
         assert!(render_slots("${1 + 1}", &vars, "T").unwrap_err().contains("must be a variable"));
         assert!(render_slots("${%patient", &vars, "T").unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn the_tolerance_is_half_a_unit_in_the_stated_place() {
+        let f = |d| AnswerFormat { decimals: Some(d), ..AnswerFormat::default() };
+        assert!((f(0).tolerance() - 0.5).abs() < 1e-12);
+        assert!((f(1).tolerance() - 0.05).abs() < 1e-12);
+        assert!((f(2).tolerance() - 0.005).abs() < 1e-12);
+        let recorded = AnswerFormat { as_recorded: true, ..AnswerFormat::default() };
+        assert_eq!(recorded.tolerance(), 0.0);
+        assert_eq!(AnswerFormat::default().tolerance(), 0.0);
+    }
+
+    #[test]
+    fn a_format_must_be_stated_by_the_instruction() {
+        let one = AnswerFormat { decimals: Some(1), ..AnswerFormat::default() };
+        assert!(one.stated_in("Report the eGFR rounded to one decimal place.").is_ok());
+        assert!(one.stated_in("Report the eGFR to 1 decimal.").is_ok());
+        let e = one.stated_in("Report the eGFR.").unwrap_err();
+        assert!(e.contains("decimals 1") && e.contains("1 decimal places"), "{e}");
+        let whole = AnswerFormat { decimals: Some(0), ..AnswerFormat::default() };
+        assert!(whole.stated_in("the score, a whole number").is_ok());
+        assert!(whole.stated_in("rounded down to an integer").is_ok());
+        assert!(whole.stated_in("answer with the number of orders you held").is_ok());
+        assert!(whole.stated_in("rounded to one decimal").is_err());
+        let recorded = AnswerFormat { as_recorded: true, ..AnswerFormat::default() };
+        assert!(recorded.stated_in("the value as recorded, in mg/dL").is_ok());
+        assert!(recorded.stated_in("the value in mg/dL").is_err());
+        let listed = AnswerFormat { list_order: Some(ListOrder::AsAsked), ..AnswerFormat::default() };
+        assert!(listed.stated_in("report both values as [potassium, magnesium]").is_ok());
+        assert!(listed.stated_in("their MRNs, in the same order").is_ok());
+        assert!(listed.stated_in("report both values [3]").is_err());
+        let set = AnswerFormat { list_order: Some(ListOrder::Any), ..AnswerFormat::default() };
+        assert!(set.stated_in("list them in any order").is_ok());
+        assert!(set.stated_in("list them as [a, b]").is_err());
+    }
+
+    #[test]
+    fn an_incoherent_format_is_refused_by_name() {
+        let both = AnswerFormat { decimals: Some(1), as_recorded: true, ..AnswerFormat::default() };
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let many = AnswerFormat { decimals: Some(9), ..AnswerFormat::default() };
+        assert!(many.validate().unwrap_err().contains("at most 6"));
     }
 }
