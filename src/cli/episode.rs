@@ -185,13 +185,27 @@ pub fn run_and_grade(p: &Prepared, policy: &mut dyn Policy, seed: u64) -> (Traje
         let mut backend = (&mut sb, BASE);
         run_episode(policy, &p.registry, &mut backend, p.instance.max_steps)
     };
-    let g = grade(&p.instance.id, &p.library, &p.oracle, &p.instance.answer, &traj, &writes_from_diff(&sb.diff()));
+    let g = grade(
+        &p.instance.id,
+        &p.library,
+        &p.oracle,
+        &p.instance.answer,
+        &traj,
+        &writes_from_diff(&sb.diff()),
+    );
     (traj, g, sb)
 }
 
 /// Grade a trajectory that was already executed into `sandbox`.
 pub fn grade_sandbox(p: &Prepared, traj: &Trajectory, sandbox: &Sandbox) -> Grade {
-    grade(&p.instance.id, &p.library, &p.oracle, &p.instance.answer, traj, &writes_from_diff(&sandbox.diff()))
+    grade(
+        &p.instance.id,
+        &p.library,
+        &p.oracle,
+        &p.instance.answer,
+        traj,
+        &writes_from_diff(&sandbox.diff()),
+    )
 }
 
 /// Start from any subtask: a fresh fork with the oracle's prefix applied, i.e. every

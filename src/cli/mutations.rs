@@ -53,9 +53,10 @@ fn map_numbers(v: &Value, f: &dyn Fn(&serde_json::Number) -> Value) -> Option<Va
         Value::Number(n) if n.as_f64() != Some(-1.0) => Some(f(n)),
         Value::Array(a) => {
             let mapped: Vec<Option<Value>> = a.iter().map(|x| map_numbers(x, f)).collect();
-            mapped.iter().any(Option::is_some).then(|| {
-                Value::Array(mapped.into_iter().zip(a).map(|(m, x)| m.unwrap_or_else(|| x.clone())).collect())
-            })
+            mapped
+                .iter()
+                .any(Option::is_some)
+                .then(|| Value::Array(mapped.into_iter().zip(a).map(|(m, x)| m.unwrap_or_else(|| x.clone())).collect()))
         }
         _ => None,
     }
@@ -70,7 +71,8 @@ fn round_half_up(x: f64, d: u8) -> f64 {
 /// Decimals written in a recorded number (`1.9` -> 1, `99` -> 0).
 fn written_decimals(n: &serde_json::Number) -> u8 {
     let t = n.to_string();
-    t.split_once('.').map_or(0, |(_, f)| u8::try_from(f.len()).unwrap_or(u8::MAX).min(6))
+    t.split_once('.')
+        .map_or(0, |(_, f)| u8::try_from(f.len()).unwrap_or(u8::MAX).min(6))
 }
 
 /// Rewrites of a `finish` answer within the precision the instruction states (must pass).

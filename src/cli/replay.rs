@@ -6,8 +6,8 @@
 
 use super::episode::{Prepared, Workspace, attach_writes, execute_calls, grade_sandbox, htn_transitions};
 use super::run::{ResultLine, family_hashes, read_results, run_summary, sha256_hex, trajectory_path};
-use crate::trajectory::file::{Header, TrajectoryFile, read};
 use crate::grade::FailureClass;
+use crate::trajectory::file::{Header, TrajectoryFile, read};
 use crate::trajectory::{self, Trajectory};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -141,7 +141,10 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
                     let rules = if h.grader_version == crate::grade::GRADER_VERSION {
                         Vec::new()
                     } else {
-                        crate::grade::rules_changed(h.grader_version, &classes).into_iter().map(String::from).collect()
+                        crate::grade::rules_changed(h.grader_version, &classes)
+                            .into_iter()
+                            .map(String::from)
+                            .collect()
                     };
                     NodeChange {
                         path: k.clone(),

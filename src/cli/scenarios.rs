@@ -500,7 +500,10 @@ pub fn answer_format_problems(format: &AnswerFormat, text: &str, answers: &[&Val
     answers.iter().for_each(|a| walk(a, &mut number, &mut list));
     let mut out = Vec::new();
     if number && format.decimals.is_none() && !format.as_recorded {
-        out.push("numeric answers, but no stated precision: set answer.decimals (and ask for it in the instruction) or answer.as_recorded".into());
+        out.push(
+            "numeric answers, but no stated precision: set answer.decimals (and ask for it in the instruction) or answer.as_recorded"
+                .into(),
+        );
     }
     if list && format.list_order.is_none() {
         out.push("list answers, but no stated order: set answer.list_order (as_asked, with the order in the instruction, or any)".into());
@@ -628,7 +631,8 @@ fn new_family(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         "library": ["htn/common.json", "htn/electrolytes.json"],
         "tools": ["fhir_search", "fhir_read", "fhir_create", "finish"],
         "instruction": "The task as a clinician would say it, with slots like ${%patient}. Do not leak the branch or the answer.",
-        "context": "Facts the task gives: codes, dosing rules. It's ${%now} now.",
+        "context": "Facts the task gives: codes, dosing rules, and how to give the answer (here: the value as recorded). It's ${%now} now.",
+        "answer": {"as_recorded": true},
         "root": {"task": "latest_value", "args": {"code": "K", "label": "serum potassium"}},
         "vars": {},
         "max_steps": 12,

@@ -36,15 +36,31 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
         "v2 equivalence: routes by synonym or SNOMED code, doses in any UCUM-convertible unit (mEq = mmol for monovalent ions), \
          BP as text or as the vital-signs panel, notes by containment, concepts by any of their codes",
     ),
-    (2, FailureClass::Omission, "v2 split doses: orders that together give the expected dose pass"),
-    (2, FailureClass::ExtraneousWrite, "v2 split doses: the second order of a split dose is not extraneous"),
-    (2, FailureClass::WrongAnswer, "v2 answers: JSON text read as JSON; structured refusals (finish outcome cannot_complete)"),
+    (
+        2,
+        FailureClass::Omission,
+        "v2 split doses: orders that together give the expected dose pass",
+    ),
+    (
+        2,
+        FailureClass::ExtraneousWrite,
+        "v2 split doses: the second order of a split dose is not extraneous",
+    ),
+    (
+        2,
+        FailureClass::WrongAnswer,
+        "v2 answers: JSON text read as JSON; structured refusals (finish outcome cannot_complete)",
+    ),
     (
         2,
         FailureClass::Sensing,
         "v2 gating by dependency: a read gates only the branch that uses its fact; facts shown only by read steps; concepts by any code",
     ),
-    (2, FailureClass::Ordering, "v2 ordering by dependency: a compound starts at its first write; independent reads in any order"),
+    (
+        2,
+        FailureClass::Ordering,
+        "v2 ordering by dependency: a compound starts at its first write; independent reads in any order",
+    ),
     (
         3,
         FailureClass::WrongAnswer,
@@ -513,7 +529,10 @@ pub fn answer_matches(expected: &Value, given: &Value, rule: &AnswerRule<'_>) ->
     let (tolerance, unit, analyte) = (rule.tolerance, rule.unit, rule.analyte);
     match (expected, given) {
         (Value::Array(e), Value::Array(g)) if e.len() == g.len() && rule.unordered && e.len() > 1 => {
-            let fits: Vec<Vec<bool>> = e.iter().map(|x| g.iter().map(|y| answer_matches(x, y, rule).is_ok()).collect()).collect();
+            let fits: Vec<Vec<bool>> = e
+                .iter()
+                .map(|x| g.iter().map(|y| answer_matches(x, y, rule).is_ok()).collect())
+                .collect();
             match unmatched_item(&fits) {
                 None => Ok(()),
                 Some(i) => Err(format!("item {i} ({}) matches no item of the answer, in any order", e[i])),
@@ -743,7 +762,9 @@ pub fn grade(instance: &str, lib: &Library, tree: &Tree, format: &AnswerFormat, 
                         }
                     }
                 }
-                Check::Answer { expr: e, unit, analyte, .. } => {
+                Check::Answer {
+                    expr: e, unit, analyte, ..
+                } => {
                     let env = tree.scope(i, &[]);
                     let expected = expr::eval(e, &Vec::new(), &env).map(|c| expr::coll_json(&c)).unwrap_or(Value::Null);
                     let given = answer.map(|(_, a)| a.clone()).unwrap_or(Value::Null);

@@ -24,16 +24,35 @@ fn numbers_lists_and_units() {
         answer_matches(
             &json!(1.0),
             &json!({"value": 88.4, "unit": "µmol/L"}),
-            &AnswerRule { tolerance: 0.001, unit: Some("mg/dL"), analyte: Some("creatinine"), ..AnswerRule::default() })
+            &AnswerRule {
+                tolerance: 0.001,
+                unit: Some("mg/dL"),
+                analyte: Some("creatinine"),
+                ..AnswerRule::default()
+            }
+        )
         .is_ok(),
         "unit conversion"
     );
-    assert!(answer_matches(&json!(1.0), &json!("88.4 umol/L"), &AnswerRule { tolerance: 0.001, unit: Some("mg/dL"), analyte: Some("creatinine"), ..AnswerRule::default() }).is_ok());
+    assert!(
+        answer_matches(
+            &json!(1.0),
+            &json!("88.4 umol/L"),
+            &AnswerRule {
+                tolerance: 0.001,
+                unit: Some("mg/dL"),
+                analyte: Some("creatinine"),
+                ..AnswerRule::default()
+            }
+        )
+        .is_ok()
+    );
     assert!(
         answer_matches(
             &json!([6.4, "2022-09-19T10:15:00+00:00"]),
             &json!([6.4, "2022-09-19"]),
-            &AnswerRule::within(0.1))
+            &AnswerRule::within(0.1)
+        )
         .is_ok(),
         "date-only answers compare by day"
     );
@@ -41,7 +60,8 @@ fn numbers_lists_and_units() {
         answer_matches(
             &json!([6.4, "2022-09-19T10:15:00+00:00"]),
             &json!([6.4, "2022-09-20"]),
-            &AnswerRule::within(0.1))
+            &AnswerRule::within(0.1)
+        )
         .is_err()
     );
     assert!(
@@ -56,7 +76,14 @@ fn numbers_lists_and_units() {
 fn text_and_refusals() {
     assert!(answer_matches(&json!("S6534835"), &json!(" s6534835 "), &AnswerRule::within(0.0)).is_ok());
     assert!(answer_matches(&json!("Patient not found"), &json!("patient not found."), &AnswerRule::within(0.0)).is_ok());
-    assert!(answer_matches(&json!("Patient not found"), &json!("The patient was not found"), &AnswerRule::within(0.0)).is_ok());
+    assert!(
+        answer_matches(
+            &json!("Patient not found"),
+            &json!("The patient was not found"),
+            &AnswerRule::within(0.0)
+        )
+        .is_ok()
+    );
     assert!(answer_matches(&json!("Patient not found"), &json!("S6534835"), &AnswerRule::within(0.0)).is_err());
     assert!(answer_matches(&json!("S6534835"), &json!("Patient not found"), &AnswerRule::within(0.0)).is_err());
     assert!(answer_matches(&json!(null), &json!([]), &AnswerRule::within(0.0)).is_ok());
@@ -68,11 +95,26 @@ fn the_stated_precision_sets_the_tolerance() {
     // "rounded to one decimal place": half a unit in the first decimal either side of the exact value
     let one = AnswerRule::within(0.05);
     assert!(answer_matches(&json!(45.2537), &json!(45.3), &one).is_ok(), "rounded half up");
-    assert!(answer_matches(&json!(45.25), &json!(45.2), &one).is_ok(), "a tie rounded half to even");
-    assert!(answer_matches(&json!(45.2537), &json!(45.2537), &one).is_ok(), "more decimals than asked");
-    assert!(answer_matches(&json!(45.2537), &json!("45.3 mL/min/1.73m2"), &one).is_ok(), "with its unit");
-    assert!(answer_matches(&json!(45.2537), &json!(45.2), &one).is_err(), "rounded the wrong way");
-    assert!(answer_matches(&json!(45.2537), &json!(45.0), &one).is_err(), "rounded to a whole number");
+    assert!(
+        answer_matches(&json!(45.25), &json!(45.2), &one).is_ok(),
+        "a tie rounded half to even"
+    );
+    assert!(
+        answer_matches(&json!(45.2537), &json!(45.2537), &one).is_ok(),
+        "more decimals than asked"
+    );
+    assert!(
+        answer_matches(&json!(45.2537), &json!("45.3 mL/min/1.73m2"), &one).is_ok(),
+        "with its unit"
+    );
+    assert!(
+        answer_matches(&json!(45.2537), &json!(45.2), &one).is_err(),
+        "rounded the wrong way"
+    );
+    assert!(
+        answer_matches(&json!(45.2537), &json!(45.0), &one).is_err(),
+        "rounded to a whole number"
+    );
     // "a whole number"
     let whole = AnswerRule::within(0.5);
     assert!(answer_matches(&json!(452.63), &json!(453), &whole).is_ok());
@@ -89,13 +131,21 @@ fn lists_are_ordered_unless_the_instruction_frees_the_order() {
         unordered: true,
         ..AnswerRule::default()
     };
-    assert!(answer_matches(&json!([3.1, 1.9]), &json!([1.9, 3.1]), &ordered).unwrap_err().contains("item 0"));
+    assert!(
+        answer_matches(&json!([3.1, 1.9]), &json!([1.9, 3.1]), &ordered)
+            .unwrap_err()
+            .contains("item 0")
+    );
     assert!(answer_matches(&json!([3.1, 1.9]), &json!([1.9, 3.1]), &any).is_ok());
     assert!(answer_matches(&json!(["S1", "S2", "S3"]), &json!("[\"s3\", \"S1\", \"S2\"]"), &any).is_ok());
     // each expected item needs its own given item: a repeated item does not count twice
     let e = answer_matches(&json!([3.1, 1.9]), &json!([3.1, 3.1]), &any).unwrap_err();
     assert!(e.contains("1.9") && e.contains("any order"), "{e}");
-    assert!(answer_matches(&json!([1, 2, 3]), &json!([3, 2]), &any).unwrap_err().contains("3 values"));
+    assert!(
+        answer_matches(&json!([1, 2, 3]), &json!([3, 2]), &any)
+            .unwrap_err()
+            .contains("3 values")
+    );
 }
 
 #[test]
@@ -104,4 +154,20 @@ fn pairing_finds_a_perfect_matching_when_greedy_would_not() {
     assert_eq!(unmatched_item(&[vec![true, true], vec![true, false]]), None);
     assert_eq!(unmatched_item(&[vec![true, false], vec![true, false]]), Some(1));
     assert_eq!(unmatched_item(&[]), None);
+}
+
+#[test]
+fn replay_names_only_the_rules_changed_since_the_recording_for_the_verdicts_class() {
+    use super::{FailureClass, GRADER_VERSION, rules_changed};
+    let answer = rules_changed(2, &[FailureClass::WrongAnswer]);
+    assert_eq!(answer.len(), 1);
+    assert!(answer[0].starts_with("v3 answer format"));
+    let since_v1 = rules_changed(1, &[FailureClass::WrongAnswer]);
+    assert_eq!(since_v1.len(), 2, "{since_v1:?}");
+    assert!(
+        rules_changed(GRADER_VERSION, &[]).is_empty(),
+        "nothing changed since the current version"
+    );
+    assert!(rules_changed(2, &[FailureClass::WrongParameter]).is_empty());
+    assert!(rules_changed(1, &[]).len() > 2, "every rule when no class is known");
 }

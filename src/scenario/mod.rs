@@ -94,11 +94,19 @@ impl AnswerFormat {
                 t.contains("whole number") || t.contains("integer") || t.contains("the number of")
             } else {
                 let word = WORDS.get(usize::from(d)).copied().unwrap_or("");
-                [format!("{word} decimal"), format!("{d} decimal")].iter().any(|p| t.contains(p.as_str()))
+                [format!("{word} decimal"), format!("{d} decimal")]
+                    .iter()
+                    .any(|p| t.contains(p.as_str()))
             };
             if !ok {
-                let phrase = if d == 0 { "a whole number".to_string() } else { format!("{d} decimal places") };
-                return Err(format!("the answer has decimals {d}, but the instruction does not ask for {phrase}"));
+                let phrase = if d == 0 {
+                    "a whole number".to_string()
+                } else {
+                    format!("{d} decimal places")
+                };
+                return Err(format!(
+                    "the answer has decimals {d}, but the instruction does not ask for {phrase}"
+                ));
             }
         }
         if self.as_recorded && !t.contains("as recorded") {
@@ -451,44 +459,72 @@ mod tests {
 
     #[test]
     fn the_tolerance_is_half_a_unit_in_the_stated_place() {
-        let f = |d| AnswerFormat { decimals: Some(d), ..AnswerFormat::default() };
+        let f = |d| AnswerFormat {
+            decimals: Some(d),
+            ..AnswerFormat::default()
+        };
         assert!((f(0).tolerance() - 0.5).abs() < 1e-12);
         assert!((f(1).tolerance() - 0.05).abs() < 1e-12);
         assert!((f(2).tolerance() - 0.005).abs() < 1e-12);
-        let recorded = AnswerFormat { as_recorded: true, ..AnswerFormat::default() };
+        let recorded = AnswerFormat {
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
         assert_eq!(recorded.tolerance(), 0.0);
         assert_eq!(AnswerFormat::default().tolerance(), 0.0);
     }
 
     #[test]
     fn a_format_must_be_stated_by_the_instruction() {
-        let one = AnswerFormat { decimals: Some(1), ..AnswerFormat::default() };
+        let one = AnswerFormat {
+            decimals: Some(1),
+            ..AnswerFormat::default()
+        };
         assert!(one.stated_in("Report the eGFR rounded to one decimal place.").is_ok());
         assert!(one.stated_in("Report the eGFR to 1 decimal.").is_ok());
         let e = one.stated_in("Report the eGFR.").unwrap_err();
         assert!(e.contains("decimals 1") && e.contains("1 decimal places"), "{e}");
-        let whole = AnswerFormat { decimals: Some(0), ..AnswerFormat::default() };
+        let whole = AnswerFormat {
+            decimals: Some(0),
+            ..AnswerFormat::default()
+        };
         assert!(whole.stated_in("the score, a whole number").is_ok());
         assert!(whole.stated_in("rounded down to an integer").is_ok());
         assert!(whole.stated_in("answer with the number of orders you held").is_ok());
         assert!(whole.stated_in("rounded to one decimal").is_err());
-        let recorded = AnswerFormat { as_recorded: true, ..AnswerFormat::default() };
+        let recorded = AnswerFormat {
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
         assert!(recorded.stated_in("the value as recorded, in mg/dL").is_ok());
         assert!(recorded.stated_in("the value in mg/dL").is_err());
-        let listed = AnswerFormat { list_order: Some(ListOrder::AsAsked), ..AnswerFormat::default() };
+        let listed = AnswerFormat {
+            list_order: Some(ListOrder::AsAsked),
+            ..AnswerFormat::default()
+        };
         assert!(listed.stated_in("report both values as [potassium, magnesium]").is_ok());
         assert!(listed.stated_in("their MRNs, in the same order").is_ok());
         assert!(listed.stated_in("report both values [3]").is_err());
-        let set = AnswerFormat { list_order: Some(ListOrder::Any), ..AnswerFormat::default() };
+        let set = AnswerFormat {
+            list_order: Some(ListOrder::Any),
+            ..AnswerFormat::default()
+        };
         assert!(set.stated_in("list them in any order").is_ok());
         assert!(set.stated_in("list them as [a, b]").is_err());
     }
 
     #[test]
     fn an_incoherent_format_is_refused_by_name() {
-        let both = AnswerFormat { decimals: Some(1), as_recorded: true, ..AnswerFormat::default() };
+        let both = AnswerFormat {
+            decimals: Some(1),
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
         assert!(both.validate().unwrap_err().contains("not both"));
-        let many = AnswerFormat { decimals: Some(9), ..AnswerFormat::default() };
+        let many = AnswerFormat {
+            decimals: Some(9),
+            ..AnswerFormat::default()
+        };
         assert!(many.validate().unwrap_err().contains("at most 6"));
     }
 }

@@ -188,3 +188,78 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Set `grader_version` and move every numeric `finish` answer by `delta`, anywhere in a
+/// trajectory line.
+fn age_recording(v: &mut Value, version: u64, delta: f64) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("grader_version") {
+                m.insert("grader_version".into(), version.into());
+            }
+            if m.get("name").and_then(Value::as_str) == Some("finish")
+                && let Some(a) = m.get_mut("arguments").and_then(|a| a.get_mut("answer"))
+                && let Some(x) = a.as_f64()
+                && x >= 0.0
+            {
+                *a = serde_json::json!(x + delta);
+            }
+            m.values_mut().for_each(|x| age_recording(x, version, delta));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| age_recording(x, version, delta)),
+        _ => {}
+    }
+}
+
+#[test]
+fn replay_of_an_older_grader_names_the_rule_that_changed_each_verdict() {
+    // A QTc answered 0.8 ms off passed grader version 2 (a fixed tolerance of 1.0); version 3
+    // takes the tolerance from the instruction ("rounded to a whole number": ± 0.5).
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    run(AgentKind::Oracle, &suite(), &["qtc_review"], &rec);
+    let traj = rec.join("trajectories");
+    let mut aged = 0;
+    for e in std::fs::read_dir(&traj).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            age_recording(&mut v, 2, 0.8);
+            out.push_str(&serde_json::to_string(&v).unwrap());
+            out.push('\n');
+        }
+        if out != text {
+            aged += 1;
+        }
+        std::fs::write(&path, out).unwrap();
+    }
+    assert!(aged > 0);
+    let out = std::process::Command::new(bin()).arg("replay").arg(&rec).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("done: passed -> failed"), "{text}");
+    assert!(text.contains("why: grader version 2 at the run, 3 now"), "{text}");
+    assert!(text.contains("rule: v3 answer format"), "{text}");
+    assert!(
+        !text.contains("rule: v2"),
+        "only the rules that decide a wrong answer are named: {text}"
+    );
+    let out = std::process::Command::new(bin())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed: Vec<&Value> = v.as_array().unwrap().iter().filter(|r| r["changed"] == true).collect();
+    assert!(!changed.is_empty());
+    for r in changed {
+        let nodes = r["nodes"].as_array().unwrap();
+        let done = nodes
+            .iter()
+            .find(|n| n["path"].as_str().unwrap().ends_with("done"))
+            .unwrap_or_else(|| panic!("{nodes:?}"));
+        assert!(done["rules"][0].as_str().unwrap().starts_with("v3 answer format"), "{done}");
+    }
+}
