@@ -27,6 +27,16 @@ def binary() -> str:
 
 
 @pytest.fixture(scope="session")
+def emrgym_bin():
+    return binary()
+
+
+@pytest.fixture(scope="session")
+def suite_dir():
+    return SUITE
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
     with LocalServer(binary(), suite=SUITE, record=tmp_path_factory.mktemp("rec") / "episodes") as s:
         yield s

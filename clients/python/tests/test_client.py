@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from emrgym_client import Client, EmrgymError, EpisodeResult, Grade, Instance, LocalServer, ToolResult
-from conftest import SUITE, binary
 
 
 def test_scenarios_are_typed_instances(client):
@@ -124,8 +123,8 @@ def test_guided_mode_releases_guidance_as_the_agent_goes(client, oracle_calls):
         assert ep.guidance().ended is True
 
 
-def test_a_server_with_a_token_needs_the_operators_token(tmp_path, oracle_calls):
-    with LocalServer(binary(), suite=SUITE, record=tmp_path / "rec", args=["--token", "op-secret"]) as server:
+def test_a_server_with_a_token_needs_the_operators_token(tmp_path, oracle_calls, emrgym_bin, suite_dir):
+    with LocalServer(emrgym_bin, suite=suite_dir, record=tmp_path / "rec", args=["--token", "op-secret"]) as server:
         with pytest.raises(EmrgymError) as e:
             Client(server.url).create_episode("mab-k-001")
         assert e.value.status == 401
