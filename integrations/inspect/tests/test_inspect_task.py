@@ -44,7 +44,7 @@ def test_a_model_that_never_calls_a_tool_fails_and_is_recorded(server, tmp_path,
     assert line["end"] == "stopped" and line["success"] is False
     assert score.metadata["run_dir"] == str(server.record)
     out = subprocess.run([emrgym_bin, "report", str(server.record)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and "mab-k-001" in out.stdout + out.stderr or "mab_k_replete" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "agent external" in out.stdout and "mab_k_replete" in out.stdout, out.stdout + out.stderr
 
 
 def scripted(calls, seen):
