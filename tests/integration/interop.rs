@@ -33,3 +33,21 @@ fn python_fhir_clients_against_running_server() {
     assert!(out.status.success(), "python interop tests failed:\n{text}");
     assert!(text.contains("passed"), "{text}");
 }
+
+/// The Python client (clients/python) and the Inspect AI task (integrations/inspect), run from
+/// their source directories against this binary, which their tests start themselves
+/// (`EMRGYM_BIN`); Inspect runs only its offline mock model.
+#[test]
+fn python_client_and_inspect_task_against_the_binary() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("{root}/clients/python/tests"))
+        .arg(format!("{root}/integrations/inspect/tests"))
+        .env("EMRGYM_BIN", env!("CARGO_BIN_EXE_emrgym"))
+        .output();
+    let out = out.expect("run python3 -m pytest (pip install -r tests/interop/requirements.txt)");
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python client and inspect tests failed:\n{text}");
+    assert!(text.contains("passed"), "{text}");
+}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from inspect_ai import eval as inspect_eval
@@ -14,7 +15,11 @@ from inspect_ai.model import ChatMessageTool, ModelOutput, get_model
 
 from emrgym_client import Instance
 from emrgym_inspect import emrgym, select
-from conftest import HERE, REPO, SOURCES, SUITE
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+SOURCES = [str(HERE.parent), str(REPO / "clients" / "python")]
+SUITE = REPO / "scenarios"
 
 
 def run(task, model, tmp_path):
