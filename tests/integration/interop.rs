@@ -36,7 +36,8 @@ fn python_fhir_clients_against_running_server() {
 
 /// The Python client (clients/python) and the Inspect AI task (integrations/inspect), run from
 /// their source directories against this binary, which their tests start themselves
-/// (`EMRGYM_BIN`); Inspect runs only its offline mock model.
+/// (`EMRGYM_BIN`); Inspect runs only its offline mock model. Also the ATIF export read by a
+/// third-party ATIF loader (tests/interop/test_atif_export.py).
 #[test]
 fn python_client_and_inspect_task_against_the_binary() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -44,6 +45,7 @@ fn python_client_and_inspect_task_against_the_binary() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(format!("{root}/clients/python/tests"))
         .arg(format!("{root}/integrations/inspect/tests"))
+        .arg(format!("{root}/tests/interop/test_atif_export.py"))
         .env("EMRGYM_BIN", env!("CARGO_BIN_EXE_emrgym"))
         .output();
     let out = out.expect("run python3 -m pytest (pip install -r tests/interop/requirements.txt)");
