@@ -43,7 +43,10 @@ def test_a_model_that_never_calls_a_tool_fails_and_is_recorded(server, tmp_path,
     assert log.results.scores[0].metrics["accuracy"].value == 0.0
     # the transcript: the episode's prompt, then the model's turns and our nudges
     assert sample.messages[0].role == "system" and "electronic health record" in sample.messages[0].text
-    assert "S2823623" in sample.messages[1].text and "Default output from mockllm" in sample.messages[2].text
+    assert "S2823623" in sample.messages[1].text and "S2823623" not in sample.messages[0].text
+    assert "Default output from mockllm" in sample.messages[2].text
+    info = [e for e in sample.events if e.event == "info" and e.source == "emrgym"]
+    assert info and info[0].data["emrgym_episode"] == score.metadata["episode"]
     # EMRGym recorded the same episode in its run directory, and `emrgym report` reads it
     line = next(r for r in results(server.record) if r["instance"] == "mab-k-001" and r["trial"] == score.metadata["trial"])
     assert line["end"] == "stopped" and line["success"] is False
