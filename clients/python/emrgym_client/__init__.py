@@ -158,17 +158,15 @@ class EpisodeResult:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """A tool's answer. `value` is the tool's JSON; `ended` carries how the episode ended when
-    the call was a successful `finish`."""
+    """A tool's answer. `value` is the tool's JSON, `text` the body as the server sent it (what
+    `emrgym run` shows a model); `ended` carries how the episode ended when the call was a
+    successful `finish`."""
 
     name: str
     status: int
     value: JSON
+    text: str = field(repr=False)
     ended: EpisodeResult | None = None
-
-    @property
-    def text(self) -> str:
-        return json.dumps(self.value)
 
 
 @dataclass(frozen=True)
@@ -295,7 +293,7 @@ class Episode:
         ended = None
         if isinstance(value, dict) and isinstance(value.get("episode"), dict):
             ended = self._ended(value["episode"])
-        return ToolResult(name, r.status_code, value, ended)
+        return ToolResult(name, r.status_code, value, r.text, ended)
 
     def guidance(self) -> Guidance:
         """Guided mode: the steps released now (EmrgymError 409 in flat mode)."""

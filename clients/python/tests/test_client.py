@@ -23,7 +23,7 @@ def test_oracle_calls_through_the_client_succeed_and_are_recorded(client, server
         assert {n for n, _ in calls} <= set(ep.tool_names)
         for name, args in calls[:-1]:
             r = ep.call_tool(name, args)
-            assert isinstance(r, ToolResult) and r.status < 300 and r.ended is None
+            assert isinstance(r, ToolResult) and r.status < 300 and r.ended is None and json.loads(r.text) == r.value
         result = ep.finish(**calls[-1][1])
         assert isinstance(result, EpisodeResult) and isinstance(result.grade, Grade)
         assert (result.end, result.success, result.progress) == ("finished", True, 1.0)
