@@ -106,7 +106,7 @@ def test_the_inspect_cli_starts_its_own_server_and_the_log_dumps(emrgym_bin, tmp
     out = subprocess.run(
         [sys.executable, str(HERE / "inspect_offline.py"), "eval", f"{task}@emrgym", "--model", "mockllm/model", "--display", "none",
          "-T", f"emrgym={emrgym_bin}", "-T", f"scenarios={SUITE}", "-T", f"record={record}",
-         "-T", "family=mab_patient_age", "-T", "suite=quick", "-T", "max_turns=1"],
+         "-T", "suite=mab", "-T", "instance=mab-age-001,mab-a1c-001", "-T", "max_turns=1"],
         env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -114,11 +114,15 @@ def test_the_inspect_cli_starts_its_own_server_and_the_log_dumps(emrgym_bin, tmp
     dump = subprocess.run([sys.executable, str(HERE / "inspect_offline.py"), "log", "dump", str(log_file)], capture_output=True, text=True, timeout=120)
     assert dump.returncode == 0, dump.stderr
     log = json.loads(dump.stdout)
-    [sample] = log["samples"]
-    assert sample["id"] == "mab-age-001" and sample["scores"]["emrgym_scorer"]["value"] == "I"
-    assert [m["role"] for m in sample["messages"][:3]] == ["system", "user", "assistant"]
-    [line] = [json.loads(l) for l in (record / "results.jsonl").read_text().splitlines()]
-    assert line["instance"] == "mab-age-001" and line["end"] == "stopped"
+    samples = sorted(log["samples"], key=lambda s: s["id"])
+    assert [s["id"] for s in samples] == ["mab-a1c-001", "mab-age-001"]
+    for sample in samples:
+        assert sample["scores"]["emrgym_scorer"]["value"] == "I"
+        assert [m["role"] for m in sample["messages"][:3]] == ["system", "user", "assistant"]
+    lines = [json.loads(l) for l in (record / "results.jsonl").read_text().splitlines()]
+    assert sorted((l["instance"], l["end"]) for l in lines) == [("mab-a1c-001", "stopped"), ("mab-age-001", "stopped")]
+    episodes = {s["scores"]["emrgym_scorer"]["metadata"]["episode"] for s in samples}
+    assert len(episodes) == 2  # one episode (sandbox) per sample
 
 
 INSTANCES = [Instance(i, f, "demo", "", [], 4, {}) for i, f in [
