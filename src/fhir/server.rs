@@ -3,8 +3,10 @@
 //! content negotiation, and FHIR headers. The same router serves in-process callers
 //! through `tower::ServiceExt::oneshot`.
 //!
-//! Hardening (docs/reliability.md): [`harden`] puts one guard in front of every route (auth
-//! before the body is read, one body limit and body-read timeout, every error an
+//! Hardening (docs/reliability.md): [`harden`] puts one guard in front of every route (the
+//! caller's role from its token before the body is read, and an episode token confined to its
+//! episode, see [`super::access`]; the Host, Origin and Content-Type checks against browsers;
+//! one body limit and body-read timeout, every error an
 //! OperationOutcome, 405s and extractor rejections included); [`AppState::offload`] runs
 //! CPU-bound work on blocking threads, at most `max_work` at once, under a per-request
 //! deadline; [`serve`] accepts connections itself: a connection limit (a 503 beyond it), a
@@ -355,8 +357,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     harden(routes(state.clone()), state)
 }
 
-/// Put the guard in front of every route of `app` (call it last, on the merged router):
-/// bearer-token auth before any body byte is read; one body limit (`body_limit`, 413) and
+/// Put the guard in front of every route of `app` (call it last, on the merged router): the
+/// caller's [`Role`] before any body byte is read (401 without a valid token, 403 for an
+/// episode token off its episode; handlers read the role from the request's extensions);
+/// the browser checks of [`access::browser_safe`] (421, 403, 415); one body limit (`body_limit`, 413) and
 /// one body-read timeout (`body_timeout`, 408) for every route; and every error answer an
 /// OperationOutcome: axum's own (405 with `Allow`, bad path parameters, rejected bodies)
 /// are rewritten, keeping their status and naming the method and path.
