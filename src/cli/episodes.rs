@@ -59,6 +59,8 @@ pub struct Limits {
     pub open_per_instance: Option<usize>,
     /// The operator holds `--token` (false: any loopback client is the operator).
     pub operator_token: bool,
+    /// An open episode with no call for this long is ended as `abandoned` (None: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Limits {
@@ -70,6 +72,7 @@ impl Limits {
             "agent_feedback": self.feedback,
             "max_episodes_per_instance": self.per_instance,
             "max_open_episodes_per_instance": self.open_per_instance,
+            "episode_idle_timeout_s": self.idle_timeout.map(|d| d.as_secs()),
         })
     }
 }
@@ -196,6 +199,41 @@ impl EpisodeApi {
             }
         }
         n
+    }
+
+    /// End, as `abandoned`, every open episode whose agent made no call for `idle` (the
+    /// server runs it periodically under `--episode-idle-timeout-s`, so open episodes cannot
+    /// hold the per-instance budget forever). Returns how many expired. An episode busy with
+    /// a request is not idle.
+    pub fn expire_idle(&self, idle: std::time::Duration) -> usize {
+        let cells: Vec<Arc<Mutex<Session>>> = match self.sessions.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        let mut n = 0;
+        for cell in cells {
+            let Ok(mut s) = cell.try_lock() else { continue };
+            if s.ended() || s.last_call.elapsed() < idle {
+                continue;
+            }
+            match s.end_with(&self.recorder, Some(crate::trajectory::EndReason::Abandoned)) {
+                Ok(_) => {
+                    tracing::info!(
+                        "episode {} expired after {} s without a call: recorded as abandoned",
+                        s.id,
+                        idle.as_secs()
+                    );
+                    n += 1;
+                }
+                Err(e) => tracing::error!("episode {}: recording it as abandoned failed: {e:#}", s.id),
+            }
+        }
+        n
+    }
+
+    /// The idle timeout the server applies.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.limits.idle_timeout
     }
 
     /// Bring the recording's `summary.json` up to date (at shutdown).

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Most episodes of one instance open at once (429 beyond).
     #[arg(long)]
     pub max_open_episodes_per_instance: Option<usize>,
+    /// End an open episode as `abandoned` after this many seconds without a tool call or
+    /// FHIR request from its agent (default: never).
+    #[arg(long)]
+    pub episode_idle_timeout_s: Option<u64>,
     /// A host name the `Host` header may name besides the loopback names and the bind
     /// address (repeatable; no port).
     #[arg(long = "allow-host")]
@@ -111,6 +115,8 @@ pub struct ServeConfig {
     pub max_episodes_per_instance: Option<u32>,
     /// Most episodes of one instance open at once.
     pub max_open_episodes_per_instance: Option<usize>,
+    /// Seconds without a call before an open episode is abandoned.
+    pub episode_idle_timeout_s: Option<u64>,
     /// Extra host names for the `Host` check.
     pub allow_hosts: Vec<String>,
     /// Extra admitted origins.
@@ -151,6 +157,7 @@ impl Default for ServeConfig {
             agent_feedback: Feedback::None,
             max_episodes_per_instance: None,
             max_open_episodes_per_instance: None,
+            episode_idle_timeout_s: None,
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
@@ -199,6 +206,9 @@ impl ServeConfig {
         }
         if a.max_open_episodes_per_instance.is_some() {
             c.max_open_episodes_per_instance = a.max_open_episodes_per_instance;
+        }
+        if a.episode_idle_timeout_s.is_some() {
+            c.episode_idle_timeout_s = a.episode_idle_timeout_s;
         }
         c.allow_hosts.extend(a.allow_hosts.iter().cloned());
         c.allow_origins.extend(a.allow_origins.iter().cloned());
@@ -249,8 +259,8 @@ impl ServeConfig {
                 bail!("{flag} must be positive, got 0");
             }
         }
-        if c.max_episodes_per_instance == Some(0) || c.max_open_episodes_per_instance == Some(0) {
-            bail!("--max-episodes-per-instance and --max-open-episodes-per-instance must be positive");
+        if c.max_episodes_per_instance == Some(0) || c.max_open_episodes_per_instance == Some(0) || c.episode_idle_timeout_s == Some(0) {
+            bail!("--max-episodes-per-instance, --max-open-episodes-per-instance and --episode-idle-timeout-s must be positive");
         }
         if let Some(bad) = c.allow_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
             bail!("--allow-host '{bad}' is not a host name (give the name, without scheme or path)");
@@ -327,6 +337,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             per_instance: c.max_episodes_per_instance,
             open_per_instance: c.max_open_episodes_per_instance,
             operator_token: c.token.is_some(),
+            idle_timeout: c.episode_idle_timeout_s.map(Duration::from_secs),
         };
         EpisodeApi::with_limits(state.clone(), ws, rec, limits)
     };
@@ -385,6 +396,20 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
         }
         let episodes_for_shutdown = episodes.clone();
+        // idle episodes expire (checked every quarter of the timeout, at most every 30 s)
+        if let Some(api) = episodes.clone()
+            && let Some(idle) = api.idle_timeout()
+        {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)));
+                loop {
+                    tick.tick().await;
+                    let api = api.clone();
+                    // grading is CPU-bound: off the async workers
+                    let _ = tokio::task::spawn_blocking(move || api.expire_idle(idle)).await;
+                }
+            });
+        }
         let app = super::episodes::app(state, registry, episodes);
         serve(app, listener, limits).await.context("server failed")?;
         if let Some(api) = &episodes_for_shutdown {

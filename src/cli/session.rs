@@ -66,6 +66,8 @@ pub struct Session {
     pub steps: Vec<Step>,
     /// The result once ended.
     pub result: Option<ResultLine>,
+    /// When the agent last made a call (tool or REST): idle episodes expire.
+    pub last_call: std::time::Instant,
 }
 
 impl Session {
@@ -81,6 +83,7 @@ impl Session {
             sandbox: Arc::new(RwLock::new(sb)),
             steps: Vec::new(),
             result: None,
+            last_call: std::time::Instant::now(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Session {
         }
         let mut fhir = SandboxBackend::new(self.sandbox.clone(), BASE);
         let obs = self.prepared.registry.call(name, args, &mut fhir);
+        self.last_call = std::time::Instant::now();
         self.steps.push(Step::new(
             ToolCall {
                 name: name.to_string(),
@@ -138,6 +142,7 @@ impl Session {
         let resp = run();
         let (name, arguments) = rest_call(req, base);
         let obs = observe(&name, resp.clone());
+        self.last_call = std::time::Instant::now();
         self.steps.push(Step::new(
             ToolCall { name, arguments },
             ToolResult {

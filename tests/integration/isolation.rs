@@ -440,7 +440,7 @@ async fn budgets_bound_probing_and_abandoned_episodes_are_recorded() {
     assert_eq!(
         m["access"],
         json!({"interface": "http", "operator": "token", "agent_feedback": "none",
-            "max_episodes_per_instance": 3, "max_open_episodes_per_instance": 1})
+            "max_episodes_per_instance": 3, "max_open_episodes_per_instance": 1, "episode_idle_timeout_s": null})
     );
     // a server under other rules may not continue this recording
     let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
@@ -452,4 +452,48 @@ async fn budgets_bound_probing_and_abandoned_episodes_are_recorded() {
         .unwrap()
         .to_string();
     assert!(err.contains("other access rules"), "{err}");
+}
+
+#[tokio::test]
+async fn idle_episodes_expire_as_abandoned_and_free_their_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("rec");
+    let limits = Limits {
+        open_per_instance: Some(1),
+        idle_timeout: Some(std::time::Duration::from_secs(3600)),
+        ..Limits::default()
+    };
+    let (s, api) = server(&record, Some(OP), limits);
+    let op_auth = bearer(OP);
+    let op = [("authorization", op_auth.as_str())];
+    let ep = open(&s, "mab-age-001", &op).await;
+    let auth = bearer(&ep.token);
+    let me = [("authorization", auth.as_str())];
+    let read = json!({"resource_type": "Patient", "id": "S6534835"}).to_string();
+    let url = format!("/episodes/{}/tools/fhir_read", ep.id);
+    assert_eq!(s.req("POST", &url, Some(&read), &me).await.status.as_u16(), 200);
+    assert_eq!(
+        api.expire_idle(std::time::Duration::from_secs(3600)),
+        0,
+        "a recent call is not idle"
+    );
+    let body = json!({"instance": "mab-age-001"}).to_string();
+    assert_eq!(s.req("POST", "/episodes", Some(&body), &op).await.status.as_u16(), 429);
+    assert_eq!(api.expire_idle(std::time::Duration::ZERO), 1);
+    // the agent learns that it ended; its calls are refused; the slot is free
+    refused(&s.req("POST", &url, Some(&read), &me).await, 409, "has ended");
+    let view = s.req("GET", &format!("/episodes/{}", ep.id), None, &me).await;
+    assert_eq!(view.body["result"], json!({"id": ep.id, "ended": true, "end": "abandoned"}));
+    open(&s, "mab-age-001", &op).await;
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(record.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!((line["end"].as_str(), line["trial"].as_u64()), (Some("abandoned"), Some(0)));
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(record.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["access"]["episode_idle_timeout_s"], 3600);
 }
