@@ -97,11 +97,9 @@ impl Episode {
         }
         let ended = match self.end() {
             Ok(l) => {
-                // what the feedback policy allows, never the grade
+                // what the feedback policy allows: never the grade, nor where it is written
                 let id = self.session.lock().map(|s| s.id.clone()).unwrap_or_default();
-                let mut v = self.feedback.view(&id, &l);
-                v["recorded_in"] = json!(self.recorder.dir().display().to_string());
-                v
+                self.feedback.view(&id, &l)
             }
             Err(e) => json!({"ended": true, "error": format!("recording the episode failed: {e:#}")}),
         };
