@@ -182,6 +182,20 @@ def test_bad_requests_get_operation_outcomes_and_lose_nothing():
     outcome(requests.post(ep["tool_url"].format(name="fhir_search"), json={"resource_type": "Patient"}, headers=me), 409, "has ended")
 
 
+def test_a_web_page_cannot_drive_the_server_over_http():
+    """What a browser would send: a simple text/plain POST, a foreign Origin, a rebound Host."""
+    obs = {"resource_type": "Observation", "resource": {"resourceType": "Observation", "status": "final",
+           "code": {"text": "csrf"}, "subject": {"reference": "Patient/S6534835"}}}
+    body = json.dumps(obs)
+    outcome(requests.post(f"{URL}/tools/fhir_create", data=body, headers={**OP, "Content-Type": "text/plain"}), 415, "application/json")
+    outcome(requests.post(f"{URL}/tools/fhir_create", json=obs, headers={**OP, "Origin": "http://evil.example"}), 403, "evil.example")
+    port = URL.rsplit(":", 1)[1]
+    outcome(requests.get(f"{URL}/episodes", headers={**OP, "Host": f"evil.example:{port}"}), 421, "DNS rebinding")
+    # without the token too: the browser refusal is what the page learns
+    outcome(requests.post(f"{URL}/episodes", json={"instance": "mab-age-001"}, headers={"Origin": "http://evil.example"}), 403, "Origin")
+    assert requests.get(f"{URL}/fhir/Observation?code:text=csrf", headers=OP).json()["total"] == 0
+
+
 def test_an_episode_out_of_steps_can_only_finish():
     ep = create("mab-age-001")
     me = agent(ep)
