@@ -1,7 +1,9 @@
 """A complete external agent for EMRGym's episode API: any OpenAI-compatible model, on the typed client.
 
-    emrgym serve --port 8080 &            # the episode API, recording in runs/episodes
+    emrgym serve --port 8080 --token "$EMRGYM_TOKEN" &   # the episode API, recording in runs/episodes
     OPENAI_BASE_URL=http://127.0.0.1:8000/v1 MODEL=my-model python3 episode_agent.py mab-lookup-001
+
+Operator token (create, end, grade) and episode token (tools, REST, guidance, finish) kept apart.
 """
 import json
 import os

@@ -65,6 +65,7 @@ pub fn attribute(traj: &Trajectory, applied: &Limits, default: &Limits) -> Optio
         EndReason::Finished
         | EndReason::ToolCallParseError
         | EndReason::Stopped
+        | EndReason::Abandoned
         | EndReason::BackendError
         | EndReason::RateLimited
         | EndReason::Cancelled

@@ -13,6 +13,13 @@
 //! Every tool call and every FHIR REST request to `/sandboxes/{id}/fhir` is recorded as a
 //! step; ended episodes are written to the server's recording run directory in the format
 //! `emrgym run` writes. Errors are OperationOutcomes.
+//!
+//! Roles (crate::fhir::access, checked by the server's guard): the operator creates, lists,
+//! ends and reads episodes with their full grades; `POST /episodes` grants the episode a
+//! token that reaches only that episode, and an agent holding it sees, on finish, that the
+//! episode ended and at most success and progress ([`Feedback`]). Budgets cap the episodes
+//! of an instance, open and in all ([`Limits`]); episodes still open when the server stops
+//! are recorded as `abandoned` ([`EpisodeApi::abandon_all`]).
 
 // Handlers short-circuit with the error Response they will return anyway; boxing it would add
 // an allocation to every error path for no gain.
@@ -20,17 +27,18 @@
 
 use super::episode::{Prepared, Workspace};
 use super::run::Mode;
-use super::session::{Recorder, Session};
+use super::session::{Feedback, Recorder, Session};
 use crate::fhir::FhirError;
-use crate::fhir::server::{AppState, authorized, error_response, host_base};
+use crate::fhir::access::Role;
+use crate::fhir::server::{AppState, error_response, host_base};
 use crate::scenario::Instance;
 use crate::tools::http::to_response;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +46,36 @@ use std::sync::{Arc, Mutex};
 
 /// Most episodes kept by one server (ended ones included; DELETE frees them).
 pub const MAX_EPISODES: usize = 10_000;
+
+/// What the episode API allows, recorded in the run's manifest (`access`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// What an agent learns when its episode ends.
+    pub feedback: Feedback,
+    /// Most episodes of one instance in the recording, ended ones and earlier servers'
+    /// included (None: no cap).
+    pub per_instance: Option<u32>,
+    /// Most episodes of one instance open at once (None: no cap).
+    pub open_per_instance: Option<usize>,
+    /// The operator holds `--token` (false: any loopback client is the operator).
+    pub operator_token: bool,
+    /// An open episode with no call for this long is ended as `abandoned` (None: never).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl Limits {
+    /// The manifest's record of them.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "interface": "http",
+            "operator": if self.operator_token { "token" } else { "loopback" },
+            "agent_feedback": self.feedback,
+            "max_episodes_per_instance": self.per_instance,
+            "max_open_episodes_per_instance": self.open_per_instance,
+            "episode_idle_timeout_s": self.idle_timeout.map(|d| d.as_secs()),
+        })
+    }
+}
 
 /// The episode API's state.
 pub struct EpisodeApi {
@@ -48,12 +86,24 @@ pub struct EpisodeApi {
     sessions: Mutex<BTreeMap<String, Arc<Mutex<Session>>>>,
     recorder: Recorder,
     counter: AtomicU64,
+    limits: Limits,
 }
 
 impl EpisodeApi {
     /// The API over a scenario workspace, recording into `recorder`; hooks the FHIR server
     /// so REST requests to an episode's sandbox are recorded.
     pub fn new(app: Arc<AppState>, ws: Workspace, recorder: Recorder) -> anyhow::Result<Arc<EpisodeApi>> {
+        let limits = Limits {
+            operator_token: app.config().token.is_some(),
+            ..Limits::default()
+        };
+        Self::with_limits(app, ws, recorder, limits)
+    }
+
+    /// [`EpisodeApi::new`] with a feedback policy and budgets (recorded in the manifest; a
+    /// recording made under other ones is refused).
+    pub fn with_limits(app: Arc<AppState>, ws: Workspace, recorder: Recorder, limits: Limits) -> anyhow::Result<Arc<EpisodeApi>> {
+        let recorder = recorder.with_access(limits.to_json())?;
         let mut instances = ws.suite.instances().map_err(anyhow::Error::msg)?;
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         let api = Arc::new(EpisodeApi {
@@ -64,6 +114,7 @@ impl EpisodeApi {
             sessions: Mutex::new(BTreeMap::new()),
             recorder,
             counter: AtomicU64::new(0),
+            limits,
         });
         let weak = Arc::downgrade(&api);
         app.set_interceptor(Arc::new(move |id, base, req, run| {
@@ -84,7 +135,7 @@ impl EpisodeApi {
     /// the episode's own tool call (its catalogue, recorded), so both URLs are equivalent.
     pub fn tool_hook(self: &Arc<Self>) -> crate::tools::http::ToolHook {
         let weak = Arc::downgrade(self);
-        Arc::new(move |id, name, body| {
+        Arc::new(move |id, name, body, role| {
             let api = weak.upgrade()?;
             let cell = api.session(id)?;
             let mut s = cell.lock().ok()?;
@@ -106,7 +157,7 @@ impl EpisodeApi {
             let mut obs = s.tool(name, &args);
             if s.finished() {
                 // as on /episodes/{id}/tools/finish: the grade comes back with the result
-                match ended_view(&api, &mut s) {
+                match ended_view(&api, &mut s, role) {
                     Ok(v) => {
                         if let Some(o) = obs.content.as_object_mut() {
                             o.insert("episode".into(), v);
@@ -127,6 +178,62 @@ impl EpisodeApi {
     /// Where ended episodes are written.
     pub fn run_dir(&self) -> &std::path::Path {
         self.recorder.dir()
+    }
+
+    /// End every episode still open as `abandoned` and record it (at shutdown: every episode
+    /// a client opened appears in the run's results). Returns how many were abandoned.
+    pub fn abandon_all(&self) -> usize {
+        let cells: Vec<Arc<Mutex<Session>>> = match self.sessions.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        let mut n = 0;
+        for cell in cells {
+            let Ok(mut s) = cell.lock() else { continue };
+            if s.ended() {
+                continue;
+            }
+            match s.end_with(&self.recorder, Some(crate::trajectory::EndReason::Abandoned)) {
+                Ok(_) => n += 1,
+                Err(e) => tracing::error!("episode {}: recording it as abandoned failed: {e:#}", s.id),
+            }
+        }
+        n
+    }
+
+    /// End, as `abandoned`, every open episode whose agent made no call for `idle` (the
+    /// server runs it periodically under `--episode-idle-timeout-s`, so open episodes cannot
+    /// hold the per-instance budget forever). Returns how many expired. An episode busy with
+    /// a request is not idle.
+    pub fn expire_idle(&self, idle: std::time::Duration) -> usize {
+        let cells: Vec<Arc<Mutex<Session>>> = match self.sessions.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        let mut n = 0;
+        for cell in cells {
+            let Ok(mut s) = cell.try_lock() else { continue };
+            if s.ended() || s.last_call.elapsed() < idle {
+                continue;
+            }
+            match s.end_with(&self.recorder, Some(crate::trajectory::EndReason::Abandoned)) {
+                Ok(_) => {
+                    tracing::info!(
+                        "episode {} expired after {} s without a call: recorded as abandoned",
+                        s.id,
+                        idle.as_secs()
+                    );
+                    n += 1;
+                }
+                Err(e) => tracing::error!("episode {}: recording it as abandoned failed: {e:#}", s.id),
+            }
+        }
+        n
+    }
+
+    /// The idle timeout the server applies.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.limits.idle_timeout
     }
 
     /// Bring the recording's `summary.json` up to date (at shutdown).
@@ -199,14 +306,9 @@ fn json_response(status: u16, body: &Value) -> Response {
     r
 }
 
-fn auth(api: &EpisodeApi, headers: &HeaderMap) -> Result<(), Response> {
-    if authorized(headers, api.app.config()) {
-        Ok(())
-    } else {
-        Err(error_response(&FhirError::Unauthorized(
-            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
-        )))
-    }
+/// The caller's role, as the server's guard resolved it (no guard: the least privilege).
+fn role_of(r: Option<Extension<Role>>) -> Role {
+    r.map_or_else(|| Role::Agent(String::new()), |Extension(r)| r)
 }
 
 fn body_json(bytes: &Bytes) -> Result<Value, Response> {
@@ -216,19 +318,26 @@ fn body_json(bytes: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(bytes).map_err(|e| error_response(&FhirError::BadRequest(format!("body is not valid JSON: {e}"))))
 }
 
-async fn scenarios(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn scenarios(State(api): State<Arc<EpisodeApi>>, role: Option<Extension<Role>>) -> Response {
+    // an agent sees its own instance only
+    let own = match role_of(role) {
+        Role::Operator => None,
+        Role::Agent(id) => Some(
+            api.session(&id)
+                .and_then(|c| c.lock().ok().map(|s| s.prepared.instance.id.clone()))
+                .unwrap_or_default(),
+        ),
+    };
     let items: Vec<Value> = api
         .instances
         .iter()
+        .filter(|i| own.as_ref().is_none_or(|o| *o == i.id))
         .map(|i| json!({"id": i.id, "family": i.family, "cohort": i.cohort, "now": i.now, "tools": i.tools, "max_steps": i.max_steps}))
         .collect();
     json_response(200, &json!({"count": items.len(), "instances": items}))
 }
 
-fn episode_view(s: &Session, host: &str) -> Value {
+fn episode_view(api: &EpisodeApi, s: &Session, host: &str, role: &Role) -> Value {
     let p = &s.prepared;
     let mut v = json!({
         "id": s.id,
@@ -252,15 +361,16 @@ fn episode_view(s: &Session, host: &str) -> Value {
         v["guidance_url"] = json!(format!("{host}/episodes/{}/guidance", s.id));
     }
     if let Some(r) = &s.result {
-        v["result"] = serde_json::to_value(r).unwrap_or(Value::Null);
+        v["result"] = match role {
+            Role::Operator => serde_json::to_value(r).unwrap_or(Value::Null),
+            Role::Agent(_) => api.limits.feedback.view(&s.id, r),
+        };
     }
     v
 }
 
 async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: Bytes) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+    // operator only: the guard refuses episode tokens here
     blocking(api, move |api| create_now(api, &headers, &bytes)).await
 }
 
@@ -305,6 +415,30 @@ fn create_now(api: &EpisodeApi, headers: &HeaderMap, bytes: &Bytes) -> Response 
     if sessions.len() >= MAX_EPISODES {
         return error_response(&FhirError::Conflict(format!("{MAX_EPISODES} episodes are kept; DELETE some first")));
     }
+    // budgets, checked under the table's lock so concurrent creations cannot overshoot
+    if let Some(cap) = api.limits.per_instance {
+        let used = api.recorder.trials_of(instance);
+        if used >= cap {
+            return error_response(&FhirError::TooMany(format!(
+                "instance {instance} has used its {cap} episodes in this recording (--max-episodes-per-instance)"
+            )));
+        }
+    }
+    if let Some(cap) = api.limits.open_per_instance {
+        // an episode busy with a request counts as open
+        let open = sessions
+            .values()
+            .filter(|c| match c.try_lock() {
+                Ok(s) => s.prepared.instance.id == instance && !s.ended(),
+                Err(_) => true,
+            })
+            .count();
+        if open >= cap {
+            return error_response(&FhirError::TooMany(format!(
+                "instance {instance} has {open} open episodes, its limit (--max-open-episodes-per-instance {cap}); finish or DELETE one first"
+            )));
+        }
+    }
     let id = format!("ep{}", api.counter.fetch_add(1, Ordering::Relaxed) + 1);
     let trial = api.recorder.next_trial(instance);
     let s = Session::new(&id, p, trial, mode, seed);
@@ -312,15 +446,22 @@ fn create_now(api: &EpisodeApi, headers: &HeaderMap, bytes: &Bytes) -> Response 
     if let Err(e) = api.app.insert_owned_sandbox(&id, s.sandbox.clone(), &owner) {
         return error_response(&e);
     }
-    let view = episode_view(&s, &host_base(headers, api.app.config()));
+    let token = match api.app.grants().grant(&id) {
+        Ok(t) => t,
+        Err(e) => {
+            api.app.release_sandbox(&id);
+            return error_response(&e);
+        }
+    };
+    let mut view = episode_view(api, &s, &host_base(headers, api.app.config()), &Role::Operator);
+    // the episode's capability: shown once, here, and never recorded
+    view["token"] = json!(token);
     sessions.insert(id, Arc::new(Mutex::new(s)));
     json_response(201, &view)
 }
 
-async fn list(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn list(State(api): State<Arc<EpisodeApi>>) -> Response {
+    // operator only (the guard)
     let Ok(sessions) = api.sessions.lock() else {
         return error_response(&FhirError::Conflict("episode table unavailable".into()));
     };
@@ -352,42 +493,45 @@ fn with_session<T>(api: &EpisodeApi, id: &str, f: impl FnOnce(&mut Session) -> R
     f(&mut s)
 }
 
-async fn show(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn show(State(api): State<Arc<EpisodeApi>>, role: Option<Extension<Role>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let role = role_of(role);
     let host = host_base(&headers, api.app.config());
-    match with_session(&api, &id, |s| Ok(episode_view(s, &host))) {
+    match with_session(&api, &id, |s| Ok(episode_view(&api, s, &host, &role))) {
         Ok(v) => json_response(200, &v),
         Err(r) => r,
     }
 }
 
-fn ended_view(api: &EpisodeApi, s: &mut Session) -> Result<Value, Response> {
+/// End the episode (once), record it, and say what the caller may know: the operator the
+/// whole result, an agent that it ended and what the feedback policy allows.
+fn ended_view(api: &EpisodeApi, s: &mut Session, role: &Role) -> Result<Value, Response> {
     let line = s
         .end(&api.recorder)
         .map_err(|e| error_response(&FhirError::Conflict(format!("recording the episode failed: {e:#}"))))?;
-    Ok(json!({
-        "id": s.id,
-        "instance": line.instance,
-        "trial": line.trial,
-        "end": line.end,
-        "success": line.success,
-        "progress": line.progress,
-        "grade": line.grade,
-        "run_dir": api.run_dir().display().to_string(),
-    }))
+    Ok(match role {
+        Role::Operator => json!({
+            "id": s.id,
+            "ended": true,
+            "instance": line.instance,
+            "trial": line.trial,
+            "end": line.end,
+            "success": line.success,
+            "progress": line.progress,
+            "grade": line.grade,
+            "run_dir": api.run_dir().display().to_string(),
+        }),
+        Role::Agent(_) => api.limits.feedback.view(&s.id, &line),
+    })
 }
 
-async fn remove(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn remove(State(api): State<Arc<EpisodeApi>>, Path(id): Path<String>) -> Response {
+    // operator only (the guard)
     blocking(api, move |api| {
-        let r = with_session(api, &id, |s| ended_view(api, s));
+        let r = with_session(api, &id, |s| ended_view(api, s, &Role::Operator));
         if let Ok(mut m) = api.sessions.lock() {
             m.remove(&id);
         }
+        api.app.grants().revoke(&id);
         api.app.release_sandbox(&id);
         match r {
             Ok(v) => json_response(200, &v),
@@ -397,10 +541,7 @@ async fn remove(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id)
     .await
 }
 
-async fn guidance(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn guidance(State(api): State<Arc<EpisodeApi>>, Path(id): Path<String>) -> Response {
     blocking(api, move |api| guidance_now(api, &id)).await
 }
 
@@ -428,10 +569,13 @@ fn guidance_now(api: &EpisodeApi, id: &str) -> Response {
     }
 }
 
-async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, bytes: Bytes) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn tool(
+    State(api): State<Arc<EpisodeApi>>,
+    role: Option<Extension<Role>>,
+    Path((id, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    let role = role_of(role);
     let args = match body_json(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -442,7 +586,7 @@ async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, 
             if s.finished()
                 && let Some(o) = obs.content.as_object_mut()
             {
-                o.insert("episode".into(), ended_view(api, s)?);
+                o.insert("episode".into(), ended_view(api, s, &role)?);
             }
             Ok(obs)
         });
@@ -454,10 +598,8 @@ async fn tool(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path((id, 
     .await
 }
 
-async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> Response {
-    if let Err(r) = auth(&api, &headers) {
-        return r;
-    }
+async fn finish(State(api): State<Arc<EpisodeApi>>, role: Option<Extension<Role>>, Path(id): Path<String>, bytes: Bytes) -> Response {
+    let role = role_of(role);
     let args = match body_json(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
@@ -471,7 +613,7 @@ async fn finish(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, Path(id)
             if !obs.ok {
                 return Err(to_response(&obs));
             }
-            ended_view(api, s)
+            ended_view(api, s, &role)
         });
         match r {
             Ok(v) => json_response(200, &v),

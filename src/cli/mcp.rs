@@ -10,7 +10,7 @@
 
 use super::episode::{BASE, Prepared, Workspace, guidance_text, task_prompt};
 use super::run::{Mode, ResultLine, read_results};
-use super::session::{Recorder, Session, instance_ids};
+use super::session::{Feedback, Recorder, Session, instance_ids};
 use crate::tools::Observation;
 use anyhow::{Context, bail};
 use rmcp::model::{
@@ -49,6 +49,10 @@ pub struct McpArgs {
     /// Run seed (sandbox ids, as `emrgym run --seed`).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// What the client learns when the episode ends: none (that it ended), success, or
+    /// progress. Never expected values; the grade goes to the recording.
+    #[arg(long, value_enum, default_value = "none")]
+    pub agent_feedback: Feedback,
 }
 
 /// One episode behind the MCP server.
@@ -57,6 +61,7 @@ struct Episode {
     recorder: Recorder,
     tools: Vec<Value>,
     prompt: String,
+    feedback: Feedback,
 }
 
 impl Episode {
@@ -91,8 +96,11 @@ impl Episode {
             return (obs, None);
         }
         let ended = match self.end() {
-            Ok(l) => json!({"ended": true, "end": l.end, "success": l.success, "progress": l.progress,
-                "recorded_in": self.recorder.dir().display().to_string()}),
+            Ok(l) => {
+                // what the feedback policy allows: never the grade, nor where it is written
+                let id = self.session.lock().map(|s| s.id.clone()).unwrap_or_default();
+                self.feedback.view(&id, &l)
+            }
             Err(e) => json!({"ended": true, "error": format!("recording the episode failed: {e:#}")}),
         };
         (obs, Some(ended))
@@ -262,13 +270,15 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
         .find(|i| i.id == id)
         .context("instance vanished")?;
     let p = Arc::new(ws.prepare(&inst).map_err(|e| anyhow::anyhow!("instance {id}: {}", e.join("\n")))?);
-    let recorder = Recorder::open(&a.record, &a.suite, a.seed, &ws)?;
+    let recorder =
+        Recorder::open(&a.record, &a.suite, a.seed, &ws)?.with_access(json!({"interface": "mcp", "agent_feedback": a.agent_feedback}))?;
     let trial = recorder.next_trial(&id);
     let episode = Arc::new(Episode {
         session: Mutex::new(Session::new(&format!("mcp-{id}-{trial}"), p.clone(), trial, a.mode, a.seed)),
         recorder,
         tools: mcp_tools(&p),
         prompt: task_prompt(&p, BASE),
+        feedback: a.agent_feedback,
     });
     tracing::info!(
         "serving {id} (trial {trial}, {:?} mode) over MCP on stdio; recording in {}",

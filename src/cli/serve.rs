@@ -1,8 +1,8 @@
 //! `emrgym serve`: load a cohort and serve it over HTTP.
 
 use super::episode::Workspace;
-use super::episodes::EpisodeApi;
-use super::session::Recorder;
+use super::episodes::{EpisodeApi, Limits};
+use super::session::{Feedback, Recorder};
 use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
 use crate::fhir::server::{
@@ -29,9 +29,33 @@ pub struct ServeArgs {
     /// Port (0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
-    /// Require `Authorization: Bearer TOKEN` on every FHIR request.
+    /// The operator's token: `Authorization: Bearer TOKEN` creates, lists and ends episodes,
+    /// reads full grades and uses the sandbox API. Without it, any loopback client is the
+    /// operator (agents on this machine included: pass it for benchmark runs).
     #[arg(long)]
     pub token: Option<String>,
+    /// What an agent learns when its episode ends: none (that it ended), success, or
+    /// progress (success and the share of subtasks). Never expected values (default none).
+    #[arg(long, value_enum)]
+    pub agent_feedback: Option<Feedback>,
+    /// Most episodes of one instance in the recording, earlier servers' included (429 beyond).
+    #[arg(long)]
+    pub max_episodes_per_instance: Option<u32>,
+    /// Most episodes of one instance open at once (429 beyond).
+    #[arg(long)]
+    pub max_open_episodes_per_instance: Option<usize>,
+    /// End an open episode as `abandoned` after this many seconds without a tool call or
+    /// FHIR request from its agent (default: never).
+    #[arg(long)]
+    pub episode_idle_timeout_s: Option<u64>,
+    /// A host name the `Host` header may name besides the loopback names and the bind
+    /// address (repeatable; no port).
+    #[arg(long = "allow-host")]
+    pub allow_hosts: Vec<String>,
+    /// An origin (`scheme://host[:port]`) whose requests are admitted (repeatable); other
+    /// foreign origins get 403.
+    #[arg(long = "allow-origin")]
+    pub allow_origins: Vec<String>,
     /// Largest accepted request body in bytes.
     #[arg(long)]
     pub body_limit: Option<usize>,
@@ -83,8 +107,20 @@ pub struct ServeConfig {
     pub host: String,
     /// Port.
     pub port: u16,
-    /// Bearer token.
+    /// The operator's bearer token.
     pub token: Option<String>,
+    /// What agents learn when their episode ends.
+    pub agent_feedback: Feedback,
+    /// Most episodes of one instance in the recording.
+    pub max_episodes_per_instance: Option<u32>,
+    /// Most episodes of one instance open at once.
+    pub max_open_episodes_per_instance: Option<usize>,
+    /// Seconds without a call before an open episode is abandoned.
+    pub episode_idle_timeout_s: Option<u64>,
+    /// Extra host names for the `Host` check.
+    pub allow_hosts: Vec<String>,
+    /// Extra admitted origins.
+    pub allow_origins: Vec<String>,
     /// Body limit.
     pub body_limit: usize,
     /// Fixed clock.
@@ -118,6 +154,12 @@ impl Default for ServeConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             token: None,
+            agent_feedback: Feedback::None,
+            max_episodes_per_instance: None,
+            max_open_episodes_per_instance: None,
+            episode_idle_timeout_s: None,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             now: None,
             seed: 0,
@@ -156,6 +198,20 @@ impl ServeConfig {
         if a.token.is_some() {
             c.token = a.token.clone();
         }
+        if let Some(v) = a.agent_feedback {
+            c.agent_feedback = v;
+        }
+        if a.max_episodes_per_instance.is_some() {
+            c.max_episodes_per_instance = a.max_episodes_per_instance;
+        }
+        if a.max_open_episodes_per_instance.is_some() {
+            c.max_open_episodes_per_instance = a.max_open_episodes_per_instance;
+        }
+        if a.episode_idle_timeout_s.is_some() {
+            c.episode_idle_timeout_s = a.episode_idle_timeout_s;
+        }
+        c.allow_hosts.extend(a.allow_hosts.iter().cloned());
+        c.allow_origins.extend(a.allow_origins.iter().cloned());
         if let Some(v) = a.body_limit {
             c.body_limit = v;
         }
@@ -203,6 +259,19 @@ impl ServeConfig {
                 bail!("{flag} must be positive, got 0");
             }
         }
+        if c.max_episodes_per_instance == Some(0) || c.max_open_episodes_per_instance == Some(0) || c.episode_idle_timeout_s == Some(0) {
+            bail!("--max-episodes-per-instance, --max-open-episodes-per-instance and --episode-idle-timeout-s must be positive");
+        }
+        if let Some(bad) = c.allow_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' '])) {
+            bail!("--allow-host '{bad}' is not a host name (give the name, without scheme or path)");
+        }
+        if let Some(bad) = c
+            .allow_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            bail!("--allow-origin '{bad}' is not an origin (scheme://host[:port])");
+        }
         if c.body_limit == 0 {
             bail!("--body-limit must be positive, got 0");
         }
@@ -244,8 +313,16 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             max_connections: connection_limit(c.max_connections),
             max_work: c.max_work,
+            allowed_hosts: allowed_hosts(&c),
+            allowed_origins: c.allow_origins.clone(),
         },
     );
+    if c.token.is_none() {
+        tracing::warn!(
+            "no --token: every loopback client is the operator (it can list episodes and read grades); \
+             episode tokens still confine agents that use them, but for benchmark runs pass --token"
+        );
+    }
     let registry = std::sync::Arc::new(Registry::standard().context("building the tool catalogue")?);
     // the episode API: on the given suite, or on ./scenarios when it is there
     let suite = match &c.suite {
@@ -255,7 +332,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let open_api = |dir: &PathBuf| -> anyhow::Result<std::sync::Arc<EpisodeApi>> {
         let ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!("--suite {}: {}", dir.display(), e.join("\n")))?;
         let rec = Recorder::open(&c.record, dir, c.seed, &ws)?;
-        EpisodeApi::new(state.clone(), ws, rec)
+        let limits = Limits {
+            feedback: c.agent_feedback,
+            per_instance: c.max_episodes_per_instance,
+            open_per_instance: c.max_open_episodes_per_instance,
+            operator_token: c.token.is_some(),
+            idle_timeout: c.episode_idle_timeout_s.map(Duration::from_secs),
+        };
+        EpisodeApi::with_limits(state.clone(), ws, rec, limits)
     };
     let episodes = match (&suite, c.suite.is_some()) {
         // asked for: a broken suite or recording directory is an error
@@ -312,13 +396,55 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             let _ = out.write_all(banner.as_bytes()).and_then(|_| out.flush());
         }
         let episodes_for_shutdown = episodes.clone();
+        // idle episodes expire (checked every quarter of the timeout, at most every 30 s)
+        if let Some(api) = episodes.clone()
+            && let Some(idle) = api.idle_timeout()
+        {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)));
+                loop {
+                    tick.tick().await;
+                    let api = api.clone();
+                    // grading is CPU-bound: off the async workers
+                    let _ = tokio::task::spawn_blocking(move || api.expire_idle(idle)).await;
+                }
+            });
+        }
         let app = super::episodes::app(state, registry, episodes);
         serve(app, listener, limits).await.context("server failed")?;
         if let Some(api) = &episodes_for_shutdown {
+            // every episode a client opened is in the results, the abandoned ones too
+            let n = api.abandon_all();
+            if n > 0 {
+                tracing::warn!("{n} episodes were still open: recorded as abandoned");
+            }
             api.flush();
         }
         Ok(())
     })
+}
+
+/// The host names the `Host` check admits besides the loopback names: `--allow-host`, the
+/// bind address unless it is a wildcard, and the host of `--public-base`.
+fn allowed_hosts(c: &ServeConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = c.allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if !matches!(c.host.as_str(), "0.0.0.0" | "::" | "[::]") {
+        let h = c.host.to_ascii_lowercase();
+        hosts.push(if h.contains(':') && !h.starts_with('[') {
+            format!("[{h}]")
+        } else {
+            h
+        });
+    }
+    if let Some(host) = c
+        .public_base
+        .as_deref()
+        .and_then(|b| url::Url::parse(b).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    {
+        hosts.push(host);
+    }
+    hosts
 }
 
 /// Raise the soft file-descriptor limit to the hard one (where allowed) and keep the

@@ -22,6 +22,34 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// What an agent learns when its episode ends (`--agent-feedback`): never the grade's
+/// expected values, diffs or node paths; those go to the run directory and the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feedback {
+    /// That the episode ended, and how (`finished`, `stopped`, ...).
+    #[default]
+    None,
+    /// Also whether it succeeded.
+    Success,
+    /// Also whether it succeeded and the share of subtasks passed.
+    Progress,
+}
+
+impl Feedback {
+    /// The agent's view of an ended episode.
+    pub fn view(self, id: &str, line: &ResultLine) -> Value {
+        let mut v = serde_json::json!({"id": id, "ended": true, "end": line.end});
+        if matches!(self, Feedback::Success | Feedback::Progress) {
+            v["success"] = Value::Bool(line.success);
+        }
+        if self == Feedback::Progress {
+            v["progress"] = serde_json::json!(line.progress);
+        }
+        v
+    }
+}
+
 /// One externally driven episode.
 pub struct Session {
     /// Episode id (also its sandbox id on the server).
@@ -38,6 +66,8 @@ pub struct Session {
     pub steps: Vec<Step>,
     /// The result once ended.
     pub result: Option<ResultLine>,
+    /// When the agent last made a call (tool or REST): idle episodes expire.
+    pub last_call: std::time::Instant,
 }
 
 impl Session {
@@ -53,6 +83,7 @@ impl Session {
             sandbox: Arc::new(RwLock::new(sb)),
             steps: Vec::new(),
             result: None,
+            last_call: std::time::Instant::now(),
         }
     }
 
@@ -77,6 +108,7 @@ impl Session {
         }
         let mut fhir = SandboxBackend::new(self.sandbox.clone(), BASE);
         let obs = self.prepared.registry.call(name, args, &mut fhir);
+        self.last_call = std::time::Instant::now();
         self.steps.push(Step::new(
             ToolCall {
                 name: name.to_string(),
@@ -110,6 +142,7 @@ impl Session {
         let resp = run();
         let (name, arguments) = rest_call(req, base);
         let obs = observe(&name, resp.clone());
+        self.last_call = std::time::Instant::now();
         self.steps.push(Step::new(
             ToolCall { name, arguments },
             ToolResult {
@@ -135,10 +168,20 @@ impl Session {
     /// End the episode (`finished` after a successful finish; `stopped` when the agent left),
     /// grade it and record it. Ending twice returns the first result.
     pub fn end(&mut self, rec: &Recorder) -> anyhow::Result<ResultLine> {
+        self.end_with(rec, None)
+    }
+
+    /// [`Session::end`], with the reason an unfinished episode ends for (`stopped` when
+    /// None; `abandoned` when the server stops with the episode open).
+    pub fn end_with(&mut self, rec: &Recorder, unfinished: Option<EndReason>) -> anyhow::Result<ResultLine> {
         if let Some(r) = &self.result {
             return Ok(r.clone());
         }
-        let reason = if self.finished() { EndReason::Finished } else { EndReason::Stopped };
+        let reason = if self.finished() {
+            EndReason::Finished
+        } else {
+            unfinished.unwrap_or(EndReason::Stopped)
+        };
         let mut t = Trajectory::new(self.steps.clone(), reason);
         let sb = self
             .sandbox
@@ -183,6 +226,8 @@ pub struct Recorder {
     state: Mutex<RecState>,
     trials: Mutex<BTreeMap<String, u32>>,
     manifest: Value,
+    /// The manifest of an existing recording.
+    existing: Option<Value>,
 }
 
 /// How often `summary.json` is refreshed while episodes end.
@@ -210,8 +255,10 @@ impl Recorder {
         let man = manifest(&cfg, ws, &instance_ids(ws)?)?;
         let mpath = dir.join("manifest.json");
         let mut lines = Vec::new();
+        let mut existing = None;
         if mpath.exists() {
             let old: Value = serde_json::from_str(&std::fs::read_to_string(&mpath)?).with_context(|| format!("{}", mpath.display()))?;
+            existing = Some(old.clone());
             if old["config"]["agent"] != "external" {
                 bail!(
                     "{} holds a run of agent {}; record external episodes in another directory",
@@ -257,12 +304,37 @@ impl Recorder {
             }),
             trials: Mutex::new(trials),
             manifest: man,
+            existing,
         })
     }
 
     /// Where the run is.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many trials of an instance the recording holds or has handed out.
+    pub fn trials_of(&self, instance: &str) -> u32 {
+        self.trials.lock().ok().and_then(|m| m.get(instance).copied()).unwrap_or(0)
+    }
+
+    /// Record in the manifest what agents could reach (`access`: interface, operator auth,
+    /// feedback policy, budgets). A recording made under another policy is refused: its
+    /// results would not be comparable.
+    pub fn with_access(mut self, access: Value) -> anyhow::Result<Recorder> {
+        if let Some(old) = &self.existing
+            && old.get("access") != Some(&access)
+        {
+            bail!(
+                "{} was recorded under other access rules ({}; now {access}); record in another directory",
+                self.dir.display(),
+                old.get("access").map_or("none recorded".to_string(), Value::to_string)
+            );
+        }
+        if let Some(o) = self.manifest.as_object_mut() {
+            o.insert("access".into(), access);
+        }
+        Ok(self)
     }
 
     /// Reserve the next trial number of an instance.

@@ -15,6 +15,16 @@ pub enum FhirError {
     /// Authentication missing or wrong (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but the credential does not reach this route: an episode token on
+    /// another episode or an operator route, a foreign `Origin` (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The `Host` header names a host this server is not configured for: DNS rebinding (421).
+    #[error("{0}")]
+    Misdirected(String),
+    /// A budget is spent: too many episodes of an instance, open or in all (429).
+    #[error("{0}")]
+    TooMany(String),
     /// The resource type, resource, version or route does not exist (404).
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +66,9 @@ impl FhirError {
         match self {
             FhirError::BadRequest(_) | FhirError::NotSupported(_) => 400,
             FhirError::Unauthorized(_) => 401,
+            FhirError::Forbidden(_) => 403,
+            FhirError::Misdirected(_) => 421,
+            FhirError::TooMany(_) => 429,
             FhirError::NotFound(_) => 404,
             FhirError::MethodNotAllowed(_) => 405,
             FhirError::Conflict(_) => 409,
@@ -76,6 +89,8 @@ impl FhirError {
             FhirError::BadRequest(_) => "invalid",
             FhirError::NotSupported(_) => "not-supported",
             FhirError::Unauthorized(_) => "login",
+            FhirError::Forbidden(_) | FhirError::Misdirected(_) => "forbidden",
+            FhirError::TooMany(_) => "throttled",
             FhirError::NotFound(_) => "not-found",
             FhirError::MethodNotAllowed(_) => "not-supported",
             FhirError::Conflict(_) => "conflict",

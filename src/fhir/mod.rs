@@ -2,6 +2,7 @@
 //! official SearchParameter definitions, schema validation, cohort loading and the axum
 //! REST server.
 
+pub mod access;
 pub mod bundle;
 pub mod capability;
 pub mod clock;

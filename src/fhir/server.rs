@@ -3,13 +3,16 @@
 //! content negotiation, and FHIR headers. The same router serves in-process callers
 //! through `tower::ServiceExt::oneshot`.
 //!
-//! Hardening (docs/reliability.md): [`harden`] puts one guard in front of every route (auth
-//! before the body is read, one body limit and body-read timeout, every error an
+//! Hardening (docs/reliability.md): [`harden`] puts one guard in front of every route (the
+//! caller's role from its token before the body is read, and an episode token confined to its
+//! episode, see [`super::access`]; the Host, Origin and Content-Type checks against browsers;
+//! one body limit and body-read timeout, every error an
 //! OperationOutcome, 405s and extractor rejections included); [`AppState::offload`] runs
 //! CPU-bound work on blocking threads, at most `max_work` at once, under a per-request
 //! deadline; [`serve`] accepts connections itself: a connection limit (a 503 beyond it), a
 //! header-read timeout that also closes idle keep-alive connections, graceful shutdown.
 
+use super::access::{self, Peer, Role};
 use super::clock::{Clock, parse_instant};
 use super::deadline;
 use super::error::FhirError;
@@ -73,6 +76,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most requests doing CPU-bound work at once.
     pub max_work: usize,
+    /// Host names the `Host` header may name besides the loopback names (lower case, no
+    /// port; `serve` adds its bind address and the public base's host).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) admitted besides those on an allowed host.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +97,19 @@ impl Default for ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_work: default_max_work(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The access settings the guard applies.
+    pub fn access(&self) -> access::Policy<'_> {
+        access::Policy {
+            operator_token: self.token.as_deref(),
+            hosts: &self.allowed_hosts,
+            origins: &self.allowed_origins,
         }
     }
 }
@@ -114,6 +135,7 @@ pub struct AppState {
     counter: AtomicU64,
     interceptor: std::sync::OnceLock<Interceptor>,
     work: Arc<tokio::sync::Semaphore>,
+    grants: access::Grants,
 }
 
 impl std::fmt::Debug for AppState {
@@ -158,7 +180,13 @@ impl AppState {
             counter: AtomicU64::new(0),
             interceptor: std::sync::OnceLock::new(),
             work: Arc::new(tokio::sync::Semaphore::new(work)),
+            grants: access::Grants::default(),
         })
+    }
+
+    /// The episode capabilities the guard honours (granted and revoked by the episode API).
+    pub fn grants(&self) -> &access::Grants {
+        &self.grants
     }
 
     /// Set the interceptor of FHIR requests to forked sandboxes (once).
@@ -329,8 +357,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     harden(routes(state.clone()), state)
 }
 
-/// Put the guard in front of every route of `app` (call it last, on the merged router):
-/// bearer-token auth before any body byte is read; one body limit (`body_limit`, 413) and
+/// Put the guard in front of every route of `app` (call it last, on the merged router): the
+/// caller's [`Role`] before any body byte is read (401 without a valid token, 403 for an
+/// episode token off its episode; handlers read the role from the request's extensions);
+/// the browser checks of [`access::browser_safe`] (421, 403, 415); one body limit (`body_limit`, 413) and
 /// one body-read timeout (`body_timeout`, 408) for every route; and every error answer an
 /// OperationOutcome: axum's own (405 with `Allow`, bad path parameters, rejected bodies)
 /// are rewritten, keeping their status and naming the method and path.
@@ -351,13 +381,28 @@ fn public_path(path: &str) -> bool {
     )
 }
 
-async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if !public_path(&path) && !authorized(req.headers(), &state.cfg) {
-        return error_response(&FhirError::Unauthorized(
-            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
-        ));
+    let policy = state.cfg.access();
+    // the role before any body byte is read: no token, no body
+    if !public_path(&path) {
+        let role = match access::role(req.headers(), req.extensions().get::<Peer>(), &policy, &state.grants) {
+            Ok(r) => r,
+            Err(e) => return refuse_browser_first(&method, &path, req.headers(), &policy, e),
+        };
+        if let Role::Agent(id) = &role {
+            let segs = decoded_segments(&path);
+            let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+            if !access::agent_may(id, &method, &segs) {
+                let e = FhirError::Forbidden(format!(
+                    "an episode token reaches only its own episode ({id}): its view, guidance, tools, finish and FHIR base; not {method} {}",
+                    path.chars().take(200).collect::<String>()
+                ));
+                return refuse_browser_first(&method, &path, req.headers(), &policy, e);
+            }
+        }
+        req.extensions_mut().insert(role);
     }
     let (parts, body) = req.into_parts();
     let limit = state.cfg.body_limit;
@@ -380,8 +425,30 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
             )));
         }
     };
+    let has_body = !bytes.iter().all(u8::is_ascii_whitespace);
+    if let Err(e) = access::browser_safe(&method, &path, &parts.headers, has_body, &policy) {
+        return error_response(&e);
+    }
     let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     as_outcome(resp, &method, &path).await
+}
+
+/// A refused credential, unless the request is a browser's that must be refused anyway
+/// (a foreign Host or Origin says more than the missing token).
+fn refuse_browser_first(method: &Method, path: &str, headers: &HeaderMap, policy: &access::Policy, e: FhirError) -> Response {
+    match access::browser_safe(method, path, headers, false, policy) {
+        Err(b) => error_response(&b),
+        Ok(()) => error_response(&e),
+    }
+}
+
+/// The non-empty, percent-decoded path segments (as the FHIR dispatcher and axum's `Path`
+/// see them).
+fn decoded_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
 }
 
 /// An error response that is not already JSON (axum's plain-text rejections, empty 405s)
@@ -412,6 +479,8 @@ async fn as_outcome(resp: Response, method: &Method, path: &str) -> Response {
     let e = match status.as_u16() {
         400 => FhirError::BadRequest(msg),
         401 => FhirError::Unauthorized(msg),
+        403 => FhirError::Forbidden(msg),
+        429 => FhirError::TooMany(msg),
         404 => FhirError::NotFound(msg),
         405 => FhirError::MethodNotAllowed(msg),
         408 => FhirError::Timeout(msg),
@@ -502,38 +571,11 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// Does the request carry the configured bearer token (or is none configured)?
-pub fn authorized(headers: &HeaderMap, cfg: &ServerConfig) -> bool {
-    let Some(token) = &cfg.token else { return true };
-    let Some(given) = header_str(headers, "authorization") else {
-        return false;
-    };
-    let given = given
-        .strip_prefix("Bearer ")
-        .or_else(|| given.strip_prefix("bearer "))
-        .unwrap_or("");
-    // constant-time comparison
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    let seg_str: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let public = matches!(
-        seg_str.as_slice(),
-        ["health"] | ["fhir", "metadata"] | ["sandboxes", _, "fhir", "metadata"]
-    );
-    if !public && !authorized(&parts.headers, &state.cfg) {
-        return error_response(&FhirError::Unauthorized(
-            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
-        ));
-    }
+    let segments = decoded_segments(&path);
+    // auth and roles: the guard ([`harden`]) checked them before this runs
     let bytes = match to_bytes(body, state.cfg.body_limit).await {
         Ok(b) => b,
         Err(_) => {
@@ -780,7 +822,7 @@ pub async fn serve_until(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -806,7 +848,14 @@ pub async fn serve_until(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        // the peer address travels with each request: the guard's loopback rule reads it
+        let svc = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut r: hyper::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(Peer(peer));
+                r
+            },
+        ));
         let mut stop = stop_rx.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {

@@ -7,22 +7,24 @@
 use super::fhir_tools::SandboxBackend;
 use super::{Observation, Registry};
 use crate::fhir::FhirError;
+use crate::fhir::access::Role;
 use crate::fhir::error::outcome;
-use crate::fhir::server::{AppState, authorized, error_response, fhir_json, harden, host_base, routes as fhir_routes};
-use axum::Router;
+use crate::fhir::server::{AppState, error_response, fhir_json, harden, host_base, routes as fhir_routes};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Takes tool calls addressed to forked sandboxes that belong to someone else (the episodes
 /// of the episode API, which run them with the episode's catalogue and record them):
-/// (sandbox id, tool name, raw JSON body) → the observation, or None to run it as usual.
-pub type ToolHook = Arc<dyn Fn(&str, &str, &[u8]) -> Option<Observation> + Send + Sync>;
+/// (sandbox id, tool name, raw JSON body, caller's role) → the observation, or None to run
+/// it as usual.
+pub type ToolHook = Arc<dyn Fn(&str, &str, &[u8], &Role) -> Option<Observation> + Send + Sync>;
 
 #[derive(Clone)]
 struct ToolState {
@@ -65,22 +67,10 @@ fn json_response(status: u16, body: &Value) -> Response {
     r
 }
 
-/// `Some(401 response)` when the request lacks the configured bearer token
-/// (`error_response` adds `WWW-Authenticate`).
-fn check_auth(st: &ToolState, headers: &HeaderMap) -> Option<Response> {
-    if authorized(headers, st.app.config()) {
-        None
-    } else {
-        Some(error_response(&FhirError::Unauthorized(
-            "missing or wrong bearer token: send Authorization: Bearer <token>".into(),
-        )))
-    }
-}
+// auth and roles: the guard ([`harden`]) admits only the operator to these routes, and an
+// episode's token to its own sandbox's tool route
 
-async fn list(State(st): State<ToolState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Some(r) = check_auth(&st, &headers) {
-        return r;
-    }
+async fn list(State(st): State<ToolState>, Query(q): Query<HashMap<String, String>>) -> Response {
     match q.get("format").map(String::as_str) {
         Some("openai") => json_response(200, &st.registry.openai_tools()),
         None | Some("manifest") => {
@@ -95,10 +85,7 @@ async fn list(State(st): State<ToolState>, headers: HeaderMap, Query(q): Query<H
     }
 }
 
-async fn manifest(State(st): State<ToolState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Some(r) = check_auth(&st, &headers) {
-        return r;
-    }
+async fn manifest(State(st): State<ToolState>, Path(name): Path<String>) -> Response {
     match st.registry.manifest(&name) {
         Some(m) => json_response(200, &serde_json::to_value(m).unwrap_or(Value::Null)),
         None => error_response(&FhirError::NotFound(format!("no tool named '{name}'; GET /tools lists them"))),
@@ -108,20 +95,26 @@ async fn manifest(State(st): State<ToolState>, headers: HeaderMap, Path(name): P
 async fn run_default(State(st): State<ToolState>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
     let app = st.app.clone();
     // a tool call is a search, a write or a calculation: off the async workers
-    app.offload(move || run(&st, &headers, "default", &name, &body)).await
+    app.offload(move || run(&st, &headers, &Role::Operator, "default", &name, &body))
+        .await
 }
 
-async fn run_in(State(st): State<ToolState>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, body: Bytes) -> Response {
+async fn run_in(
+    State(st): State<ToolState>,
+    role: Option<Extension<Role>>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     let app = st.app.clone();
-    app.offload(move || run(&st, &headers, &id, &name, &body)).await
+    // no role means no guard ran: the least privilege
+    let role = role.map_or_else(|| Role::Agent(id.clone()), |Extension(r)| r);
+    app.offload(move || run(&st, &headers, &role, &id, &name, &body)).await
 }
 
-fn run(st: &ToolState, headers: &HeaderMap, sandbox: &str, name: &str, body: &[u8]) -> Response {
-    if let Some(r) = check_auth(st, headers) {
-        return r;
-    }
+fn run(st: &ToolState, headers: &HeaderMap, role: &Role, sandbox: &str, name: &str, body: &[u8]) -> Response {
     if sandbox != "default"
-        && let Some(obs) = st.hook.as_ref().and_then(|h| h(sandbox, name, body))
+        && let Some(obs) = st.hook.as_ref().and_then(|h| h(sandbox, name, body, role))
     {
         return to_response(&obs);
     }

@@ -175,6 +175,9 @@ pub enum EndReason {
     Cancelled,
     /// The agent stopped without calling a tool or finishing.
     Stopped,
+    /// The episode was still open when the server serving it stopped: the agent neither
+    /// finished it nor ended it (external episodes). Scored as the agent's failure.
+    Abandoned,
     /// Another infrastructure failure.
     Error,
 }

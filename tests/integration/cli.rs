@@ -26,6 +26,15 @@ fn bad_serve_flags_name_the_value() {
         (vec!["serve".into(), "--body-limit".into(), "0".into()], "--body-limit"),
         (vec!["serve".into(), "--token".into(), "".into()], "--token"),
         (
+            vec!["serve".into(), "--max-episodes-per-instance".into(), "0".into()],
+            "--max-episodes-per-instance",
+        ),
+        (
+            vec!["serve".into(), "--allow-origin".into(), "evil.example".into()],
+            "--allow-origin 'evil.example'",
+        ),
+        (vec!["serve".into(), "--agent-feedback".into(), "grade".into()], "'grade'"),
+        (
             vec!["serve".into(), "--config".into(), missing.display().to_string()],
             "missing.json",
         ),

@@ -17,6 +17,24 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_emrgym")
 }
 
+/// The operator token of the served episode API (the Python clients hold it as operator; their
+/// agents hold only episode tokens).
+const TOKEN: &str = "operator-token-for-tests";
+
+/// Stop a server as ctrl-c does (SIGINT), so it records its open episodes; kill it after 30 s.
+fn interrupt(server: &mut std::process::Child) {
+    let _ = Command::new("kill").arg("-INT").arg(server.id().to_string()).status();
+    for _ in 0..300 {
+        if let Ok(Some(_)) = server.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    panic!("the server did not stop within 30 s of SIGINT");
+}
+
 fn oracle_run(out: &Path) -> Vec<ResultLine> {
     let cfg = RunConfig {
         suite: root().join("scenarios"),
@@ -46,7 +64,7 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
     let want = oracle_run(&oracle);
     let record = dir.path().join("recorded");
     let mut server = Command::new(bin())
-        .args(["serve", "--port", "0", "--seed", "0", "--suite"])
+        .args(["serve", "--port", "0", "--seed", "0", "--token", TOKEN, "--suite"])
         .arg(root().join("scenarios"))
         .arg("--record")
         .arg(&record)
@@ -72,16 +90,18 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
             "test_episode_api.py",
             &[
                 ("EMRGYM_URL", url.as_str()),
+                ("EMRGYM_TOKEN", TOKEN),
                 ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
                 ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
             ],
         )
     });
-    let _ = server.kill();
-    let _ = server.wait();
     if let Err(e) = run {
+        let _ = server.kill();
+        let _ = server.wait();
         std::panic::resume_unwind(e);
     }
+    interrupt(&mut server);
 
     // what the server recorded: trial 0 of every instance is the oracle-like client's episode
     let got = read_results(&record.join("results.jsonl")).unwrap();
@@ -95,8 +115,17 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
         );
     }
     assert!(got.iter().any(|g| g.trial > 0 && g.end == emrgym::trajectory::EndReason::Stopped));
+    // the episode the last client left open was recorded when the server stopped
+    let abandoned: Vec<_> = got
+        .iter()
+        .filter(|g| g.end == emrgym::trajectory::EndReason::Abandoned)
+        .map(|g| g.instance.as_str())
+        .collect();
+    assert_eq!(abandoned, ["mab-lookup-001"]);
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(record.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["agent"], "external");
+    assert_eq!(manifest["access"]["operator"], "token");
+    assert_eq!(manifest["access"]["agent_feedback"], "none");
 
     // replay re-executes every recorded call (tool calls and REST requests) to the same grades
     let out = Command::new(bin()).arg("replay").arg(&record).arg("--check").output().unwrap();

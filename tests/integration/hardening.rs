@@ -378,7 +378,7 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     assert!(t.elapsed() < Duration::from_secs(3));
     // the slots are free again: a normal request is served, and keep-alive works
     let mut ok = TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ok.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let text = read_all(&mut ok, Duration::from_secs(3)).await.unwrap();

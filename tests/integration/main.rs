@@ -13,6 +13,7 @@ mod fixtures;
 mod fuzz;
 mod hardening;
 mod interop;
+mod isolation;
 #[cfg(feature = "llama")]
 mod llama_model;
 mod model_stub;

@@ -84,7 +84,11 @@ def test_an_mcp_client_lists_calls_and_finishes_a_guided_episode():
             assert not last.is_error, (name, text_of(last))
         # the tool's own result, as structured content, then the end of the episode
         assert last.structured_content == {"finished": True, "answer": oracle[-1][1].get("answer")}
-        assert "Episode ended" in text_of(last) and '"success":true' in text_of(last)
+        # the client learns that the episode ended, nothing of the grade (--agent-feedback none)
+        ended = text_of(last)
+        assert "Episode ended" in ended and '"end":"finished"' in ended, ended
+        for leak in ("success", "progress", "grade", "expected"):
+            assert leak not in ended, (leak, ended)
 
         after = await session.call_tool("fhir_search", {"resource_type": "Patient"})
         assert after.is_error and "has ended" in text_of(after)
@@ -93,8 +97,25 @@ def test_an_mcp_client_lists_calls_and_finishes_a_guided_episode():
     rs = results(record)
     assert len(rs) == 1 and rs[0]["instance"] == instance and rs[0]["end"] == "finished"
     assert rs[0]["grade"] == oracle_result(instance)["grade"]
+    assert rs[0]["success"] is True  # the grade went to the recording
     header = json.loads((record / "trajectories" / f"{instance}.0.jsonl").read_text().splitlines()[0])
     assert header["agent"] == "external" and header["mode"] == "guided"
+    manifest = json.loads((record / "manifest.json").read_text())
+    assert manifest["access"] == {"interface": "mcp", "agent_feedback": "none"}
+
+
+def test_agent_feedback_progress_tells_success_and_progress_never_expected_values():
+    record = WORK / "mcp-progress"
+
+    async def body(session, _init):
+        done = await session.call_tool("finish", {"answer": None})
+        assert not done.is_error, text_of(done)
+        ended = text_of(done)
+        assert '"success":false' in ended and '"progress":' in ended, ended
+        assert "grade" not in ended and "expected" not in ended, ended
+
+    anyio.run(with_session, server(record, "--scenario", "mab-age-001", "--agent-feedback", "progress"), body)
+    assert [r["end"] for r in results(record)] == ["finished"]
 
 
 def test_tool_errors_are_results_and_a_disconnect_is_graded_as_stopped():
