@@ -334,7 +334,9 @@ class Episode:
             return self.result
         d = self._http.request("DELETE", f"episodes/{self.id}", self._client.token).json()
         self._closed = True
-        self.result = EpisodeResult.from_json(d, self.id) if self.result is None or self.result.grade is None else self.result
+        ended = EpisodeResult.from_json(d, self.id)  # the operator's whole result, with run_dir
+        if ended.grade is not None or self.result is None:
+            self.result = ended
         return self.result
 
     def __enter__(self) -> "Episode":

@@ -39,6 +39,7 @@ class LocalServer:
             cmd += ["--record", str(record)]
         cmd += list(args)
         self.command = cmd
+        self.record = Path(record) if record is not None else None
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         found = threading.Event()

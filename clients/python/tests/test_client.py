@@ -1,7 +1,6 @@
 """The typed client against the real `emrgym serve`, over real HTTP."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -35,7 +34,8 @@ def test_oracle_calls_through_the_client_succeed_and_are_recorded(client, server
     with pytest.raises(EmrgymError) as e:
         client.episode(ep.id)
     assert e.value.status == 404 and ep.id in e.value.diagnostics
-    lines = [json.loads(l) for l in (Path(result.run_dir) / "results.jsonl").read_text().splitlines()]
+    assert ep.result.grade.raw == result.grade.raw and ep.result.run_dir == str(server.record)
+    lines = [json.loads(l) for l in (server.record / "results.jsonl").read_text().splitlines()]
     assert any(l["instance"] == "dm-followup-001" and l["trial"] == ep.trial and l["success"] for l in lines)
 
 

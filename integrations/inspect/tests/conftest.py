@@ -33,7 +33,6 @@ def emrgym_bin():
 def server(emrgym_bin, tmp_path_factory):
     record = tmp_path_factory.mktemp("rec") / "inspect"
     with LocalServer(emrgym_bin, suite=SUITE, record=record) as s:
-        s.record = record
         yield s
 
 
