@@ -475,3 +475,72 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The `(type, id)` of a Bundle's entries in search mode `mode`.
+fn entries_in_mode(bundle: &Value, mode: &str) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .map(|es| es.iter().filter(|e| e["search"]["mode"] == mode).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Issue 16: `_include`/`_revinclude` (and their `:iterate` rounds) put every resource they
+/// reached into one answer, however many: one GET could build a Bundle of the whole cohort.
+/// Now at most `MAX_INCLUDED` are included and the Bundle carries a `too-costly` warning
+/// saying the rest were left out (the way HAPI and the Microsoft FHIR server cut them).
+#[tokio::test]
+async fn included_resources_are_capped_with_a_warning() {
+    use emrgym::fhir::store::MAX_INCLUDED;
+    let a = app();
+    // one patient with more observations than the cap (the demo cohort has 190 in all)
+    let p = a.get("/fhir/Patient?_count=1").await;
+    let pid = p.body["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    let entries: Vec<Value> = (0..MAX_INCLUDED + 100)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Observation", "status": "final", "code": {"text": format!("n{i}")},
+                "subject": {"reference": format!("Patient/{pid}")}}, "request": {"method": "POST", "url": "Observation"}})
+        })
+        .collect();
+    let tx = json!({"resourceType": "Bundle", "type": "batch", "entry": entries}).to_string();
+    let r = a.req("POST", "/fhir", Some(&tx), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let location = r.body["entry"][0]["response"]["location"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = location.split('/').collect();
+    let at = parts.iter().position(|p| *p == "Observation").unwrap();
+    let oid = parts[at + 1].to_string();
+    for uri in [
+        format!("/fhir/Patient?_id={pid}&_revinclude=Observation:subject"),
+        format!("/fhir/Patient?_count=1000&_revinclude=Observation:subject&_revinclude:iterate=Observation:has-member"),
+        // one observation, its patient, then (iterate) every observation of that patient
+        format!("/fhir/Observation?_id={oid}&_include=Observation:subject&_revinclude:iterate=Observation:subject"),
+    ] {
+        let uri = uri.as_str();
+        let r = a.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        let included = entries_in_mode(&r.body, "include");
+        assert_eq!(included.len(), MAX_INCLUDED, "{uri}");
+        let outcomes = entries_in_mode(&r.body, "outcome");
+        let warning = outcomes
+            .iter()
+            .find(|e| e["resource"]["issue"][0]["code"] == "too-costly")
+            .unwrap_or_else(|| panic!("{uri}: no too-costly warning in {outcomes:?}"));
+        assert_eq!(warning["resource"]["resourceType"], "OperationOutcome");
+        assert_eq!(warning["resource"]["issue"][0]["severity"], "warning");
+        let d = warning["resource"]["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(d.contains(&format!("more than {MAX_INCLUDED}")), "{d}");
+        // no resource is included twice
+        let mut keys: Vec<String> = included
+            .iter()
+            .map(|e| format!("{}/{}", e["resource"]["resourceType"], e["resource"]["id"]))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), MAX_INCLUDED, "{uri}");
+    }
+    // below the cap: everything is included and there is no warning
+    let r = a.get("/fhir/Patient?_count=1&_offset=1&_revinclude=Observation:subject").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let n = entries_in_mode(&r.body, "include").len();
+    assert!(n > 0 && n < MAX_INCLUDED, "{n}");
+    assert!(entries_in_mode(&r.body, "outcome").is_empty(), "{}", r.body);
+}
