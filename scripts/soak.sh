@@ -179,6 +179,9 @@ if len(keys) != len(set(keys)):
     out.append("DOUBLED episodes in results.jsonl")
 tdir = os.path.join(d, "trajectories")
 for name in sorted(os.listdir(tdir)):
+    if name.endswith(".tmp"):
+        out.append("LEFTOVER temporary file " + name)
+        continue
     for l in open(os.path.join(tdir, name)).read().splitlines():
         out.append(name + " " + json.dumps(strip(json.loads(l)), sort_keys=True))
 print("\n".join(out))

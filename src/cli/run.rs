@@ -946,6 +946,14 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             done.insert((r.instance.clone(), r.trial));
         }
         write_atomic(&results_path, text.as_bytes())?;
+        // temporary files a kill left behind (their episodes run again)
+        if let Ok(entries) = std::fs::read_dir(out.join("trajectories")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     } else {
         if out.join("manifest.json").exists() {
             bail!(
