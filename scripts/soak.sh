@@ -188,7 +188,8 @@ print("\n".join(out))
 PY
 }
 
-oracle_run() { "$EMRGYM" run --agent oracle --suite scenarios "${FAMILY_FLAGS[@]}" --concurrency 2 "$@"; }
+ORACLE=("$EMRGYM" run --agent oracle --suite scenarios "${FAMILY_FLAGS[@]}" --concurrency 2)
+oracle_run() { "${ORACLE[@]}" "$@"; }
 
 reference_run() {
     local ref="$SOAK_DIR/reference"
@@ -210,20 +211,25 @@ kill_resume() {
     (( span < 4 )) && span=4
     while (( i < KILLS )); do
         i=$((i + 1))
+        # started directly (not through a function, whose subshell would take the SIGKILL
+        # and leave the run going): $! is the emrgym process itself
         if [[ -f "$run/manifest.json" ]]; then
-            oracle_run --resume "$run" >/dev/null 2>&1 &
+            "${ORACLE[@]}" --resume "$run" >/dev/null 2>&1 &
         else
-            oracle_run --out "$run" >/dev/null 2>&1 &
+            "${ORACLE[@]}" --out "$run" >/dev/null 2>&1 &
         fi
         local pid=$!
-        # a random point within the first 60% of an uninterrupted run's time
-        local ms=$(( (RANDOM * 32768 + RANDOM) % (span * 600) + 100 ))
+        # a random point within an uninterrupted run's time (start-up included)
+        local ms=$(( (RANDOM * 32768 + RANDOM) % (span * 1000) + 100 ))
         sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
         if kill -KILL $pid 2>/dev/null; then hits=$((hits + 1)); fi
         wait $pid 2>/dev/null || true
+        if pgrep -f -- "--resume $run" >/dev/null || pgrep -f -- "--out $run" >/dev/null; then
+            echo "kill: a run is still going after its SIGKILL"; return 1
+        fi
         local n
-        n=$(grep -c . "$run/results.jsonl" 2>/dev/null || echo 0)
-        echo "kill: $i: SIGKILL after ${ms} ms; results.jsonl holds $n lines"
+        n=$(grep -c . "$run/results.jsonl" 2>/dev/null) || true
+        echo "kill: $i: SIGKILL after ${ms} ms; results.jsonl holds ${n:-0} lines"
     done
     echo "kill: $hits of $KILLS kills hit a running process; resuming to the end"
     if [[ -f "$run/manifest.json" ]]; then oracle_run --resume "$run" >/dev/null; else oracle_run --out "$run" >/dev/null; fi

@@ -510,7 +510,7 @@ async fn included_resources_are_capped_with_a_warning() {
     let oid = parts[at + 1].to_string();
     for uri in [
         format!("/fhir/Patient?_id={pid}&_revinclude=Observation:subject"),
-        format!("/fhir/Patient?_count=1000&_revinclude=Observation:subject&_revinclude:iterate=Observation:has-member"),
+        "/fhir/Patient?_count=1000&_revinclude=Observation:subject&_revinclude:iterate=Observation:has-member".to_string(),
         // one observation, its patient, then (iterate) every observation of that patient
         format!("/fhir/Observation?_id={oid}&_include=Observation:subject&_revinclude:iterate=Observation:subject"),
     ] {

@@ -220,7 +220,7 @@ fn expressions_at_the_depth_limit_parse_and_evaluate() {
     let s = scope(&[]);
     // MAX_DEPTH - 1 minus signs over a literal: a tree exactly MAX_DEPTH tall
     let minus = format!("{}7", "-".repeat(MAX_DEPTH - 1));
-    let want = if (MAX_DEPTH - 1) % 2 == 0 { 7 } else { -7 };
+    let want = if (MAX_DEPTH - 1).is_multiple_of(2) { 7 } else { -7 };
     assert_eq!(ev(&minus, json!(null), &s), json!(want));
     assert!(parse(&format!("-{minus}")).is_err(), "one more level is refused");
     // a sum of MAX_DEPTH terms (MAX_DEPTH - 1 additions over a literal)
