@@ -20,7 +20,7 @@
 # Environment: EMRGYM (the binary; default target/release/emrgym, else target/debug/emrgym,
 # else $CARGO_TARGET_DIR's), SOAK_MINUTES (default 3), SOAK_WORKERS (8), SOAK_PORT (18480),
 # KILLS (10), KILL_FAMILIES (families of the kill and disk runs, comma-separated; default
-# all), DISK_SIZE (default 1M), SOAK_DIR (scratch directory; default a mktemp).
+# all), KILL_TRIALS (trials per instance of those runs; default 2), DISK_SIZE (default 1M), SOAK_DIR (scratch directory; default a mktemp).
 #
 # The episode API may hand out per-episode tokens: when the POST /episodes answer has a
 # `token` field, the client sends it as `Authorization: Bearer` on that episode's calls;
@@ -39,6 +39,7 @@ SOAK_PORT=${SOAK_PORT:-18480}
 KILLS=${KILLS:-10}
 DISK_SIZE=${DISK_SIZE:-1M}
 KILL_FAMILIES=${KILL_FAMILIES:-}
+KILL_TRIALS=${KILL_TRIALS:-2}
 SOAK_DIR=${SOAK_DIR:-$(mktemp -d /tmp/emrgym-soak.XXXXXX)}
 mkdir -p "$SOAK_DIR"
 
@@ -188,11 +189,11 @@ print("\n".join(out))
 PY
 }
 
-ORACLE=("$EMRGYM" run --agent oracle --suite scenarios "${FAMILY_FLAGS[@]}" --concurrency 2)
+ORACLE=("$EMRGYM" run --agent oracle --suite scenarios "${FAMILY_FLAGS[@]}" --concurrency 2 --trials "$KILL_TRIALS")
 oracle_run() { "${ORACLE[@]}" "$@"; }
 
 reference_run() {
-    local ref="$SOAK_DIR/reference"
+    local ref="$SOAK_DIR/reference-$KILL_TRIALS"
     if [[ ! -f "$ref/summary.json" ]]; then
         rm -rf "$ref"
         local t0=$SECONDS
@@ -219,8 +220,9 @@ kill_resume() {
             "${ORACLE[@]}" --out "$run" >/dev/null 2>&1 &
         fi
         local pid=$!
-        # a random point within an uninterrupted run's time (start-up included)
-        local ms=$(( (RANDOM * 32768 + RANDOM) % (span * 1000) + 100 ))
+        # a random point within the first quarter of an uninterrupted run's time (start-up
+        # and the resume's rewrite included), so that most kills land before the end
+        local ms=$(( (RANDOM * 32768 + RANDOM) % (span * 250) + 100 ))
         sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
         if kill -KILL $pid 2>/dev/null; then hits=$((hits + 1)); fi
         wait $pid 2>/dev/null || true
