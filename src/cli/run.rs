@@ -937,13 +937,23 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         }
         // rewrite only complete lines (a kill can tear the last one); episodes that ended on
         // an infrastructure failure (backend down, rate limit, Ctrl-C) are run again
+        // (to a temporary file renamed over it: a kill during the rewrite loses nothing)
         let kept: Vec<ResultLine> = read_results(&results_path)?.into_iter().filter(|r| !r.infrastructure).collect();
-        let mut f = std::fs::File::create(&results_path)?;
+        let mut text = String::new();
         for r in &kept {
-            writeln!(f, "{}", serde_json::to_string(r)?)?;
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
             done.insert((r.instance.clone(), r.trial));
         }
-        f.sync_all()?;
+        write_atomic(&results_path, text.as_bytes())?;
+        // temporary files a kill left behind (their episodes run again)
+        if let Ok(entries) = std::fs::read_dir(out.join("trajectories")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     } else {
         if out.join("manifest.json").exists() {
             bail!(
@@ -1011,13 +1021,16 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             }));
         }
         drop(tx);
-        let mut results = std::fs::OpenOptions::new().append(true).open(out_dir.join("results.jsonl"))?;
+        let results_path = out_dir.join("results.jsonl");
+        let mut results = std::fs::OpenOptions::new().append(true).open(&results_path)?;
         let mut n = already;
         let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
         while let Some((line, text)) = rx.recv().await {
-            std::fs::write(trajectory_path(&out_dir, &line.instance, line.trial), text)?;
-            writeln!(results, "{}", serde_json::to_string(&line)?)?;
-            results.flush()?;
+            // the trajectory first, whole or not at all; then its result line, whole or not
+            // at all: a kill or a full disk leaves no torn file, and the episode without a
+            // result line runs again on --resume
+            write_atomic(&trajectory_path(&out_dir, &line.instance, line.trial), text.as_bytes())?;
+            append_line(&mut results, &results_path, &serde_json::to_string(&line)?)?;
             n += 1;
             if progress {
                 eprint!("\r[{n:>5}/{total}] {:<28} {:?}      ", line.instance, line.end);
@@ -1041,11 +1054,12 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         text.push_str(&serde_json::to_string(r)?);
         text.push('\n');
     }
-    let tmp = out.join("results.jsonl.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &results_path)?;
+    write_atomic(&results_path, text.as_bytes())?;
     let summary = run_summary(out, &all, cfg.trials, cfg.seed);
-    std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    write_atomic(
+        &out.join("summary.json"),
+        format!("{}\n", serde_json::to_string_pretty(&summary)?).as_bytes(),
+    )?;
     if interrupted {
         let done = all.iter().filter(|r| !r.infrastructure).count();
         return Err(Interrupted(format!(
@@ -1055,6 +1069,41 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         .into());
     }
     Ok(summary)
+}
+
+/// Write `path` whole or not at all: a temporary file beside it, synced, renamed over it.
+/// On failure (a full disk) the temporary file is removed and the error names the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::anyhow!("writing {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Append one line to `file` (opened for append at `path`), whole or not at all: a failed
+/// write (a full disk) is cut back to the previous end, so no torn line is left.
+fn append_line(file: &mut std::fs::File, path: &Path, line: &str) -> anyhow::Result<()> {
+    let before = file.metadata().map(|m| m.len()).ok();
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    if let Err(e) = file.write_all(&bytes).and_then(|()| file.flush()) {
+        if let Some(len) = before {
+            let _ = file.set_len(len);
+        }
+        return Err(anyhow::anyhow!("appending a result to {}: {e}", path.display()));
+    }
+    Ok(())
 }
 
 /// A run directory's summary: [`summarize`] plus the model-turn latency from its trajectories.

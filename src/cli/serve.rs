@@ -7,7 +7,7 @@ use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
 use crate::fhir::server::{
     AppState, ConnLimits, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_TIMEOUT, ServerConfig, default_max_work, serve,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT, ServerConfig, default_max_work, serve,
 };
 use crate::tools::Registry;
 use anyhow::{Context, bail};
@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// worker (default 30000; 408 past the deadline, 503 when no worker frees up).
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// Milliseconds a response write may make no progress (a client that does not read its
+    /// answers) before the connection is closed (default 30000).
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
     /// Most requests doing CPU-bound work at once (default: 4 per core).
     #[arg(long)]
     pub max_work: Option<usize>,
@@ -143,6 +147,8 @@ pub struct ServeConfig {
     pub body_timeout_ms: u64,
     /// Processing deadline, ms.
     pub request_timeout_ms: u64,
+    /// Write timeout (no progress writing to the client), ms.
+    pub write_timeout_ms: u64,
     /// Most requests at work at once.
     pub max_work: usize,
 }
@@ -171,6 +177,7 @@ impl Default for ServeConfig {
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
             body_timeout_ms: DEFAULT_BODY_TIMEOUT.as_millis() as u64,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT.as_millis() as u64,
             max_work: default_max_work(),
         }
     }
@@ -245,6 +252,9 @@ impl ServeConfig {
         if let Some(v) = a.request_timeout_ms {
             c.request_timeout_ms = v;
         }
+        if let Some(v) = a.write_timeout_ms {
+            c.write_timeout_ms = v;
+        }
         if let Some(v) = a.max_work {
             c.max_work = v;
         }
@@ -253,6 +263,7 @@ impl ServeConfig {
             ("--header-timeout-ms", c.header_timeout_ms),
             ("--body-timeout-ms", c.body_timeout_ms),
             ("--request-timeout-ms", c.request_timeout_ms),
+            ("--write-timeout-ms", c.write_timeout_ms),
             ("--max-work", c.max_work as u64),
         ] {
             if v == 0 {
@@ -311,6 +322,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             header_timeout: Duration::from_millis(c.header_timeout_ms),
             body_timeout: Duration::from_millis(c.body_timeout_ms),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
             max_connections: connection_limit(c.max_connections),
             max_work: c.max_work,
             allowed_hosts: allowed_hosts(&c),

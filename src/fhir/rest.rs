@@ -6,7 +6,7 @@ use super::bundle;
 use super::capability;
 use super::error::{FhirError, FhirResult, outcome};
 use super::search::{SearchQuery, Summary, TotalMode};
-use super::store::{CreateOutcome, Sandbox, SearchResult, Version};
+use super::store::{CreateOutcome, MAX_INCLUDED, Sandbox, SearchResult, Version};
 use super::validate::check_id;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -364,6 +364,12 @@ pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
     }
     if !q.warnings.is_empty() {
         entries.push(json!({"resource": outcome("warning", "not-supported", &q.warnings), "search": {"mode": "outcome"}}));
+    }
+    if r.included_truncated {
+        let msg = format!(
+            "_include/_revinclude would add more than {MAX_INCLUDED} resources to this page: the first {MAX_INCLUDED} are included, the rest left out (ask for a smaller _count or fewer includes)"
+        );
+        entries.push(json!({"resource": outcome("warning", "too-costly", &[msg]), "search": {"mode": "outcome"}}));
     }
     if !entries.is_empty() {
         bundle.insert("entry".into(), Value::Array(entries));

@@ -10,7 +10,8 @@
 //! OperationOutcome, 405s and extractor rejections included); [`AppState::offload`] runs
 //! CPU-bound work on blocking threads, at most `max_work` at once, under a per-request
 //! deadline; [`serve`] accepts connections itself: a connection limit (a 503 beyond it), a
-//! header-read timeout that also closes idle keep-alive connections, graceful shutdown.
+//! header-read timeout that also closes idle keep-alive connections, a write timeout that
+//! closes clients that never read their answers, graceful shutdown.
 
 use super::access::{self, Peer, Role};
 use super::clock::{Clock, parse_instant};
@@ -41,6 +42,9 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default processing deadline of one request (and the longest wait for a worker).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest a response write may make no progress (a client that sends requests
+/// but never reads the answers) before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default most open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 /// Longest `tick_ms` a sandbox clock may advance per write (one day).
@@ -72,6 +76,8 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Processing deadline of one request, and the longest wait for a worker.
     pub request_timeout: Duration,
+    /// Longest a response write may make no progress before the connection is closed.
+    pub write_timeout: Duration,
     /// Most open connections (beyond it a new connection gets a 503 and is closed).
     pub max_connections: usize,
     /// Most requests doing CPU-bound work at once.
@@ -95,6 +101,7 @@ impl Default for ServerConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_work: default_max_work(),
             allowed_hosts: Vec::new(),
@@ -783,6 +790,9 @@ pub struct ConnLimits {
     /// Time for a request's headers to arrive, from when the connection is ready for the
     /// next request: slow or silent clients and idle keep-alive connections are closed.
     pub header_timeout: Duration,
+    /// Longest a write to the client may make no progress: a client that sends requests
+    /// and never reads the answers is closed, whatever it keeps sending.
+    pub write_timeout: Duration,
 }
 
 impl ConnLimits {
@@ -791,6 +801,7 @@ impl ConnLimits {
         ConnLimits {
             max_connections: cfg.max_connections.max(1),
             header_timeout: cfg.header_timeout,
+            write_timeout: cfg.write_timeout,
         }
     }
 }
@@ -858,11 +869,12 @@ pub async fn serve_until(
         ));
         let mut stop = stop_rx.clone();
         let header_timeout = limits.header_timeout;
+        let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
         tokio::spawn(async move {
             let _permit = permit;
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-            let mut conn = std::pin::pin!(b.serve_connection(TokioIo::new(stream), svc));
+            let mut conn = std::pin::pin!(b.serve_connection(io, svc));
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -880,6 +892,90 @@ pub async fn serve_until(
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(5), conns.acquire_many(all)).await;
     Ok(())
+}
+
+/// A connection's socket with a write timeout: a write, flush or shutdown that makes no
+/// progress for `timeout` fails with `TimedOut`, and hyper drops the connection. Without it
+/// a client that pipelines requests and never reads the answers holds its connection (and
+/// the answers buffered for it) forever: hyper's header-read timeout covers only reads.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed when a write first returns `Pending`, cleared by any progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn watch<T>(&mut self, cx: &mut std::task::Context<'_>, r: std::task::Poll<std::io::Result<T>>) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let timeout = self.timeout;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} ms (--write-timeout-ms)", timeout.as_millis()),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, r)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, r)
+    }
 }
 
 /// Answer a connection over the limit with a 503 OperationOutcome and close it.

@@ -11,6 +11,10 @@
 //! `<`/`<=`/`>`/`>=`; `|` (union); `+`/`-`/`&`; `*`/`/`/`div`/`mod`; unary `-`; postfix
 //! `.name`, `.fn(args)`, `[index]`. Literals: numbers, `'text'`, `true`/`false`, `{}`,
 //! `@2023-11-13T10:15:00+00:00` or `@2023-11-13`, durations `24 hours`, `1 year`.
+//!
+//! Nesting is bounded: an expression deeper than [`MAX_DEPTH`] levels (open groups, unary
+//! minuses, argument lists and indexes, or the height of its tree) is a parse error naming
+//! the limit, so no input can exhaust the stack of the parser or of the evaluator.
 
 use chrono::{DateTime, Duration, FixedOffset, Months, NaiveDate, TimeZone};
 use serde_json::{Map, Value, json};
@@ -314,11 +318,35 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
     Ok(out)
 }
 
+/// Binary operators by precedence level, lowest first.
+const LEVELS: &[&[(&str, Op)]] = &[
+    &[("implies", Op::Implies)],
+    &[("or", Op::Or), ("xor", Op::Xor)],
+    &[("and", Op::And)],
+    &[("=", Op::Eq), ("!=", Op::Ne), ("~", Op::Equiv)],
+    &[("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)],
+    &[("|", Op::Union)],
+    &[("+", Op::Add), ("-", Op::Sub), ("&", Op::Concat)],
+    &[("*", Op::Mul), ("/", Op::Div), ("div", Op::IntDiv), ("mod", Op::Mod)],
+];
+
+/// How deep an expression may nest: parentheses, unary minus, function arguments and
+/// indexes opened inside each other, and the height of the tree it parses to (a chain of
+/// 200 `.name` steps or 200 `+` terms is 200 levels tall). Parsing, checking, evaluating
+/// and dropping an expression all recurse on its tree, so the limit keeps them off the end
+/// of the stack whatever a scenario file holds; the suite's deepest expression is far below.
+pub const MAX_DEPTH: usize = 128;
+
 struct Parser<'a> {
     toks: Vec<(usize, Tok)>,
     i: usize,
     text: &'a str,
+    /// Groups, unary minuses, argument lists and indexes open around the current token.
+    nest: usize,
 }
+
+/// A parsed subexpression and the height of its tree.
+type Node = (Expr, usize);
 
 fn dur_unit(word: &str) -> Option<DurUnit> {
     Some(match word {
@@ -376,84 +404,110 @@ impl Parser<'_> {
         }
     }
 
-    fn binary(&mut self, level: usize) -> Result<Expr, ParseError> {
-        const LEVELS: &[&[(&str, Op)]] = &[
-            &[("implies", Op::Implies)],
-            &[("or", Op::Or), ("xor", Op::Xor)],
-            &[("and", Op::And)],
-            &[("=", Op::Eq), ("!=", Op::Ne), ("~", Op::Equiv)],
-            &[("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)],
-            &[("|", Op::Union)],
-            &[("+", Op::Add), ("-", Op::Sub), ("&", Op::Concat)],
-            &[("*", Op::Mul), ("/", Op::Div), ("div", Op::IntDiv), ("mod", Op::Mod)],
-        ];
-        if level == LEVELS.len() {
-            return self.unary();
-        }
-        let mut lhs = self.binary(level + 1)?;
-        'outer: loop {
-            for (sym, op) in LEVELS[level] {
+    fn too_deep(&self) -> ParseError {
+        self.err(format!(
+            "expression nested deeper than {MAX_DEPTH} levels (the expression language's limit on parentheses, unary minus, calls, indexes and chained terms)"
+        ))
+    }
+    /// Open one nesting level (a group, a unary minus, an argument list, an index).
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.nest += 1;
+        if self.nest > MAX_DEPTH { Err(self.too_deep()) } else { Ok(()) }
+    }
+    fn leave(&mut self) {
+        self.nest = self.nest.saturating_sub(1);
+    }
+    /// A node of height `h`, refused beyond [`MAX_DEPTH`].
+    fn node(&self, e: Expr, h: usize) -> Result<Node, ParseError> {
+        if h > MAX_DEPTH { Err(self.too_deep()) } else { Ok((e, h)) }
+    }
+
+    /// The binary operator at the current token whose precedence level is at least `min`,
+    /// consumed.
+    fn binary_op(&mut self, min: usize) -> Option<(usize, Op)> {
+        for (level, ops) in LEVELS.iter().enumerate().skip(min) {
+            for (sym, op) in *ops {
                 let hit = if sym.chars().all(|c| c.is_ascii_alphabetic()) {
                     self.eat_word(sym)
                 } else {
                     self.eat_sym(sym)
                 };
                 if hit {
-                    let rhs = self.binary(level + 1)?;
-                    lhs = Expr::Bin(*op, Box::new(lhs), Box::new(rhs));
-                    continue 'outer;
+                    return Some((level, *op));
                 }
             }
-            break;
         }
-        Ok(lhs)
+        None
     }
 
-    fn unary(&mut self) -> Result<Expr, ParseError> {
+    /// Operators of precedence level `min` and above, left-associative (precedence
+    /// climbing: one frame per operator level actually used, not one per level of the
+    /// grammar, so each nesting level costs a few frames of stack).
+    fn binary(&mut self, min: usize) -> Result<Node, ParseError> {
+        let (mut lhs, mut h) = self.unary()?;
+        while let Some((level, op)) = self.binary_op(min) {
+            let (rhs, rh) = self.binary(level + 1)?;
+            (lhs, h) = self.node(Expr::Bin(op, Box::new(lhs), Box::new(rhs)), h.max(rh) + 1)?;
+        }
+        Ok((lhs, h))
+    }
+
+    fn unary(&mut self) -> Result<Node, ParseError> {
         if self.eat_sym("-") {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.enter()?;
+            let (e, h) = self.unary()?;
+            self.leave();
+            return self.node(Expr::Neg(Box::new(e)), h + 1);
         }
         self.postfix()
     }
 
-    fn args(&mut self) -> Result<Vec<Expr>, ParseError> {
+    /// Arguments after `(` up to `)`, and the tallest argument's height.
+    fn args(&mut self) -> Result<(Vec<Expr>, usize), ParseError> {
         let mut args = Vec::new();
+        let mut h = 0;
         if self.eat_sym(")") {
-            return Ok(args);
+            return Ok((args, h));
         }
+        self.enter()?;
         loop {
-            args.push(self.binary(0)?);
+            let (a, ah) = self.binary(0)?;
+            args.push(a);
+            h = h.max(ah);
             if self.eat_sym(")") {
-                return Ok(args);
+                self.leave();
+                return Ok((args, h));
             }
             self.expect_sym(",")?;
         }
     }
 
-    fn postfix(&mut self) -> Result<Expr, ParseError> {
-        let mut e = self.primary()?;
+    fn postfix(&mut self) -> Result<Node, ParseError> {
+        let (mut e, mut h) = self.primary()?;
         loop {
             if self.eat_sym(".") {
                 let Tok::Ident(name) = self.bump() else {
                     return Err(self.err("expected a name after '.'"));
                 };
                 if self.eat_sym("(") {
-                    let args = self.args()?;
-                    e = Expr::Call(Box::new(e), name, args);
+                    let (args, ah) = self.args()?;
+                    (e, h) = self.node(Expr::Call(Box::new(e), name, args), h.max(ah) + 1)?;
                 } else {
-                    e = Expr::Member(Box::new(e), name);
+                    (e, h) = self.node(Expr::Member(Box::new(e), name), h + 1)?;
                 }
             } else if self.eat_sym("[") {
-                let idx = self.binary(0)?;
+                self.enter()?;
+                let (idx, ih) = self.binary(0)?;
                 self.expect_sym("]")?;
-                e = Expr::Index(Box::new(e), Box::new(idx));
+                self.leave();
+                (e, h) = self.node(Expr::Index(Box::new(e), Box::new(idx)), h.max(ih) + 1)?;
             } else {
-                return Ok(e);
+                return Ok((e, h));
             }
         }
     }
 
-    fn primary(&mut self) -> Result<Expr, ParseError> {
+    fn primary(&mut self) -> Result<Node, ParseError> {
         let pos = self.pos();
         match self.bump() {
             Tok::Num(n) => {
@@ -461,31 +515,33 @@ impl Parser<'_> {
                     && let Some(u) = dur_unit(&w)
                 {
                     self.i += 1;
-                    return Ok(Expr::Lit(vec![V::Dur(n, u)]));
+                    return Ok((Expr::Lit(vec![V::Dur(n, u)]), 1));
                 }
-                Ok(Expr::Lit(vec![V::Num(n)]))
+                Ok((Expr::Lit(vec![V::Num(n)]), 1))
             }
-            Tok::Str(s) => Ok(Expr::Lit(vec![V::Str(s)])),
-            Tok::Date(d) => Ok(Expr::Lit(vec![V::Date(d)])),
-            Tok::Var(v) => Ok(Expr::Var(v)),
-            Tok::This => Ok(Expr::This),
+            Tok::Str(s) => Ok((Expr::Lit(vec![V::Str(s)]), 1)),
+            Tok::Date(d) => Ok((Expr::Lit(vec![V::Date(d)]), 1)),
+            Tok::Var(v) => Ok((Expr::Var(v), 1)),
+            Tok::This => Ok((Expr::This, 1)),
             Tok::Ident(w) => match w.as_str() {
-                "true" => Ok(Expr::Lit(vec![V::Bool(true)])),
-                "false" => Ok(Expr::Lit(vec![V::Bool(false)])),
+                "true" => Ok((Expr::Lit(vec![V::Bool(true)]), 1)),
+                "false" => Ok((Expr::Lit(vec![V::Bool(false)]), 1)),
                 _ if self.eat_sym("(") => {
-                    let args = self.args()?;
-                    Ok(Expr::Call(Box::new(Expr::This), w, args))
+                    let (args, ah) = self.args()?;
+                    self.node(Expr::Call(Box::new(Expr::This), w, args), ah + 1)
                 }
-                _ => Ok(Expr::Ident(w)),
+                _ => Ok((Expr::Ident(w), 1)),
             },
             Tok::Sym("(") => {
+                self.enter()?;
                 let e = self.binary(0)?;
                 self.expect_sym(")")?;
+                self.leave();
                 Ok(e)
             }
             Tok::Sym("{") => {
                 self.expect_sym("}")?;
-                Ok(Expr::Lit(Vec::new()))
+                Ok((Expr::Lit(Vec::new()), 1))
             }
             Tok::End => Err(ParseError {
                 pos,
@@ -567,11 +623,11 @@ fn check_calls(e: &Expr) -> Result<(), String> {
     }
 }
 
-/// Parse an expression.
+/// Parse an expression (refused past [`MAX_DEPTH`] levels of nesting).
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
     let toks = lex(text)?;
-    let mut p = Parser { toks, i: 0, text };
-    let e = p.binary(0)?;
+    let mut p = Parser { toks, i: 0, text, nest: 0 };
+    let (e, _) = p.binary(0)?;
     if !matches!(p.peek(), Tok::End) {
         return Err(p.err("unexpected trailing input"));
     }

@@ -330,6 +330,30 @@ fn fuzz_fhirpath() {
     assert!(fhirpath::parse(&"(".repeat(1_000_000)).is_err());
 }
 
+/// An expression nested `d` deep around token `t`, in one of six shapes: groups, unary
+/// minus, function arguments, indexes, member chains, chains of binary operators.
+fn nest(shape: usize, d: usize, t: &str) -> String {
+    match shape {
+        0 => format!("{}{t}{}", "(".repeat(d), ")".repeat(d)),
+        1 => format!("{}{t}", "-".repeat(d)),
+        2 => format!("{}{t}{}", "where(".repeat(d), ")".repeat(d)),
+        3 => format!("{}{t}{}", "%n[".repeat(d), "]".repeat(d)),
+        4 => format!("%n{}", ".a".repeat(d)),
+        _ => format!("1{}", format!(" + {t}").repeat(d)),
+    }
+}
+
+#[test]
+fn fuzz_htn_expressions_deep_nesting_is_refused_past_the_limit() {
+    for shape in 0..6 {
+        for d in [expr::MAX_DEPTH + 1, 10_000, 200_000] {
+            let src = nest(shape, d, "1");
+            let e = expr::parse(&src).expect_err(&src[..40.min(src.len())]);
+            assert!(e.message.contains("nested deeper than"), "shape {shape}, depth {d}: {}", e.message);
+        }
+    }
+}
+
 #[test]
 fn fuzz_htn_expressions() {
     let scope = MapScope {
@@ -380,14 +404,20 @@ fn fuzz_htn_expressions() {
     let text = prop_oneof![
         "[ -~]{0,40}",
         proptest::collection::vec(proptest::sample::select(tokens), 0..24).prop_map(|v| v.concat()),
-        // nesting, bounded: the parser of src/htn/expr.rs has no depth limit of its own
-        // (docs/reliability.md); its inputs are the suite's own files
-        (1usize..40).prop_map(|d| format!("{}1{}", "(".repeat(d), ")".repeat(d))),
+        // nesting of every kind, far past the limit (issue 16: these overflowed the stack)
+        (0usize..6, 1usize..20_000, proptest::sample::select(tokens)).prop_map(|(shape, d, t)| nest(shape, d, t)),
     ];
     let mut runner = TestRunner::new(config(500));
     runner
         .run(&(text, json_value()), |(t, focus)| {
-            if let Ok(e) = expr::parse(&t) {
+            let parsed = expr::parse(&t);
+            if t.len() > 20 * expr::MAX_DEPTH
+                && let Err(e) = &parsed
+            {
+                // every refusal of a long input is a clean parse error with a position
+                prop_assert!(e.pos <= t.len());
+            }
+            if let Ok(e) = parsed {
                 let focus = expr::V::from_json(&focus);
                 let _ = expr::eval(&e, &focus, &scope);
                 let _ = expr::truth(&e, &focus, &scope);

@@ -346,6 +346,7 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     let limits = ConnLimits {
         max_connections: 3,
         header_timeout: Duration::from_millis(400),
+        write_timeout: Duration::from_secs(30),
     };
     let server = tokio::spawn(serve_until(router(state), listener, limits, async {
         let _ = stop_rx.await;
@@ -385,4 +386,161 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+}
+
+/// Read until the peer closes (EOF or a reset): true, or false when it is still open after
+/// `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 16];
+    let drain = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, drain).await.is_ok()
+}
+
+/// Issue 16, starvation: a client that pipelines requests and never reads the answers held
+/// its connection, its slot under `--max-connections` and the answers buffered for it
+/// forever (the header-read timeout covers only reads). Now a write that makes no progress
+/// for the write timeout closes the connection, and the server keeps answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let clock = Clock::fixed(parse_instant(NOW).unwrap());
+    let state = AppState::new(load::load("demo").unwrap().build(&clock), ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = ConnLimits {
+        max_connections: 2,
+        // far longer than the wait below: only the write timeout can close the reader-less client
+        header_timeout: Duration::from_secs(600),
+        write_timeout: Duration::from_millis(500),
+    };
+    let server = tokio::spawn(serve_until(router(state), listener, limits, async {
+        let _ = stop_rx.await;
+    }));
+    // the hostile client: a small receive buffer, pipelined requests for a large answer (the
+    // CapabilityStatement), never a byte read
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut hostile = sock.connect(addr).await.unwrap();
+    let req = b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut sent = 0;
+    for _ in 0..2000 {
+        match tokio::time::timeout(Duration::from_secs(2), hostile.write_all(req)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    assert!(sent > 10, "sent {sent} requests");
+    // the other slot serves other clients meanwhile
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    other
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_all(&mut other, Duration::from_secs(30)).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // leave it unread well past the write timeout
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the hostile connection is closed by the server: reading it now ends (EOF or reset)
+    // after what was already buffered, instead of the server answering all its requests
+    assert!(
+        closed_within(&mut hostile, Duration::from_secs(60)).await,
+        "a client that never read its answers was not closed"
+    );
+    // its slot is free again: two clients at once are both served
+    let mut served = false;
+    for _ in 0..50 {
+        let (mut a, mut b) = (TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap());
+        for s in [&mut a, &mut b] {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        }
+        let ta = read_all(&mut a, Duration::from_secs(10)).await.unwrap_or_default();
+        let tb = read_all(&mut b, Duration::from_secs(10)).await.unwrap_or_default();
+        if ta.starts_with("HTTP/1.1 200") && tb.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the closed client's slot was never freed");
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// The `(type, id)` of a Bundle's entries in search mode `mode`.
+fn entries_in_mode(bundle: &Value, mode: &str) -> Vec<Value> {
+    bundle["entry"]
+        .as_array()
+        .map(|es| es.iter().filter(|e| e["search"]["mode"] == mode).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Issue 16: `_include`/`_revinclude` (and their `:iterate` rounds) put every resource they
+/// reached into one answer, however many: one GET could build a Bundle of the whole cohort.
+/// Now at most `MAX_INCLUDED` are included and the Bundle carries a `too-costly` warning
+/// saying the rest were left out (the way HAPI and the Microsoft FHIR server cut them).
+#[tokio::test]
+async fn included_resources_are_capped_with_a_warning() {
+    use emrgym::fhir::store::MAX_INCLUDED;
+    let a = app();
+    // one patient with more observations than the cap (the demo cohort has 190 in all)
+    let p = a.get("/fhir/Patient?_count=1").await;
+    let pid = p.body["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    let entries: Vec<Value> = (0..MAX_INCLUDED + 100)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Observation", "status": "final", "code": {"text": format!("n{i}")},
+                "subject": {"reference": format!("Patient/{pid}")}}, "request": {"method": "POST", "url": "Observation"}})
+        })
+        .collect();
+    let tx = json!({"resourceType": "Bundle", "type": "batch", "entry": entries}).to_string();
+    let r = a.req("POST", "/fhir", Some(&tx), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let location = r.body["entry"][0]["response"]["location"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = location.split('/').collect();
+    let at = parts.iter().position(|p| *p == "Observation").unwrap();
+    let oid = parts[at + 1].to_string();
+    for uri in [
+        format!("/fhir/Patient?_id={pid}&_revinclude=Observation:subject"),
+        "/fhir/Patient?_count=1000&_revinclude=Observation:subject&_revinclude:iterate=Observation:has-member".to_string(),
+        // one observation, its patient, then (iterate) every observation of that patient
+        format!("/fhir/Observation?_id={oid}&_include=Observation:subject&_revinclude:iterate=Observation:subject"),
+    ] {
+        let uri = uri.as_str();
+        let r = a.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        let included = entries_in_mode(&r.body, "include");
+        assert_eq!(included.len(), MAX_INCLUDED, "{uri}");
+        let outcomes = entries_in_mode(&r.body, "outcome");
+        let warning = outcomes
+            .iter()
+            .find(|e| e["resource"]["issue"][0]["code"] == "too-costly")
+            .unwrap_or_else(|| panic!("{uri}: no too-costly warning in {outcomes:?}"));
+        assert_eq!(warning["resource"]["resourceType"], "OperationOutcome");
+        assert_eq!(warning["resource"]["issue"][0]["severity"], "warning");
+        let d = warning["resource"]["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(d.contains(&format!("more than {MAX_INCLUDED}")), "{d}");
+        // no resource is included twice
+        let mut keys: Vec<String> = included
+            .iter()
+            .map(|e| format!("{}/{}", e["resource"]["resourceType"], e["resource"]["id"]))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), MAX_INCLUDED, "{uri}");
+    }
+    // below the cap: everything is included and there is no warning
+    let r = a.get("/fhir/Patient?_count=1&_offset=1&_revinclude=Observation:subject").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let n = entries_in_mode(&r.body, "include").len();
+    assert!(n > 0 && n < MAX_INCLUDED, "{n}");
+    assert!(entries_in_mode(&r.body, "outcome").is_empty(), "{}", r.body);
 }

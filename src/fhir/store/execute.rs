@@ -3,7 +3,7 @@
 //! cohort rows), paging, chains and `_include`/`_revinclude`.
 
 use super::cohort::{Method, SortColumn, Version};
-use super::sandbox::{Sandbox, SearchResult};
+use super::sandbox::{MAX_INCLUDED, Sandbox, SearchResult};
 use crate::fhir::deadline;
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::search::{self, Include, SearchQuery, SearchValue, SortValue};
@@ -199,19 +199,29 @@ impl Sandbox {
         let all = self.search_all(query)?;
         let total = all.len();
         let page: Vec<Arc<Version>> = all.into_iter().skip(query.offset).take(query.count).collect();
-        let included = self.includes(&page, &query.include, &query.revinclude)?;
+        let (included, included_truncated) = self.includes(&page, &query.include, &query.revinclude, MAX_INCLUDED)?;
         Ok(SearchResult {
             matches: page,
             included,
+            included_truncated,
             total,
         })
     }
 
-    fn includes(&self, page: &[Arc<Version>], include: &[Include], revinclude: &[Include]) -> FhirResult<Vec<Arc<Version>>> {
+    /// The resources `_include`/`_revinclude` add to `page`, at most `cap` of them (and
+    /// whether more were left out).
+    fn includes(
+        &self,
+        page: &[Arc<Version>],
+        include: &[Include],
+        revinclude: &[Include],
+        cap: usize,
+    ) -> FhirResult<(Vec<Arc<Version>>, bool)> {
         let mut seen: HashSet<(Arc<str>, Arc<str>)> = page.iter().map(|v| (v.ty.clone(), v.id.clone())).collect();
         let mut out: Vec<Arc<Version>> = Vec::new();
         let mut frontier: Vec<Arc<Version>> = page.to_vec();
-        for round in 0..5 {
+        let mut truncated = false;
+        'rounds: for round in 0..5 {
             deadline::check()?;
             let mut next = Vec::new();
             for inc in include.iter().filter(|i| round == 0 || i.iterate) {
@@ -234,6 +244,11 @@ impl Sandbox {
                             if let Some(tv) = self.current(&t, &id).filter(|x| !x.is_deleted())
                                 && seen.insert((tv.ty.clone(), tv.id.clone()))
                             {
+                                if out.len() + next.len() >= cap {
+                                    truncated = true;
+                                    out.append(&mut next);
+                                    break 'rounds;
+                                }
                                 next.push(tv.clone());
                             }
                         }
@@ -248,6 +263,11 @@ impl Sandbox {
                     let q = SearchQuery::parse(&inc.source, &[(pcode.clone(), key)], self.cohort.registry(), true)?;
                     for found in self.search_all(&q)? {
                         if seen.insert((found.ty.clone(), found.id.clone())) {
+                            if out.len() + next.len() >= cap {
+                                truncated = true;
+                                out.append(&mut next);
+                                break 'rounds;
+                            }
                             next.push(found);
                         }
                     }
@@ -259,7 +279,7 @@ impl Sandbox {
             out.extend(next.iter().cloned());
             frontier = next;
         }
-        Ok(out)
+        Ok((out, truncated))
     }
 }
 

@@ -76,13 +76,24 @@ pub struct Sandbox {
     log: Vec<WriteRecord>,
 }
 
+/// Most resources `_include` and `_revinclude` (`:iterate` rounds included) add to one
+/// search answer. Beyond it the answer keeps the first `MAX_INCLUDED` and carries a warning
+/// (`too-costly`), as HAPI FHIR stops at `maximumIncludesToLoadPerPage` (1000 by default)
+/// and the Microsoft FHIR server cuts includes with a warning OperationOutcome in the Bundle;
+/// a 400 would refuse common searches (`Patient?_revinclude=Observation:subject`) whose
+/// page of matches is fine. docs/reliability.md.
+pub const MAX_INCLUDED: usize = 1000;
+
 /// What a search returned.
 #[derive(Debug, Clone)]
 pub struct SearchResult {
     /// Matches on this page.
     pub matches: Vec<Arc<Version>>,
-    /// Resources added by `_include`/`_revinclude`.
+    /// Resources added by `_include`/`_revinclude` (at most [`MAX_INCLUDED`]).
     pub included: Vec<Arc<Version>>,
+    /// More resources would have been included than [`MAX_INCLUDED`]: the rest were left
+    /// out (the Bundle says so in a warning).
+    pub included_truncated: bool,
     /// Total number of matches (all pages).
     pub total: usize,
 }

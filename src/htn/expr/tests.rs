@@ -177,3 +177,66 @@ proptest! {
         let _ = parse(&src);
     }
 }
+
+/// Issue 16: the parser recursed once per parenthesis, unary minus, argument list and index,
+/// and checking, evaluating and dropping the tree recursed once per level of it (a chain of
+/// `.name` steps or `+` terms is as tall as it is long), with no limit: each of these
+/// overflowed the stack and aborted the process. Now each is a parse error naming the limit.
+#[test]
+fn deep_nesting_is_a_parse_error_naming_the_limit_not_a_stack_overflow() {
+    let n = 100_000;
+    let hostile = [
+        ("parentheses", format!("{}1{}", "(".repeat(n), ")".repeat(n))),
+        ("unclosed parentheses", "(".repeat(n)),
+        ("unary minus", format!("{}1", "-".repeat(n))),
+        ("nested calls", format!("{}1{}", "iif(true, ".repeat(n), ")".repeat(n))),
+        ("nested where", format!("{}true{}", "where(".repeat(n), ")".repeat(n))),
+        ("nested indexes", format!("{}0{}", "a[".repeat(n), "]".repeat(n))),
+        ("a chain of members", format!("a{}", ".b".repeat(n))),
+        ("a chain of calls", format!("a{}", ".first()".repeat(n))),
+        ("a chain of indexes", format!("a{}", "[0]".repeat(n))),
+        ("a chain of sums", format!("1{}", " + 1".repeat(n))),
+        ("a chain of ands", format!("true{}", " and true".repeat(n))),
+        ("a chain of unions", format!("a{}", " | a".repeat(n))),
+    ];
+    for (what, src) in &hostile {
+        let e = parse(src).expect_err(what);
+        assert!(
+            e.message.contains(&format!("nested deeper than {MAX_DEPTH} levels")),
+            "{what}: {}",
+            e.message
+        );
+        // the error names a position, not the 100 KB text twice
+        assert!(e.pos < src.len(), "{what}");
+    }
+    // templates go through the same parser
+    let s = scope(&[]);
+    let t = format!("${{{}1{}}}", "(".repeat(n), ")".repeat(n));
+    assert!(matches!(render(&t, &s), Err(TemplateError::Parse(_))));
+}
+
+#[test]
+fn expressions_at_the_depth_limit_parse_and_evaluate() {
+    let s = scope(&[]);
+    // MAX_DEPTH - 1 minus signs over a literal: a tree exactly MAX_DEPTH tall
+    let minus = format!("{}7", "-".repeat(MAX_DEPTH - 1));
+    let want = if (MAX_DEPTH - 1).is_multiple_of(2) { 7 } else { -7 };
+    assert_eq!(ev(&minus, json!(null), &s), json!(want));
+    assert!(parse(&format!("-{minus}")).is_err(), "one more level is refused");
+    // a sum of MAX_DEPTH terms (MAX_DEPTH - 1 additions over a literal)
+    let sum = format!("1{}", " + 1".repeat(MAX_DEPTH - 1));
+    assert_eq!(ev(&sum, json!(null), &s), json!(MAX_DEPTH));
+    assert!(parse(&format!("{sum} + 1")).is_err());
+    // parentheses do not add height, but only MAX_DEPTH of them may be open at once
+    let parens = format!("{}1{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+    assert_eq!(ev(&parens, json!(null), &s), json!(1));
+    let more = format!("({parens})");
+    assert!(parse(&more).is_err());
+    // a path as long as the limit allows
+    let path = format!("a{}", ".a".repeat(MAX_DEPTH - 1));
+    let mut focus = json!(5);
+    for _ in 0..MAX_DEPTH {
+        focus = json!({ "a": focus });
+    }
+    assert_eq!(ev(&path, focus, &s), json!(5));
+}
