@@ -355,7 +355,7 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     let mut silent1 = TcpStream::connect(addr).await.unwrap();
     let mut silent2 = TcpStream::connect(addr).await.unwrap();
     let mut loris = TcpStream::connect(addr).await.unwrap();
-    loris.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    loris.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut fourth = TcpStream::connect(addr).await.unwrap();
     let refused = read_all(&mut fourth, Duration::from_secs(2))
@@ -431,7 +431,7 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut hostile = sock.connect(addr).await.unwrap();
-    let req = b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n\r\n";
+    let req = b"GET /fhir/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let mut sent = 0;
     for _ in 0..2000 {
         match tokio::time::timeout(Duration::from_secs(2), hostile.write_all(req)).await {
@@ -443,7 +443,7 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
     // the other slot serves other clients meanwhile
     let mut other = TcpStream::connect(addr).await.unwrap();
     other
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let text = read_all(&mut other, Duration::from_secs(30)).await.unwrap();
@@ -461,7 +461,7 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
     for _ in 0..50 {
         let (mut a, mut b) = (TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap());
         for s in [&mut a, &mut b] {
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
         }
         let ta = read_all(&mut a, Duration::from_secs(10)).await.unwrap_or_default();
         let tb = read_all(&mut b, Duration::from_secs(10)).await.unwrap_or_default();
