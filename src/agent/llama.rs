@@ -370,27 +370,26 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                 )));
             }
             // the shared prefix (system prompt and tools): its tokens as they start this prompt
-            let prefix_len = if cfg.prefix_cache {
-                shared_prefix(&template, &job.messages, &job.tools, &bos, &eos)
-                    .map(|t| common(&vocab.tokenize(t.as_bytes(), false, true), &tokens))
-                    .filter(|n| *n < tokens.len())
-                    .unwrap_or(0)
-            } else {
-                0
-            };
+            // (evaluated in batches of its own whether or not it is cached, so both settings
+            // compute an episode's first prompt alike)
+            let prefix_len = shared_prefix(&template, &job.messages, &job.tools, &bos, &eos)
+                .map(|t| common(&vocab.tokenize(t.as_bytes(), false, true), &tokens))
+                .filter(|n| *n < tokens.len())
+                .unwrap_or(0);
             // reuse the KV cache for the common prefix with the previous prompt; an episode's
             // first turn reuses at most the shared prefix, so it never depends on which episode
             // ran before it (the same tokens are evaluated in the same batches in any order)
             let first_turn = !job.messages.iter().any(|m| m["role"] == "assistant");
             let mut keep = common(&cached, &tokens);
-            if first_turn && prefix_len > 0 {
+            if cfg.prefix_cache && first_turn && prefix_len > 0 {
                 keep = keep.min(prefix_len);
             }
             if keep == tokens.len() {
                 keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
             }
             let mut restored = 0;
-            if prefix_len > keep
+            if cfg.prefix_cache
+                && prefix_len > keep
                 && let Some(state) = prefixes.get(&tokens[..prefix_len])
             {
                 let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
@@ -413,7 +412,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             let t0 = Instant::now();
             let n_batch = 512usize;
             let mut pos = keep;
-            let want_snapshot = prefix_len > 0 && !prefixes.contains(&tokens[..prefix_len]);
+            let want_snapshot = cfg.prefix_cache && prefix_len > 0 && !prefixes.contains(&tokens[..prefix_len]);
             // the prefix is evaluated on its own (batches end at its last token), then snapshotted
             let mut snapshot = |ctx: &llama_cpp_2::context::LlamaContext<'_>, pos: usize| {
                 if want_snapshot && pos == prefix_len {
@@ -576,6 +575,36 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Qwen2.5's layout: system content, then the tools, then the turns.
+    const QWEN_LIKE: &str = r#"{%- if tools %}{{- '<|im_start|>system\n' + messages[0]['content'] + '\n\n# Tools\n<tools>' }}{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}{{- '\n</tools><|im_end|>\n' }}{%- endif %}{%- for m in messages[1:] %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}{{- '<|im_start|>assistant\n' }}"#;
+
+    #[test]
+    fn the_shared_prefix_is_the_system_prompt_and_tools_and_nothing_of_the_episode() {
+        let tools = json!([{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]);
+        let episode = |now: &str, task: &str| {
+            vec![
+                json!({"role": "system", "content": "You are an assistant."}),
+                json!({"role": "user", "content": format!("It is now {now}.\n\n{task}")}),
+            ]
+        };
+        let a = episode("2023-11-13", "Find the potassium.");
+        let b = episode("2024-01-02", "Order magnesium.");
+        let pa = shared_prefix(QWEN_LIKE, &a, &tools, "", "").unwrap();
+        let pb = shared_prefix(QWEN_LIKE, &b, &tools, "", "").unwrap();
+        assert_eq!(pa, pb, "the prefix holds nothing episode-specific");
+        assert!(pa.ends_with("</tools><|im_end|>\n<|im_start|>user\n"), "{pa}");
+        assert!(pa.contains("\"name\":\"finish\""), "the tools are in it: {pa}");
+        let whole = render(QWEN_LIKE, &a, &tools, "", "").unwrap();
+        assert!(whole.starts_with(&pa) && whole[pa.len()..].starts_with("It is now 2023-11-13."));
+        // other tools, another prefix
+        let fewer = json!([]);
+        assert_ne!(shared_prefix(QWEN_LIKE, &a, &fewer, "", ""), Some(pa.clone()));
+        // no system message first: no shared prefix
+        assert_eq!(shared_prefix(QWEN_LIKE, &a[1..], &tools, "", ""), None);
+        assert_eq!(common(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common::<i32>(&[], &[1]), 0);
+    }
 
     #[test]
     fn the_doubled_brace_example_of_the_1_5b_template_renders_single() {

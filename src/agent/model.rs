@@ -532,6 +532,28 @@ pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendEr
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_system_prompt_is_the_same_for_every_episode_and_the_now_is_in_the_task() {
+        let b = |now: &str, instruction: &str, context: &str| Briefing {
+            instruction: instruction.into(),
+            context: context.into(),
+            now: now.into(),
+            fhir_base: "http://emrgym.local/fhir".into(),
+        };
+        let (x, y) = (
+            b("2023-11-13T10:15:00+00:00", "Task A", ""),
+            b("2024-02-01T08:00:00+00:00", "Task B", "K 3.1"),
+        );
+        let tools = json!([]);
+        assert_eq!(
+            system_prompt(&x, ToolProtocol::Native, &tools),
+            system_prompt(&y, ToolProtocol::Native, &tools)
+        );
+        assert!(!system_prompt(&x, ToolProtocol::Native, &tools).contains("2023"));
+        assert_eq!(user_prompt(&x), "It is now 2023-11-13T10:15:00+00:00.\n\nTask A");
+        assert_eq!(user_prompt(&y), "It is now 2024-02-01T08:00:00+00:00.\n\nTask B\n\nContext: K 3.1");
+    }
+
     fn reply(content: &str) -> Value {
         json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
     }

@@ -93,10 +93,10 @@ pub fn findings(facts: &mut dyn FactSource, patient: &str) -> Vec<Finding> {
         });
     }
     let mut met = Vec::new();
-    if let Some((t, unit)) = latest(facts, patient, "8310-5").as_ref().and_then(quantity) {
-        if celsius(t, &unit).is_some_and(|c| !(36.0..=38.0).contains(&c)) {
-            met.push(format!("temperature {t} {unit}"));
-        }
+    if let Some((t, unit)) = latest(facts, patient, "8310-5").as_ref().and_then(quantity)
+        && celsius(t, &unit).is_some_and(|c| !(36.0..=38.0).contains(&c))
+    {
+        met.push(format!("temperature {t} {unit}"));
     }
     if let Some((hr, _)) = latest(facts, patient, "8867-4").as_ref().and_then(quantity)
         && hr > 90.0
