@@ -115,7 +115,11 @@ async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_t
     assert_eq!(t3.prefilled, t3.prompt - t3.restored, "{t3:?}");
     // the same first request gives the same reply wherever it runs in the sequence
     assert_eq!(t4.restored, 0, "the previous prompt already holds the prefix: {t4:?}");
-    assert_eq!(t4.prefilled, t4.prompt - t3.restored, "the first turn reuses only the shared prefix: {t4:?}");
+    assert_eq!(
+        t4.prefilled,
+        t4.prompt - t3.restored,
+        "the first turn reuses only the shared prefix: {t4:?}"
+    );
     assert!(same(&r1, &r4), "first turn after other episodes: {r1:?} {r4:?}");
 
     // without the prefix cache: every token after the common prefix with the previous
@@ -127,5 +131,8 @@ async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_t
     let (_, t7) = plain.complete(&age2, &tools).await.unwrap();
     assert!(same(&r5, &r1), "the cache changes no reply: {r5:?} {r1:?}");
     assert_eq!((t5.restored, t7.restored), (0, 0));
-    assert!(t7.prefilled >= t3.prefilled + 100, "without the cache the prefix is evaluated again: {t7:?} vs {t3:?}");
+    assert!(
+        t7.prefilled >= t3.prefilled + 100,
+        "without the cache the prefix is evaluated again: {t7:?} vs {t3:?}"
+    );
 }
