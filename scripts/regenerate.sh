@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the files derived from the code: tools/*.json (the tool catalogue), the
-# generated reference at the end of docs/calculators.md and the family table of
-# docs/suite.md. Tests fail when these are stale.
+# generated reference at the end of docs/calculators.md, the family table of
+# docs/suite.md and the named suites in scenarios/suites/. Tests fail when these are stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
@@ -26,3 +26,4 @@ generated() {
 }
 generated docs/calculators.md calc list --markdown
 generated docs/suite.md scenarios list --markdown
+"$bin" scenarios suites --write

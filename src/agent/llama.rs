@@ -26,6 +26,8 @@ use std::time::Instant;
 pub struct ReplyTiming {
     /// Tokens evaluated for the prompt this turn (after KV-cache reuse).
     pub prefilled: usize,
+    /// Tokens whose KV state was restored from the shared-prefix cache this turn.
+    pub restored: usize,
     /// Tokens of the whole prompt.
     pub prompt: usize,
     /// Tokens generated.
@@ -122,8 +124,9 @@ pub fn undouble_example(prompt: String) -> String {
     }
 }
 
-/// The smallest default context: the suite's longest reference conversation (31,504
-/// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,838 with SmolLM2's)
+/// The smallest default context: the suite's longest reference conversation (31,656
+/// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,890 with SmolLM2's;
+/// re-measured after the clinical now moved to the first user message)
 /// plus the default reply cap, rounded up to a multiple of 4,096 (`emrgym model budget`).
 pub const MIN_DEFAULT_CTX: u32 = 36_864;
 
@@ -186,6 +189,71 @@ impl Tokenizer {
     /// The chat template.
     pub fn template(&self) -> &str {
         &self.template
+    }
+}
+
+/// Stands for the first user message's content when the shared prefix is rendered.
+const USER_MARK: &str = "\u{1}EMRGYM-EPISODE-TEXT\u{1}";
+
+/// The text every prompt of an episode starts with that no episode-specific text precedes:
+/// the template rendered with the system message (and the tools) up to where the first
+/// user message's content begins. None when the first message is not a system message or
+/// the template does not render it first.
+pub fn shared_prefix(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Option<String> {
+    let system = messages.first().filter(|m| m["role"] == "system")?;
+    let text = render(
+        template,
+        &[system.clone(), json!({"role": "user", "content": USER_MARK})],
+        tools,
+        bos,
+        eos,
+    )
+    .ok()?;
+    let at = text.find(USER_MARK)?;
+    Some(text[..at].to_string())
+}
+
+/// Length of the common prefix of two token sequences.
+fn common<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The KV state of every distinct shared prefix evaluated in this run (one per tool set),
+/// least recently used evicted beyond a byte budget.
+struct PrefixCache {
+    entries: Vec<(Vec<LlamaToken>, llama_cpp_2::context::session::SeqState, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// Host memory the prefix states may take (one Qwen2.5-0.5B prefix of 2,300 tokens is about
+/// 28 MB of KV, a 1.5B one about 65 MB).
+const PREFIX_CACHE_BYTES: usize = 1 << 30;
+
+impl PrefixCache {
+    fn get(&mut self, prefix: &[LlamaToken]) -> Option<&llama_cpp_2::context::session::SeqState> {
+        self.clock += 1;
+        let now = self.clock;
+        let e = self.entries.iter_mut().find(|e| e.0 == prefix)?;
+        e.2 = now;
+        Some(&e.1)
+    }
+
+    fn contains(&self, prefix: &[LlamaToken]) -> bool {
+        self.entries.iter().any(|e| e.0 == prefix)
+    }
+
+    fn insert(&mut self, prefix: Vec<LlamaToken>, state: llama_cpp_2::context::session::SeqState) {
+        self.clock += 1;
+        self.bytes += state.byte_len();
+        self.entries.push((prefix, state, self.clock));
+        while self.bytes > PREFIX_CACHE_BYTES && self.entries.len() > 1 {
+            let Some((i, _)) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2) else {
+                break;
+            };
+            let (_, s, _) = self.entries.swap_remove(i);
+            self.bytes -= s.byte_len();
+        }
     }
 }
 
@@ -284,6 +352,11 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     let _ = ready.send(Ok(()));
     let mut cached: Vec<LlamaToken> = Vec::new();
     let mut grammar_cache: Option<(String, String)> = None;
+    let mut prefixes = PrefixCache {
+        entries: Vec::new(),
+        bytes: 0,
+        clock: 0,
+    };
     while let Ok(job) = rx.recv() {
         let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
             let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(BackendError::Other)?;
@@ -297,18 +370,63 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                     ctx.n_ctx()
                 )));
             }
-            // reuse the KV cache for the common prefix
-            let mut keep = cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+            // the shared prefix (system prompt and tools): its tokens as they start this prompt
+            // (evaluated in batches of its own whether or not it is cached, so both settings
+            // compute an episode's first prompt alike)
+            let prefix_len = shared_prefix(&template, &job.messages, &job.tools, &bos, &eos)
+                .map(|t| common(&vocab.tokenize(t.as_bytes(), false, true), &tokens))
+                .filter(|n| *n < tokens.len())
+                .unwrap_or(0);
+            // reuse the KV cache for the common prefix with the previous prompt; an episode's
+            // first turn reuses at most the shared prefix, so it never depends on which episode
+            // ran before it (the same tokens are evaluated in the same batches in any order)
+            let first_turn = !job.messages.iter().any(|m| m["role"] == "assistant");
+            let mut keep = common(&cached, &tokens);
+            if cfg.prefix_cache && first_turn && prefix_len > 0 {
+                keep = keep.min(prefix_len);
+            }
             if keep == tokens.len() {
                 keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
             }
-            let _ = ctx.clear_kv_cache_seq(Some(0), Some(keep as u32), None);
-            cached.truncate(keep);
+            let mut restored = 0;
+            if cfg.prefix_cache
+                && prefix_len > keep
+                && let Some(state) = prefixes.get(&tokens[..prefix_len])
+            {
+                let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
+                match ctx.state_seq_set(state, 0) {
+                    Ok(()) => {
+                        restored = prefix_len;
+                        keep = prefix_len;
+                    }
+                    Err(e) => {
+                        tracing::warn!("restoring a cached prompt prefix failed ({e}); evaluating it");
+                        let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
+                        keep = 0;
+                    }
+                }
+                cached = tokens[..keep].to_vec();
+            } else {
+                let _ = ctx.clear_kv_cache_seq(Some(0), Some(keep as u32), None);
+                cached.truncate(keep);
+            }
             let t0 = Instant::now();
             let n_batch = 512usize;
             let mut pos = keep;
+            let want_snapshot = cfg.prefix_cache && prefix_len > 0 && !prefixes.contains(&tokens[..prefix_len]);
+            // the prefix is evaluated on its own (batches end at its last token), then snapshotted
+            let mut snapshot = |ctx: &llama_cpp_2::context::LlamaContext<'_>, pos: usize| {
+                if want_snapshot && pos == prefix_len {
+                    match ctx.state_seq_get(0, llama_cpp_2::context::session::LlamaStateSeqFlags::empty()) {
+                        Ok(state) => prefixes.insert(tokens[..prefix_len].to_vec(), state),
+                        Err(e) => tracing::warn!("saving the prompt prefix's state failed: {e}"),
+                    }
+                }
+            };
+            snapshot(&ctx, pos);
             while pos < tokens.len() {
-                let end = (pos + n_batch).min(tokens.len());
+                let stop = if pos < prefix_len { prefix_len } else { tokens.len() };
+                let end = (pos + n_batch).min(stop);
                 let mut batch = LlamaBatch::new(end - pos, 1);
                 for (i, t) in tokens[pos..end].iter().enumerate() {
                     let p = pos + i;
@@ -319,6 +437,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                 ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
                 cached.extend_from_slice(&tokens[pos..end]);
                 pos = end;
+                snapshot(&ctx, pos);
             }
             let prefill_s = t0.elapsed().as_secs_f64();
             let prefilled = tokens.len() - keep;
@@ -442,6 +561,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
                 },
                 ReplyTiming {
                     prefilled,
+                    restored,
                     prompt: tokens.len(),
                     generated,
                     prefill_s,
@@ -456,6 +576,36 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Qwen2.5's layout: system content, then the tools, then the turns.
+    const QWEN_LIKE: &str = r#"{%- if tools %}{{- '<|im_start|>system\n' + messages[0]['content'] + '\n\n# Tools\n<tools>' }}{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}{{- '\n</tools><|im_end|>\n' }}{%- endif %}{%- for m in messages[1:] %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}{{- '<|im_start|>assistant\n' }}"#;
+
+    #[test]
+    fn the_shared_prefix_is_the_system_prompt_and_tools_and_nothing_of_the_episode() {
+        let tools = json!([{"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}]);
+        let episode = |now: &str, task: &str| {
+            vec![
+                json!({"role": "system", "content": "You are an assistant."}),
+                json!({"role": "user", "content": format!("It is now {now}.\n\n{task}")}),
+            ]
+        };
+        let a = episode("2023-11-13", "Find the potassium.");
+        let b = episode("2024-01-02", "Order magnesium.");
+        let pa = shared_prefix(QWEN_LIKE, &a, &tools, "", "").unwrap();
+        let pb = shared_prefix(QWEN_LIKE, &b, &tools, "", "").unwrap();
+        assert_eq!(pa, pb, "the prefix holds nothing episode-specific");
+        assert!(pa.ends_with("</tools><|im_end|>\n<|im_start|>user\n"), "{pa}");
+        assert!(pa.contains("\"name\":\"finish\""), "the tools are in it: {pa}");
+        let whole = render(QWEN_LIKE, &a, &tools, "", "").unwrap();
+        assert!(whole.starts_with(&pa) && whole[pa.len()..].starts_with("It is now 2023-11-13."));
+        // other tools, another prefix
+        let fewer = json!([]);
+        assert_ne!(shared_prefix(QWEN_LIKE, &a, &fewer, "", ""), Some(pa.clone()));
+        // no system message first: no shared prefix
+        assert_eq!(shared_prefix(QWEN_LIKE, &a[1..], &tools, "", ""), None);
+        assert_eq!(common(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common::<i32>(&[], &[1]), 0);
+    }
 
     #[test]
     fn the_doubled_brace_example_of_the_1_5b_template_renders_single() {
@@ -476,7 +626,7 @@ mod tests {
         );
         assert_eq!(context_size(0, 131_072), 131_072);
         assert_eq!(context_size(4096, 32_768), 4096, "a configured size is kept");
-        const { assert!(31_838 + super::super::model::DEFAULT_REPLY_TOKENS <= MIN_DEFAULT_CTX) };
+        const { assert!(31_890 + super::super::model::DEFAULT_REPLY_TOKENS <= MIN_DEFAULT_CTX) };
         // a template without the quirk is rendered as it is
         assert_eq!(undouble_example("a {{b}} c".into()), "a {{b}} c");
     }

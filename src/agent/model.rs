@@ -137,6 +137,11 @@ pub struct LlamaConfig {
     /// Constrain tool calls with a grammar from the tool schemas.
     #[serde(default = "yes")]
     pub grammar: bool,
+    /// Evaluate each distinct shared prefix (system prompt and tool schemas) once per run and
+    /// restore its KV state in every episode that starts with it; false: reuse only the
+    /// longest common prefix with the previous prompt (the former behaviour, for benchmarks).
+    #[serde(default = "yes")]
+    pub prefix_cache: bool,
 }
 
 fn default_ctx() -> u32 {
@@ -169,6 +174,7 @@ impl LlamaConfig {
             temperature: 0.0,
             seed: 0,
             grammar: true,
+            prefix_cache: true,
         }
     }
 }
@@ -525,6 +531,28 @@ pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_prompt_is_the_same_for_every_episode_and_the_now_is_in_the_task() {
+        let b = |now: &str, instruction: &str, context: &str| Briefing {
+            instruction: instruction.into(),
+            context: context.into(),
+            now: now.into(),
+            fhir_base: "http://emrgym.local/fhir".into(),
+        };
+        let (x, y) = (
+            b("2023-11-13T10:15:00+00:00", "Task A", ""),
+            b("2024-02-01T08:00:00+00:00", "Task B", "K 3.1"),
+        );
+        let tools = json!([]);
+        assert_eq!(
+            system_prompt(&x, ToolProtocol::Native, &tools),
+            system_prompt(&y, ToolProtocol::Native, &tools)
+        );
+        assert!(!system_prompt(&x, ToolProtocol::Native, &tools).contains("2023"));
+        assert_eq!(user_prompt(&x), "It is now 2023-11-13T10:15:00+00:00.\n\nTask A");
+        assert_eq!(user_prompt(&y), "It is now 2024-02-01T08:00:00+00:00.\n\nTask B\n\nContext: K 3.1");
+    }
 
     fn reply(content: &str) -> Value {
         json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
@@ -961,18 +989,21 @@ pub struct Briefing {
     pub fhir_base: String,
 }
 
-/// The system prompt for an episode.
+/// The system prompt for an episode. It holds nothing episode-specific (the clinical now
+/// and the task are in [`user_prompt`]): with the tool schemas that the chat template puts
+/// after it, it is a prefix shared by every episode with the same tools, which the
+/// in-process backend evaluates once per run (`agent::llama`).
 pub fn system_prompt(b: &Briefing, protocol: ToolProtocol, tools: &Value) -> String {
     let mut s = format!(
         "You are a clinician's assistant working inside an electronic health record (FHIR R4 at {}). \
-It is now {}. Use the tools to read the record, compute, and write orders or observations; \
+Use the tools to read the record, compute, and write orders or observations; \
 every write really lands in the record. Patients are identified by their MRN, which is also their FHIR id. \
 When the task is complete, call `finish` with the answer in the format the task asks for; \
 when the task says what to answer if a value is not in the record (for example -1), answer that. \
 If the task cannot be done at all (no such patient, a tool it needs is missing, the order is contraindicated), \
 call `finish` with outcome \"cannot_complete\", the reason, and a short explanation as the answer. \
 Do not make writes the task does not ask for.",
-        b.fhir_base, b.now
+        b.fhir_base
     );
     if protocol == ToolProtocol::Text {
         s.push_str("\n\nTools (JSON Schema of arguments):\n");
@@ -990,12 +1021,12 @@ Do not make writes the task does not ask for.",
     s
 }
 
-/// The first user message: the task and the facts it gives.
+/// The first user message: the clinical now, the task and the facts it gives.
 pub fn user_prompt(b: &Briefing) -> String {
     if b.context.trim().is_empty() {
-        b.instruction.clone()
+        format!("It is now {}.\n\n{}", b.now, b.instruction)
     } else {
-        format!("{}\n\nContext: {}", b.instruction, b.context)
+        format!("It is now {}.\n\n{}\n\nContext: {}", b.now, b.instruction, b.context)
     }
 }
 

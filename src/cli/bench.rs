@@ -61,6 +61,26 @@ pub struct BenchArgs {
     /// Threads for --llama.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
+    /// Measure only whole episodes of the in-process model (a local model name or a .gguf)
+    /// under several configurations in one process, the same episodes in the same order for
+    /// each: episodes per hour, prompt tokens evaluated, and whether greedy decoding gives the
+    /// same calls and grades (see `--variants`, `--bench-suite`, `--episodes`).
+    #[arg(long)]
+    pub llama_runs: Option<String>,
+    /// Configurations for --llama-runs, comma-separated `CACHE:THREADS`, CACHE being `lcp`
+    /// (reuse only the common prefix with the previous prompt) or `prefix` (plus the per-run
+    /// cache of shared prefixes).
+    #[arg(long, default_value = "lcp:1,prefix:1,prefix:2")]
+    pub variants: String,
+    /// Named suite the --llama-runs episodes are taken from (evenly spaced over its ids).
+    #[arg(long, default_value = "quick")]
+    pub bench_suite: String,
+    /// Episodes per configuration for --llama-runs.
+    #[arg(long, default_value_t = 6)]
+    pub episodes: usize,
+    /// Turn cap per episode for --llama-runs (0: the instance's own limits).
+    #[arg(long, default_value_t = 0)]
+    pub max_turns: u32,
     /// Measure only the cohort generator at MedAgentBench's density (`--patients`): generation
     /// time and `emrgym serve` cold start on it, against the flat synthetic cohort of the same
     /// size.
@@ -197,6 +217,136 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
             format!("{:.1} tokens/s", prefilled as f64 / prefill_s.max(1e-9)),
         ),
     ])
+}
+
+/// `--llama-runs`: the same episodes under each configuration, in one process.
+#[cfg(feature = "llama")]
+fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(String, serde_json::Value)> {
+    use crate::agent::llama::LlamaHandle;
+    use crate::agent::model::{Backend, ModelConfig};
+    let ModelConfig::Llama(base) = super::run::parse_model(model, None)? else {
+        anyhow::bail!("--llama-runs takes a local model name or a .gguf file");
+    };
+    let mut variants = Vec::new();
+    for v in a.variants.split(',') {
+        let (cache, threads) = v
+            .split_once(':')
+            .with_context(|| format!("--variants: '{v}' must be CACHE:THREADS, e.g. prefix:1"))?;
+        let prefix = match cache {
+            "lcp" => false,
+            "prefix" => true,
+            other => bail!("--variants: cache '{other}' must be lcp or prefix"),
+        };
+        let threads: i32 = threads
+            .parse()
+            .with_context(|| format!("--variants: threads '{threads}' is not a number"))?;
+        variants.push((v.to_string(), prefix, threads));
+    }
+    let scenarios = Path::new("scenarios");
+    let mut ws = super::episode::Workspace::open(scenarios).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let named = super::suites::load(scenarios, &a.bench_suite)?;
+    let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
+    if let Some(s) = &named {
+        insts.retain(|i| s.instances.contains(&i.id));
+    }
+    insts.sort_by(|x, y| x.id.cmp(&y.id));
+    let n = a.episodes.clamp(1, insts.len().max(1));
+    let picked: Vec<_> = (0..n).filter_map(|k| insts.get(k * insts.len() / n).cloned()).collect();
+    let mut prepared = Vec::new();
+    for i in &picked {
+        prepared.push(ws.prepare(i).map_err(|e| anyhow::anyhow!(e.join("; ")))?);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut rows = Vec::new();
+    let mut table = format!(
+        "episodes: {} ({}), model {}\n\n| configuration | wall s | episodes/hour | ratio | prompt tokens evaluated / whole (saved) | restored from the prefix cache | success | mean progress | same calls and grades as the first |\n|---|---|---|---|---|---|---|---|---|\n",
+        picked.len(),
+        picked.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", "),
+        base.model_path.display()
+    );
+    let mut first: Option<Vec<Value>> = None;
+    let mut first_rate = 0.0;
+    for (name, prefix, threads) in &variants {
+        let mut cfg = base.clone();
+        cfg.prefix_cache = *prefix;
+        cfg.threads = *threads;
+        let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
+        let backend = Backend::Llama(handle.clone());
+        let mut run_cfg = super::run::RunConfig {
+            model: Some(ModelConfig::Llama(cfg.clone())),
+            ..super::run::RunConfig::default()
+        };
+        run_cfg.limits.max_turns = a.max_turns;
+        let t0 = Instant::now();
+        let mut episodes = Vec::new();
+        for p in &prepared {
+            let (traj, grade) = rt.block_on(super::run::one_episode(&run_cfg, p, 0, Some(&backend), &cancel));
+            let calls: Vec<Value> = traj.steps.iter().map(|s| json!([s.call.name, s.call.arguments])).collect();
+            eprintln!(
+                "{name}: {} {:?} ({:.0} s so far)",
+                p.instance.id,
+                traj.end,
+                t0.elapsed().as_secs_f64()
+            );
+            episodes.push(json!({
+                "instance": p.instance.id,
+                "end": traj.end,
+                "calls": calls,
+                "success": grade.as_ref().is_some_and(|g| g.success),
+                "progress": grade.as_ref().map_or(0.0, |g| g.progress),
+            }));
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let timings = handle.timings();
+        drop(backend);
+        drop(handle);
+        let prefilled: usize = timings.iter().map(|t| t.prefilled).sum();
+        let whole: usize = timings.iter().map(|t| t.prompt).sum();
+        let restored: usize = timings.iter().map(|t| t.restored).sum();
+        let rate = 3600.0 * episodes.len() as f64 / wall.max(1e-9);
+        if first.is_none() {
+            first_rate = rate;
+        }
+        let same = match &first {
+            None => "(baseline)".to_string(),
+            Some(f) => {
+                let differ: Vec<String> = f
+                    .iter()
+                    .zip(&episodes)
+                    .filter(|(x, y)| x["calls"] != y["calls"] || x["success"] != y["success"] || x["progress"] != y["progress"])
+                    .map(|(x, _)| x["instance"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                if differ.is_empty() {
+                    "yes".to_string()
+                } else {
+                    format!("no: {}", differ.join(", "))
+                }
+            }
+        };
+        let successes = episodes.iter().filter(|e| e["success"] == true).count();
+        let progress = episodes.iter().filter_map(|e| e["progress"].as_f64()).sum::<f64>() / episodes.len().max(1) as f64;
+        table.push_str(&format!(
+            "| {name} | {wall:.0} | {rate:.1} | {:.2}x | {prefilled} / {whole} ({:.1}%) | {restored} | {successes}/{} | {progress:.3} | {same} |\n",
+            rate / first_rate.max(1e-9),
+            100.0 * (1.0 - prefilled as f64 / whole.max(1) as f64),
+            episodes.len()
+        ));
+        rows.push(json!({
+            "configuration": name, "prefix_cache": prefix, "threads": threads, "wall_s": wall,
+            "episodes_per_hour": rate, "prompt_tokens_evaluated": prefilled, "prompt_tokens_whole": whole,
+            "prompt_tokens_restored": restored, "turns": timings.len(), "episodes": episodes,
+        }));
+        if first.is_none() {
+            first = Some(rows.last().and_then(|r| r["episodes"].as_array().cloned()).unwrap_or_default());
+        }
+    }
+    Ok((table, json!({"suite": a.bench_suite, "max_turns": a.max_turns, "runs": rows})))
+}
+
+#[cfg(not(feature = "llama"))]
+fn llama_runs_bench(_model: &str, _a: &BenchArgs) -> anyhow::Result<(String, serde_json::Value)> {
+    bail!("this emrgym was built without the llama feature")
 }
 
 #[cfg(not(feature = "llama"))]
@@ -819,6 +969,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             a.patients,
             a.obs_per_patient
         );
+    }
+    if let Some(model) = &a.llama_runs {
+        let (table, json) = llama_runs_bench(model, &a)?;
+        super::emit(&table)?;
+        if let Some(p) = &a.out {
+            std::fs::write(p, format!("{}\n", serde_json::to_string_pretty(&json)?))?;
+        }
+        return Ok(());
     }
     if let Some(model) = &a.llama {
         super::emit("| in-process model | value |\n|---|---|\n")?;

@@ -16,6 +16,7 @@ pub mod safety;
 pub mod scenarios;
 pub mod serve;
 pub mod session;
+pub mod suites;
 pub mod tools;
 
 use clap::{Parser, Subcommand};

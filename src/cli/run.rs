@@ -57,9 +57,13 @@ pub struct RunArgs {
     /// JSON config file (keys as in the manifest's `config`); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A named suite: `quick`, `mab`, `horizon` (`scenarios/suites/NAME.json`) or `full`
+    /// (every instance, the default). A directory here is taken as `--scenarios DIR`.
+    #[arg(long)]
+    pub suite: Option<String>,
     /// Scenario directory.
     #[arg(long)]
-    pub suite: Option<PathBuf>,
+    pub scenarios: Option<PathBuf>,
     /// Agent.
     #[arg(long, value_enum)]
     pub agent: Option<AgentKind>,
@@ -137,6 +141,9 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Shard `[i, n]` (1-based).
     pub shard: Option<[u32; 2]>,
+    /// The named suite (`suites/NAME.json` in the scenario directory); none: every instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suite_name: Option<String>,
     /// Family filter.
     pub families: Vec<String>,
     /// Instance filter.
@@ -161,6 +168,7 @@ impl Default for RunConfig {
             trials: 1,
             concurrency: 4,
             shard: None,
+            suite_name: None,
             families: Vec::new(),
             instances: Vec::new(),
             seed: 0,
@@ -207,8 +215,15 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
         c.replay_model = Some(dir.clone());
         c.shard = None;
     }
+    if let Some(d) = &a.scenarios {
+        c.suite = d.clone();
+    }
     if let Some(s) = &a.suite {
-        c.suite = s.clone();
+        if Path::new(s).is_dir() {
+            c.suite = PathBuf::from(s);
+        } else {
+            c.suite_name = (s != super::suites::FULL).then(|| s.clone());
+        }
     }
     if let Some(x) = a.agent {
         c.agent = x;
@@ -853,6 +868,23 @@ pub fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow
     }))
 }
 
+/// The progress line's time estimate: elapsed time and the time left at the mean pace of the
+/// episodes finished in this session (`ETA 1h05m`), or nothing before the first one.
+pub fn eta(elapsed: std::time::Duration, done: usize, left: usize) -> String {
+    if done == 0 {
+        return String::new();
+    }
+    let hm = |secs: u64| {
+        if secs >= 3600 {
+            format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+        } else {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        }
+    };
+    let per = elapsed.as_secs_f64() / done as f64;
+    format!("{} elapsed, ETA {}", hm(elapsed.as_secs()), hm((per * left as f64).round() as u64))
+}
+
 /// Execute a run.
 pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value> {
     if cfg.agent == AgentKind::External {
@@ -860,6 +892,19 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     }
     let mut ws = Workspace::open(&cfg.suite).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
+    if let Some(name) = &cfg.suite_name
+        && let Some(named) = super::suites::load(&cfg.suite, name)?
+    {
+        for id in &named.instances {
+            if !insts.iter().any(|i| &i.id == id) {
+                bail!(
+                    "suite '{name}' lists instance '{id}', which is not in {} (regenerate it: emrgym scenarios suites --write)",
+                    cfg.suite.display()
+                );
+            }
+        }
+        insts.retain(|i| named.instances.contains(&i.id));
+    }
     if !cfg.families.is_empty() {
         for f in &cfg.families {
             if !insts.iter().any(|i| &i.family == f) {
@@ -1025,6 +1070,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         let mut results = std::fs::OpenOptions::new().append(true).open(&results_path)?;
         let mut n = already;
         let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let started = std::time::Instant::now();
         while let Some((line, text)) = rx.recv().await {
             // the trajectory first, whole or not at all; then its result line, whole or not
             // at all: a kill or a full disk leaves no torn file, and the episode without a
@@ -1033,7 +1079,12 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             append_line(&mut results, &results_path, &serde_json::to_string(&line)?)?;
             n += 1;
             if progress {
-                eprint!("\r[{n:>5}/{total}] {:<28} {:?}      ", line.instance, line.end);
+                eprint!(
+                    "\r[{n:>5}/{total}] {:<28} {:<12} {}   ",
+                    line.instance,
+                    format!("{:?}", line.end),
+                    eta(started.elapsed(), n - already, total - n)
+                );
             }
         }
         if progress {
@@ -1264,4 +1315,18 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
     let summary = run_summary(&a.out, &lines, cfg.trials, cfg.seed);
     std::fs::write(a.out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     print_summary(&summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eta;
+    use std::time::Duration;
+
+    #[test]
+    fn the_eta_extrapolates_the_pace_of_this_session() {
+        assert_eq!(eta(Duration::from_secs(5), 0, 10), "", "no estimate before the first episode");
+        assert_eq!(eta(Duration::from_secs(90), 3, 6), "1m30s elapsed, ETA 3m00s");
+        assert_eq!(eta(Duration::from_secs(3 * 3600), 2, 3), "3h00m elapsed, ETA 4h30m");
+        assert_eq!(eta(Duration::from_secs(60), 1, 0), "1m00s elapsed, ETA 0m00s");
+    }
 }

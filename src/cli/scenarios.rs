@@ -64,6 +64,19 @@ pub enum ScenariosCommand {
         #[arg(default_value = "scenarios")]
         path: PathBuf,
     },
+    /// The named suites (`scenarios/suites/*.json`: quick, mab, horizon) as generated from
+    /// the scenarios now: print them, `--write` the files, or `--check` that they are current.
+    Suites {
+        /// A scenario directory.
+        #[arg(default_value = "scenarios")]
+        path: PathBuf,
+        /// Write `suites/*.json`.
+        #[arg(long, conflicts_with = "check")]
+        write: bool,
+        /// Fail when a file differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write a new family skeleton (with `doc` fields explaining each part).
     New {
         /// Family name (snake_case).
@@ -798,6 +811,26 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
                 let mut ws = Workspace::open(&path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
                 for (f, _, n, b, _) in &family_rows(&mut ws) {
                     super::emit(&format!("{f:<28} {n:>4}  {b}\n"))?;
+                }
+            }
+        }
+        ScenariosCommand::Suites { path, write, check } => {
+            if write {
+                for p in super::suites::write(&path)? {
+                    super::emit(&format!("wrote {}\n", p.display()))?;
+                }
+            } else if check {
+                let stale = super::suites::stale(&path)?;
+                if !stale.is_empty() {
+                    bail!(
+                        "stale suite files (regenerate with `emrgym scenarios suites --write`): {}",
+                        stale.join(", ")
+                    );
+                }
+                super::emit("suite files are current\n")?;
+            } else {
+                for s in super::suites::generate(&path)? {
+                    super::emit(&format!("{:<8} {:>4} instances  {}\n", s.name, s.instances.len(), s.description))?;
                 }
             }
         }

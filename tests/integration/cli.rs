@@ -147,3 +147,121 @@ fn runs_are_deterministic_shardable_and_checked() {
     let o = run(&[], &full);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
+
+#[test]
+fn named_suites_are_current_exist_and_select_their_instances() {
+    let scenarios = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"));
+    // the files are what the generator makes now (regenerate: emrgym scenarios suites --write)
+    assert_eq!(emrgym::cli::suites::stale(scenarios).unwrap(), Vec::<String>::new());
+    let all: std::collections::BTreeMap<String, String> = {
+        let ws = emrgym::cli::episode::Workspace::open(scenarios).unwrap();
+        ws.suite.instances().unwrap().into_iter().map(|i| (i.id, i.family)).collect()
+    };
+    let families: std::collections::BTreeSet<&String> = all.values().collect();
+    assert_eq!(emrgym::cli::suites::names(scenarios), vec!["full", "horizon", "mab", "quick"]);
+    for name in ["quick", "mab", "horizon"] {
+        let s = emrgym::cli::suites::load(scenarios, name).unwrap().unwrap();
+        assert!(!s.instances.is_empty(), "{name}");
+        for id in &s.instances {
+            assert!(all.contains_key(id), "suite {name}: '{id}' is not an instance");
+        }
+        assert!(s.instances.windows(2).all(|w| w[0] < w[1]), "{name}: sorted, no duplicates");
+    }
+    let quick = emrgym::cli::suites::load(scenarios, "quick").unwrap().unwrap();
+    assert!(quick.instances.len() <= 45, "quick has {} instances", quick.instances.len());
+    let in_quick: std::collections::BTreeSet<&String> = quick.instances.iter().map(|i| &all[i]).collect();
+    for f in &families {
+        assert_eq!(in_quick.contains(f), !f.starts_with("horizon_"), "quick and family {f}");
+    }
+    let mab = emrgym::cli::suites::load(scenarios, "mab").unwrap().unwrap();
+    let mab_kinds: std::collections::BTreeSet<&String> = mab.instances.iter().map(|i| &all[i]).collect();
+    assert_eq!(mab_kinds.len(), 10, "MedAgentBench's 10 kinds: {mab_kinds:?}");
+    assert_eq!(mab.instances.len(), all.values().filter(|f| f.starts_with("mab_")).count());
+    assert!(
+        emrgym::cli::suites::load(scenarios, "full").unwrap().is_none(),
+        "full is every instance"
+    );
+
+    // `run --suite quick` runs exactly those instances
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("quick");
+    let o = Command::new(env!("CARGO_BIN_EXE_emrgym"))
+        .args(["run", "--agent", "oracle", "--scenarios"])
+        .arg(scenarios)
+        .args(["--suite", "quick", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ran: Vec<String> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["instance"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ran, quick.instances);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["suite_name"], "quick");
+
+    // a bad name is an error naming it and the valid ones, before anything is written
+    let bad = dir.path().join("bad");
+    let (ok, err) = run(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--scenarios",
+        scenarios.to_str().unwrap(),
+        "--suite",
+        "quik",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown suite 'quik'; valid suites: full, horizon, mab, quick"),
+        "{err}"
+    );
+    assert!(!bad.exists());
+    // a suite listing an instance that does not exist
+    let copy = dir.path().join("scenarios");
+    std::fs::create_dir_all(copy.join("suites")).unwrap();
+    for e in std::fs::read_dir(scenarios).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    for sub in ["htn", "keys"] {
+        let from = scenarios.join(sub);
+        std::fs::create_dir_all(copy.join(sub)).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, copy.join(sub).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    std::fs::write(
+        copy.join("suites/mine.json"),
+        r#"{"format_version": 1, "name": "mine", "description": "d", "rule": "r", "instances": ["mab-age-001", "mab-age-999"]}"#,
+    )
+    .unwrap();
+    let (ok, err) = run(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--scenarios",
+        copy.to_str().unwrap(),
+        "--suite",
+        "mine",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("suite 'mine' lists instance 'mab-age-999'"), "{err}");
+    assert!(!bad.exists());
+}

@@ -69,3 +69,70 @@ async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
         assert!(second < first, "turn 2 prefilled {second} tokens, turn 1 {first}");
     }
 }
+
+/// The first request of an episode of `id`: system prompt, task, tools.
+fn first_request(ws: &mut Workspace, id: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    use emrgym::agent::model::{ToolProtocol, system_prompt, user_prompt};
+    let inst = ws.suite.instances().unwrap().into_iter().find(|i| i.id == id).unwrap();
+    let p = ws.prepare(&inst).unwrap();
+    let b = emrgym::cli::episode::briefing(&p);
+    let tools = p.registry.openai_tools();
+    let messages = vec![
+        serde_json::json!({"role": "system", "content": system_prompt(&b, ToolProtocol::Native, &tools)}),
+        serde_json::json!({"role": "user", "content": user_prompt(&b)}),
+    ];
+    (messages, tools)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_the_episode_before() {
+    let known = find("smollm2-135m").unwrap();
+    let path = tokio::task::spawn_blocking(move || fetch(known, &default_cache()).unwrap())
+        .await
+        .unwrap();
+    let mut cfg = LlamaConfig::for_model(path);
+    cfg.n_ctx = 4096;
+    cfg.max_reply_tokens = 32;
+    let mut ws = Workspace::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap();
+    // two episodes with the same system prompt, and between them one with another (SmolLM2's
+    // template shows no tools, so the system prompt is the whole shared prefix)
+    let (age, tools) = first_request(&mut ws, "mab-age-001");
+    let (age2, tools2) = first_request(&mut ws, "mab-age-002");
+    let (mut other, other_tools) = first_request(&mut ws, "mab-k-001");
+    other[0]["content"] = format!("Another assistant. {}", other[0]["content"].as_str().unwrap()).into();
+    assert_eq!(tools, tools2);
+    let same = |a: &emrgym::agent::model::Reply, b: &emrgym::agent::model::Reply| {
+        (&a.tool_calls, a.completion_tokens, &a.finish_reason) == (&b.tool_calls, b.completion_tokens, &b.finish_reason)
+    };
+
+    let cached = LlamaHandle::start(cfg.clone()).unwrap();
+    let (r1, t1) = cached.complete(&age, &tools).await.unwrap();
+    let (_, t2) = cached.complete(&other, &other_tools).await.unwrap();
+    let (_, t3) = cached.complete(&age2, &tools).await.unwrap();
+    let (r4, t4) = cached.complete(&age, &tools).await.unwrap();
+    assert_eq!((t1.restored, t2.restored), (0, 0), "nothing cached yet: {t1:?} {t2:?}");
+    assert!(t3.restored > 100, "the first prefix is restored, not evaluated: {t3:?}");
+    assert_eq!(t3.prefilled, t3.prompt - t3.restored, "{t3:?}");
+    // the same first request gives the same reply wherever it runs in the sequence
+    assert_eq!(t4.restored, 0, "the previous prompt already holds the prefix: {t4:?}");
+    assert_eq!(
+        t4.prefilled,
+        t4.prompt - t3.restored,
+        "the first turn reuses only the shared prefix: {t4:?}"
+    );
+    assert!(same(&r1, &r4), "first turn after other episodes: {r1:?} {r4:?}");
+
+    // without the prefix cache: every token after the common prefix with the previous
+    // prompt is evaluated, and the first episode's reply is the same
+    cfg.prefix_cache = false;
+    let plain = LlamaHandle::start(cfg).unwrap();
+    let (r5, t5) = plain.complete(&age, &tools).await.unwrap();
+    let (_, _) = plain.complete(&other, &other_tools).await.unwrap();
+    let (_, t7) = plain.complete(&age2, &tools).await.unwrap();
+    assert!(same(&r5, &r1), "the cache changes no reply: {r5:?} {r1:?}");
+    assert_eq!((t5.restored, t7.restored), (0, 0));
+    assert!(
+        t7.prefilled >= t3.prefilled + 100,
+        "without the cache the prefix is evaluated again: {t7:?} vs {t3:?}"
+    );
+}
