@@ -398,7 +398,7 @@ impl EpisodeApi {
             .map(|s| s.prepared.clone())
             .map_err(|_| FhirError::Conflict(format!("episode {id} is unavailable")))?;
         let weak = Arc::downgrade(self);
-        let on_close: Box<dyn FnOnce(&str) + Send + Sync> = Box::new(move |id: &str| {
+        let on_close: super::mcp::OnClose = Box::new(move |id: &str| {
             if let Some(api) = weak.upgrade() {
                 api.close(id);
             }
@@ -495,6 +495,11 @@ pub fn mcp_routes(api: Arc<EpisodeApi>) -> Router {
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(api.mcp_stop.child_token());
+    // a session lives while its client sends requests; one gone quiet is closed (and its
+    // episode recorded as abandoned) after --episode-idle-timeout-s, else never: a slow
+    // model must not lose its episode
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = api.limits.idle_timeout;
     let opener = api.clone();
     let service = StreamableHttpService::new(
         move || {
@@ -502,7 +507,7 @@ pub fn mcp_routes(api: Arc<EpisodeApi>) -> Router {
             let open: super::mcp::Opener = Arc::new(move |q: &str, role: Option<Role>| api.open_mcp(q, role).map_err(|e| e.to_string()));
             Ok(super::mcp::Server::lazy(open))
         },
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     );
     let service = Arc::new(service);

@@ -57,6 +57,9 @@ pub struct McpArgs {
     pub agent_feedback: Feedback,
 }
 
+/// What runs, with the episode's id, when a session that owns its episode has gone.
+pub type OnClose = Box<dyn FnOnce(&str) + Send + Sync>;
+
 /// One episode behind an MCP session (the stdio server's one, or one `/mcp` session of
 /// `emrgym serve`).
 pub struct Episode {
@@ -68,20 +71,14 @@ pub struct Episode {
     /// Run with the episode's id once the session has gone and the episode is recorded
     /// (`emrgym serve`: drop it from the episode table and release its sandbox). None: the
     /// session does not own the episode (one the operator opened), which outlives it.
-    on_close: Option<Box<dyn FnOnce(&str) + Send + Sync>>,
+    on_close: Option<OnClose>,
     owned: bool,
 }
 
 impl Episode {
     /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
     /// the session (ended as `abandoned` if the session goes first, then `on_close`).
-    pub fn new(
-        cell: Arc<Mutex<Session>>,
-        p: &Prepared,
-        recorder: Arc<Recorder>,
-        feedback: Feedback,
-        on_close: Option<Box<dyn FnOnce(&str) + Send + Sync>>,
-    ) -> Episode {
+    pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
         Episode {
             cell,
             recorder,
