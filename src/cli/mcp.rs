@@ -63,6 +63,8 @@ pub type OnClose = Box<dyn FnOnce(&str) + Send + Sync>;
 /// One episode behind an MCP session (the stdio server's one, or one `/mcp` session of
 /// `emrgym serve`).
 pub struct Episode {
+    /// The episode's id (its session's).
+    id: String,
     cell: Arc<Mutex<Session>>,
     recorder: Arc<Recorder>,
     tools: Vec<Value>,
@@ -79,7 +81,9 @@ impl Episode {
     /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
     /// the session (ended as `abandoned` if the session goes first, then `on_close`).
     pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
+        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
         Episode {
+            id,
             cell,
             recorder,
             tools: mcp_tools(p),
@@ -94,7 +98,9 @@ impl Episode {
     /// `POST /episodes`, served to the holder of its token; it stays open when the session
     /// goes.
     pub fn borrowed(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback) -> Episode {
+        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
         Episode {
+            id,
             cell,
             recorder,
             tools: mcp_tools(p),
@@ -219,11 +225,27 @@ impl Server {
         }))
     }
 
-    fn ep(&self) -> Result<&Arc<Episode>, McpError> {
-        self.0
+    /// The session's episode, for a request the guard let through: a request with an
+    /// episode token must be that episode's (a leaked session id reaches nothing more).
+    fn ep(&self, context: &RequestContext<RoleServer>) -> Result<&Arc<Episode>, McpError> {
+        let ep = self
+            .0
             .episode
             .get()
-            .ok_or_else(|| McpError::invalid_request("the session has no episode: initialize it first", None))
+            .ok_or_else(|| McpError::invalid_request("the session has no episode: initialize it first", None))?;
+        let role = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Role>());
+        if let Some(Role::Agent(id)) = role
+            && *id != ep.id
+        {
+            return Err(McpError::invalid_request(
+                format!("this MCP session is another episode's; the token of {id} opens sessions of {id} only"),
+                None,
+            ));
+        }
+        Ok(ep)
     }
 }
 
@@ -274,14 +296,14 @@ impl ServerHandler for Server {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        serde_json::from_value(json!({"tools": self.ep()?.tools})).map_err(|e| McpError::internal_error(e.to_string(), None))
+        serde_json::from_value(json!({"tools": self.ep(&context)?.tools})).map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let ep = self.ep()?.clone();
+        let ep = self.ep(&context)?.clone();
         let name = request.name.to_string();
         // tool calls are synchronous (the sandbox, the calculators); keep them off the reactor
         let (obs, ended) = tokio::task::spawn_blocking(move || ep.call(&name, &args))
@@ -294,7 +316,7 @@ impl ServerHandler for Server {
         };
         if let Some(e) = ended {
             result.content.push(rmcp::model::ContentBlock::text(format!("Episode ended: {e}")));
-        } else if let Some(g) = self.ep()?.guidance() {
+        } else if let Some(g) = self.ep(&context)?.guidance() {
             result.content.push(rmcp::model::ContentBlock::text(g));
         }
         Ok(result.into())
@@ -303,8 +325,9 @@ impl ServerHandler for Server {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
+        self.ep(&context)?;
         serde_json::from_value(json!({"prompts": [{
             "name": "task",
             "title": "The episode's task",
@@ -316,7 +339,7 @@ impl ServerHandler for Server {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         if request.name != "task" {
             return Err(McpError::invalid_params(
@@ -326,7 +349,7 @@ impl ServerHandler for Server {
         }
         let r: GetPromptResult = serde_json::from_value(json!({
             "description": "The episode's task",
-            "messages": [{"role": "user", "content": {"type": "text", "text": self.ep()?.prompt}}]
+            "messages": [{"role": "user", "content": {"type": "text", "text": self.ep(&context)?.prompt}}]
         }))
         .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         Ok(r.into())
@@ -335,11 +358,11 @@ impl ServerHandler for Server {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let mut items = vec![json!({"uri": INSTRUCTION_URI, "name": "instruction", "mimeType": "text/plain",
             "description": "The episode's task"})];
-        if self.ep()?.guided() {
+        if self.ep(&context)?.guided() {
             items.push(json!({"uri": GUIDANCE_URI, "name": "guidance", "mimeType": "text/plain",
                 "description": "The steps that can be done now"}));
         }
@@ -349,9 +372,9 @@ impl ServerHandler for Server {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let ep = self.ep()?;
+        let ep = self.ep(&context)?;
         let text = match request.uri.as_str() {
             INSTRUCTION_URI => ep.prompt.clone(),
             GUIDANCE_URI if ep.guided() => ep.guidance().unwrap_or_else(|| "No step is released now.".into()),

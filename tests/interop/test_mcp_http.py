@@ -224,7 +224,21 @@ def test_an_episode_token_opens_mcp_sessions_of_its_own_episode():
     assert '"end":"finished"' in text and "grade" not in text and "success" not in text, text
     result = requests.get(f"{URL}/episodes/{ep['id']}", headers=OP).json()["result"]
     assert result["end"] == "finished" and "grade" in result
-    assert requests.delete(f"{URL}/episodes/{ep['id']}", headers=OP).status_code == 200
+
+    # a session the operator opened is no door for an episode token, even with its id
+    other = requests.post(f"{URL}/episodes", json={"instance": "mab-age-001"}, headers=OP).json()
+    init = requests.post(f"{URL}/mcp?instance=mab-age-002", json=INIT, headers={**OP, **ACCEPT})
+    sid = {"Mcp-Session-Id": init.headers["mcp-session-id"], **ACCEPT}
+    assert len(sid["Mcp-Session-Id"]) == 36  # a UUID
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert requests.post(f"{URL}/mcp", json=note, headers={**OP, **sid}).status_code == 202
+    ask = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    theirs = requests.post(f"{URL}/mcp", json=ask, headers={"Authorization": f"Bearer {other['token']}", **sid})
+    assert "another episode's" in theirs.text and "fhir_search" not in theirs.text, theirs.text
+    assert "fhir_search" in requests.post(f"{URL}/mcp", json=ask, headers={**OP, **sid}).text
+    assert requests.delete(f"{URL}/mcp", headers={**OP, **sid}).status_code < 300
+    for e in (ep, other):
+        assert requests.delete(f"{URL}/episodes/{e['id']}", headers=OP).status_code == 200
 
 
 def test_bad_sessions_are_refused_with_clear_errors():
