@@ -84,9 +84,11 @@ pub struct EpisodeApi {
     ws: Mutex<Workspace>,
     prepared: Mutex<BTreeMap<String, Arc<Prepared>>>,
     sessions: Mutex<BTreeMap<String, Arc<Mutex<Session>>>>,
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     counter: AtomicU64,
     limits: Limits,
+    /// Cancelled when the server stops: ends the MCP sessions' streams.
+    mcp_stop: tokio_util::sync::CancellationToken,
 }
 
 impl EpisodeApi {
@@ -112,9 +114,10 @@ impl EpisodeApi {
             ws: Mutex::new(ws),
             prepared: Mutex::new(BTreeMap::new()),
             sessions: Mutex::new(BTreeMap::new()),
-            recorder,
+            recorder: Arc::new(recorder),
             counter: AtomicU64::new(0),
             limits,
+            mcp_stop: tokio_util::sync::CancellationToken::new(),
         });
         let weak = Arc::downgrade(&api);
         app.set_interceptor(Arc::new(move |id, base, req, run| {
@@ -243,6 +246,200 @@ impl EpisodeApi {
         }
     }
 
+    /// Whether one more episode of `instance` fits the budgets (`sessions`: the episode
+    /// table, locked by the caller so concurrent openings cannot overshoot).
+    fn admit(&self, sessions: &BTreeMap<String, Arc<Mutex<Session>>>, instance: &str) -> Result<(), FhirError> {
+        if sessions.len() >= MAX_EPISODES {
+            return Err(FhirError::Conflict(format!("{MAX_EPISODES} episodes are kept; DELETE some first")));
+        }
+        if let Some(cap) = self.limits.per_instance {
+            let used = self.recorder.trials_of(instance);
+            if used >= cap {
+                return Err(FhirError::TooMany(format!(
+                    "instance {instance} has used its {cap} episodes in this recording (--max-episodes-per-instance)"
+                )));
+            }
+        }
+        if let Some(cap) = self.limits.open_per_instance {
+            // an episode busy with a request counts as open
+            let open = sessions
+                .values()
+                .filter(|c| match c.try_lock() {
+                    Ok(s) => s.prepared.instance.id == instance && !s.ended(),
+                    Err(_) => true,
+                })
+                .count();
+            if open >= cap {
+                return Err(FhirError::TooMany(format!(
+                    "instance {instance} has {open} open episodes, its limit (--max-open-episodes-per-instance {cap}); finish or DELETE one first"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The instance an episode opened without one gets: of those the budgets admit, the one
+    /// with the fewest episodes in the recording (handed out ones included), first by id.
+    fn least_run(&self, sessions: &BTreeMap<String, Arc<Mutex<Session>>>) -> Result<String, FhirError> {
+        self.instances
+            .iter()
+            .filter(|i| self.admit(sessions, &i.id).is_ok())
+            .min_by_key(|i| self.recorder.trials_of(&i.id))
+            .map(|i| i.id.clone())
+            .ok_or_else(|| match self.instances.first() {
+                Some(i) => self
+                    .admit(sessions, &i.id)
+                    .err()
+                    .unwrap_or_else(|| FhirError::TooMany("no instance admits another episode".into())),
+                None => FhirError::NotFound("the suite has no instances".into()),
+            })
+    }
+
+    /// Open an episode of `instance` (None: [`EpisodeApi::least_run`]) within the budgets:
+    /// its sandbox is registered with the server and the episode is in the table.
+    fn open(&self, instance: Option<&str>, mode: Mode, seed: u64) -> Result<(String, Arc<Mutex<Session>>), FhirError> {
+        if let Some(i) = instance {
+            // an unknown instance is a 404 before anything else
+            self.prepare(i)?;
+        }
+        let mut sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| FhirError::Conflict("episode table unavailable".into()))?;
+        let instance = match instance {
+            Some(i) => i.to_string(),
+            None => self.least_run(&sessions)?,
+        };
+        self.admit(&sessions, &instance)?;
+        let p = self.prepare(&instance)?;
+        let id = format!("ep{}", self.counter.fetch_add(1, Ordering::Relaxed) + 1);
+        let trial = self.recorder.next_trial(&instance);
+        let s = Session::new(&id, p, trial, mode, seed);
+        let owner = format!("episode {id} (end it with DELETE /episodes/{id})");
+        self.app.insert_owned_sandbox(&id, s.sandbox.clone(), &owner)?;
+        let cell = Arc::new(Mutex::new(s));
+        sessions.insert(id.clone(), cell.clone());
+        Ok((id, cell))
+    }
+
+    /// Drop an episode from the table, withdraw its token and release its sandbox.
+    fn close(&self, id: &str) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(id);
+        }
+        self.app.grants().revoke(id);
+        self.app.release_sandbox(id);
+    }
+
+    /// The instance and mode of an `/mcp?instance=ID&mode=flat|guided` URL query; unknown
+    /// parameters, modes and instances are refused.
+    fn mcp_query(&self, query: &str) -> Result<(Option<String>, Mode), FhirError> {
+        let (mut instance, mut mode) = (None, Mode::Flat);
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "instance" => {
+                    if !self.instances.iter().any(|i| i.id == v) {
+                        return Err(FhirError::NotFound(format!(
+                            "no scenario instance '{v}' (GET /scenarios lists them; /mcp without instance= takes the least-run one)"
+                        )));
+                    }
+                    instance = Some(v.into_owned());
+                }
+                "mode" => {
+                    mode = match v.as_ref() {
+                        "flat" => Mode::Flat,
+                        "guided" => Mode::Guided,
+                        other => return Err(FhirError::BadRequest(format!("mode '{other}' is not flat or guided"))),
+                    }
+                }
+                other => {
+                    return Err(FhirError::BadRequest(format!(
+                        "unknown parameter '{other}' of /mcp (instance, mode)"
+                    )));
+                }
+            }
+        }
+        Ok((instance, mode))
+    }
+
+    /// Refuse, as an HTTP error, an MCP session that could not open: a bad query, an
+    /// instance over its budgets (checked again when the session opens).
+    fn mcp_precheck(&self, query: &str, role: Option<&Role>) -> Result<(), FhirError> {
+        if let Some(Role::Agent(id)) = role {
+            return self.agent_mcp(id, query).map(|_| ());
+        }
+        let (instance, _) = self.mcp_query(query)?;
+        let sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| FhirError::Conflict("episode table unavailable".into()))?;
+        match instance {
+            Some(i) => self.admit(&sessions, &i),
+            None => self.least_run(&sessions).map(|_| ()),
+        }
+    }
+
+    /// Open the episode of an MCP session from its URL query: recorded like the episode
+    /// API's, dropped from the table when the session goes.
+    fn open_mcp(self: &Arc<Self>, query: &str, role: Option<Role>) -> Result<super::mcp::Episode, FhirError> {
+        if let Some(Role::Agent(id)) = &role {
+            let cell = self.agent_mcp(id, query)?;
+            let p = cell
+                .lock()
+                .map(|s| s.prepared.clone())
+                .map_err(|_| FhirError::Conflict(format!("episode {id} is unavailable")))?;
+            tracing::info!("MCP session serves episode {id} to its token holder");
+            return Ok(super::mcp::Episode::borrowed(cell, &p, self.recorder.clone(), self.limits.feedback));
+        }
+        let (instance, mode) = self.mcp_query(query)?;
+        let (id, cell) = self.open(instance.as_deref(), mode, self.recorder.cfg.seed)?;
+        let p = cell
+            .lock()
+            .map(|s| s.prepared.clone())
+            .map_err(|_| FhirError::Conflict(format!("episode {id} is unavailable")))?;
+        let weak = Arc::downgrade(self);
+        let on_close: super::mcp::OnClose = Box::new(move |id: &str| {
+            if let Some(api) = weak.upgrade() {
+                api.close(id);
+            }
+        });
+        tracing::info!("MCP session opened episode {id} of {} ({mode:?})", p.instance.id);
+        Ok(super::mcp::Episode::new(
+            cell,
+            &p,
+            self.recorder.clone(),
+            self.limits.feedback,
+            Some(on_close),
+        ))
+    }
+
+    /// The episode an MCP session opened with episode `id`'s token serves: its own, still
+    /// open; a query may only repeat its instance and mode.
+    fn agent_mcp(&self, id: &str, query: &str) -> Result<Arc<Mutex<Session>>, FhirError> {
+        let (instance, mode) = self.mcp_query(query)?;
+        let cell = self.session(id).ok_or_else(|| FhirError::NotFound(format!("no episode '{id}'")))?;
+        let s = cell
+            .lock()
+            .map_err(|_| FhirError::Conflict(format!("episode {id} is unavailable")))?;
+        if s.ended() {
+            return Err(FhirError::Conflict(format!("episode {id} has already ended")));
+        }
+        let mode_given = query.split('&').any(|kv| kv.starts_with("mode="));
+        if instance.as_ref().is_some_and(|i| *i != s.prepared.instance.id) || (mode_given && mode != s.mode) {
+            return Err(FhirError::Forbidden(format!(
+                "an episode token opens MCP sessions of its own episode ({id}: {}, {:?} mode) only",
+                s.prepared.instance.id, s.mode
+            )));
+        }
+        drop(s);
+        Ok(cell)
+    }
+
+    /// Stop the MCP sessions' streams (at shutdown).
+    pub fn stop_mcp(&self) {
+        self.mcp_stop.cancel();
+    }
+
     fn prepare(&self, id: &str) -> Result<Arc<Prepared>, FhirError> {
         if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(p);
@@ -272,7 +469,7 @@ pub fn app(state: Arc<AppState>, registry: Arc<crate::tools::Registry>, api: Opt
     let hook = api.as_ref().map(|a| a.tool_hook());
     let app = crate::tools::http::routes_with(state.clone(), registry, hook);
     let app = match api {
-        Some(api) => routes(api).merge(app),
+        Some(api) => routes(api.clone()).merge(mcp_routes(api)).merge(app),
         None => app,
     };
     // one guard around everything: auth, body limit and timeout, OperationOutcome errors
@@ -284,6 +481,60 @@ pub fn app(state: Arc<AppState>, registry: Arc<crate::tools::Registry>, api: Opt
 async fn blocking(api: Arc<EpisodeApi>, f: impl FnOnce(&EpisodeApi) -> Response + Send + 'static) -> Response {
     let app = api.app.clone();
     app.offload(move || f(&api)).await
+}
+
+/// `/mcp`: MCP over streamable HTTP (rmcp), one episode per MCP session. A session opens
+/// with `initialize` posted to `/mcp?instance=ID&mode=flat|guided` (no instance: the
+/// least-run one); a bad query or an exhausted budget is refused before the protocol starts,
+/// as an OperationOutcome. The server's guard has already checked the caller and the Host
+/// and Origin (rmcp's own Host check is off so `--allow-host` governs): the operator opens
+/// a new episode per session; the holder of an episode token, sessions of that episode only.
+pub fn mcp_routes(api: Arc<EpisodeApi>) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_cancellation_token(api.mcp_stop.child_token());
+    // a session lives while its client sends requests; one gone quiet is closed (and its
+    // episode recorded as abandoned) after --episode-idle-timeout-s, else never: a slow
+    // model must not lose its episode
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = api.limits.idle_timeout;
+    let opener = api.clone();
+    let service = StreamableHttpService::new(
+        move || {
+            let api = opener.clone();
+            let open: super::mcp::Opener = Arc::new(move |q: &str, role: Option<Role>| api.open_mcp(q, role).map_err(|e| e.to_string()));
+            Ok(super::mcp::Server::lazy(open))
+        },
+        Arc::new(sessions),
+        config,
+    );
+    let service = Arc::new(service);
+    Router::new().route(
+        "/mcp",
+        axum::routing::any(move |req: axum::extract::Request| {
+            let service = service.clone();
+            let api = api.clone();
+            async move {
+                let opening = req.method() == axum::http::Method::POST && !req.headers().contains_key("mcp-session-id");
+                if opening {
+                    let query = req.uri().query().unwrap_or_default().to_string();
+                    let role = req.extensions().get::<Role>().cloned();
+                    let check = {
+                        let api = api.clone();
+                        tokio::task::spawn_blocking(move || api.mcp_precheck(&query, role.as_ref())).await
+                    };
+                    match check {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return error_response(&e),
+                        Err(e) => return error_response(&FhirError::Internal(format!("checking the session failed: {e}"))),
+                    }
+                }
+                service.handle(req).await.map(axum::body::Body::new)
+            }
+        }),
+    )
 }
 
 /// The episode routes.
@@ -405,58 +656,23 @@ fn create_now(api: &EpisodeApi, headers: &HeaderMap, bytes: &Bytes) -> Response 
             None => return error_response(&FhirError::BadRequest(format!("seed {v} is not a non-negative integer"))),
         },
     };
-    let p = match api.prepare(instance) {
-        Ok(p) => p,
+    let (id, cell) = match api.open(Some(instance), mode, seed) {
+        Ok(x) => x,
         Err(e) => return error_response(&e),
     };
-    let Ok(mut sessions) = api.sessions.lock() else {
-        return error_response(&FhirError::Conflict("episode table unavailable".into()));
-    };
-    if sessions.len() >= MAX_EPISODES {
-        return error_response(&FhirError::Conflict(format!("{MAX_EPISODES} episodes are kept; DELETE some first")));
-    }
-    // budgets, checked under the table's lock so concurrent creations cannot overshoot
-    if let Some(cap) = api.limits.per_instance {
-        let used = api.recorder.trials_of(instance);
-        if used >= cap {
-            return error_response(&FhirError::TooMany(format!(
-                "instance {instance} has used its {cap} episodes in this recording (--max-episodes-per-instance)"
-            )));
-        }
-    }
-    if let Some(cap) = api.limits.open_per_instance {
-        // an episode busy with a request counts as open
-        let open = sessions
-            .values()
-            .filter(|c| match c.try_lock() {
-                Ok(s) => s.prepared.instance.id == instance && !s.ended(),
-                Err(_) => true,
-            })
-            .count();
-        if open >= cap {
-            return error_response(&FhirError::TooMany(format!(
-                "instance {instance} has {open} open episodes, its limit (--max-open-episodes-per-instance {cap}); finish or DELETE one first"
-            )));
-        }
-    }
-    let id = format!("ep{}", api.counter.fetch_add(1, Ordering::Relaxed) + 1);
-    let trial = api.recorder.next_trial(instance);
-    let s = Session::new(&id, p, trial, mode, seed);
-    let owner = format!("episode {id} (end it with DELETE /episodes/{id})");
-    if let Err(e) = api.app.insert_owned_sandbox(&id, s.sandbox.clone(), &owner) {
-        return error_response(&e);
-    }
     let token = match api.app.grants().grant(&id) {
         Ok(t) => t,
         Err(e) => {
-            api.app.release_sandbox(&id);
+            api.close(&id);
             return error_response(&e);
         }
+    };
+    let Ok(s) = cell.lock() else {
+        return error_response(&FhirError::Conflict(format!("episode {id} is unavailable")));
     };
     let mut view = episode_view(api, &s, &host_base(headers, api.app.config()), &Role::Operator);
     // the episode's capability: shown once, here, and never recorded
     view["token"] = json!(token);
-    sessions.insert(id, Arc::new(Mutex::new(s)));
     json_response(201, &view)
 }
 
@@ -528,11 +744,7 @@ async fn remove(State(api): State<Arc<EpisodeApi>>, Path(id): Path<String>) -> R
     // operator only (the guard)
     blocking(api, move |api| {
         let r = with_session(api, &id, |s| ended_view(api, s, &Role::Operator));
-        if let Ok(mut m) = api.sessions.lock() {
-            m.remove(&id);
-        }
-        api.app.grants().revoke(&id);
-        api.app.release_sandbox(&id);
+        api.close(&id);
         match r {
             Ok(v) => json_response(200, &v),
             Err(r) => r,

@@ -11,18 +11,20 @@
 use super::episode::{BASE, Prepared, Workspace, guidance_text, task_prompt};
 use super::run::{Mode, ResultLine, read_results};
 use super::session::{Feedback, Recorder, Session, instance_ids};
+use crate::fhir::access::Role;
 use crate::tools::Observation;
+use crate::trajectory::EndReason;
 use anyhow::{Context, bail};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    InitializeResult, ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
+    InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The URI of the task resource.
 pub const INSTRUCTION_URI: &str = "emrgym://episode/instruction";
@@ -55,22 +57,66 @@ pub struct McpArgs {
     pub agent_feedback: Feedback,
 }
 
-/// One episode behind the MCP server.
-struct Episode {
-    session: Mutex<Session>,
-    recorder: Recorder,
+/// What runs, with the episode's id, when a session that owns its episode has gone.
+pub type OnClose = Box<dyn FnOnce(&str) + Send + Sync>;
+
+/// One episode behind an MCP session (the stdio server's one, or one `/mcp` session of
+/// `emrgym serve`).
+pub struct Episode {
+    /// The episode's id (its session's).
+    id: String,
+    cell: Arc<Mutex<Session>>,
+    recorder: Arc<Recorder>,
     tools: Vec<Value>,
     prompt: String,
     feedback: Feedback,
+    /// Run with the episode's id once the session has gone and the episode is recorded
+    /// (`emrgym serve`: drop it from the episode table and release its sandbox). None: the
+    /// session does not own the episode (one the operator opened), which outlives it.
+    on_close: Option<OnClose>,
+    owned: bool,
 }
 
 impl Episode {
+    /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
+    /// the session (ended as `abandoned` if the session goes first, then `on_close`).
+    pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
+        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
+        Episode {
+            id,
+            cell,
+            recorder,
+            tools: mcp_tools(p),
+            prompt: task_prompt(p, BASE),
+            feedback,
+            on_close,
+            owned: true,
+        }
+    }
+
+    /// An episode the session serves but does not own: one the operator opened with
+    /// `POST /episodes`, served to the holder of its token; it stays open when the session
+    /// goes.
+    pub fn borrowed(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback) -> Episode {
+        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
+        Episode {
+            id,
+            cell,
+            recorder,
+            tools: mcp_tools(p),
+            prompt: task_prompt(p, BASE),
+            feedback,
+            on_close: None,
+            owned: false,
+        }
+    }
+
     fn guided(&self) -> bool {
-        self.session.lock().map(|s| s.mode == Mode::Guided).unwrap_or(false)
+        self.cell.lock().map(|s| s.mode == Mode::Guided).unwrap_or(false)
     }
 
     fn guidance(&self) -> Option<String> {
-        let s = self.session.lock().ok()?;
+        let s = self.cell.lock().ok()?;
         if s.mode != Mode::Guided || s.ended() {
             return None;
         }
@@ -79,14 +125,14 @@ impl Episode {
 
     /// Grade and record the episode once (`finished` or `stopped`).
     fn end(&self) -> anyhow::Result<ResultLine> {
-        let mut s = self.session.lock().map_err(|_| anyhow::anyhow!("episode unavailable"))?;
+        let mut s = self.cell.lock().map_err(|_| anyhow::anyhow!("episode unavailable"))?;
         s.end(&self.recorder)
     }
 
     /// Run a tool; the text the client reads, and whether it failed.
     fn call(&self, name: &str, args: &Value) -> (Observation, Option<Value>) {
         let (obs, finished) = {
-            let Ok(mut s) = self.session.lock() else {
+            let Ok(mut s) = self.cell.lock() else {
                 return (Observation::fail(name, 500, "episode unavailable"), None);
             };
             let obs = s.tool(name, args);
@@ -98,7 +144,7 @@ impl Episode {
         let ended = match self.end() {
             Ok(l) => {
                 // what the feedback policy allows: never the grade, nor where it is written
-                let id = self.session.lock().map(|s| s.id.clone()).unwrap_or_default();
+                let id = self.cell.lock().map(|s| s.id.clone()).unwrap_or_default();
                 self.feedback.view(&id, &l)
             }
             Err(e) => json!({"ended": true, "error": format!("recording the episode failed: {e:#}")}),
@@ -107,9 +153,101 @@ impl Episode {
     }
 }
 
-/// The rmcp handler (cheap to clone: the episode is shared).
+impl Drop for Episode {
+    /// The session has gone (closed by the client, expired, or the server stopping): an
+    /// episode still open is recorded as `abandoned` (the stdio server ends its episode as
+    /// `stopped` before this).
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let cell = self.cell.clone();
+        let recorder = self.recorder.clone();
+        let on_close = self.on_close.take();
+        let work = move || {
+            let id = match cell.lock() {
+                Ok(mut s) => {
+                    if !s.ended() {
+                        match s.end_with(&recorder, Some(EndReason::Abandoned)) {
+                            Ok(_) => tracing::info!("MCP session of episode {} closed unfinished: recorded as abandoned", s.id),
+                            Err(e) => tracing::error!("episode {}: recording it as abandoned failed: {e:#}", s.id),
+                        }
+                    }
+                    s.id.clone()
+                }
+                Err(_) => return,
+            };
+            if let Some(f) = on_close {
+                f(&id);
+            }
+        };
+        // grading is CPU-bound: off the async workers when there are some
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(work);
+            }
+            Err(_) => work(),
+        }
+    }
+}
+
+/// Opens the episode of an MCP session over HTTP at `initialize`, from the request's URL
+/// query (`instance`, `mode`) and the caller's role (the guard's).
+pub type Opener = Arc<dyn Fn(&str, Option<Role>) -> Result<Episode, String> + Send + Sync>;
+
+struct Slot {
+    episode: OnceLock<Arc<Episode>>,
+    opener: Option<Opener>,
+}
+
+/// The rmcp handler of one episode (cheap to clone: the episode is shared). The stdio
+/// server builds it with its episode; `/mcp` builds one per session, empty, and opens the
+/// episode when the client initialises the session.
 #[derive(Clone)]
-struct Server(Arc<Episode>);
+pub struct Server(Arc<Slot>);
+
+impl Server {
+    /// The handler of an open episode (stdio).
+    pub fn of(episode: Arc<Episode>) -> Server {
+        let slot = Slot {
+            episode: OnceLock::new(),
+            opener: None,
+        };
+        let _ = slot.episode.set(episode);
+        Server(Arc::new(slot))
+    }
+
+    /// A handler whose episode `open` opens at `initialize` (one `/mcp` session).
+    pub fn lazy(open: Opener) -> Server {
+        Server(Arc::new(Slot {
+            episode: OnceLock::new(),
+            opener: Some(open),
+        }))
+    }
+
+    /// The session's episode, for a request the guard let through: a request with an
+    /// episode token must be that episode's (a leaked session id reaches nothing more).
+    fn ep(&self, context: &RequestContext<RoleServer>) -> Result<&Arc<Episode>, McpError> {
+        let ep = self
+            .0
+            .episode
+            .get()
+            .ok_or_else(|| McpError::invalid_request("the session has no episode: initialize it first", None))?;
+        let role = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Role>());
+        if let Some(Role::Agent(id)) = role
+            && *id != ep.id
+        {
+            return Err(McpError::invalid_request(
+                format!("this MCP session is another episode's; the token of {id} opens sessions of {id} only"),
+                None,
+            ));
+        }
+        Ok(ep)
+    }
+}
 
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
@@ -117,22 +255,55 @@ impl ServerHandler for Server {
         caps.tools = Some(Default::default());
         caps.prompts = Some(Default::default());
         caps.resources = Some(Default::default());
-        InitializeResult::new(caps)
-            .with_server_info(Implementation::new("emrgym", env!("CARGO_PKG_VERSION")))
-            .with_instructions(self.0.prompt.clone())
+        let info = InitializeResult::new(caps).with_server_info(Implementation::new("emrgym", env!("CARGO_PKG_VERSION")));
+        match self.0.episode.get() {
+            Some(ep) => info.with_instructions(ep.prompt.clone()),
+            None => info,
+        }
+    }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        // over HTTP a session is an episode: only the versions that have sessions (the
+        // `initialize` handshake), not the stateless 2026-07-28
+        if self.0.opener.is_some() {
+            std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        } else {
+            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        if self.0.episode.get().is_none()
+            && let Some(open) = self.0.opener.clone()
+        {
+            let parts = context.extensions.get::<axum::http::request::Parts>();
+            let query = parts.and_then(|p| p.uri.query()).unwrap_or_default().to_string();
+            let role = parts.and_then(|p| p.extensions.get::<Role>().cloned());
+            let ep = tokio::task::spawn_blocking(move || open(&query, role))
+                .await
+                .map_err(|e| McpError::internal_error(format!("opening the episode failed: {e}"), None))?
+                .map_err(|e| McpError::invalid_params(e, None))?;
+            let _ = self.0.episode.set(Arc::new(ep));
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
     }
 
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        serde_json::from_value(json!({"tools": self.0.tools})).map_err(|e| McpError::internal_error(e.to_string(), None))
+        serde_json::from_value(json!({"tools": self.ep(&context)?.tools})).map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, McpError> {
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let ep = self.0.clone();
+        let ep = self.ep(&context)?.clone();
         let name = request.name.to_string();
         // tool calls are synchronous (the sandbox, the calculators); keep them off the reactor
         let (obs, ended) = tokio::task::spawn_blocking(move || ep.call(&name, &args))
@@ -145,7 +316,7 @@ impl ServerHandler for Server {
         };
         if let Some(e) = ended {
             result.content.push(rmcp::model::ContentBlock::text(format!("Episode ended: {e}")));
-        } else if let Some(g) = self.0.guidance() {
+        } else if let Some(g) = self.ep(&context)?.guidance() {
             result.content.push(rmcp::model::ContentBlock::text(g));
         }
         Ok(result.into())
@@ -154,8 +325,9 @@ impl ServerHandler for Server {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
+        self.ep(&context)?;
         serde_json::from_value(json!({"prompts": [{
             "name": "task",
             "title": "The episode's task",
@@ -167,7 +339,7 @@ impl ServerHandler for Server {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         if request.name != "task" {
             return Err(McpError::invalid_params(
@@ -177,7 +349,7 @@ impl ServerHandler for Server {
         }
         let r: GetPromptResult = serde_json::from_value(json!({
             "description": "The episode's task",
-            "messages": [{"role": "user", "content": {"type": "text", "text": self.0.prompt}}]
+            "messages": [{"role": "user", "content": {"type": "text", "text": self.ep(&context)?.prompt}}]
         }))
         .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         Ok(r.into())
@@ -186,11 +358,11 @@ impl ServerHandler for Server {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let mut items = vec![json!({"uri": INSTRUCTION_URI, "name": "instruction", "mimeType": "text/plain",
             "description": "The episode's task"})];
-        if self.0.guided() {
+        if self.ep(&context)?.guided() {
             items.push(json!({"uri": GUIDANCE_URI, "name": "guidance", "mimeType": "text/plain",
                 "description": "The steps that can be done now"}));
         }
@@ -200,11 +372,12 @@ impl ServerHandler for Server {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let ep = self.ep(&context)?;
         let text = match request.uri.as_str() {
-            INSTRUCTION_URI => self.0.prompt.clone(),
-            GUIDANCE_URI if self.0.guided() => self.0.guidance().unwrap_or_else(|| "No step is released now.".into()),
+            INSTRUCTION_URI => ep.prompt.clone(),
+            GUIDANCE_URI if ep.guided() => ep.guidance().unwrap_or_else(|| "No step is released now.".into()),
             other => return Err(McpError::resource_not_found(format!("no resource '{other}'"), None)),
         };
         let r: ReadResourceResult = serde_json::from_value(json!({
@@ -245,7 +418,7 @@ fn pick(ws: &Workspace, scenario: Option<&str>, record: &Path) -> anyhow::Result
 }
 
 /// The MCP tool list of an instance (from its OpenAI function rendering).
-fn mcp_tools(p: &Prepared) -> Vec<Value> {
+pub fn mcp_tools(p: &Prepared) -> Vec<Value> {
     p.registry
         .openai_tools()
         .as_array()
@@ -273,13 +446,14 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
     let recorder =
         Recorder::open(&a.record, &a.suite, a.seed, &ws)?.with_access(json!({"interface": "mcp", "agent_feedback": a.agent_feedback}))?;
     let trial = recorder.next_trial(&id);
-    let episode = Arc::new(Episode {
-        session: Mutex::new(Session::new(&format!("mcp-{id}-{trial}"), p.clone(), trial, a.mode, a.seed)),
-        recorder,
-        tools: mcp_tools(&p),
-        prompt: task_prompt(&p, BASE),
-        feedback: a.agent_feedback,
-    });
+    let cell = Arc::new(Mutex::new(Session::new(
+        &format!("mcp-{id}-{trial}"),
+        p.clone(),
+        trial,
+        a.mode,
+        a.seed,
+    )));
+    let episode = Arc::new(Episode::new(cell, &p, Arc::new(recorder), a.agent_feedback, None));
     tracing::info!(
         "serving {id} (trial {trial}, {:?} mode) over MCP on stdio; recording in {}",
         a.mode,
@@ -287,7 +461,7 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let quit = rt.block_on(async {
-        let service = Server(episode.clone())
+        let service = Server::of(episode.clone())
             .serve(rmcp::transport::stdio())
             .await
             .map_err(|e| anyhow::anyhow!("MCP initialisation failed: {e}"))?;

@@ -7,7 +7,7 @@ use crate::fhir::clock::{Clock, parse_instant};
 use crate::fhir::load;
 use crate::fhir::server::{
     AppState, ConnLimits, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT, ServerConfig, default_max_work, serve,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT, ServerConfig, default_max_work, serve_until,
 };
 use crate::tools::Registry;
 use anyhow::{Context, bail};
@@ -396,7 +396,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         );
         if let Some(api) = &episodes {
             banner.push_str(&format!(
-                "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes (recording in {})\n",
+                "episode API: GET http://{addr}/scenarios, POST http://{addr}/episodes, MCP http://{addr}/mcp (recording in {})\n",
                 api.run_dir().display()
             ));
         }
@@ -423,7 +423,16 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             });
         }
         let app = super::episodes::app(state, registry, episodes);
-        serve(app, listener, limits).await.context("server failed")?;
+        let mcp = episodes_for_shutdown.clone();
+        serve_until(app, listener, limits, async move {
+            let _ = tokio::signal::ctrl_c().await;
+            // MCP sessions hold event streams open: end them so the connections can close
+            if let Some(api) = mcp {
+                api.stop_mcp();
+            }
+        })
+        .await
+        .context("server failed")?;
         if let Some(api) = &episodes_for_shutdown {
             // every episode a client opened is in the results, the abandoned ones too
             let n = api.abandon_all();

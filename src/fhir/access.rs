@@ -130,8 +130,8 @@ pub fn role(headers: &HeaderMap, peer: Option<&Peer>, policy: &Policy, grants: &
 }
 
 /// The routes an episode token reaches, all of them its own episode's: its view, guidance,
-/// tools and finish, its sandbox's FHIR base and tool route, and `GET /scenarios` (which
-/// then lists its own instance only). `segs` are the percent-decoded, non-empty path
+/// tools and finish, its sandbox's FHIR base and tool route, `GET /scenarios` (which then
+/// lists its own instance only) and `/mcp` (whose sessions then serve its own episode only). `segs` are the percent-decoded, non-empty path
 /// segments, as the router sees them.
 pub fn agent_may(id: &str, method: &Method, segs: &[&str]) -> bool {
     let get = method == Method::GET;
@@ -143,6 +143,8 @@ pub fn agent_may(id: &str, method: &Method, segs: &[&str]) -> bool {
         ["episodes", e, "tools", _] | ["episodes", e, "finish"] => post && *e == id,
         ["sandboxes", s, "fhir", ..] => *s == id,
         ["sandboxes", s, "tools", _] => post && *s == id,
+        // MCP over HTTP: a session opened with an episode token serves that episode only
+        ["mcp"] => true,
         _ => false,
     }
 }
@@ -286,6 +288,7 @@ mod tests {
         assert!(may(Method::PUT, "/sandboxes/ep1/fhir/Patient/x"));
         assert!(may(Method::POST, "/sandboxes/ep1/tools/finish"));
         assert!(may(Method::GET, "/scenarios"));
+        assert!(may(Method::POST, "/mcp"));
         for (m, p) in [
             (Method::GET, "/episodes/ep2"),
             (Method::GET, "/episodes"),

@@ -172,6 +172,55 @@ fn an_mcp_client_runs_graded_episodes_over_stdio() {
 }
 
 #[test]
+fn mcp_clients_run_concurrent_isolated_episodes_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = dir.path().join("oracle");
+    oracle_run(&oracle);
+    let record = dir.path().join("recorded");
+    let mut server = Command::new(bin())
+        .args(["serve", "--port", "0", "--seed", "0", "--token", TOKEN])
+        .args(["--max-open-episodes-per-instance", "2", "--suite"])
+        .arg(root().join("scenarios"))
+        .arg("--record")
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start emrgym serve");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/fhir").filter(|u| u.starts_with("http://")))
+        .unwrap_or_else(|| panic!("no base URL in: {first}"))
+        .to_string();
+    let announced = lines.next().unwrap().unwrap();
+    assert!(announced.contains(&format!("MCP {url}/mcp")), "{announced}");
+    let run = std::panic::catch_unwind(|| {
+        pytest(
+            "test_mcp_http.py",
+            &[
+                ("EMRGYM_URL", url.as_str()),
+                ("EMRGYM_TOKEN", TOKEN),
+                ("EMRGYM_RECORD", record.to_str().unwrap()),
+                ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+            ],
+        )
+    });
+    if let Err(e) = run {
+        let _ = server.kill();
+        let _ = server.wait();
+        std::panic::resume_unwind(e);
+    }
+    interrupt(&mut server);
+    // what the MCP sessions did replays to the same grades
+    let out = Command::new(bin()).arg("replay").arg(&record).arg("--check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(" 0 changed"), "{text}");
+}
+
+#[test]
 fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
@@ -269,6 +318,31 @@ mod in_process {
         let gone = s.req("GET", &format!("/episodes/{id}"), None, &auth).await;
         assert_eq!(gone.status, StatusCode::NOT_FOUND);
         assert!(gone.diag().contains(&id));
+    }
+
+    #[tokio::test]
+    async fn mcp_sessions_are_the_operators_and_name_known_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(&dir.path().join("rec"), Some("s3cret"));
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        .to_string();
+        let accept = ("accept", "application/json, text/event-stream");
+        let json_ct = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1");
+        let op = [("authorization", "Bearer s3cret"), accept, json_ct, host];
+        let unknown = s.req("POST", "/mcp?instance=nope-001", Some(&init), &op).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert!(unknown.diag().contains("no scenario instance 'nope-001'"), "{}", unknown.diag());
+        let bad_mode = s.req("POST", "/mcp?mode=odd", Some(&init), &op).await;
+        assert_eq!(bad_mode.status, StatusCode::BAD_REQUEST);
+        let anonymous = s.req("POST", "/mcp?instance=mab-age-001", Some(&init), &[accept, json_ct]).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        let unknown_session = [("mcp-session-id", "not-a-session"), op[0], accept, json_ct, host];
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+        let gone = s.req("POST", "/mcp", Some(&list), &unknown_session).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert!(!dir.path().join("rec").exists(), "no episode was opened");
     }
 
     #[test]
