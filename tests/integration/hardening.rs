@@ -461,7 +461,9 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
     for _ in 0..50 {
         let (mut a, mut b) = (TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap());
         for s in [&mut a, &mut b] {
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+            let _ = s
+                .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await;
         }
         let ta = read_all(&mut a, Duration::from_secs(10)).await.unwrap_or_default();
         let tb = read_all(&mut b, Duration::from_secs(10)).await.unwrap_or_default();
