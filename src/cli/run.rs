@@ -1319,8 +1319,38 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::eta;
+    use super::{append_line, eta, write_atomic};
     use std::time::Duration;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_name_the_path_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        write_atomic(&f, b"old\n").unwrap();
+        write_atomic(&f, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+        let missing = dir.path().join("nope").join("summary.json");
+        let e = write_atomic(&missing, b"{}").unwrap_err().to_string();
+        assert!(e.contains("nope/summary.json"), "{e}");
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn appended_lines_are_whole_and_a_failed_append_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&f).unwrap();
+        append_line(&mut file, &f, "{\"a\":1}").unwrap();
+        append_line(&mut file, &f, "{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        // a file opened read-only cannot be appended to: the error names it, nothing changes
+        let mut ro = std::fs::File::open(&f).unwrap();
+        let e = append_line(&mut ro, &f, "{\"a\":3}").unwrap_err().to_string();
+        assert!(e.contains("results.jsonl"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+    }
 
     #[test]
     fn the_eta_extrapolates_the_pace_of_this_session() {
