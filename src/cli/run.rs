@@ -953,6 +953,9 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     };
     let manifest_path = out.join("manifest.json");
     let results_path = out.join("results.jsonl");
+    // one writer per run directory: a second `run --resume` on the same directory would
+    // interleave results and lose some (the soak script's kill test showed it)
+    let _lock = lock_run_dir(out)?;
     let mut done: BTreeSet<(String, u32)> = BTreeSet::new();
     if resume {
         let old: Value = serde_json::from_str(
@@ -1139,6 +1142,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         return Err(anyhow::anyhow!("writing {}: {e}", path.display()));
     }
     Ok(())
+}
+
+/// Name of the lock file in a run directory.
+pub const LOCK_FILE: &str = ".emrgym-run.lock";
+
+/// Take the run directory's exclusive lock (an OS file lock on [`LOCK_FILE`], released when
+/// the returned file is dropped or the process dies, SIGKILL included), or fail naming the
+/// directory when another process holds it.
+pub fn lock_run_dir(out: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is being written by another emrgym process; wait for it to end (or stop it) before running or resuming here",
+            out.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
 }
 
 /// Append one line to `file` (opened for append at `path`), whole or not at all: a failed
@@ -1335,6 +1363,17 @@ mod tests {
         let e = write_atomic(&missing, b"{}").unwrap_err().to_string();
         assert!(e.contains("nope/summary.json"), "{e}");
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn a_run_directory_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let held = super::lock_run_dir(&out).unwrap();
+        let e = super::lock_run_dir(&out).unwrap_err().to_string();
+        assert!(e.contains("another emrgym process") && e.contains("run"), "{e}");
+        drop(held);
+        super::lock_run_dir(&out).unwrap();
     }
 
     #[test]
