@@ -98,17 +98,9 @@ impl Episode {
     /// `POST /episodes`, served to the holder of its token; it stays open when the session
     /// goes.
     pub fn borrowed(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback) -> Episode {
-        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
-        Episode {
-            id,
-            cell,
-            recorder,
-            tools: mcp_tools(p),
-            prompt: task_prompt(p, BASE),
-            feedback,
-            on_close: None,
-            owned: false,
-        }
+        let mut e = Episode::new(cell, p, recorder, feedback, None);
+        e.owned = false;
+        e
     }
 
     fn guided(&self) -> bool {

@@ -57,6 +57,17 @@ fn pytest(script: &str, env: &[(&str, &str)]) {
     assert!(text.contains("passed"), "{text}");
 }
 
+/// Run a Python test file against a running `serve`; on failure kill the server and fail,
+/// otherwise stop it with SIGINT (so it records what is still open).
+fn pytest_against(server: &mut std::process::Child, script: &str, env: &[(&str, &str)]) {
+    if let Err(e) = std::panic::catch_unwind(|| pytest(script, env)) {
+        let _ = server.kill();
+        let _ = server.wait();
+        std::panic::resume_unwind(e);
+    }
+    interrupt(server);
+}
+
 #[test]
 fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,23 +96,16 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
         "{announced}"
     );
     let example = root().join("docs/examples/episode_agent.py");
-    let run = std::panic::catch_unwind(|| {
-        pytest(
-            "test_episode_api.py",
-            &[
-                ("EMRGYM_URL", url.as_str()),
-                ("EMRGYM_TOKEN", TOKEN),
-                ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
-                ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
-            ],
-        )
-    });
-    if let Err(e) = run {
-        let _ = server.kill();
-        let _ = server.wait();
-        std::panic::resume_unwind(e);
-    }
-    interrupt(&mut server);
+    pytest_against(
+        &mut server,
+        "test_episode_api.py",
+        &[
+            ("EMRGYM_URL", url.as_str()),
+            ("EMRGYM_TOKEN", TOKEN),
+            ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+            ("EMRGYM_EXAMPLE", example.to_str().unwrap()),
+        ],
+    );
 
     // what the server recorded: trial 0 of every instance is the oracle-like client's episode
     let got = read_results(&record.join("results.jsonl")).unwrap();
@@ -196,23 +200,16 @@ fn mcp_clients_run_concurrent_isolated_episodes_over_http() {
         .to_string();
     let announced = lines.next().unwrap().unwrap();
     assert!(announced.contains(&format!("MCP {url}/mcp")), "{announced}");
-    let run = std::panic::catch_unwind(|| {
-        pytest(
-            "test_mcp_http.py",
-            &[
-                ("EMRGYM_URL", url.as_str()),
-                ("EMRGYM_TOKEN", TOKEN),
-                ("EMRGYM_RECORD", record.to_str().unwrap()),
-                ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
-            ],
-        )
-    });
-    if let Err(e) = run {
-        let _ = server.kill();
-        let _ = server.wait();
-        std::panic::resume_unwind(e);
-    }
-    interrupt(&mut server);
+    pytest_against(
+        &mut server,
+        "test_mcp_http.py",
+        &[
+            ("EMRGYM_URL", url.as_str()),
+            ("EMRGYM_TOKEN", TOKEN),
+            ("EMRGYM_RECORD", record.to_str().unwrap()),
+            ("EMRGYM_ORACLE_RUN", oracle.to_str().unwrap()),
+        ],
+    );
     // what the MCP sessions did replays to the same grades
     let out = Command::new(bin()).arg("replay").arg(&record).arg("--check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
