@@ -3,7 +3,7 @@
 //! the process RSS before, after the first type, and after all types, plus validation time.
 //! Run: `cargo run --example validator_rss` (figures in docs/performance.md).
 
-use emrgym::fhir::validate::SchemaValidator;
+use emrgym_fhir::validate::SchemaValidator;
 use serde_json::json;
 use std::time::Instant;
 

@@ -1,5 +1,7 @@
 //! The `emrgym` binary: parse the command line, set up logging, run, map errors to exit codes.
 
+mod cli;
+
 use clap::Parser;
 
 // The cohort store is millions of small JSON nodes; mimalloc allocates and frees them
@@ -15,10 +17,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = emrgym::cli::Cli::parse();
-    match emrgym::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<emrgym::cli::run::Interrupted>().is_some() => {
+        Err(e) if e.downcast_ref::<emrgym_engine::run::Interrupted>().is_some() => {
             eprintln!("{e}");
             std::process::ExitCode::from(130)
         }

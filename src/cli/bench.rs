@@ -3,12 +3,12 @@
 //! latency, optionally side by side with the Python FHIR server sekmet-fhir on the same
 //! data and queries. Results are printed as a markdown table and written as JSON.
 
-use crate::fhir::clock::{Clock, parse_instant};
-use crate::fhir::load;
-use crate::fhir::search::SearchQuery;
-use crate::fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_string};
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::load;
+use emrgym_fhir::search::SearchQuery;
+use emrgym_fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_string};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -90,27 +90,27 @@ pub struct BenchArgs {
 
 #[cfg(feature = "llama")]
 fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)>> {
-    use crate::agent::llama::LlamaHandle;
-    use crate::agent::model::{Backend, Briefing, Hooks, Limits, ModelConfig, run_model_episode};
+    use emrgym_agent::llama::LlamaHandle;
+    use emrgym_agent::model::{Backend, Briefing, Hooks, Limits, ModelConfig, run_model_episode};
     use llama_cpp_2::context::params::LlamaContextParams;
     use llama_cpp_2::llama_batch::LlamaBatch;
     use llama_cpp_2::model::params::LlamaModelParams;
     use llama_cpp_2::sampling::LlamaSampler;
-    let ModelConfig::Llama(mut cfg) = super::run::parse_model(model, None)? else {
+    let ModelConfig::Llama(mut cfg) = emrgym_engine::run::parse_model(model, None)? else {
         anyhow::bail!("--llama takes a local model name or a .gguf file");
     };
     cfg.threads = threads;
     if !cfg.model_path.exists()
-        && let Some(k) = super::model::MODELS
+        && let Some(k) = emrgym_engine::model::MODELS
             .iter()
-            .find(|k| super::model::model_path(&super::model::default_cache(), k) == cfg.model_path)
+            .find(|k| emrgym_engine::model::model_path(&emrgym_engine::model::default_cache(), k) == cfg.model_path)
     {
-        super::model::fetch(k, &super::model::default_cache())?;
+        emrgym_engine::model::fetch(k, &emrgym_engine::model::default_cache())?;
     }
     // in the loop: a few short episodes
     let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
     let backend = Backend::Llama(handle.clone());
-    let mut ws = super::episode::Workspace::open(Path::new("scenarios")).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let mut ws = emrgym_engine::episode::Workspace::open(Path::new("scenarios")).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let insts: Vec<_> = ws
         .suite
         .instances()
@@ -123,13 +123,13 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     let t_loop = Instant::now();
     for inst in &insts {
         let p = ws.prepare(inst).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-        let sb = std::sync::Arc::new(std::sync::RwLock::new(super::episode::fork(&p.cohort, &p.clock, 1)));
-        let mut fhir = crate::tools::fhir_tools::SandboxBackend::new(sb, super::episode::BASE);
+        let sb = std::sync::Arc::new(std::sync::RwLock::new(emrgym_engine::episode::fork(&p.cohort, &p.clock, 1)));
+        let mut fhir = emrgym_tools::fhir_tools::SandboxBackend::new(sb, emrgym_engine::episode::BASE);
         let b = Briefing {
             instruction: p.instance.instruction.clone(),
             context: p.instance.context.clone(),
             now: p.instance.now.clone(),
-            fhir_base: super::episode::BASE.into(),
+            fhir_base: emrgym_engine::episode::BASE.into(),
         };
         let limits = Limits {
             max_turns: 4,
@@ -148,7 +148,7 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     drop(backend);
     drop(handle);
     // a bare decode of the same GGUF: the first prompt, then greedy tokens without grammar
-    let ggml = crate::agent::llama::ggml().map_err(anyhow::Error::msg)?;
+    let ggml = emrgym_agent::llama::ggml().map_err(anyhow::Error::msg)?;
     let m = llama_cpp_2::model::LlamaModel::load_from_file(ggml, &cfg.model_path, &LlamaModelParams::default())?;
     let params = LlamaContextParams::default()
         .with_n_ctx(std::num::NonZeroU32::new(cfg.n_ctx))
@@ -222,9 +222,9 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
 /// `--llama-runs`: the same episodes under each configuration, in one process.
 #[cfg(feature = "llama")]
 fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(String, serde_json::Value)> {
-    use crate::agent::llama::LlamaHandle;
-    use crate::agent::model::{Backend, ModelConfig};
-    let ModelConfig::Llama(base) = super::run::parse_model(model, None)? else {
+    use emrgym_agent::llama::LlamaHandle;
+    use emrgym_agent::model::{Backend, ModelConfig};
+    let ModelConfig::Llama(base) = emrgym_engine::run::parse_model(model, None)? else {
         anyhow::bail!("--llama-runs takes a local model name or a .gguf file");
     };
     let mut variants = Vec::new();
@@ -243,8 +243,8 @@ fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(String, serde
         variants.push((v.to_string(), prefix, threads));
     }
     let scenarios = Path::new("scenarios");
-    let mut ws = super::episode::Workspace::open(scenarios).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
-    let named = super::suites::load(scenarios, &a.bench_suite)?;
+    let mut ws = emrgym_engine::episode::Workspace::open(scenarios).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let named = emrgym_engine::suites::load(scenarios, &a.bench_suite)?;
     let mut insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
     if let Some(s) = &named {
         insts.retain(|i| s.instances.contains(&i.id));
@@ -273,15 +273,15 @@ fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(String, serde
         cfg.threads = *threads;
         let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
         let backend = Backend::Llama(handle.clone());
-        let mut run_cfg = super::run::RunConfig {
+        let mut run_cfg = emrgym_engine::run::RunConfig {
             model: Some(ModelConfig::Llama(cfg.clone())),
-            ..super::run::RunConfig::default()
+            ..emrgym_engine::run::RunConfig::default()
         };
         run_cfg.limits.max_turns = a.max_turns;
         let t0 = Instant::now();
         let mut episodes = Vec::new();
         for p in &prepared {
-            let (traj, grade) = rt.block_on(super::run::one_episode(&run_cfg, p, 0, Some(&backend), &cancel));
+            let (traj, grade) = rt.block_on(emrgym_engine::run::one_episode(&run_cfg, p, 0, Some(&backend), &cancel));
             let calls: Vec<Value> = traj.steps.iter().map(|s| json!([s.call.name, s.call.arguments])).collect();
             eprintln!(
                 "{name}: {} {:?} ({:.0} s so far)",
@@ -389,18 +389,18 @@ fn agent_loop_bench(latency_ms: u64) -> anyhow::Result<Vec<(String, String)>> {
         let _ = axum::serve(listener, app).await;
     });
     let dir = tempfile_dir()?;
-    let mut model = crate::agent::model::OpenAiConfig::from_spec(&format!("stub@http://{addr}/v1")).map_err(anyhow::Error::msg)?;
+    let mut model = emrgym_agent::model::OpenAiConfig::from_spec(&format!("stub@http://{addr}/v1")).map_err(anyhow::Error::msg)?;
     model.max_concurrency = 64;
-    let cfg = super::run::RunConfig {
-        agent: super::run::AgentKind::Model,
-        model: Some(crate::agent::model::ModelConfig::Openai(model)),
+    let cfg = emrgym_engine::run::RunConfig {
+        agent: emrgym_engine::run::AgentKind::Model,
+        model: Some(emrgym_agent::model::ModelConfig::Openai(model)),
         families: vec!["mab_patient_age".into()],
         trials: 50,
         concurrency: 64,
-        ..super::run::RunConfig::default()
+        ..emrgym_engine::run::RunConfig::default()
     };
     let t = Instant::now();
-    let summary = super::run::execute(cfg, &dir.join("run"), false)?;
+    let summary = emrgym_engine::run::execute(cfg, &dir.join("run"), false)?;
     let wall = t.elapsed().as_secs_f64();
     let episodes = summary["episodes"].as_u64().unwrap_or(0);
     let waves = episodes.div_ceil(64) as f64;
@@ -423,7 +423,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 /// Per-instance cost of planning the oracle tree, running the oracle episode, and grading,
 /// next to the cost of one FHIR search in the same run.
 fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    use super::episode::{Workspace, run_and_grade};
+    use emrgym_engine::episode::{Workspace, run_and_grade};
     let mut ws = Workspace::open(dir).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
     let instances = ws.suite.instances().map_err(anyhow::Error::msg)?;
     // warm caches (cohorts, libraries, schema validators)
@@ -446,10 +446,10 @@ fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     for _ in 0..reps {
         for p in &prepared {
             let calls = p.oracle.reference_calls().into_iter().map(|(_, c)| c).collect();
-            let (traj, _, sb) = run_and_grade(p, &mut crate::agent::Oracle::new(calls), 1);
+            let (traj, _, sb) = run_and_grade(p, &mut emrgym_agent::Oracle::new(calls), 1);
             steps += traj.steps.len();
             let tg = Instant::now();
-            std::hint::black_box(super::episode::grade_sandbox(p, &traj, &sb));
+            std::hint::black_box(emrgym_engine::episode::grade_sandbox(p, &traj, &sb));
             grade_total += tg.elapsed().as_secs_f64();
         }
     }
@@ -457,10 +457,10 @@ fn scenario_bench(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let grade_ms = grade_total * 1e3 / (reps * instances.len()) as f64;
     let tmp = tempfile_dir()?;
     let t = Instant::now();
-    super::run::execute(
-        super::run::RunConfig {
+    emrgym_engine::run::execute(
+        emrgym_engine::run::RunConfig {
             suite: dir.to_path_buf(),
-            ..super::run::RunConfig::default()
+            ..emrgym_engine::run::RunConfig::default()
         },
         &tmp.join("oracle"),
         false,
@@ -503,7 +503,7 @@ fn per_call_ns(n: usize, mut f: impl FnMut()) -> f64 {
 /// The tool catalogue's overhead: each calculator or FHIR call made directly and through
 /// `Registry::call` (JSON Schema validation, dispatch, observation), in the same run.
 fn tool_bench() -> anyhow::Result<Vec<(String, String)>> {
-    use crate::tools::{Registry, fhir_tools::FhirTool};
+    use emrgym_tools::{Registry, fhir_tools::FhirTool};
     let registry = Registry::standard()?;
     let mut rows = Vec::new();
     let cases = [
@@ -513,20 +513,20 @@ fn tool_bench() -> anyhow::Result<Vec<(String, String)>> {
         ),
         (
             "apache_ii",
-            serde_json::from_str(crate::calc::find("apache_ii").map(|c| c.example).unwrap_or("{}"))?,
+            serde_json::from_str(emrgym_calc::find("apache_ii").map(|c| c.example).unwrap_or("{}"))?,
         ),
         (
             "caprini",
-            serde_json::from_str(crate::calc::find("caprini").map(|c| c.example).unwrap_or("{}"))?,
+            serde_json::from_str(emrgym_calc::find("caprini").map(|c| c.example).unwrap_or("{}"))?,
         ),
     ];
     for (name, args) in cases {
-        let calc = crate::calc::find(name).context("calculator")?;
+        let calc = emrgym_calc::find(name).context("calculator")?;
         let direct = per_call_ns(20_000, || {
-            std::hint::black_box(crate::calc::run(calc, std::hint::black_box(&args)).ok());
+            std::hint::black_box(emrgym_calc::run(calc, std::hint::black_box(&args)).ok());
         });
         let via = per_call_ns(20_000, || {
-            std::hint::black_box(registry.call(name, std::hint::black_box(&args), &mut crate::tools::NoFhir));
+            std::hint::black_box(registry.call(name, std::hint::black_box(&args), &mut emrgym_tools::NoFhir));
         });
         rows.push((
             format!("{name}: direct / via registry"),
@@ -545,7 +545,7 @@ fn tool_bench() -> anyhow::Result<Vec<(String, String)>> {
     let args = json!({"resource_type": "Observation", "params": {"patient": "S3241217", "code": "K", "_sort": "-date", "_count": 1}});
     let req = FhirTool::Search.request(&args).map_err(anyhow::Error::msg)?;
     let direct = per_call_ns(5_000, || {
-        std::hint::black_box(crate::fhir::rest::handle_read(&sb, "http://b/fhir", &req));
+        std::hint::black_box(emrgym_fhir::rest::handle_read(&sb, "http://b/fhir", &req));
     });
     let mut backend = (&mut sb, "http://b/fhir");
     let via = per_call_ns(5_000, || {
@@ -650,7 +650,7 @@ fn cold_start(dir: &Path, q: &str) -> anyhow::Result<(f64, f64, u64)> {
 
 /// The generator against the flat synthetic cohort of the same size, in the same run.
 fn fixtures_bench(a: &BenchArgs) -> anyhow::Result<Vec<(String, String)>> {
-    use crate::fixtures::{Config, Generator};
+    use emrgym_fixtures::{Config, Generator};
     let gen_dir = a.data.join("generated");
     let cfg = Config {
         patients: a.patients,
@@ -708,7 +708,7 @@ fn fixtures_bench(a: &BenchArgs) -> anyhow::Result<Vec<(String, String)>> {
     ])
 }
 
-fn time_forks(cohort: &std::sync::Arc<crate::fhir::Cohort>, n: usize) -> f64 {
+fn time_forks(cohort: &std::sync::Arc<emrgym_fhir::Cohort>, n: usize) -> f64 {
     let t = Instant::now();
     let mut keep = 0usize;
     for i in 0..n {

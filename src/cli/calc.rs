@@ -1,9 +1,9 @@
 //! `emrgym calc`: list the calculators (table, JSON, or the Markdown reference) and run
 //! one on JSON arguments, through the same registry (schema check, then dispatch) agents use.
 
-use crate::calc;
-use crate::tools::{NoFhir, Registry};
 use anyhow::bail;
+use emrgym_calc as calc;
+use emrgym_tools::{NoFhir, Registry};
 use serde_json::{Value, json};
 
 /// `emrgym calc` subcommands.

@@ -1,9 +1,9 @@
 //! `emrgym fixtures generate`: write a deterministic synthetic cohort as FHIR NDJSON
 //! (src/fixtures), loadable with `emrgym serve --cohort DIR` and by scenario families.
 
-use crate::fhir::clock::parse_instant;
-use crate::fixtures::{Config, Generator};
 use anyhow::Context;
+use emrgym_fhir::clock::parse_instant;
+use emrgym_fixtures::{Config, Generator};
 use std::path::PathBuf;
 use std::time::Instant;
 

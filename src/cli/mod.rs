@@ -2,21 +2,14 @@
 
 pub mod bench;
 pub mod calc;
-pub mod episode;
-pub mod episodes;
 pub mod fixtures;
-pub mod keys;
 pub mod mcp;
 pub mod model;
-pub mod mutations;
 pub mod replay;
 pub mod report;
 pub mod run;
-pub mod safety;
 pub mod scenarios;
 pub mod serve;
-pub mod session;
-pub mod suites;
 pub mod tools;
 
 use clap::{Parser, Subcommand};

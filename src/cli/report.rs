@@ -2,9 +2,9 @@
 //! `emrgym export RUN_DIR --format atif`: read run directories and write what people look at
 //! or hand to other tools.
 
-use crate::report::{Run, compare, compare_text, horizon, html, results_table, table_row, terminal};
-use crate::trajectory::atif;
 use anyhow::{Context, bail};
+use emrgym_engine::report::{Run, compare, compare_text, horizon, html, results_table, table_row, terminal};
+use emrgym_scenario::trajectory::atif;
 use std::path::PathBuf;
 
 /// `emrgym report`.

@@ -1,16 +1,16 @@
 //! `emrgym serve`: load a cohort and serve it over HTTP.
 
-use super::episode::Workspace;
-use super::episodes::{EpisodeApi, Limits};
-use super::session::{Feedback, Recorder};
-use crate::fhir::clock::{Clock, parse_instant};
-use crate::fhir::load;
-use crate::fhir::server::{
+use anyhow::{Context, bail};
+use emrgym_engine::episode::Workspace;
+use emrgym_engine::episodes::{EpisodeApi, Limits};
+use emrgym_engine::session::{Feedback, Recorder};
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::load;
+use emrgym_fhir::server::{
     AppState, ConnLimits, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT, ServerConfig, default_max_work, serve_until,
 };
-use crate::tools::Registry;
-use anyhow::{Context, bail};
+use emrgym_tools::Registry;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -422,7 +422,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let app = super::episodes::app(state, registry, episodes);
+        let app = emrgym_engine::episodes::app(state, registry, episodes);
         let mcp = episodes_for_shutdown.clone();
         serve_until(app, listener, limits, async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,8 +1,8 @@
 //! `emrgym tools`: list the agent-facing tool catalogue, print it as OpenAI tools, and
 //! write (or check) the manifests in tools/.
 
-use crate::tools::{Registry, manifest_file};
 use anyhow::{Context, bail};
+use emrgym_tools::{Registry, manifest_file};
 use std::path::PathBuf;
 
 /// `emrgym tools` subcommands.

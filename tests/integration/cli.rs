@@ -152,33 +152,33 @@ fn runs_are_deterministic_shardable_and_checked() {
 fn named_suites_are_current_exist_and_select_their_instances() {
     let scenarios = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"));
     // the files are what the generator makes now (regenerate: emrgym scenarios suites --write)
-    assert_eq!(emrgym::cli::suites::stale(scenarios).unwrap(), Vec::<String>::new());
+    assert_eq!(emrgym_engine::suites::stale(scenarios).unwrap(), Vec::<String>::new());
     let all: std::collections::BTreeMap<String, String> = {
-        let ws = emrgym::cli::episode::Workspace::open(scenarios).unwrap();
+        let ws = emrgym_engine::episode::Workspace::open(scenarios).unwrap();
         ws.suite.instances().unwrap().into_iter().map(|i| (i.id, i.family)).collect()
     };
     let families: std::collections::BTreeSet<&String> = all.values().collect();
-    assert_eq!(emrgym::cli::suites::names(scenarios), vec!["full", "horizon", "mab", "quick"]);
+    assert_eq!(emrgym_engine::suites::names(scenarios), vec!["full", "horizon", "mab", "quick"]);
     for name in ["quick", "mab", "horizon"] {
-        let s = emrgym::cli::suites::load(scenarios, name).unwrap().unwrap();
+        let s = emrgym_engine::suites::load(scenarios, name).unwrap().unwrap();
         assert!(!s.instances.is_empty(), "{name}");
         for id in &s.instances {
             assert!(all.contains_key(id), "suite {name}: '{id}' is not an instance");
         }
         assert!(s.instances.windows(2).all(|w| w[0] < w[1]), "{name}: sorted, no duplicates");
     }
-    let quick = emrgym::cli::suites::load(scenarios, "quick").unwrap().unwrap();
+    let quick = emrgym_engine::suites::load(scenarios, "quick").unwrap().unwrap();
     assert!(quick.instances.len() <= 45, "quick has {} instances", quick.instances.len());
     let in_quick: std::collections::BTreeSet<&String> = quick.instances.iter().map(|i| &all[i]).collect();
     for f in &families {
         assert_eq!(in_quick.contains(f), !f.starts_with("horizon_"), "quick and family {f}");
     }
-    let mab = emrgym::cli::suites::load(scenarios, "mab").unwrap().unwrap();
+    let mab = emrgym_engine::suites::load(scenarios, "mab").unwrap().unwrap();
     let mab_kinds: std::collections::BTreeSet<&String> = mab.instances.iter().map(|i| &all[i]).collect();
     assert_eq!(mab_kinds.len(), 10, "MedAgentBench's 10 kinds: {mab_kinds:?}");
     assert_eq!(mab.instances.len(), all.values().filter(|f| f.starts_with("mab_")).count());
     assert!(
-        emrgym::cli::suites::load(scenarios, "full").unwrap().is_none(),
+        emrgym_engine::suites::load(scenarios, "full").unwrap().is_none(),
         "full is every instance"
     );
 

@@ -1,18 +1,18 @@
 //! Cohort loading: the built-in cohorts, the Synthea samples unchanged, NDJSON and Bundle
 //! directories, and load errors.
 
-use emrgym::fhir::clock::Clock;
-use emrgym::fhir::load;
-use emrgym::fhir::store::collect_references;
-use emrgym::fhir::validate::SchemaValidator;
-use emrgym::fhir::{Sandbox, SandboxOptions};
+use emrgym_fhir::clock::Clock;
+use emrgym_fhir::load;
+use emrgym_fhir::store::collect_references;
+use emrgym_fhir::validate::SchemaValidator;
+use emrgym_fhir::{Sandbox, SandboxOptions};
 use serde_json::Value;
 use std::path::Path;
 
 fn all_resources(s: &Sandbox) -> Vec<Value> {
     let mut out = Vec::new();
     for ty in s.cohort().counts().keys() {
-        let q = emrgym::fhir::search::SearchQuery::parse(ty, &[("_count".into(), "1000".into())], s.cohort().registry(), true).unwrap();
+        let q = emrgym_fhir::search::SearchQuery::parse(ty, &[("_count".into(), "1000".into())], s.cohort().registry(), true).unwrap();
         out.extend(s.search_all(&q).unwrap().into_iter().map(|v| (*v.resource().unwrap()).clone()));
     }
     out
@@ -67,7 +67,7 @@ fn demo_cohort_supports_the_medagentbench_codes() {
     let c = load::load("demo").unwrap().build(&Clock::System);
     let s = Sandbox::fork(&c, SandboxOptions::default());
     for code in ["MG", "GLU", "K", "A1C", "BP"] {
-        let q = emrgym::fhir::search::SearchQuery::parse("Observation", &[("code".into(), code.into())], c.registry(), true).unwrap();
+        let q = emrgym_fhir::search::SearchQuery::parse("Observation", &[("code".into(), code.into())], c.registry(), true).unwrap();
         assert!(!s.search_all(&q).unwrap().is_empty(), "no {code} observations");
     }
     assert_eq!(c.counts()["Patient"], 12);

@@ -3,10 +3,10 @@
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use emrgym::fhir::clock::{Clock, parse_instant};
-use emrgym::fhir::load;
-use emrgym::fhir::server::{AppState, ServerConfig};
-use emrgym::tools::{Registry, http};
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::load;
+use emrgym_fhir::server::{AppState, ServerConfig};
+use emrgym_tools::{Registry, http};
 use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;

@@ -4,7 +4,7 @@
 //! (tests/interop/test_mcp.py). The oracle's calls replayed from outside get the oracle's
 //! grades, and what the server recorded replays to the same grades.
 
-use emrgym::cli::run::{AgentKind, ResultLine, RunConfig, execute, read_results};
+use emrgym_engine::run::{AgentKind, ResultLine, RunConfig, execute, read_results};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -118,11 +118,14 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
             w.instance
         );
     }
-    assert!(got.iter().any(|g| g.trial > 0 && g.end == emrgym::trajectory::EndReason::Stopped));
+    assert!(
+        got.iter()
+            .any(|g| g.trial > 0 && g.end == emrgym_scenario::trajectory::EndReason::Stopped)
+    );
     // the episode the last client left open was recorded when the server stopped
     let abandoned: Vec<_> = got
         .iter()
-        .filter(|g| g.end == emrgym::trajectory::EndReason::Abandoned)
+        .filter(|g| g.end == emrgym_scenario::trajectory::EndReason::Abandoned)
         .map(|g| g.instance.as_str())
         .collect();
     assert_eq!(abandoned, ["mab-lookup-001"]);
@@ -241,13 +244,13 @@ fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
 mod in_process {
     use crate::common::{App, NOW};
     use axum::http::StatusCode;
-    use emrgym::cli::episode::Workspace;
-    use emrgym::cli::episodes::{EpisodeApi, app};
-    use emrgym::cli::session::Recorder;
-    use emrgym::fhir::clock::{Clock, parse_instant};
-    use emrgym::fhir::load;
-    use emrgym::fhir::server::{AppState, ServerConfig};
-    use emrgym::tools::Registry;
+    use emrgym_engine::episode::Workspace;
+    use emrgym_engine::episodes::{EpisodeApi, app};
+    use emrgym_engine::session::Recorder;
+    use emrgym_fhir::clock::{Clock, parse_instant};
+    use emrgym_fhir::load;
+    use emrgym_fhir::server::{AppState, ServerConfig};
+    use emrgym_tools::Registry;
     use serde_json::json;
     use std::path::Path;
     use std::sync::Arc;

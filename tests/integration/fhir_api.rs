@@ -2,8 +2,8 @@
 
 use crate::common::{App, app, app_with};
 use axum::http::StatusCode;
-use emrgym::fhir::params::ParamType;
-use emrgym::fhir::server::ServerConfig;
+use emrgym_fhir::params::ParamType;
+use emrgym_fhir::server::ServerConfig;
 use serde_json::{Value, json};
 
 fn k_obs(patient: &str, value: f64) -> Value {
@@ -56,7 +56,7 @@ async fn metadata_tells_the_truth() {
     assert_eq!(obs["conditionalUpdate"], false, "we do not claim conditional update");
     assert_eq!(obs["conditionalCreate"], true);
     // every claimed parameter really works: a strict search with it is accepted
-    let reg = emrgym::fhir::params::Registry::r4();
+    let reg = emrgym_fhir::params::Registry::r4();
     let sample = |t: ParamType| match t {
         ParamType::Date => "ge2023".to_string(),
         ParamType::Quantity | ParamType::Number => "gt5".to_string(),

@@ -4,7 +4,7 @@
 //! data MedAgentBench-style tasks need, with both sides of their branches.
 
 use chrono::{DateTime, Duration, Utc};
-use emrgym::fixtures::{Config, Generator};
+use emrgym_fixtures::{Config, Generator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -81,12 +81,12 @@ fn a_generated_cohort_loads_and_is_searchable() {
     .unwrap()
     .write_ndjson(dir.path())
     .unwrap();
-    let clock = emrgym::fhir::clock::Clock::fixed(emrgym::fhir::clock::parse_instant("2023-11-13T10:15:00Z").unwrap());
-    let cohort = emrgym::fhir::load::load(dir.path().to_str().unwrap()).unwrap().build(&clock);
+    let clock = emrgym_fhir::clock::Clock::fixed(emrgym_fhir::clock::parse_instant("2023-11-13T10:15:00Z").unwrap());
+    let cohort = emrgym_fhir::load::load(dir.path().to_str().unwrap()).unwrap().build(&clock);
     assert_eq!(cohort.len(), stats.total());
-    let sb = emrgym::fhir::store::Sandbox::fork(
+    let sb = emrgym_fhir::store::Sandbox::fork(
         &cohort,
-        emrgym::fhir::store::SandboxOptions {
+        emrgym_fhir::store::SandboxOptions {
             clock,
             ..Default::default()
         },
@@ -98,7 +98,7 @@ fn a_generated_cohort_loads_and_is_searchable() {
         .unwrap();
     // by MRN identifier, and the patient's labs by the local code MedAgentBench uses
     let mut backend = (&mut { sb }, "http://emrgym.local/fhir");
-    let reg = emrgym::tools::Registry::standard().unwrap();
+    let reg = emrgym_tools::Registry::standard().unwrap();
     let found = reg.call(
         "fhir_search",
         &json!({"resource_type": "Patient", "params": {"identifier": mrn}}),
@@ -122,7 +122,7 @@ struct Obs {
 
 #[test]
 fn generated_values_carry_the_clinical_correlations() {
-    let now = emrgym::fhir::clock::parse_instant("2023-11-13T10:15:00Z").unwrap();
+    let now = emrgym_fhir::clock::parse_instant("2023-11-13T10:15:00Z").unwrap();
     let mut obs: Vec<Obs> = Vec::new();
     let mut conditions: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut meds: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -198,7 +198,7 @@ fn generated_values_carry_the_clinical_correlations() {
     let egfr = |p: &str| {
         let cr = latest(p, "2160-0")?;
         let sex = patients[p]["gender"].as_str().unwrap();
-        let r = emrgym::calc::run_named("ckd_epi_2021", &json!({"sex": sex, "age": age(p).floor(), "creatinine": cr})).ok()?;
+        let r = emrgym_calc::run_named("ckd_epi_2021", &json!({"sex": sex, "age": age(p).floor(), "creatinine": cr})).ok()?;
         r.value.as_f64()
     };
     // eGFR from the latest creatinine (our own CKD-EPI 2021) matches each patient's CKD stage

@@ -12,12 +12,12 @@
 use crate::common::{App, app};
 use axum::body::{Body, to_bytes};
 use axum::http::Request;
-use emrgym::fhir::clock::{Clock, parse_instant};
-use emrgym::fhir::rest::{self, FhirRequest, Verb};
-use emrgym::fhir::search::SearchQuery;
-use emrgym::fhir::{Sandbox, SandboxOptions, fhirpath, load};
-use emrgym::htn::MapScope;
-use emrgym::htn::expr;
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::rest::{self, FhirRequest, Verb};
+use emrgym_fhir::search::SearchQuery;
+use emrgym_fhir::{Sandbox, SandboxOptions, fhirpath, load};
+use emrgym_scenario::htn::MapScope;
+use emrgym_scenario::htn::expr;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -45,7 +45,7 @@ fn config(ci: u32) -> Config {
 const BOUND: Duration = Duration::from_secs(5);
 
 fn sandbox() -> Sandbox {
-    static COHORT: OnceLock<Arc<emrgym::fhir::Cohort>> = OnceLock::new();
+    static COHORT: OnceLock<Arc<emrgym_fhir::Cohort>> = OnceLock::new();
     let clock = Clock::fixed(parse_instant("2023-11-13T10:15:00Z").unwrap());
     let c = COHORT.get_or_init(|| load::load("demo").unwrap().build(&clock));
     Sandbox::fork(

@@ -5,13 +5,13 @@
 use crate::common::{App, NOW, app, app_with};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use emrgym::cli::episode::Workspace;
-use emrgym::cli::episodes::{EpisodeApi, app as episodes_app};
-use emrgym::cli::session::Recorder;
-use emrgym::fhir::clock::{Clock, parse_instant};
-use emrgym::fhir::load;
-use emrgym::fhir::server::{AppState, ConnLimits, ServerConfig, router, serve_until};
-use emrgym::tools::Registry;
+use emrgym_engine::episode::Workspace;
+use emrgym_engine::episodes::{EpisodeApi, app as episodes_app};
+use emrgym_engine::session::Recorder;
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::load;
+use emrgym_fhir::server::{AppState, ConnLimits, ServerConfig, router, serve_until};
+use emrgym_tools::Registry;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -235,7 +235,7 @@ async fn the_recorder_appends_one_line_per_episode() {
     let ep = s.post("/episodes", &json!({"instance": "mab-age-001"})).await;
     let id = ep.body["id"].as_str().unwrap().to_string();
     assert_eq!(s.req("DELETE", &format!("/episodes/{id}"), None, &[]).await.body["trial"], 4);
-    let lines = emrgym::cli::run::read_results(&rec.join("results.jsonl")).unwrap();
+    let lines = emrgym_engine::run::read_results(&rec.join("results.jsonl")).unwrap();
     assert_eq!(lines.iter().map(|l| l.trial).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
 }
 
@@ -301,14 +301,14 @@ async fn deadlines_answer_408_and_a_full_queue_503() {
         tokio::spawn(async move {
             st.offload(|| {
                 std::thread::sleep(Duration::from_millis(1500));
-                emrgym::fhir::server::fhir_json(200, &json!({}))
+                emrgym_fhir::server::fhir_json(200, &json!({}))
             })
             .await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = Instant::now();
-    let busy = state.offload(|| emrgym::fhir::server::fhir_json(200, &json!({}))).await;
+    let busy = state.offload(|| emrgym_fhir::server::fhir_json(200, &json!({}))).await;
     assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(busy.headers()["retry-after"], "1");
     assert!(t.elapsed() < Duration::from_millis(1000));
@@ -492,7 +492,7 @@ fn entries_in_mode(bundle: &Value, mode: &str) -> Vec<Value> {
 /// saying the rest were left out (the way HAPI and the Microsoft FHIR server cut them).
 #[tokio::test]
 async fn included_resources_are_capped_with_a_warning() {
-    use emrgym::fhir::store::MAX_INCLUDED;
+    use emrgym_fhir::store::MAX_INCLUDED;
     let a = app();
     // one patient with more observations than the cap (the demo cohort has 190 in all)
     let p = a.get("/fhir/Patient?_count=1").await;

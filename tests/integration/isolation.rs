@@ -5,13 +5,13 @@
 //! capability and reads the full grade.
 
 use crate::common::{App, NOW, Resp};
-use emrgym::cli::episode::Workspace;
-use emrgym::cli::episodes::{EpisodeApi, Limits, app};
-use emrgym::cli::session::{Feedback, Recorder};
-use emrgym::fhir::clock::{Clock, parse_instant};
-use emrgym::fhir::load;
-use emrgym::fhir::server::{AppState, ServerConfig};
-use emrgym::tools::Registry;
+use emrgym_engine::episode::Workspace;
+use emrgym_engine::episodes::{EpisodeApi, Limits, app};
+use emrgym_engine::session::{Feedback, Recorder};
+use emrgym_fhir::clock::{Clock, parse_instant};
+use emrgym_fhir::load;
+use emrgym_fhir::server::{AppState, ServerConfig};
+use emrgym_tools::Registry;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,10 +3,10 @@
 //! tool call is grammar-valid, the episode ends with a typed reason and is graded, and the
 //! KV cache is reused across turns.
 
-use emrgym::agent::llama::LlamaHandle;
-use emrgym::agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, run_model_episode};
-use emrgym::cli::episode::{BASE, Workspace, fork, grade_sandbox};
-use emrgym::cli::model::{default_cache, fetch, find};
+use emrgym_agent::llama::LlamaHandle;
+use emrgym_agent::model::{Backend, Briefing, Hooks, Limits, LlamaConfig, run_model_episode};
+use emrgym_engine::episode::{BASE, Workspace, fork, grade_sandbox};
+use emrgym_engine::model::{default_cache, fetch, find};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -26,7 +26,7 @@ async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
     let inst = ws.suite.instances().unwrap().into_iter().find(|i| i.id == "mab-age-001").unwrap();
     let p = ws.prepare(&inst).unwrap();
     let shared = Arc::new(RwLock::new(fork(&p.cohort, &p.clock, 1)));
-    let mut fhir = emrgym::tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
+    let mut fhir = emrgym_tools::fhir_tools::SandboxBackend::new(shared.clone(), BASE);
     let briefing = Briefing {
         instruction: p.instance.instruction.clone(),
         context: p.instance.context.clone(),
@@ -72,10 +72,10 @@ async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
 
 /// The first request of an episode of `id`: system prompt, task, tools.
 fn first_request(ws: &mut Workspace, id: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
-    use emrgym::agent::model::{ToolProtocol, system_prompt, user_prompt};
+    use emrgym_agent::model::{ToolProtocol, system_prompt, user_prompt};
     let inst = ws.suite.instances().unwrap().into_iter().find(|i| i.id == id).unwrap();
     let p = ws.prepare(&inst).unwrap();
-    let b = emrgym::cli::episode::briefing(&p);
+    let b = emrgym_engine::episode::briefing(&p);
     let tools = p.registry.openai_tools();
     let messages = vec![
         serde_json::json!({"role": "system", "content": system_prompt(&b, ToolProtocol::Native, &tools)}),
@@ -101,7 +101,7 @@ async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_t
     let (mut other, other_tools) = first_request(&mut ws, "mab-k-001");
     other[0]["content"] = format!("Another assistant. {}", other[0]["content"].as_str().unwrap()).into();
     assert_eq!(tools, tools2);
-    let same = |a: &emrgym::agent::model::Reply, b: &emrgym::agent::model::Reply| {
+    let same = |a: &emrgym_agent::model::Reply, b: &emrgym_agent::model::Reply| {
         (&a.tool_calls, a.completion_tokens, &a.finish_reason) == (&b.tool_calls, b.completion_tokens, &b.finish_reason)
     };
 

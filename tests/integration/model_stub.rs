@@ -11,10 +11,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use emrgym::agent::harness::HarnessLimit;
-use emrgym::agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
-use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
-use emrgym::trajectory::EndReason;
+use emrgym_agent::harness::HarnessLimit;
+use emrgym_agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
+use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_scenario::trajectory::EndReason;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -229,7 +229,7 @@ async fn start() -> (String, Arc<Stub>) {
 
 /// The instances of `families` on the demo cohort (the numbers these tests count).
 fn demo(families: &[&str]) -> Vec<String> {
-    emrgym::cli::scenarios::instances(&suite())
+    emrgym_engine::scenarios::instances(&suite())
         .unwrap()
         .into_iter()
         .filter(|i| i.cohort == "demo" && families.contains(&i.family.as_str()))
@@ -256,7 +256,7 @@ fn config(base: &str, model: &str, protocol: ToolProtocol) -> RunConfig {
 }
 
 /// Run in a blocking thread (execute builds its own runtime) and return the one result line.
-async fn run_one(cfg: RunConfig) -> (emrgym::cli::run::ResultLine, Value, Duration) {
+async fn run_one(cfg: RunConfig) -> (emrgym_engine::run::ResultLine, Value, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let t = Instant::now();
@@ -267,7 +267,7 @@ async fn run_one(cfg: RunConfig) -> (emrgym::cli::run::ResultLine, Value, Durati
     let elapsed = t.elapsed();
     let lines = read_results(&out.join("results.jsonl")).unwrap();
     assert_eq!(lines.len(), 1);
-    let file = emrgym::trajectory::file::read(&out.join("trajectories").join("mab-age-001.0.jsonl")).unwrap();
+    let file = emrgym_scenario::trajectory::file::read(&out.join("trajectories").join("mab-age-001.0.jsonl")).unwrap();
     let traj = serde_json::to_value(&file.trajectory).unwrap();
     (lines[0].clone(), traj, elapsed)
 }
@@ -553,7 +553,7 @@ async fn guided_mode_releases_steps_as_the_agent_sees_the_data() {
     let (base, st) = start().await;
     let mut cfg = config(&base, "guided", ToolProtocol::Native);
     cfg.instances = vec!["mab-k-005".into()];
-    cfg.mode = emrgym::cli::run::Mode::Guided;
+    cfg.mode = emrgym_engine::run::Mode::Guided;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out2 = out.clone();
@@ -595,7 +595,7 @@ async fn a_recorded_model_run_replays_offline() {
     let rec = dir.path().join("rec");
     let mut cfg = config(&base, "roundtrip", ToolProtocol::Native);
     cfg.instances = demo(&["mab_patient_age", "mab_latest_glucose"]);
-    cfg.mode = emrgym::cli::run::Mode::Guided;
+    cfg.mode = emrgym_engine::run::Mode::Guided;
     let rec2 = rec.clone();
     tokio::task::spawn_blocking(move || execute(cfg, &rec2, false).unwrap())
         .await
@@ -621,8 +621,8 @@ async fn a_recorded_model_run_replays_offline() {
         std::fs::read_to_string(cas.join("results.jsonl")).unwrap(),
         std::fs::read_to_string(rec.join("results.jsonl")).unwrap()
     );
-    let a = emrgym::trajectory::file::read(&cas.join("trajectories/mab-age-001.0.jsonl")).unwrap();
-    let b = emrgym::trajectory::file::read(&rec.join("trajectories/mab-age-001.0.jsonl")).unwrap();
+    let a = emrgym_scenario::trajectory::file::read(&cas.join("trajectories/mab-age-001.0.jsonl")).unwrap();
+    let b = emrgym_scenario::trajectory::file::read(&rec.join("trajectories/mab-age-001.0.jsonl")).unwrap();
     assert_eq!(a.trajectory.steps, b.trajectory.steps);
     assert_eq!(a.trajectory.htn, b.trajectory.htn);
     assert!(!b.trajectory.htn.is_empty());
@@ -649,7 +649,7 @@ async fn a_recorded_model_run_replays_offline() {
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(atif_dir.join("mab-age-001.0.json")).unwrap()).unwrap();
-    assert_eq!(emrgym::trajectory::atif::validate(&v), Vec::<String>::new());
+    assert_eq!(emrgym_scenario::trajectory::atif::validate(&v), Vec::<String>::new());
     let steps = v["steps"].as_array().unwrap();
     assert_eq!(steps[0]["source"], "system");
     assert_eq!(steps[1]["source"], "user");
@@ -691,7 +691,7 @@ async fn a_recorded_model_run_replays_offline() {
     for l in read_results(&miss.join("results.jsonl")).unwrap() {
         assert_eq!(l.end, EndReason::BackendError);
         assert!(l.infrastructure);
-        let t = emrgym::trajectory::file::read(&miss.join(format!("trajectories/{}.0.jsonl", l.instance))).unwrap();
+        let t = emrgym_scenario::trajectory::file::read(&miss.join(format!("trajectories/{}.0.jsonl", l.instance))).unwrap();
         let d = t.trajectory.detail.unwrap();
         assert!(d.contains("no recorded reply") && d.contains("left the recording"), "{d}");
     }
@@ -727,7 +727,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn end(line: &emrgym::cli::run::ResultLine) -> String {
+fn end(line: &emrgym_engine::run::ResultLine) -> String {
     serde_json::to_value(line.end).unwrap().as_str().unwrap().to_string()
 }
 
@@ -880,7 +880,7 @@ async fn summaries_count_harness_failures_and_the_table_withholds_such_rows() {
             assert_eq!(summary["families"]["mab_patient_age"]["harness_failures"], n);
             assert_eq!(summary["failure_classes"].get("tool_call_parse_error"), None);
             assert!(summary["end_reasons"].get("tool_call_parse_error").is_none(), "{summary:#}");
-            let text = emrgym::report::summary_text(&summary);
+            let text = emrgym_engine::report::summary_text(&summary);
             assert!(
                 text.contains(&format!("harness failures {n} of {n} scored (100.0%: reply_cap {n})")),
                 "{text}"
@@ -902,6 +902,6 @@ async fn summaries_count_harness_failures_and_the_table_withholds_such_rows() {
         "{text}"
     );
     assert!(text.contains("above the 5% threshold"), "{text}");
-    let html = emrgym::report::html::render(&emrgym::report::Run::load(&runs[0]).unwrap());
+    let html = emrgym_engine::report::html::render(&emrgym_engine::report::Run::load(&runs[0]).unwrap());
     assert!(html.contains("harness failures") && html.contains("\"harness\":\"reply_cap\""));
 }

@@ -1,8 +1,8 @@
 //! `emrgym report` (terminal and HTML, checked in a real headless Chromium), `compare` and
 //! `export --format atif` on real run directories.
 
-use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
-use emrgym::trajectory::atif;
+use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_scenario::trajectory::atif;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +19,7 @@ const FAMILIES: [&str; 3] = ["mab_k_replete", "metformin_renal_review", "mab_pat
 
 /// The instances of [`FAMILIES`] on the demo cohort (18).
 fn demo_instances() -> Vec<String> {
-    emrgym::cli::scenarios::instances(&suite())
+    emrgym_engine::scenarios::instances(&suite())
         .unwrap()
         .into_iter()
         .filter(|i| i.cohort == "demo" && FAMILIES.contains(&i.family.as_str()))

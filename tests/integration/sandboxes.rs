@@ -2,8 +2,8 @@
 
 use crate::common::app;
 use axum::http::StatusCode;
-use emrgym::fhir::store::CreateOutcome;
-use emrgym::fhir::{Sandbox, SandboxOptions};
+use emrgym_fhir::store::CreateOutcome;
+use emrgym_fhir::{Sandbox, SandboxOptions};
 use serde_json::json;
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn sandbox_clock_and_seed() {
 
 #[test]
 fn in_process_fork_is_copy_on_write() {
-    let cohort = emrgym::fhir::load::load("demo").unwrap().build(&emrgym::fhir::Clock::System);
+    let cohort = emrgym_fhir::load::load("demo").unwrap().build(&emrgym_fhir::Clock::System);
     let n = cohort.len();
     let mut forks: Vec<Sandbox> = (0..1000)
         .map(|i| {

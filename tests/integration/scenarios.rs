@@ -3,13 +3,13 @@
 //! hand-written trajectory, mutated oracle runs fail the right node, the planner defers on
 //! unrevealed facts, and the oracle grades are snapshotted.
 
-use emrgym::agent::{Null, Oracle, Script};
-use emrgym::cli::episode::{Prepared, Workspace, run_and_grade};
-use emrgym::cli::scenarios::check;
-use emrgym::grade::{FailureClass, Grade, Verdict};
-use emrgym::htn::plan::{Knowledge, Status, plan, revealed_paths};
-use emrgym::tools::facts::SandboxFacts;
-use emrgym::trajectory::ToolCall;
+use emrgym_agent::{Null, Oracle, Script};
+use emrgym_engine::episode::{Prepared, Workspace, run_and_grade};
+use emrgym_engine::scenarios::check;
+use emrgym_grade::{FailureClass, Grade, Verdict};
+use emrgym_scenario::htn::plan::{Knowledge, Status, plan, revealed_paths};
+use emrgym_scenario::trajectory::ToolCall;
+use emrgym_tools::facts::SandboxFacts;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ fn finish(answer: Value) -> ToolCall {
     }
 }
 
-fn node<'a>(g: &'a Grade, path: &str) -> &'a emrgym::grade::NodeGrade {
+fn node<'a>(g: &'a Grade, path: &str) -> &'a emrgym_grade::NodeGrade {
     g.nodes
         .iter()
         .find(|n| n.path == path)
@@ -429,7 +429,7 @@ fn mutated_oracle_runs_fail_the_right_node() {
 #[test]
 fn guided_planning_defers_until_the_agent_sees_the_fact() {
     let p = prepared("mab-k-005");
-    let mut facts = SandboxFacts::new(emrgym::cli::episode::fork(&p.cohort, &p.clock, 0));
+    let mut facts = SandboxFacts::new(emrgym_engine::episode::fork(&p.cohort, &p.clock, 0));
     let hidden = plan(
         &p.library,
         &p.instance.root.task,
@@ -505,7 +505,7 @@ fn oracle_grades_are_stable() {
 fn materialise_the_state_at_any_node() {
     let p = prepared("lyte-review-001");
     // before the magnesium decision: the potassium orders are in, nothing for magnesium yet
-    let (sb, traj) = emrgym::cli::episode::materialize(&p, "mg_act", 1).unwrap();
+    let (sb, traj) = emrgym_engine::episode::materialize(&p, "mg_act", 1).unwrap();
     let written: Vec<String> = sb.diff().iter().map(|c| c.ty.clone()).collect();
     assert_eq!(
         written,
@@ -518,16 +518,16 @@ fn materialise_the_state_at_any_node() {
     let mut steps = traj.steps.clone();
     let mut sb = sb;
     {
-        let mut backend = (&mut sb, emrgym::cli::episode::BASE);
-        let t = emrgym::agent::run_episode(&mut Script::new(rest), &p.registry, &mut backend, 100);
+        let mut backend = (&mut sb, emrgym_engine::episode::BASE);
+        let t = emrgym_agent::run_episode(&mut Script::new(rest), &p.registry, &mut backend, 100);
         steps.extend(t.steps);
     }
-    let full = emrgym::trajectory::Trajectory::new(steps, emrgym::trajectory::EndReason::Finished);
-    let g = emrgym::cli::episode::grade_sandbox(&p, &full, &sb);
+    let full = emrgym_scenario::trajectory::Trajectory::new(steps, emrgym_scenario::trajectory::EndReason::Finished);
+    let g = emrgym_engine::episode::grade_sandbox(&p, &full, &sb);
     assert!(g.success, "{g:#?}");
     // the root is the empty prefix; an unknown node is an error naming it
-    assert!(emrgym::cli::episode::materialize(&p, "", 1).unwrap().0.diff().is_empty());
-    assert!(emrgym::cli::episode::materialize(&p, "nope", 1).unwrap_err().contains("'nope'"));
+    assert!(emrgym_engine::episode::materialize(&p, "", 1).unwrap().0.diff().is_empty());
+    assert!(emrgym_engine::episode::materialize(&p, "nope", 1).unwrap_err().contains("'nope'"));
 }
 
 #[test]
@@ -575,11 +575,11 @@ fn scaffolded_family_passes_the_check() {
 
 #[test]
 fn guidance_follows_the_agent_without_leaking_branches() {
-    use emrgym::htn::guide::guidance;
+    use emrgym_scenario::htn::guide::guidance;
     let p = prepared("mab-k-005");
     let ref_calls = calls(&p);
-    let mut sb = emrgym::cli::episode::fork(&p.cohort, &p.clock, 1);
-    let mut facts = SandboxFacts::new(emrgym::cli::episode::fork(&p.cohort, &p.clock, 0));
+    let mut sb = emrgym_engine::episode::fork(&p.cohort, &p.clock, 1);
+    let mut facts = SandboxFacts::new(emrgym_engine::episode::fork(&p.cohort, &p.clock, 0));
     let mut steps = Vec::new();
     let mut seen_next: Vec<Vec<String>> = Vec::new();
     for i in 0..=ref_calls.len() {
@@ -592,7 +592,7 @@ fn guidance_follows_the_agent_without_leaking_branches() {
             &mut facts,
             &Knowledge::Revealed(revealed),
         );
-        let writes = emrgym::cli::episode::written(&sb);
+        let writes = emrgym_engine::episode::written(&sb);
         let g = guidance(&p.library, &tree, &steps, &writes, false);
         seen_next.push(g.next.iter().map(|s| s.path.clone()).collect());
         if i == 0 {
@@ -607,8 +607,8 @@ fn guidance_follows_the_agent_without_leaking_branches() {
             assert!(g.complete && g.next.is_empty(), "{g:?}");
             break;
         }
-        let mut backend = (&mut sb, emrgym::cli::episode::BASE);
-        let t = emrgym::agent::run_episode(&mut Script::new(vec![ref_calls[i].clone()]), &p.registry, &mut backend, 1);
+        let mut backend = (&mut sb, emrgym_engine::episode::BASE);
+        let t = emrgym_agent::run_episode(&mut Script::new(vec![ref_calls[i].clone()]), &p.registry, &mut backend, 1);
         steps.extend(t.steps);
     }
     // after the search both orders are released together (unordered), then the recheck alone
@@ -634,7 +634,7 @@ fn the_suite_table_in_the_docs_is_generated_from_the_scenarios() {
     let begin = "<!-- BEGIN GENERATED: emrgym scenarios list --markdown -->\n";
     let start = doc.find(begin).map(|i| i + begin.len()).expect("begin marker");
     let end = doc.find("<!-- END GENERATED -->").expect("end marker");
-    let table = emrgym::cli::scenarios::suite_markdown(&suite_dir()).unwrap();
+    let table = emrgym_engine::scenarios::suite_markdown(&suite_dir()).unwrap();
     assert!(doc[start..end] == table, "docs/suite.md is stale: run scripts/regenerate.sh");
     assert!(table.contains("| `mab_k_replete` |") && table.contains("gen "), "{table}");
 }
@@ -701,7 +701,7 @@ fn every_family_has_an_answer_key_and_the_keys_agree_with_the_oracle() {
     assert_ne!(wrong, real);
     std::fs::write(keys.join("mab_patient_age.py"), wrong).unwrap();
     let r = check(dir.path());
-    let bad: Vec<&emrgym::cli::scenarios::Problem> = r.problems.iter().collect();
+    let bad: Vec<&emrgym_engine::scenarios::Problem> = r.problems.iter().collect();
     assert_eq!(bad.len(), 1, "{bad:#?}");
     assert_eq!(bad[0].instance.as_deref(), Some("mab-age-001"));
     assert!(bad[0].message.contains("disagrees on the answer"), "{}", bad[0].message);
@@ -741,7 +741,7 @@ fn a_comparison_on_a_repeating_element_is_rejected_statically_with_its_line() {
     fam["instances"] = json!([{"id": "trap-001", "patient": "S3241217"}]);
     std::fs::write(dir.path().join("trap.json"), serde_json::to_string_pretty(&fam).unwrap()).unwrap();
     let r = check(dir.path());
-    let hits: Vec<&emrgym::cli::scenarios::Problem> = r
+    let hits: Vec<&emrgym_engine::scenarios::Problem> = r
         .problems
         .iter()
         .filter(|p| p.message.contains("can hold more than one item"))
@@ -755,7 +755,7 @@ fn a_comparison_on_a_repeating_element_is_rejected_statically_with_its_line() {
 #[test]
 fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutation() {
     let mut ws = Workspace::open(&suite_dir()).unwrap();
-    let report = emrgym::cli::mutations::measure(&mut ws).unwrap();
+    let report = emrgym_engine::mutations::measure(&mut ws).unwrap();
     let (variants, rejects, mutations, accepts) = report.totals();
     assert_eq!((rejects, accepts), (0, 0), "{}", report.text());
     // every kind is exercised somewhere in the suite

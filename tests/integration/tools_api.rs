@@ -2,7 +2,7 @@
 //! tools) and the `calc`/`tools` commands.
 
 use super::common::{app, app_with};
-use emrgym::fhir::server::ServerConfig;
+use emrgym_fhir::server::ServerConfig;
 use serde_json::json;
 use std::process::Command;
 

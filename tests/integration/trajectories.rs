@@ -2,8 +2,8 @@
 //! re-executes them into fresh sandboxes and reproduces every grade and byte; a changed
 //! scenario is reported with its reason; the format and the ATIF export are snapshotted.
 
-use emrgym::cli::run::{AgentKind, RunConfig, execute, read_results};
-use emrgym::trajectory::{atif, file};
+use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_scenario::trajectory::{atif, file};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ fn run(agent: AgentKind, suite: &Path, families: &[&str], out: &Path) {
     let instances = if families.is_empty() {
         Vec::new()
     } else {
-        emrgym::cli::scenarios::instances(suite)
+        emrgym_engine::scenarios::instances(suite)
             .unwrap()
             .into_iter()
             .filter(|i| i.cohort == "demo" && families.contains(&i.family.as_str()))

@@ -1,0 +1,541 @@
+//! Scenario files, the HTN task language and the trajectory wire types: everything a
+//! scenario is made of, and nothing of FHIR, calculators or models.
+//!
+//! - [`trajectory`]: the steps, turns, writes and end reasons shared by the agent, the planner
+//!   and the grader, and the versioned JSONL file format.
+//! - [`htn`]: the expression language, task libraries, the planner, clinical equivalence.
+//! - this crate's root: scenario family files and their instances.
+//!
+//! Scenario files: a family is a template (instruction and context with `${%slot}` slots,
+//! the clinical "now", the cohort, the allowed tools, the HTN library files and root task,
+//! variables) plus its instances (patient, variable bindings, the expected branches).
+//! The crate root parses and instantiates them; it knows nothing of FHIR.
+
+pub mod htn;
+pub mod trajectory;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Version of the scenario file format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The root task of a family.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RootDecl {
+    /// Task name.
+    pub task: String,
+    /// Arguments (literal JSON or `%var` expressions).
+    #[serde(default)]
+    pub args: Map<String, Value>,
+}
+
+/// How a family's answer must be given, as its instruction states it: the precision of numbers
+/// and the order of lists. The grader derives its numeric tolerance and its list matching from
+/// it, and `scenarios check` fails a family whose instruction does not state it
+/// ([`AnswerFormat::stated_in`]) or whose answers need it and lack it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerFormat {
+    /// Numbers rounded to this many decimal places (0: a whole number).
+    #[serde(default)]
+    pub decimals: Option<u8>,
+    /// Numbers exactly as the chart records them.
+    #[serde(default)]
+    pub as_recorded: bool,
+    /// The order of a list answer.
+    #[serde(default)]
+    pub list_order: Option<ListOrder>,
+}
+
+/// The order of a list answer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    /// The order the instruction gives (`[potassium, magnesium]`, "in the same order").
+    AsAsked,
+    /// Any order: the list is a set.
+    Any,
+}
+
+/// The most decimals a family may ask for.
+pub const MAX_DECIMALS: u8 = 6;
+
+impl AnswerFormat {
+    /// The numeric tolerance the stated precision implies: half a unit in the last stated
+    /// decimal place (a correctly rounded answer is never further than that from the exact
+    /// value), 0 for values given as recorded or when no precision is stated.
+    pub fn tolerance(&self) -> f64 {
+        match self.decimals {
+            Some(d) => 0.5 * 10f64.powi(-i32::from(d)),
+            None => 0.0,
+        }
+    }
+
+    /// Is a list answer a set?
+    pub fn unordered(&self) -> bool {
+        self.list_order == Some(ListOrder::Any)
+    }
+
+    /// Is the format itself coherent?
+    pub fn validate(&self) -> Result<(), String> {
+        if self.as_recorded && self.decimals.is_some() {
+            return Err("answer: give either decimals or as_recorded, not both".into());
+        }
+        if self.decimals.is_some_and(|d| d > MAX_DECIMALS) {
+            return Err(format!("answer: decimals must be at most {MAX_DECIMALS}"));
+        }
+        Ok(())
+    }
+
+    /// Does `text` (the rendered instruction and context) state this format? Each declared
+    /// part needs its phrase: decimals 0 "whole number" or "integer", 1 "one decimal" or
+    /// "1 decimal", 2 "two decimals" or "2 decimals" and so on (a count, "the number of", is a
+    /// whole number too); as_recorded "as recorded";
+    /// list order `as_asked` a bracketed template such as `[potassium, magnesium]` or "same
+    /// order"; `any` "any order". The error names what is missing.
+    pub fn stated_in(&self, text: &str) -> Result<(), String> {
+        let t = text.to_lowercase();
+        if let Some(d) = self.decimals {
+            const WORDS: [&str; 7] = ["zero", "one", "two", "three", "four", "five", "six"];
+            let ok = if d == 0 {
+                t.contains("whole number") || t.contains("integer") || t.contains("the number of")
+            } else {
+                let word = WORDS.get(usize::from(d)).copied().unwrap_or("");
+                [format!("{word} decimal"), format!("{d} decimal")]
+                    .iter()
+                    .any(|p| t.contains(p.as_str()))
+            };
+            if !ok {
+                let phrase = if d == 0 {
+                    "a whole number".to_string()
+                } else {
+                    format!("{d} decimal places")
+                };
+                return Err(format!(
+                    "the answer has decimals {d}, but the instruction does not ask for {phrase}"
+                ));
+            }
+        }
+        if self.as_recorded && !t.contains("as recorded") {
+            return Err("the answer is as_recorded, but the instruction does not say \"as recorded\"".into());
+        }
+        match self.list_order {
+            Some(ListOrder::AsAsked) if !(t.contains("same order") || has_list_template(&t)) => Err(
+                "the list order is as_asked, but the instruction gives no order (a template like [a, b] or \"in the same order\")".into(),
+            ),
+            Some(ListOrder::Any) if !t.contains("any order") => {
+                Err("the list order is any, but the instruction does not say \"in any order\"".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Does the text hold a bracketed list template of two or more named items (`[a, b]`)?
+fn has_list_template(t: &str) -> bool {
+    let mut rest = t;
+    while let Some(i) = rest.find('[') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find(']') else { return false };
+        let inner = &after[..j];
+        if inner.contains(',') && inner.chars().any(char::is_alphabetic) {
+            return true;
+        }
+        rest = &after[j + 1..];
+    }
+    false
+}
+
+/// One instance of a family.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDecl {
+    /// Globally unique id.
+    pub id: String,
+    /// Patient id (bound as `%patient`).
+    pub patient: String,
+    /// Cohort of this instance (default: the family's).
+    #[serde(default)]
+    pub cohort: Option<String>,
+    /// Variable bindings (override the family's).
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+    /// Expected method at each compound node path (checked against the oracle plan).
+    #[serde(default)]
+    pub expect_branch: BTreeMap<String, String>,
+    /// A note on why this instance exists.
+    #[serde(default)]
+    pub doc: String,
+}
+
+/// A scenario family file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Family {
+    /// JSON Schema reference (ignored).
+    #[serde(rename = "$schema", default)]
+    pub schema: Option<String>,
+    /// Format version (1).
+    pub format_version: u32,
+    /// Family id.
+    pub family: String,
+    /// Title.
+    pub title: String,
+    /// What the family tests.
+    #[serde(default)]
+    pub doc: String,
+    /// Where the task comes from (e.g. MedAgentBench task 9).
+    #[serde(default)]
+    pub source: String,
+    /// Cohort (built-in name or path).
+    pub cohort: String,
+    /// The clinical now (RFC 3339).
+    pub now: String,
+    /// HTN library files, relative to the scenario directory.
+    pub library: Vec<String>,
+    /// Tools the agent may use.
+    pub tools: Vec<String>,
+    /// Instruction template.
+    pub instruction: String,
+    /// Context template (facts the task gives: codes, dosing rules).
+    #[serde(default)]
+    pub context: String,
+    /// The root task.
+    pub root: RootDecl,
+    /// Family variables.
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+    /// Step budget (tool calls).
+    #[serde(default = "default_steps")]
+    pub max_steps: u32,
+    /// How the answer must be given (precision, list order), as the instruction states it.
+    #[serde(default)]
+    pub answer: AnswerFormat,
+    /// Unsafe findings the family's rules handle on purpose (`hypotension`, `potassium`,
+    /// `inr`, `sirs`): `scenarios check` does not flag instances whose patient has them.
+    #[serde(default)]
+    pub handles: Vec<String>,
+    /// Instances.
+    pub instances: Vec<InstanceDecl>,
+}
+
+fn default_steps() -> u32 {
+    20
+}
+
+/// A ready-to-run instance: family settings with the instance's bindings applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// Instance id.
+    pub id: String,
+    /// Family id.
+    pub family: String,
+    /// Patient id.
+    pub patient: String,
+    /// Cohort.
+    pub cohort: String,
+    /// Clinical now.
+    pub now: String,
+    /// Rendered instruction.
+    pub instruction: String,
+    /// Rendered context.
+    pub context: String,
+    /// Allowed tools.
+    pub tools: Vec<String>,
+    /// Library files (paths relative to the scenario directory).
+    pub library: Vec<String>,
+    /// Root task.
+    pub root: RootDecl,
+    /// All variables (`patient` included; `now` is separate).
+    pub vars: Map<String, Value>,
+    /// Expected branches.
+    pub expect_branch: BTreeMap<String, String>,
+    /// Step budget.
+    pub max_steps: u32,
+    /// Unsafe findings the family handles (see [`Family::handles`]).
+    pub handles: Vec<String>,
+    /// How the answer must be given.
+    pub answer: AnswerFormat,
+}
+
+/// Render `${%name}` slots from `vars` (and `now`); any other hole is an error.
+pub fn render_slots(template: &str, vars: &Map<String, Value>, now: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated ${{ in '{template}'"))?;
+        let name = after[..end].trim();
+        let Some(var) = name.strip_prefix('%') else {
+            return Err(format!("slot '${{{name}}}' must be a variable like ${{%patient}}"));
+        };
+        let text = if var == "now" {
+            now.to_string()
+        } else {
+            match vars.get(var) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => return Err(format!("slot ${{%{var}}} has no value")),
+                Some(other) => other.to_string(),
+            }
+        };
+        out.push_str(&text);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Family {
+    /// Instantiate every instance.
+    pub fn instances(&self) -> Result<Vec<Instance>, String> {
+        self.instances.iter().map(|i| self.instantiate(i)).collect()
+    }
+
+    /// Instantiate one instance.
+    pub fn instantiate(&self, i: &InstanceDecl) -> Result<Instance, String> {
+        self.answer.validate().map_err(|e| format!("{}: {e}", self.family))?;
+        let mut vars = self.vars.clone();
+        for (k, v) in &i.vars {
+            vars.insert(k.clone(), v.clone());
+        }
+        vars.insert("patient".into(), Value::String(i.patient.clone()));
+        let instruction = render_slots(&self.instruction, &vars, &self.now).map_err(|e| format!("{}: instruction: {e}", i.id))?;
+        let context = render_slots(&self.context, &vars, &self.now).map_err(|e| format!("{}: context: {e}", i.id))?;
+        Ok(Instance {
+            id: i.id.clone(),
+            family: self.family.clone(),
+            patient: i.patient.clone(),
+            cohort: i.cohort.clone().unwrap_or_else(|| self.cohort.clone()),
+            now: self.now.clone(),
+            instruction,
+            context,
+            tools: self.tools.clone(),
+            library: self.library.clone(),
+            root: self.root.clone(),
+            vars,
+            expect_branch: i.expect_branch.clone(),
+            max_steps: self.max_steps,
+            handles: self.handles.clone(),
+            answer: self.answer.clone(),
+        })
+    }
+}
+
+/// A scenario directory: families and the library files they use.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Families with the file each came from and its text.
+    pub families: Vec<(PathBuf, String, Family)>,
+}
+
+/// A problem loading scenario files.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}{}: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct FileError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Is this JSON file a family (as opposed to a library or schema file)?
+fn is_family_file(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "json") && !p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".schema.json"))
+}
+
+impl Suite {
+    /// Load every family file in `path` (a directory, searched one level deep, or one file).
+    /// Library files live under `htn/` and are read by the planner, not here.
+    pub fn load(path: &Path) -> Result<Suite, Vec<FileError>> {
+        let (suite, errors) = Suite::load_partial(path);
+        if errors.is_empty() { Ok(suite) } else { Err(errors) }
+    }
+
+    /// Load what parses, and report the files that do not.
+    pub fn load_partial(path: &Path) -> (Suite, Vec<FileError>) {
+        let (dir, files): (PathBuf, Vec<PathBuf>) = if path.is_dir() {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && is_family_file(p))
+                    .collect(),
+                Err(e) => {
+                    let err = FileError {
+                        file: path.display().to_string(),
+                        line: None,
+                        message: e.to_string(),
+                    };
+                    return (
+                        Suite {
+                            dir: path.to_path_buf(),
+                            families: Vec::new(),
+                        },
+                        vec![err],
+                    );
+                }
+            };
+            files.sort();
+            (path.to_path_buf(), files)
+        } else if !path.exists() {
+            let err = FileError {
+                file: path.display().to_string(),
+                line: None,
+                message: "no such file or directory".into(),
+            };
+            return (
+                Suite {
+                    dir: PathBuf::new(),
+                    families: Vec::new(),
+                },
+                vec![err],
+            );
+        } else {
+            (path.parent().map(Path::to_path_buf).unwrap_or_default(), vec![path.to_path_buf()])
+        };
+        let mut families = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(FileError {
+                        file: f.display().to_string(),
+                        line: None,
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            match serde_json::from_str::<Family>(&text) {
+                Ok(fam) if fam.format_version != FORMAT_VERSION => errors.push(FileError {
+                    file: f.display().to_string(),
+                    line: crate::htn::library::locate(&text, "/format_version"),
+                    message: format!(
+                        "format_version {} is not supported (this emrgym reads {FORMAT_VERSION})",
+                        fam.format_version
+                    ),
+                }),
+                Ok(fam) => families.push((f, text, fam)),
+                Err(e) => errors.push(FileError {
+                    file: f.display().to_string(),
+                    line: Some(e.line()),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        (Suite { dir, families }, errors)
+    }
+
+    /// Every instance with its family.
+    pub fn instances(&self) -> Result<Vec<Instance>, String> {
+        let mut out = Vec::new();
+        for (_, _, f) in &self.families {
+            out.extend(f.instances()?);
+        }
+        Ok(out)
+    }
+
+    /// Read a library file named by a family.
+    pub fn library_text(&self, rel: &str) -> Result<String, String> {
+        let p = self.dir.join(rel);
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slots_render_and_missing_ones_are_named() {
+        let vars = json!({"patient": "S1", "dose": 40}).as_object().cloned().unwrap();
+        assert_eq!(
+            render_slots("Give ${%patient} ${%dose} mEq at ${%now}", &vars, "T").unwrap(),
+            "Give S1 40 mEq at T"
+        );
+        assert!(render_slots("${%nope}", &vars, "T").unwrap_err().contains("%nope"));
+        assert!(render_slots("${1 + 1}", &vars, "T").unwrap_err().contains("must be a variable"));
+        assert!(render_slots("${%patient", &vars, "T").unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn the_tolerance_is_half_a_unit_in_the_stated_place() {
+        let f = |d| AnswerFormat {
+            decimals: Some(d),
+            ..AnswerFormat::default()
+        };
+        assert!((f(0).tolerance() - 0.5).abs() < 1e-12);
+        assert!((f(1).tolerance() - 0.05).abs() < 1e-12);
+        assert!((f(2).tolerance() - 0.005).abs() < 1e-12);
+        let recorded = AnswerFormat {
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
+        assert_eq!(recorded.tolerance(), 0.0);
+        assert_eq!(AnswerFormat::default().tolerance(), 0.0);
+    }
+
+    #[test]
+    fn a_format_must_be_stated_by_the_instruction() {
+        let one = AnswerFormat {
+            decimals: Some(1),
+            ..AnswerFormat::default()
+        };
+        assert!(one.stated_in("Report the eGFR rounded to one decimal place.").is_ok());
+        assert!(one.stated_in("Report the eGFR to 1 decimal.").is_ok());
+        let e = one.stated_in("Report the eGFR.").unwrap_err();
+        assert!(e.contains("decimals 1") && e.contains("1 decimal places"), "{e}");
+        let whole = AnswerFormat {
+            decimals: Some(0),
+            ..AnswerFormat::default()
+        };
+        assert!(whole.stated_in("the score, a whole number").is_ok());
+        assert!(whole.stated_in("rounded down to an integer").is_ok());
+        assert!(whole.stated_in("answer with the number of orders you held").is_ok());
+        assert!(whole.stated_in("rounded to one decimal").is_err());
+        let recorded = AnswerFormat {
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
+        assert!(recorded.stated_in("the value as recorded, in mg/dL").is_ok());
+        assert!(recorded.stated_in("the value in mg/dL").is_err());
+        let listed = AnswerFormat {
+            list_order: Some(ListOrder::AsAsked),
+            ..AnswerFormat::default()
+        };
+        assert!(listed.stated_in("report both values as [potassium, magnesium]").is_ok());
+        assert!(listed.stated_in("their MRNs, in the same order").is_ok());
+        assert!(listed.stated_in("report both values [3]").is_err());
+        let set = AnswerFormat {
+            list_order: Some(ListOrder::Any),
+            ..AnswerFormat::default()
+        };
+        assert!(set.stated_in("list them in any order").is_ok());
+        assert!(set.stated_in("list them as [a, b]").is_err());
+    }
+
+    #[test]
+    fn an_incoherent_format_is_refused_by_name() {
+        let both = AnswerFormat {
+            decimals: Some(1),
+            as_recorded: true,
+            ..AnswerFormat::default()
+        };
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let many = AnswerFormat {
+            decimals: Some(9),
+            ..AnswerFormat::default()
+        };
+        assert!(many.validate().unwrap_err().contains("at most 6"));
+    }
+}
