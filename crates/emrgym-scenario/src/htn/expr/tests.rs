@@ -4,6 +4,7 @@
 use super::*;
 use crate::htn::MapScope;
 use proptest::prelude::*;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 fn scope(vars: &[(&str, Option<Value>)]) -> MapScope {
