@@ -1,6 +1,7 @@
 //! Answer matching: numbers with tolerance and units, lists, dates, text and refusals.
 
-use super::{AnswerRule, answer_matches, unmatched_item};
+use super::answer::unmatched_item;
+use super::{AnswerRule, answer_matches};
 use serde_json::json;
 
 #[test]

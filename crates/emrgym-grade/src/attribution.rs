@@ -1,0 +1,197 @@
+//! Write attribution: the writes of the sandbox's diff, the step that made each, and the node
+//! each belongs to: the node whose selector it matches, a choice node whose other branch it
+//! belongs to (wrong branch), or none (extraneous).
+
+use crate::checks::CheckOutcome;
+use crate::{FailureClass, WriteGrade};
+use emrgym_fhir::store::Change;
+use emrgym_scenario::htn::expr::{self, V};
+use emrgym_scenario::htn::library::{Check, Library, Selector};
+use emrgym_scenario::htn::plan::Tree;
+use emrgym_scenario::trajectory::Trajectory;
+use serde_json::Value;
+
+/// What a write is attributed to, once it is: the node's path, and the failure class when the
+/// write is one (wrong branch, extraneous).
+pub(crate) type Attribution = Option<(String, Option<FailureClass>)>;
+
+/// A write in the sandbox's diff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Resource type.
+    pub ty: String,
+    /// Id.
+    pub id: String,
+    /// create / update / delete.
+    pub action: &'static str,
+    /// The cohort's version.
+    pub before: Option<Value>,
+    /// The current version.
+    pub after: Option<Value>,
+}
+
+/// The writes of a sandbox diff.
+pub fn writes_from_diff(changes: &[Change]) -> Vec<Write> {
+    changes
+        .iter()
+        .map(|c| Write {
+            ty: c.ty.clone(),
+            id: c.id.clone(),
+            action: match (&c.before, &c.after) {
+                (None, _) => "create",
+                (Some(_), Some(_)) => "update",
+                (Some(_), None) => "delete",
+            },
+            before: c.before.as_deref().cloned(),
+            after: c.after.as_deref().cloned(),
+        })
+        .collect()
+}
+
+pub(crate) fn step_of(w: &Write, t: &Trajectory) -> Option<usize> {
+    t.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.result.ok && matches!(s.call.name.as_str(), "fhir_create" | "fhir_update"))
+        .filter(|(_, s)| {
+            s.result.content.get("resourceType").and_then(Value::as_str) == Some(w.ty.as_str())
+                && s.result.content.get("id").and_then(Value::as_str) == Some(w.id.as_str())
+        })
+        .map(|(i, _)| i)
+        .next_back()
+}
+
+pub(crate) fn selector_matches(sel: &Selector, w: &Write, tree: &Tree, node: usize) -> bool {
+    if w.ty != sel.resource_type {
+        return false;
+    }
+    let action_ok = match sel.action.as_str() {
+        "create" => w.action == "create",
+        "update" => w.action == "update",
+        _ => w.action != "delete",
+    };
+    if !action_ok {
+        return false;
+    }
+    let Some(after) = &w.after else { return false };
+    match &sel.where_ {
+        None => true,
+        Some(e) => {
+            let env = tree.scope(node, &[]);
+            matches!(expr::truth(e, &V::from_json(after), &env), Ok(Some(true)))
+        }
+    }
+}
+
+pub(crate) fn describe(sel: &Selector) -> String {
+    format!(
+        "{} {}{}",
+        sel.action,
+        sel.resource_type,
+        sel.where_src.as_ref().map(|w| format!(" where {w}")).unwrap_or_default()
+    )
+}
+
+/// Attribute the writes no check claimed that belong to a branch the record does not call for
+/// to the choice node, and fail it (wrong branch).
+pub(crate) fn attribute_wrong_branches(
+    lib: &Library,
+    tree: &Tree,
+    writes: &[Write],
+    attributed: &mut [Attribution],
+    outcomes: &mut [Option<CheckOutcome>],
+) {
+    // writes that belong to a branch the record does not call for
+    for (ci, cnode) in tree
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.kind == "compound" && x.method.is_some())
+    {
+        let Some(task) = lib.tasks.get(&cnode.task) else { continue };
+        for m in task.methods.iter().filter(|m| Some(&m.name) != cnode.method.as_ref()) {
+            let sels = branch_selectors(lib, m);
+            for (w, a) in attributed.iter_mut().enumerate() {
+                if a.is_some() {
+                    continue;
+                }
+                if sels.iter().any(|s| selector_matches(s, &writes[w], tree, ci)) {
+                    *a = Some((cnode.path.clone(), Some(FailureClass::WrongBranch)));
+                    if let Some(o) = outcomes[ci].as_mut() {
+                        o.ok = false;
+                        o.class.get_or_insert(FailureClass::WrongBranch);
+                        o.reasons.push(format!(
+                            "{}/{} belongs to branch '{}', but the record calls for '{}'",
+                            writes[w].ty,
+                            writes[w].id,
+                            m.name,
+                            cnode.method.clone().unwrap_or_default()
+                        ));
+                        o.diff.extra.push(format!("{}/{}", writes[w].ty, writes[w].id));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Selectors that a method's subtree writes (count >= 1), for attributing wrong-branch writes.
+fn branch_selectors(lib: &Library, m: &emrgym_scenario::htn::library::Method) -> Vec<Selector> {
+    let mut out = Vec::new();
+    for c in &m.expect {
+        if let Check::Select { selector, count, .. } = c
+            && *count > 0
+        {
+            out.push(selector.clone());
+        }
+    }
+    for s in &m.subtasks {
+        for name in lib.reachable(&s.task) {
+            if let Some(p) = lib.primitives.get(&name) {
+                for c in &p.expect {
+                    if let Check::Select { selector, count, .. } = c
+                        && *count > 0
+                    {
+                        // without the other branch's variables, match on type and action only
+                        let mut loose = selector.clone();
+                        loose.where_ = loose.where_.filter(|w| w.vars().is_empty());
+                        out.push(loose);
+                    }
+                }
+            }
+            if let Some(t) = lib.tasks.get(&name) {
+                for mm in &t.methods {
+                    for c in &mm.expect {
+                        if let Check::Select { selector, count, .. } = c
+                            && *count > 0
+                        {
+                            out.push(selector.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every write, attributed; a write attributed to no node is extraneous.
+pub(crate) fn write_grades(writes: &[Write], steps: &[Option<usize>], attributed: &[Attribution]) -> Vec<WriteGrade> {
+    writes
+        .iter()
+        .enumerate()
+        .map(|(w, x)| {
+            let (node, class) = match &attributed[w] {
+                Some((p, c)) => (Some(p.clone()), *c),
+                None => (None, Some(FailureClass::ExtraneousWrite)),
+            };
+            WriteGrade {
+                resource: format!("{}/{}", x.ty, x.id),
+                action: x.action,
+                step: steps[w],
+                node,
+                class,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,83 @@
+//! Failure classes, and the grader's version history: which rules each version changed, so
+//! `emrgym replay` can name the rules behind a verdict that changed ([`rules_changed`]).
+
+use serde::Serialize;
+
+/// Version of the grader's semantics: bump it with any change that can change a verdict, so
+/// `emrgym replay` can say that a grade changed because the grader did.
+pub const GRADER_VERSION: u32 = 3;
+
+/// What each grader version changed, with the failure class the rule decides: `emrgym replay`
+/// names these rules for a verdict that changed between the recording's version and this one
+/// ([`rules_changed`]). Version 1 is the first recorded; every bump adds its rules here.
+pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
+    (
+        2,
+        FailureClass::WrongParameter,
+        "v2 equivalence: routes by synonym or SNOMED code, doses in any UCUM-convertible unit (mEq = mmol for monovalent ions), \
+         BP as text or as the vital-signs panel, notes by containment, concepts by any of their codes",
+    ),
+    (
+        2,
+        FailureClass::Omission,
+        "v2 split doses: orders that together give the expected dose pass",
+    ),
+    (
+        2,
+        FailureClass::ExtraneousWrite,
+        "v2 split doses: the second order of a split dose is not extraneous",
+    ),
+    (
+        2,
+        FailureClass::WrongAnswer,
+        "v2 answers: JSON text read as JSON; structured refusals (finish outcome cannot_complete)",
+    ),
+    (
+        2,
+        FailureClass::Sensing,
+        "v2 gating by dependency: a read gates only the branch that uses its fact; facts shown only by read steps; concepts by any code",
+    ),
+    (
+        2,
+        FailureClass::Ordering,
+        "v2 ordering by dependency: a compound starts at its first write; independent reads in any order",
+    ),
+    (
+        3,
+        FailureClass::WrongAnswer,
+        "v3 answer format: numeric tolerance is half a unit in the last decimal place the instruction states (0 for values \
+         as recorded); a list answer matches in any order when the instruction allows it",
+    ),
+];
+
+/// The rules changed after grader version `from` (up to this one) that decide a verdict of
+/// one of `classes`; every rule changed when no class is known.
+pub fn rules_changed(from: u32, classes: &[FailureClass]) -> Vec<&'static str> {
+    GRADER_CHANGES
+        .iter()
+        .filter(|(v, c, _)| *v > from && *v <= GRADER_VERSION && (classes.is_empty() || classes.contains(c)))
+        .map(|(_, _, rule)| *rule)
+        .collect()
+}
+
+/// Why a node (or the episode) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The agent never saw the data a decision needed.
+    Sensing,
+    /// The writes belong to another branch than the record calls for.
+    WrongBranch,
+    /// The right kind of write with a wrong field (dose, unit, subject, time...).
+    WrongParameter,
+    /// A required write is missing.
+    Omission,
+    /// Done in the wrong order.
+    Ordering,
+    /// A write no node asked for.
+    ExtraneousWrite,
+    /// `finish` while required nodes had not been attempted.
+    PrematureFinish,
+    /// The final answer is wrong or missing.
+    WrongAnswer,
+}
