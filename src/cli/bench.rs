@@ -12,6 +12,7 @@ use emrgym_fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_str
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use emrgym_core::splitmix64;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -571,12 +572,6 @@ const CODES: &[(&str, &str)] = &[
     ("1742-6", "ALT"),
 ];
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// Write a deterministic synthetic cohort (Patient.ndjson, Observation.ndjson) unless the
 /// same one is already there. Returns the number of resources.
@@ -600,7 +595,7 @@ fn synth(dir: &Path, patients: usize, per: usize) -> anyhow::Result<usize> {
     let base = parse_instant("2023-11-13T10:15:00Z").map_err(anyhow::Error::msg)?;
     for p in 0..patients {
         for i in 0..per {
-            let h = splitmix((p * per + i) as u64);
+            let h = splitmix64((p * per + i) as u64);
             let (loinc, local) = CODES[(h % CODES.len() as u64) as usize];
             let minutes = (h >> 8) % (3 * 365 * 24 * 60);
             let t = base - chrono::Duration::minutes(minutes as i64);
@@ -735,7 +730,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn query(i: usize, patients: usize) -> String {
-    let h = splitmix(1_000_000 + i as u64);
+    let h = splitmix64(1_000_000 + i as u64);
     let p = (h % patients as u64) as usize;
     let (_, local) = CODES[((h >> 20) % CODES.len() as u64) as usize];
     format!("Observation?patient=P{p:05}&code={local}&_sort=-date&_count=20")

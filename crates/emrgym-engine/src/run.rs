@@ -13,6 +13,7 @@ use emrgym_grade::Grade;
 use emrgym_scenario::trajectory::file::{Header, ScenarioRef};
 use emrgym_scenario::trajectory::{self, EndReason, Trajectory};
 use serde::{Deserialize, Serialize};
+use emrgym_core::splitmix64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -320,19 +321,12 @@ pub fn episode_limits(cfg: &Limits, p: &Prepared) -> (Limits, &'static str) {
     (l, source)
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// An episode's sandbox seed, from the run seed, the instance and the trial.
 pub fn episode_seed(seed: u64, instance: &str, trial: u32) -> u64 {
     let mut h = seed ^ u64::from(trial).wrapping_mul(0x1000_0000_01b3);
     for b in instance.bytes() {
-        h = splitmix(h ^ u64::from(b));
+        h = splitmix64(h ^ u64::from(b));
     }
     h
 }
@@ -526,7 +520,7 @@ pub fn bootstrap_mean(values: &[f64], seed: u64) -> Value {
         .map(|_| {
             let mut s = 0.0;
             for _ in 0..values.len() {
-                state = splitmix(state);
+                state = splitmix64(state);
                 s += values[(state % values.len() as u64) as usize];
             }
             s / values.len() as f64

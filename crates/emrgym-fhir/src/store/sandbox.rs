@@ -8,6 +8,7 @@ use crate::error::{FhirError, FhirResult};
 use crate::search::SearchQuery;
 use crate::validate::{SchemaValidator, check_id};
 use crate::values::{normalize_reference, split_reference};
+use emrgym_core::splitmix64;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -105,13 +106,6 @@ pub enum CreateOutcome {
     Created(Arc<Version>),
     /// `If-None-Exist` matched this one; nothing was written.
     Existing(Arc<Version>),
-}
-
-pub(super) fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl Sandbox {
@@ -236,7 +230,7 @@ impl Sandbox {
     pub fn next_id(&mut self, ty: &str) -> String {
         loop {
             self.next_id += 1;
-            let h = splitmix(self.opts.seed ^ splitmix(self.next_id));
+            let h = splitmix64(self.opts.seed ^ splitmix64(self.next_id));
             let id = format!("{:016x}", h);
             if self.current(ty, &id).is_none() {
                 return id;

@@ -7,6 +7,7 @@ use super::*;
 use crate::clock::{Clock, parse_instant};
 use crate::params::Registry;
 use crate::search::SearchQuery;
+use emrgym_core::splitmix64;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -205,11 +206,11 @@ fn warm_compact_rows_search_like_parsed_rows() {
 fn intersect_linear_and_galloping_agree() {
     let mut seed = 7u64;
     for _ in 0..200 {
-        seed = splitmix(seed);
+        seed = splitmix64(seed);
         let n_small = (seed % 50) as usize;
         let n_large = n_small * ((seed >> 8) % 40) as usize + 1;
-        let mut a: Vec<u32> = (0..n_small).map(|i| (splitmix(seed + i as u64) % 5000) as u32).collect();
-        let mut b: Vec<u32> = (0..n_large).map(|i| (splitmix(seed ^ (i as u64 + 99)) % 5000) as u32).collect();
+        let mut a: Vec<u32> = (0..n_small).map(|i| (splitmix64(seed + i as u64) % 5000) as u32).collect();
+        let mut b: Vec<u32> = (0..n_large).map(|i| (splitmix64(seed ^ (i as u64 + 99)) % 5000) as u32).collect();
         a.sort_unstable();
         a.dedup();
         b.sort_unstable();
