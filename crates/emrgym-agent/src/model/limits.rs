@@ -1,0 +1,127 @@
+//! Episode limits, and what the loop does at them: replies cut by the reply cap (answered
+//! with a note) and tool results too long for the conversation (fitted with a note).
+
+use super::Reply;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Episode limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Tool calls.
+    pub max_steps: u32,
+    /// Model turns.
+    pub max_turns: u32,
+    /// Prompt + completion tokens over the episode (0: no cap).
+    pub max_tokens: u64,
+    /// Wall time, seconds (0: no wall-time limit).
+    pub timeout_s: f64,
+    /// Consecutive turns whose tool calls could not be parsed before giving up.
+    pub max_parse_errors: u32,
+    /// Longest tool result put into the conversation, in characters of JSON: a longer search
+    /// Bundle keeps its first entries and says how many it left out and how to page; any
+    /// other longer result is cut with a note. The step records what the model was shown.
+    #[serde(default = "default_result_chars")]
+    pub max_result_chars: usize,
+}
+
+/// The default [`Limits::max_result_chars`]: see docs/agent.md ("Harness failures").
+pub const DEFAULT_RESULT_CHARS: usize = 24_000;
+
+fn default_result_chars() -> usize {
+    DEFAULT_RESULT_CHARS
+}
+
+/// Consecutive replies cut by the reply cap before their call was complete that end the
+/// episode `max_tokens` (one is answered with a note and the model writes again).
+pub const CUT_REPLIES_TO_END: u32 = 2;
+
+/// The note a cut reply is answered with.
+pub fn cut_note(tokens: u64) -> String {
+    let at = if tokens > 0 {
+        format!("{tokens} tokens")
+    } else {
+        "the reply limit".to_string()
+    };
+    format!("Your reply was cut at {at} before the call was complete; write a shorter call.")
+}
+
+/// A tool result that fits `max_chars` (as JSON text), and whether it was shortened. A
+/// searchset Bundle keeps its first entries (the page order the server gave) and gains an
+/// `emrgym_note` naming how many it left out and how to ask for fewer; anything else is
+/// cut to its first characters, with the same kind of note.
+pub fn fit_result(content: Value, max_chars: usize) -> (Value, bool) {
+    let full = content.to_string();
+    if max_chars == 0 || full.len() <= max_chars {
+        return (content, false);
+    }
+    if let Some(entries) = content.get("entry").and_then(Value::as_array) {
+        let n = entries.len();
+        let note_for = |k: usize| {
+            format!(
+                "This result was {} characters, more than the {max_chars} a tool result may take in this conversation: it shows the first {k} of its {n} entries. Ask for fewer with _count (and page with _offset), or narrow the search.",
+                full.len()
+            )
+        };
+        let mut base = content.clone();
+        if let Some(o) = base.as_object_mut() {
+            o.insert("entry".into(), json!([]));
+            o.insert("emrgym_note".into(), json!(note_for(n)));
+        }
+        let mut size = base.to_string().len();
+        let mut k = 0;
+        for e in entries {
+            let add = e.to_string().len() + usize::from(k > 0);
+            if size + add > max_chars {
+                break;
+            }
+            size += add;
+            k += 1;
+        }
+        let mut out = content.clone();
+        if let Some(o) = out.as_object_mut() {
+            o.insert("entry".into(), Value::Array(entries[..k].to_vec()));
+            o.insert("emrgym_note".into(), json!(note_for(k)));
+        }
+        return (out, true);
+    }
+    let keep = max_chars.saturating_sub(400).max(max_chars / 2);
+    let mut end = keep.min(full.len());
+    while !full.is_char_boundary(end) {
+        end -= 1;
+    }
+    (
+        json!({
+            "truncated": true,
+            "chars": full.len(),
+            "text": &full[..end],
+            "emrgym_note": format!("This result was {} characters, more than the {max_chars} a tool result may take in this conversation: only its beginning is shown. Ask for less (a narrower search, _count, _elements).", full.len()),
+        }),
+        true,
+    )
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps: 30,
+            max_turns: 30,
+            max_tokens: 200_000,
+            timeout_s: 600.0,
+            max_parse_errors: 3,
+            max_result_chars: DEFAULT_RESULT_CHARS,
+        }
+    }
+}
+
+/// A reply cut by the reply cap (`finish_reason: length`) before its call was complete: no
+/// call, or a call whose arguments are not yet a JSON value.
+pub fn is_cut(reply: &Reply) -> bool {
+    reply.finish_reason.as_deref() == Some("length")
+        && (reply.tool_calls.is_empty()
+            || reply
+                .tool_calls
+                .iter()
+                .any(|(_, _, raw)| !raw.trim().is_empty() && serde_json::from_str::<Value>(raw).is_err()))
+}

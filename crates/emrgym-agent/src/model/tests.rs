@@ -1,0 +1,174 @@
+//! Unit tests of the model module: prompts, reply parsing, cut replies, fitted results and
+//! the default reply cap.
+
+use super::*;
+use serde_json::{Value, json};
+
+#[test]
+fn the_system_prompt_is_the_same_for_every_episode_and_the_now_is_in_the_task() {
+    let b = |now: &str, instruction: &str, context: &str| Briefing {
+        instruction: instruction.into(),
+        context: context.into(),
+        now: now.into(),
+        fhir_base: "http://emrgym.local/fhir".into(),
+    };
+    let (x, y) = (
+        b("2023-11-13T10:15:00+00:00", "Task A", ""),
+        b("2024-02-01T08:00:00+00:00", "Task B", "K 3.1"),
+    );
+    let tools = json!([]);
+    assert_eq!(
+        system_prompt(&x, ToolProtocol::Native, &tools),
+        system_prompt(&y, ToolProtocol::Native, &tools)
+    );
+    assert!(!system_prompt(&x, ToolProtocol::Native, &tools).contains("2023"));
+    assert_eq!(user_prompt(&x), "It is now 2023-11-13T10:15:00+00:00.\n\nTask A");
+    assert_eq!(user_prompt(&y), "It is now 2024-02-01T08:00:00+00:00.\n\nTask B\n\nContext: K 3.1");
+}
+
+fn reply(content: &str) -> Value {
+    json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
+}
+
+#[test]
+fn bare_and_fenced_json_calls_are_tool_calls() {
+    let r = parse_reply(
+        &reply("{\"name\": \"fhir_read\", \"arguments\": {\"id\": \"1\"}}"),
+        ToolProtocol::Native,
+    )
+    .unwrap();
+    assert_eq!(
+        r.tool_calls,
+        vec![("call_1".to_string(), "fhir_read".to_string(), "{\"id\":\"1\"}".to_string())]
+    );
+    assert!(r.text.is_none());
+    let r = parse_reply(
+        &reply("```json\n{\"name\": \"finish\", \"arguments\": {\"answer\": 3}}\n```"),
+        ToolProtocol::Native,
+    )
+    .unwrap();
+    assert_eq!(r.tool_calls[0].1, "finish");
+    // prose, or JSON that is not a call, stays text
+    for t in ["The answer is 42.", "{\"answer\": 42}", "{\"name\": \"x\", \"arguments\": 3}"] {
+        let r = parse_reply(&reply(t), ToolProtocol::Native).unwrap();
+        assert!(r.tool_calls.is_empty() && r.text.as_deref() == Some(t), "{t}");
+    }
+    let r = parse_reply(
+        &reply("Let me look.\n<tool_call>\n{\"name\": \"fhir_read\", \"arguments\": {}}\n</tool_call>"),
+        ToolProtocol::Text,
+    )
+    .unwrap();
+    assert_eq!(r.tool_calls[0].1, "fhir_read");
+    assert_eq!(r.text.as_deref(), Some("Let me look."));
+    assert!(parse_reply(&json!({"error": "x"}), ToolProtocol::Native).is_err());
+    // several calls back to back
+    let r = parse_reply(
+        &reply("{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {\"x\": 1}}"),
+        ToolProtocol::Native,
+    )
+    .unwrap();
+    assert_eq!(r.tool_calls.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(r.tool_calls[1].0, "call_2");
+}
+
+#[test]
+fn doubled_brace_calls_are_read_and_nothing_else_changes() {
+    let doubled = "{{\"name\": \"fhir_read\", \"arguments\": {\"resource_type\": \"Patient\", \"id\": \"S1\"}}}";
+    let v = undouble_braces(doubled).unwrap();
+    assert_eq!(v["name"], "fhir_read");
+    assert_eq!(v["arguments"]["id"], "S1");
+    // in a <tool_call> block, bare, and in the text protocol
+    for text in [format!("<tool_call>\n{doubled}\n</tool_call>"), doubled.to_string()] {
+        let r = parse_reply(&reply(&text), ToolProtocol::Native).unwrap();
+        assert_eq!(r.tool_calls.len(), 1, "{text}");
+        assert_eq!(r.tool_calls[0].1, "fhir_read");
+        assert_eq!(r.tool_calls[0].2, "{\"resource_type\":\"Patient\",\"id\":\"S1\"}");
+    }
+    // a normal call, two calls, a call-less object: not touched
+    assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {\"x\": {\"y\": 1}}}").is_none());
+    assert!(undouble_braces("{{\"answer\": 1}}").is_none());
+    assert!(undouble_braces("{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {}}").is_none());
+}
+
+fn cut(finish: &str, calls: &[&str]) -> Reply {
+    Reply {
+        text: None,
+        tool_calls: calls
+            .iter()
+            .map(|a| ("c".to_string(), "fhir_read".to_string(), a.to_string()))
+            .collect(),
+        prompt_tokens: 0,
+        completion_tokens: 7,
+        finish_reason: Some(finish.into()),
+    }
+}
+
+#[test]
+fn a_reply_is_cut_only_when_the_cap_stopped_it_before_the_call_was_complete() {
+    assert!(is_cut(&cut("length", &["{\"resource_type\": \"Pat"])));
+    assert!(is_cut(&cut("length", &[])), "cut before any call");
+    assert!(
+        !is_cut(&cut("length", &["{\"id\": \"1\"}"])),
+        "a complete call at the cap is a call"
+    );
+    assert!(!is_cut(&cut("tool_calls", &["{\"resource_type\": \"Pat"])), "malformed, not cut");
+    assert!(!is_cut(&cut("stop", &[])));
+    assert_eq!(
+        cut_note(7),
+        "Your reply was cut at 7 tokens before the call was complete; write a shorter call."
+    );
+    assert!(cut_note(0).contains("cut at the reply limit"));
+}
+
+#[test]
+fn long_results_are_fitted_and_short_ones_are_untouched() {
+    let entries: Vec<Value> = (0..50)
+        .map(|i| json!({"resource": {"resourceType": "Observation", "id": format!("o{i}"), "note": "x".repeat(100)}}))
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": 50, "entry": entries});
+    let (same, cut) = fit_result(bundle.clone(), 100_000);
+    assert!(!cut);
+    assert_eq!(same, bundle);
+    let (fitted, cut) = fit_result(bundle.clone(), 2_000);
+    assert!(cut);
+    let text = fitted.to_string();
+    assert!(text.len() <= 2_000, "{}", text.len());
+    let kept = fitted["entry"].as_array().unwrap();
+    assert!(!kept.is_empty() && kept.len() < 50);
+    assert_eq!(
+        kept[..],
+        bundle["entry"].as_array().unwrap()[..kept.len()],
+        "the first entries, in order"
+    );
+    let note = fitted["emrgym_note"].as_str().unwrap();
+    assert!(note.contains(&format!("the first {} of its 50 entries", kept.len())), "{note}");
+    assert_eq!(fitted["total"], 50, "the rest of the Bundle is kept");
+    // the entry that would just not fit is left out: one more would pass the limit
+    let mut one_more = fitted.clone();
+    one_more["entry"].as_array_mut().unwrap().push(bundle["entry"][kept.len()].clone());
+    assert!(one_more.to_string().len() > 2_000);
+    // not a Bundle: cut text with the note
+    let big = json!({"resourceType": "Patient", "text": "y".repeat(10_000)});
+    let (fitted, cut) = fit_result(big, 3_000);
+    assert!(cut);
+    assert_eq!(fitted["truncated"], true);
+    assert!(fitted.to_string().len() <= 3_000);
+    assert!(fitted["emrgym_note"].as_str().unwrap().contains("only its beginning"));
+    // 0: no limit
+    assert!(!fit_result(bundle, 0).1);
+}
+
+#[test]
+fn the_default_reply_cap_is_the_rule_applied_to_the_measured_largest_call() {
+    // docs/agent.md: the next power of two at or above twice the largest reference call
+    // (470 tokens pretty-printed, Qwen2.5 tokenizer, `emrgym model budget`)
+    let largest = 470u32;
+    assert_eq!(DEFAULT_REPLY_TOKENS, (2 * largest).next_power_of_two());
+    assert_eq!(LlamaConfig::for_model("m.gguf".into()).max_reply_tokens, DEFAULT_REPLY_TOKENS);
+    let cfg: LlamaConfig = serde_json::from_value(json!({"model_path": "m.gguf"})).unwrap();
+    assert_eq!(
+        (cfg.max_reply_tokens, cfg.n_ctx),
+        (DEFAULT_REPLY_TOKENS, 0),
+        "0: the model's trained context"
+    );
+}
