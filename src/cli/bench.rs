@@ -5,6 +5,7 @@
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use emrgym_core::splitmix64;
 use emrgym_fhir::clock::{Clock, parse_instant};
 use emrgym_fhir::load;
 use emrgym_fhir::search::SearchQuery;
@@ -12,7 +13,6 @@ use emrgym_fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_str
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use emrgym_core::splitmix64;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
     use llama_cpp_2::llama_batch::LlamaBatch;
     use llama_cpp_2::model::params::LlamaModelParams;
     use llama_cpp_2::sampling::LlamaSampler;
-    let ModelConfig::Llama(mut cfg) = emrgym_engine::run::parse_model(model, None)? else {
+    let ModelConfig::Llama(mut cfg) = emrgym_engine::backend::parse_model(model, None)? else {
         anyhow::bail!("--llama takes a local model name or a .gguf file");
     };
     cfg.threads = threads;
@@ -225,7 +225,7 @@ fn llama_bench(model: &str, threads: i32) -> anyhow::Result<Vec<(String, String)
 fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(String, serde_json::Value)> {
     use emrgym_agent::llama::LlamaHandle;
     use emrgym_agent::model::{Backend, ModelConfig};
-    let ModelConfig::Llama(base) = emrgym_engine::run::parse_model(model, None)? else {
+    let ModelConfig::Llama(base) = emrgym_engine::backend::parse_model(model, None)? else {
         anyhow::bail!("--llama-runs takes a local model name or a .gguf file");
     };
     let mut variants = Vec::new();
@@ -571,7 +571,6 @@ const CODES: &[(&str, &str)] = &[
     ("777-3", "PLT"),
     ("1742-6", "ALT"),
 ];
-
 
 /// Write a deterministic synthetic cohort (Patient.ndjson, Observation.ndjson) unless the
 /// same one is already there. Returns the number of resources.

@@ -3,7 +3,9 @@
 
 use anyhow::{Context, bail};
 use emrgym_agent::model::ModelConfig;
-use emrgym_engine::run::{AgentKind, DEFAULT_LOCAL_MODEL, Mode, RunConfig, execute, parse_model, recorded_config};
+use emrgym_engine::backend::{DEFAULT_LOCAL_MODEL, parse_model};
+use emrgym_engine::run::{AgentKind, Mode, RunConfig, execute};
+use emrgym_engine::rundir::recorded_config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -259,7 +261,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 
 /// Run `emrgym merge`.
 pub fn merge(a: MergeArgs) -> anyhow::Result<()> {
-    print_summary(&emrgym_engine::run::merge(&a.runs, &a.out)?)
+    print_summary(&emrgym_engine::rundir::merge(&a.runs, &a.out)?)
 }
 
 /// Flags of `emrgym merge`.

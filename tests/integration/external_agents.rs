@@ -4,7 +4,8 @@
 //! (tests/interop/test_mcp.py). The oracle's calls replayed from outside get the oracle's
 //! grades, and what the server recorded replays to the same grades.
 
-use emrgym_engine::run::{AgentKind, ResultLine, RunConfig, execute, read_results};
+use emrgym_engine::run::{AgentKind, RunConfig, execute};
+use emrgym_engine::rundir::{ResultLine, read_results};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

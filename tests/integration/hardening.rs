@@ -235,7 +235,7 @@ async fn the_recorder_appends_one_line_per_episode() {
     let ep = s.post("/episodes", &json!({"instance": "mab-age-001"})).await;
     let id = ep.body["id"].as_str().unwrap().to_string();
     assert_eq!(s.req("DELETE", &format!("/episodes/{id}"), None, &[]).await.body["trial"], 4);
-    let lines = emrgym_engine::run::read_results(&rec.join("results.jsonl")).unwrap();
+    let lines = emrgym_engine::rundir::read_results(&rec.join("results.jsonl")).unwrap();
     assert_eq!(lines.iter().map(|l| l.trial).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
 }
 

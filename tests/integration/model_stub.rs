@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use emrgym_agent::harness::HarnessLimit;
 use emrgym_agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
-use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_engine::run::{AgentKind, RunConfig, execute};
+use emrgym_engine::rundir::read_results;
 use emrgym_scenario::trajectory::EndReason;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -256,7 +257,7 @@ fn config(base: &str, model: &str, protocol: ToolProtocol) -> RunConfig {
 }
 
 /// Run in a blocking thread (execute builds its own runtime) and return the one result line.
-async fn run_one(cfg: RunConfig) -> (emrgym_engine::run::ResultLine, Value, Duration) {
+async fn run_one(cfg: RunConfig) -> (emrgym_engine::rundir::ResultLine, Value, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let t = Instant::now();
@@ -727,7 +728,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn end(line: &emrgym_engine::run::ResultLine) -> String {
+fn end(line: &emrgym_engine::rundir::ResultLine) -> String {
     serde_json::to_value(line.end).unwrap().as_str().unwrap().to_string()
 }
 

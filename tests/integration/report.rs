@@ -1,7 +1,8 @@
 //! `emrgym report` (terminal and HTML, checked in a real headless Chromium), `compare` and
 //! `export --format atif` on real run directories.
 
-use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_engine::run::{AgentKind, RunConfig, execute};
+use emrgym_engine::rundir::read_results;
 use emrgym_scenario::trajectory::atif;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,8 @@
 //! re-executes them into fresh sandboxes and reproduces every grade and byte; a changed
 //! scenario is reported with its reason; the format and the ATIF export are snapshotted.
 
-use emrgym_engine::run::{AgentKind, RunConfig, execute, read_results};
+use emrgym_engine::run::{AgentKind, RunConfig, execute};
+use emrgym_engine::rundir::read_results;
 use emrgym_scenario::trajectory::{atif, file};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@
 //!   named suites;
 //! - [`model`]: the local model catalogue (GGUFs shipped in PyPI packages).
 
+pub mod backend;
 pub mod episode;
 pub mod episodes;
 pub mod keys;
@@ -20,7 +21,9 @@ pub mod mutations;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod safety;
 pub mod scenarios;
 pub mod session;
+pub mod stats;
 pub mod suites;

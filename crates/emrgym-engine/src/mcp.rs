@@ -9,7 +9,8 @@
 //! stderr.
 
 use super::episode::{BASE, Prepared, Workspace, guidance_text, task_prompt};
-use super::run::{Mode, ResultLine, read_results};
+use super::run::Mode;
+use super::rundir::{ResultLine, read_results};
 use super::session::{Feedback, Recorder, Session, instance_ids};
 use anyhow::{Context, bail};
 use emrgym_fhir::access::Role;

@@ -5,7 +5,8 @@
 //! `--out DIR` writes the re-graded run as a run directory that `report` and `compare` read.
 
 use super::episode::{Prepared, Workspace, attach_writes, execute_calls, grade_sandbox, htn_transitions};
-use super::run::{ResultLine, family_hashes, read_results, run_summary, sha256_hex, trajectory_path};
+use super::rundir::{ResultLine, family_hashes, read_results, sha256_hex, trajectory_path};
+use super::stats::run_summary;
 use anyhow::{Context, bail};
 use emrgym_grade::FailureClass;
 use emrgym_scenario::trajectory::file::{Header, TrajectoryFile, read};
@@ -82,7 +83,7 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
     attach_writes(&mut t, &sb);
     t.htn = htn_transitions(p, h.episode_seed, &t.steps);
     let g = (!t.end.is_infrastructure()).then(|| grade_sandbox(p, &t, &sb));
-    let now = super::run::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
+    let now = super::rundir::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
     let mut reasons = Vec::new();
     if h.scenario.content_sha256 != scenario_sha256 {
         reasons.push(format!("scenario family {} changed since the run", h.scenario.family));

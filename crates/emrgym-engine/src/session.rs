@@ -5,10 +5,9 @@
 //! `compare` and `export` work on it.
 
 use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
-use super::run::{
-    AgentKind, Mode, ResultLine, RunConfig, episode_seed, family_hashes, header, manifest, read_results, result_line, run_summary,
-    trajectory_path,
-};
+use super::run::{AgentKind, Mode, RunConfig, episode_seed};
+use super::rundir::{ResultLine, family_hashes, header, manifest, read_results, result_line, trajectory_path};
+use super::stats::run_summary;
 use anyhow::{Context, bail};
 use emrgym_fhir::Sandbox;
 use emrgym_fhir::rest::{FhirRequest, FhirResponse};

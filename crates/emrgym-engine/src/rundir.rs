@@ -1,0 +1,396 @@
+//! The run directory: its format (`manifest.json`, `results.jsonl` with one [`ResultLine`]
+//! per episode, `trajectories/INSTANCE.TRIAL.jsonl`, `summary.json`), the one reader of
+//! `results.jsonl` and its one rule for a torn last line, the crash-safe writers (whole-file
+//! replace, whole-line append) and the one-writer lock; `merge` of shard runs.
+//! docs/trajectory-format.md describes the files.
+
+use crate::episode::{Prepared, Workspace};
+use crate::run::{AgentKind, Mode, RunConfig, derived_limits, episode_limits, episode_seed};
+use crate::stats::run_summary;
+use anyhow::{Context, bail};
+use emrgym_agent::harness::{HarnessLimit, attribute};
+use emrgym_agent::model::Limits;
+use emrgym_grade::Grade;
+use emrgym_scenario::trajectory::file::{Header, ScenarioRef};
+use emrgym_scenario::trajectory::{self, EndReason, Trajectory};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Run directory format version.
+pub const RUN_FORMAT_VERSION: u32 = 1;
+
+/// One episode's result line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultLine {
+    /// Instance.
+    pub instance: String,
+    /// Family.
+    pub family: String,
+    /// Trial (0-based).
+    pub trial: u32,
+    /// End reason.
+    pub end: EndReason,
+    /// An infrastructure failure: reported apart, not scored.
+    pub infrastructure: bool,
+    /// The grade (absent for infrastructure failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grade: Option<Value>,
+    /// Success.
+    pub success: bool,
+    /// Progress.
+    pub progress: f64,
+    /// Tool calls.
+    pub steps: usize,
+    /// Model turns.
+    pub turns: usize,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// The step limit that applied.
+    #[serde(default)]
+    pub step_limit: u32,
+    /// Where it came from: `instance` (twice the reference plan) or `user` (a set cap).
+    #[serde(default)]
+    pub step_limit_source: String,
+    /// The harness limit the episode ended at, when the audit attributes its end to the
+    /// harness (`reply_cap`, `context`, `token_budget`, `wall_time`, `step_cap`, `turn_cap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_limit: Option<HarnessLimit>,
+}
+
+impl ResultLine {
+    /// A scored episode that failed at a harness limit.
+    pub fn harness_failure(&self) -> bool {
+        !self.infrastructure && !self.success && self.harness_limit.is_some()
+    }
+}
+
+/// Where a run directory keeps an episode's trajectory.
+pub fn trajectory_path(run: &Path, instance: &str, trial: u32) -> PathBuf {
+    run.join("trajectories").join(format!("{instance}.{trial}.jsonl"))
+}
+
+/// The header of an episode's trajectory file.
+pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Header {
+    Header {
+        format: trajectory::file::FORMAT.into(),
+        format_version: trajectory::file::FORMAT_VERSION.into(),
+        emrgym_version: env!("CARGO_PKG_VERSION").into(),
+        grader_version: emrgym_grade::GRADER_VERSION,
+        scenario: ScenarioRef {
+            family: p.instance.family.clone(),
+            instance: p.instance.id.clone(),
+            content_sha256: scenario_sha256.into(),
+        },
+        trial,
+        mode: match cfg.mode {
+            Mode::Flat => "flat",
+            Mode::Guided => "guided",
+        }
+        .into(),
+        agent: match cfg.agent {
+            AgentKind::Oracle => "oracle",
+            AgentKind::Null => "null",
+            AgentKind::Model => "model",
+            AgentKind::External => "external",
+        }
+        .into(),
+        model: (cfg.agent == AgentKind::Model)
+            .then(|| cfg.model.as_ref().and_then(|m| serde_json::to_value(m).ok()))
+            .flatten(),
+        seed: cfg.seed,
+        episode_seed: episode_seed(cfg.seed, &p.instance.id, trial),
+        tool_catalogue_sha256: sha256_hex(&serde_json::to_vec(&p.registry.openai_tools()).unwrap_or_default()),
+        instruction: if p.instance.context.trim().is_empty() {
+            p.instance.instruction.clone()
+        } else {
+            format!("{}\n\nContext: {}", p.instance.instruction, p.instance.context)
+        },
+        now: p.instance.now.clone(),
+        cohort: p.instance.cohort.clone(),
+    }
+}
+
+/// The result line of a graded (or infrastructure-failed) episode.
+pub fn result_line(p: &Prepared, limits: &Limits, trial: u32, traj: &Trajectory, g: &Option<Grade>) -> ResultLine {
+    let infra = traj.end.is_infrastructure();
+    let (limits, source) = episode_limits(limits, p);
+    ResultLine {
+        instance: p.instance.id.clone(),
+        family: p.instance.family.clone(),
+        trial,
+        end: traj.end,
+        infrastructure: infra,
+        grade: g.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+        success: g.as_ref().is_some_and(|g| g.success),
+        progress: g.as_ref().map_or(0.0, |g| g.progress),
+        steps: traj.steps.len(),
+        turns: traj.turns.len(),
+        prompt_tokens: traj.turns.iter().map(|t| t.prompt_tokens).sum(),
+        completion_tokens: traj.turns.iter().map(|t| t.completion_tokens).sum(),
+        step_limit: limits.max_steps,
+        step_limit_source: source.to_string(),
+        harness_limit: (!infra)
+            .then(|| attribute(traj, &limits, &episode_limits(&derived_limits(), p).0))
+            .flatten(),
+    }
+}
+
+/// Read the complete lines of a results file (a torn last line from a kill is ignored).
+pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultLine>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // torn write
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).with_context(|| format!("{}: bad result line", path.display()))?);
+    }
+    Ok(out)
+}
+
+/// Each family's content hash: its file and the HTN libraries it uses.
+pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
+    let mut hashes = BTreeMap::new();
+    for (file, text, fam) in &ws.suite.families {
+        let mut h = Sha256::new();
+        h.update(text.as_bytes());
+        for lib in &fam.library {
+            h.update(ws.suite.library_text(lib).unwrap_or_default().as_bytes());
+        }
+        hashes.insert(
+            fam.family.clone(),
+            (
+                file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                format!("{:x}", h.finalize()),
+            ),
+        );
+    }
+    hashes
+}
+
+/// A run directory's manifest.
+pub fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
+    let hashes: BTreeMap<String, Value> = family_hashes(ws)
+        .into_iter()
+        .map(|(f, (file, sha))| (f, json!({"file": file, "sha256": sha})))
+        .collect();
+    let cfg_json = serde_json::to_value(cfg)?;
+    let mut cfg_for_hash = cfg_json.clone();
+    if let Some(o) = cfg_for_hash.as_object_mut() {
+        o.remove("concurrency"); // how fast, not what
+    }
+    Ok(json!({
+        "format_version": RUN_FORMAT_VERSION,
+        "emrgym_version": env!("CARGO_PKG_VERSION"),
+        "config": cfg_json,
+        "config_sha256": sha256_hex(&serde_json::to_vec(&cfg_for_hash)?),
+        "scenarios": hashes,
+        "instances": instances,
+        "tool_catalogue_sha256": sha256_hex(&serde_json::to_vec(&ws.registry().openai_tools())?),
+    }))
+}
+
+/// The configuration recorded in a run directory's manifest.
+pub fn recorded_config(dir: &Path) -> anyhow::Result<RunConfig> {
+    let man: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json"))
+            .with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?,
+    )
+    .with_context(|| format!("{}/manifest.json", dir.display()))?;
+    serde_json::from_value(man["config"].clone()).with_context(|| format!("{}/manifest.json: config", dir.display()))
+}
+
+/// Write `path` whole or not at all: a temporary file beside it, synced, renamed over it.
+/// On failure (a full disk) the temporary file is removed and the error names the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::anyhow!("writing {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Name of the lock file in a run directory.
+pub const LOCK_FILE: &str = ".emrgym-run.lock";
+
+/// Take the run directory's exclusive lock (an OS file lock on [`LOCK_FILE`], released when
+/// the returned file is dropped or the process dies, SIGKILL included), or fail naming the
+/// directory when another process holds it.
+pub fn lock_run_dir(out: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is being written by another emrgym process; wait for it to end (or stop it) before running or resuming here",
+            out.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
+}
+
+/// Append one line to `file` (opened for append at `path`), whole or not at all: a failed
+/// write (a full disk) is cut back to the previous end, so no torn line is left.
+pub(crate) fn append_line(file: &mut std::fs::File, path: &Path, line: &str) -> anyhow::Result<()> {
+    let before = file.metadata().map(|m| m.len()).ok();
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    if let Err(e) = file.write_all(&bytes).and_then(|()| file.flush()) {
+        if let Some(len) = before {
+            let _ = file.set_len(len);
+        }
+        return Err(anyhow::anyhow!("appending a result to {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Combine shard runs of one configuration into one run directory `out`; returns its summary.
+pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
+    if out.join("manifest.json").exists() {
+        bail!("{} already holds a run", out.display());
+    }
+    let mut base: Option<Value> = None;
+    let mut all: BTreeMap<(String, u32), ResultLine> = BTreeMap::new();
+    let mut instances: BTreeSet<String> = BTreeSet::new();
+    std::fs::create_dir_all(out.join("trajectories"))?;
+    for dir in runs {
+        let man: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("manifest.json")).with_context(|| format!("{}: no manifest.json", dir.display()))?,
+        )?;
+        let mut cfg = man["config"].clone();
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("shard");
+            o.remove("concurrency");
+        }
+        let key =
+            json!({"config": cfg, "scenarios": man["scenarios"], "tools": man["tool_catalogue_sha256"], "version": man["emrgym_version"]});
+        match &base {
+            None => base = Some(key),
+            Some(b) if *b != key => bail!(
+                "{} was run with another configuration or other scenarios than {}",
+                dir.display(),
+                runs[0].display()
+            ),
+            Some(_) => {}
+        }
+        instances.extend(
+            man["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string)),
+        );
+        for r in read_results(&dir.join("results.jsonl"))? {
+            let src = trajectory_path(dir, &r.instance, r.trial);
+            if src.exists() {
+                std::fs::copy(&src, trajectory_path(&out, &r.instance, r.trial))?;
+            }
+            all.insert((r.instance.clone(), r.trial), r);
+        }
+    }
+    let base = base.context("no runs")?;
+    let mut cfg: RunConfig = serde_json::from_value(base["config"].clone())?;
+    cfg.shard = None;
+    let man = json!({
+        "format_version": RUN_FORMAT_VERSION,
+        "emrgym_version": base["version"],
+        "config": cfg,
+        "scenarios": base["scenarios"],
+        "instances": instances,
+        "tool_catalogue_sha256": base["tools"],
+        "merged_from": runs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
+    std::fs::write(out.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&man)?))?;
+    let lines: Vec<ResultLine> = all.into_values().collect();
+    let mut text = String::new();
+    for r in &lines {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    std::fs::write(out.join("results.jsonl"), text)?;
+    let summary = run_summary(&out, &lines, cfg.trials, cfg.seed);
+    std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    Ok(summary)
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    format!("{:x}", h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{append_line, write_atomic};
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_name_the_path_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        write_atomic(&f, b"old\n").unwrap();
+        write_atomic(&f, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+        let missing = dir.path().join("nope").join("summary.json");
+        let e = write_atomic(&missing, b"{}").unwrap_err().to_string();
+        assert!(e.contains("nope/summary.json"), "{e}");
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn a_run_directory_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let held = super::lock_run_dir(&out).unwrap();
+        let e = super::lock_run_dir(&out).unwrap_err().to_string();
+        assert!(e.contains("another emrgym process") && e.contains("run"), "{e}");
+        drop(held);
+        super::lock_run_dir(&out).unwrap();
+    }
+
+    #[test]
+    fn appended_lines_are_whole_and_a_failed_append_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&f).unwrap();
+        append_line(&mut file, &f, "{\"a\":1}").unwrap();
+        append_line(&mut file, &f, "{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        // a file opened read-only cannot be appended to: the error names it, nothing changes
+        let mut ro = std::fs::File::open(&f).unwrap();
+        let e = append_line(&mut ro, &f, "{\"a\":3}").unwrap_err().to_string();
+        assert!(e.contains("results.jsonl"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+    }
+}
