@@ -44,7 +44,7 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<()> {
             let wanted: std::collections::BTreeSet<String> = registry.names().map(|n| format!("{n}.json")).collect();
             for m in registry.manifests() {
                 let path = out.join(format!("{}.json", m.name));
-                let text = manifest_file(m);
+                let text = manifest_file(m)?;
                 let current = std::fs::read_to_string(&path).ok();
                 if current.as_deref() != Some(text.as_str()) {
                     if check {

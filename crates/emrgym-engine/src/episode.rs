@@ -185,15 +185,18 @@ pub fn run_and_grade(p: &Prepared, policy: &mut dyn Policy, seed: u64) -> (Traje
         let mut backend = (&mut sb, BASE);
         run_episode(policy, &p.registry, &mut backend, p.instance.max_steps)
     };
-    let g = grade(
-        &p.instance.id,
-        &p.library,
-        &p.oracle,
-        &p.instance.answer,
-        &traj,
-        &writes_from_diff(&sb.diff()),
-    );
+    let g = grade_sandbox(p, &traj, &sb);
     (traj, g, sb)
+}
+
+/// The one end of every episode (`run`, the episode API, MCP, replay): attach each step's
+/// FHIR writes from the sandbox's write log, record the HTN transitions (re-planned on a fork
+/// seeded like the episode), and grade the sandbox the agent wrote into, unless the episode
+/// ended in an infrastructure failure, which is reported apart and never graded.
+pub fn finalize(p: &Prepared, seed: u64, traj: &mut Trajectory, sandbox: &Sandbox) -> Option<Grade> {
+    attach_writes(traj, sandbox);
+    traj.htn = htn_transitions(p, seed, &traj.steps);
+    (!traj.end.is_infrastructure()).then(|| grade_sandbox(p, traj, sandbox))
 }
 
 /// Grade a trajectory that was already executed into `sandbox`.

@@ -30,13 +30,14 @@ use super::run::Mode;
 use super::session::{Feedback, Recorder, Session};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use emrgym_core::sync::lock;
 use emrgym_fhir::FhirError;
 use emrgym_fhir::access::Role;
-use emrgym_fhir::server::{AppState, error_response, host_base};
+use emrgym_fhir::server::{AppState, error_response, host_base, json_response};
 use emrgym_scenario::Instance;
 use emrgym_tools::http::to_response;
 use serde_json::{Value, json};
@@ -141,7 +142,7 @@ impl EpisodeApi {
         Arc::new(move |id, name, body, role| {
             let api = weak.upgrade()?;
             let cell = api.session(id)?;
-            let mut s = cell.lock().ok()?;
+            let mut s = lock(&cell);
             let text = String::from_utf8_lossy(body);
             let args = if text.trim().is_empty() {
                 json!({})
@@ -175,7 +176,7 @@ impl EpisodeApi {
 
     /// One episode (its own lock: episodes run concurrently).
     fn session(&self, id: &str) -> Option<Arc<Mutex<Session>>> {
-        self.sessions.lock().ok()?.get(id).cloned()
+        lock(&self.sessions).get(id).cloned()
     }
 
     /// Where ended episodes are written.
@@ -441,7 +442,7 @@ impl EpisodeApi {
     }
 
     fn prepare(&self, id: &str) -> Result<Arc<Prepared>, FhirError> {
-        if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(id).cloned()) {
+        if let Some(p) = lock(&self.prepared).get(id).cloned() {
             return Ok(p);
         }
         let inst = self
@@ -549,14 +550,6 @@ pub fn routes(api: Arc<EpisodeApi>) -> Router {
         .with_state(api)
 }
 
-fn json_response(status: u16, body: &Value) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
 /// The caller's role, as the server's guard resolved it (no guard: the least privilege).
 fn role_of(r: Option<Extension<Role>>) -> Role {
     r.map_or_else(|| Role::Agent(String::new()), |Extension(r)| r)
@@ -573,11 +566,7 @@ async fn scenarios(State(api): State<Arc<EpisodeApi>>, role: Option<Extension<Ro
     // an agent sees its own instance only
     let own = match role_of(role) {
         Role::Operator => None,
-        Role::Agent(id) => Some(
-            api.session(&id)
-                .and_then(|c| c.lock().ok().map(|s| s.prepared.instance.id.clone()))
-                .unwrap_or_default(),
-        ),
+        Role::Agent(id) => Some(api.session(&id).map(|c| lock(&c).prepared.instance.id.clone()).unwrap_or_default()),
     };
     let items: Vec<Value> = api
         .instances
@@ -685,7 +674,7 @@ async fn list(State(api): State<Arc<EpisodeApi>>) -> Response {
     drop(sessions);
     let items: Vec<Value> = cells
         .iter()
-        .filter_map(|c| c.lock().ok())
+        .map(|c| lock(c))
         .map(|s| {
             json!({"id": s.id, "instance": s.prepared.instance.id, "trial": s.trial, "mode": s.mode,
             "steps": s.steps.len(), "status": if s.ended() { "ended" } else { "active" }})

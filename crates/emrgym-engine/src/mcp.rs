@@ -13,6 +13,7 @@ use super::run::Mode;
 use super::rundir::{ResultLine, read_results};
 use super::session::{Feedback, Recorder, Session, instance_ids};
 use anyhow::{Context, bail};
+use emrgym_core::sync::lock;
 use emrgym_fhir::access::Role;
 use emrgym_scenario::trajectory::EndReason;
 use emrgym_tools::Observation;
@@ -56,7 +57,7 @@ impl Episode {
     /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
     /// the session (ended as `abandoned` if the session goes first, then `on_close`).
     pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
-        let id = cell.lock().map(|s| s.id.clone()).unwrap_or_default();
+        let id = lock(&cell).id.clone();
         Episode {
             id,
             cell,
@@ -79,11 +80,11 @@ impl Episode {
     }
 
     fn guided(&self) -> bool {
-        self.cell.lock().map(|s| s.mode == Mode::Guided).unwrap_or(false)
+        lock(&self.cell).mode == Mode::Guided
     }
 
     fn guidance(&self) -> Option<String> {
-        let s = self.cell.lock().ok()?;
+        let s = lock(&self.cell);
         if s.mode != Mode::Guided || s.ended() {
             return None;
         }
@@ -116,7 +117,7 @@ impl Episode {
         let ended = match self.end() {
             Ok(l) => {
                 // what the feedback policy allows: never the grade, nor where it is written
-                let id = self.cell.lock().map(|s| s.id.clone()).unwrap_or_default();
+                let id = lock(&self.cell).id.clone();
                 self.feedback.view(&id, &l)
             }
             Err(e) => json!({"ended": true, "error": format!("recording the episode failed: {e:#}")}),

@@ -4,7 +4,7 @@
 //! grader's version changed, the tool catalogue changed, or the tools now answer differently.
 //! `--out DIR` writes the re-graded run as a run directory that `report` and `compare` read.
 
-use super::episode::{Prepared, Workspace, attach_writes, execute_calls, grade_sandbox, htn_transitions};
+use super::episode::{Prepared, Workspace, execute_calls, finalize};
 use super::rundir::{ResultLine, family_hashes, read_results, sha256_hex, trajectory_path};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
@@ -67,7 +67,7 @@ fn verdicts(g: Option<&Value>) -> BTreeMap<String, (String, Option<FailureClass>
 }
 
 /// Replay one recorded episode against a prepared instance.
-pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultLine>, scenario_sha256: &str) -> Replayed {
+pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultLine>, scenario_sha256: &str) -> anyhow::Result<Replayed> {
     let h = &file.header;
     let old = &file.trajectory;
     let calls: Vec<_> = old.steps.iter().map(|s| s.call.clone()).collect();
@@ -80,9 +80,7 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
         }
         s.result = f.result;
     }
-    attach_writes(&mut t, &sb);
-    t.htn = htn_transitions(p, h.episode_seed, &t.steps);
-    let g = (!t.end.is_infrastructure()).then(|| grade_sandbox(p, &t, &sb));
+    let g = finalize(p, h.episode_seed, &mut t, &sb);
     let now = super::rundir::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
     let mut reasons = Vec::new();
     if h.scenario.content_sha256 != scenario_sha256 {
@@ -95,7 +93,7 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
             emrgym_grade::GRADER_VERSION
         ));
     }
-    let catalogue = sha256_hex(&serde_json::to_vec(&p.registry.openai_tools()).unwrap_or_default());
+    let catalogue = sha256_hex(p.registry.openai_tools().to_string().as_bytes());
     if h.tool_catalogue_sha256 != catalogue {
         reasons.push("the tool catalogue changed since the run".into());
     }
@@ -145,8 +143,9 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
     if changed && reasons.is_empty() {
         reasons.push("unexplained: same scenario, grader, catalogue and tool results (please report this)".into());
     }
-    let text = trajectory::file::to_jsonl(h, &t);
-    Replayed {
+    let text = trajectory::file::to_jsonl(h, &t)
+        .with_context(|| format!("serialising the replayed trajectory of {}.{}", h.scenario.instance, h.trial))?;
+    Ok(Replayed {
         instance: h.scenario.instance.clone(),
         trial: h.trial,
         recorded: recorded.cloned(),
@@ -156,7 +155,7 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
         nodes,
         tool_results_differ: differ,
         trajectory: text,
-    }
+    })
 }
 
 /// What a replay reads: the trajectory files, the recorded results by (instance, trial), and
@@ -221,7 +220,7 @@ pub fn replay(path: &Path, suite: Option<&Path>) -> anyhow::Result<Vec<Replayed>
         }
         let p = &prepared[&id];
         let sha = hashes.get(&p.instance.family).map(|(_, h)| h.as_str()).unwrap_or("");
-        out.push(replay_one(p, &file, recorded.get(&(id, file.header.trial)), sha));
+        out.push(replay_one(p, &file, recorded.get(&(id, file.header.trial)), sha)?);
     }
     Ok(out)
 }

@@ -4,7 +4,7 @@
 //! for shards. The summary reports success and pass^k with bootstrap confidence intervals,
 //! per family and per failure class, progress, end reasons, tokens and latency.
 
-use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, briefing, fork, grade_sandbox, guidance_text, htn_transitions};
+use super::episode::{BASE, Guide, Prepared, Workspace, briefing, finalize, fork, guidance_text};
 use crate::backend::{load_cassette, make_backend};
 use crate::rundir::{
     ResultLine, append_line, family_hashes, header, lock_run_dir, manifest, read_results, result_line, trajectory_path, write_atomic,
@@ -237,10 +237,7 @@ pub async fn one_episode(
     let Ok(sb) = shared.read() else {
         return (traj, None);
     };
-    attach_writes(&mut traj, &sb);
-    traj.htn = htn_transitions(p, seed, &traj.steps);
-    // grade the sandbox the agent wrote into
-    let g = (!traj.end.is_infrastructure()).then(|| grade_sandbox(p, &traj, &sb));
+    let g = finalize(p, seed, &mut traj, &sb);
     (traj, g)
 }
 
@@ -424,7 +421,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             }
         });
         let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, String)>(cfg.concurrency * 2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, Result<String, serde_json::Error>)>(cfg.concurrency * 2);
         let mut handles = Vec::new();
         for (p, trial) in todo {
             let sem = sem.clone();
@@ -454,6 +451,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             // the trajectory first, whole or not at all; then its result line, whole or not
             // at all: a kill or a full disk leaves no torn file, and the episode without a
             // result line runs again on --resume
+            let text = text.with_context(|| format!("serialising the trajectory of {}.{}", line.instance, line.trial))?;
             write_atomic(&trajectory_path(&out_dir, &line.instance, line.trial), text.as_bytes())?;
             append_line(&mut results, &results_path, &serde_json::to_string(&line)?)?;
             n += 1;

@@ -105,7 +105,7 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
             .flatten(),
         seed: cfg.seed,
         episode_seed: episode_seed(cfg.seed, &p.instance.id, trial),
-        tool_catalogue_sha256: sha256_hex(&serde_json::to_vec(&p.registry.openai_tools()).unwrap_or_default()),
+        tool_catalogue_sha256: sha256_hex(p.registry.openai_tools().to_string().as_bytes()),
         instruction: if p.instance.context.trim().is_empty() {
             p.instance.instruction.clone()
         } else {
@@ -149,14 +149,17 @@ pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultLine>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let mut out = Vec::new();
-    for line in text.split_inclusive('\n') {
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        // every line is written with its newline in one write (`append_line`), so a last line
+        // without one is a write a crash cut short: it is not a result
         if !line.ends_with('\n') {
-            break; // torn write
+            tracing::warn!("{}: ignoring the torn last line {}", path.display(), i + 1);
+            break;
         }
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(line).with_context(|| format!("{}: bad result line", path.display()))?);
+        out.push(serde_json::from_str(line).with_context(|| format!("{} line {}: not a result line", path.display(), i + 1))?);
     }
     Ok(out)
 }
@@ -351,7 +354,37 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{append_line, write_atomic};
+    use super::{append_line, read_results, write_atomic};
+
+    const LINE: &str = r#"{"instance":"a-1","family":"a","trial":0,"end":"finished","infrastructure":false,"success":true,"progress":1.0,"steps":1,"turns":1,"prompt_tokens":0,"completion_tokens":0}"#;
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_any_other_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        assert!(read_results(&f).unwrap().is_empty(), "no file yet: no results");
+        // a kill mid-append: the last line lacks its newline, even when it parses
+        std::fs::write(&f, format!("{LINE}\n\n{LINE}")).unwrap();
+        let lines = read_results(&f).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0].instance.as_str(), lines[0].success), ("a-1", true));
+        std::fs::write(&f, format!("{LINE}\n{{\"instance\"\n{LINE}\n")).unwrap();
+        let e = format!("{:#}", read_results(&f).unwrap_err());
+        assert!(e.contains("results.jsonl line 2"), "{e}");
+    }
+
+    #[test]
+    fn the_report_reads_results_by_the_same_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("results.jsonl"), format!("{LINE}\n{LINE}")).unwrap();
+        let run = crate::report::Run::load(dir.path()).unwrap();
+        assert_eq!(run.results.len(), 1, "the torn last line is not a result");
+        assert_eq!(run.results[0]["instance"], "a-1");
+        std::fs::write(dir.path().join("results.jsonl"), format!("oops\n{LINE}\n")).unwrap();
+        let e = format!("{:#}", crate::report::Run::load(dir.path()).unwrap_err());
+        assert!(e.contains("results.jsonl line 1"), "{e}");
+    }
 
     #[test]
     fn atomic_writes_replace_whole_files_and_name_the_path_on_failure() {

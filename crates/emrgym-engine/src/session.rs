@@ -4,11 +4,12 @@
 //! ended episodes go to, in the same format as `emrgym run` writes, so `replay`, `report`,
 //! `compare` and `export` work on it.
 
-use super::episode::{BASE, Guide, Prepared, Workspace, attach_writes, fork, grade_sandbox, htn_transitions};
+use super::episode::{BASE, Guide, Prepared, Workspace, finalize, fork};
 use super::run::{AgentKind, Mode, RunConfig, episode_seed};
 use super::rundir::{ResultLine, family_hashes, header, manifest, read_results, result_line, trajectory_path};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
+use emrgym_core::sync::lock;
 use emrgym_fhir::Sandbox;
 use emrgym_fhir::rest::{FhirRequest, FhirResponse};
 use emrgym_scenario::htn::guide::Guidance;
@@ -187,12 +188,10 @@ impl Session {
             .sandbox
             .read()
             .map_err(|_| anyhow::anyhow!("episode {}: the sandbox is unavailable", self.id))?;
-        attach_writes(&mut t, &sb);
         let seed = episode_seed(rec.cfg.seed, &self.prepared.instance.id, self.trial);
-        t.htn = htn_transitions(&self.prepared, seed, &t.steps);
-        let g = grade_sandbox(&self.prepared, &t, &sb);
+        let g = finalize(&self.prepared, seed, &mut t, &sb);
         drop(sb);
-        let line = rec.record(&self.prepared, self.trial, self.mode, &t, Some(g))?;
+        let line = rec.record(&self.prepared, self.trial, self.mode, &t, g)?;
         self.result = Some(line.clone());
         Ok(line)
     }
@@ -315,7 +314,7 @@ impl Recorder {
 
     /// How many trials of an instance the recording holds or has handed out.
     pub fn trials_of(&self, instance: &str) -> u32 {
-        self.trials.lock().ok().and_then(|m| m.get(instance).copied()).unwrap_or(0)
+        lock(&self.trials).get(instance).copied().unwrap_or(0)
     }
 
     /// Record in the manifest what agents could reach (`access`: interface, operator auth,
@@ -339,7 +338,7 @@ impl Recorder {
 
     /// Reserve the next trial number of an instance.
     pub fn next_trial(&self, instance: &str) -> u32 {
-        let Ok(mut m) = self.trials.lock() else { return 0 };
+        let mut m = lock(&self.trials);
         let t = m.entry(instance.to_string()).or_insert(0);
         *t += 1;
         *t - 1
@@ -369,8 +368,9 @@ impl Recorder {
         cfg.mode = mode;
         let sha = self.hashes.get(&p.instance.family).map(|(_, h)| h.as_str()).unwrap_or("");
         let tpath = trajectory_path(&self.dir, &p.instance.id, trial);
-        std::fs::write(&tpath, trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t))
-            .with_context(|| format!("writing {}", tpath.display()))?;
+        let text = trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t)
+            .with_context(|| format!("serialising the trajectory of {}.{trial}", p.instance.id))?;
+        std::fs::write(&tpath, text).with_context(|| format!("writing {}", tpath.display()))?;
         // append the line in one write: a crash leaves at most a torn last line, which
         // `read_results` ignores; a failed write (a full disk) is cut back off the file
         let rpath = self.dir.join("results.jsonl");

@@ -508,16 +508,24 @@ async fn as_outcome(resp: Response, method: &Method, path: &str) -> Response {
     r
 }
 
+/// The one JSON response of every route (FHIR, tools, episodes): `body`'s text, which
+/// cannot fail for a JSON value, with `content_type`; an unknown status becomes a 500.
+pub fn json_with(status: u16, body: &Value, content_type: &'static str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (code, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 /// A JSON response with the FHIR media type.
 pub fn fhir_json(status: u16, body: &Value) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = (code, bytes).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/fhir+json; charset=utf-8"),
-    );
-    resp
+    json_with(status, body, "application/fhir+json; charset=utf-8")
+}
+
+/// A JSON response with the plain JSON media type (the tool and episode APIs).
+pub fn json_response(status: u16, body: &Value) -> Response {
+    json_with(status, body, "application/json")
 }
 
 /// An OperationOutcome response for an error.
@@ -984,7 +992,7 @@ async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
     let e = FhirError::Busy(format!(
         "the server holds its limit of {max} open connections (--max-connections); retry later"
     ));
-    let body = serde_json::to_vec(&e.to_outcome()).unwrap_or_default();
+    let body = e.to_outcome().to_string().into_bytes();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/fhir+json; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
         body.len()

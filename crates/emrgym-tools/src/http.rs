@@ -8,14 +8,14 @@ use super::fhir_tools::SandboxBackend;
 use super::{Observation, Registry};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use emrgym_fhir::FhirError;
 use emrgym_fhir::access::Role;
 use emrgym_fhir::error::outcome;
-use emrgym_fhir::server::{AppState, error_response, fhir_json, harden, host_base, routes as fhir_routes};
+use emrgym_fhir::server::{AppState, error_response, fhir_json, harden, host_base, json_response, routes as fhir_routes};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,14 +57,6 @@ pub fn routes_with(state: Arc<AppState>, registry: Arc<Registry>, hook: Option<T
             hook,
         })
         .merge(fhir_routes(state))
-}
-
-fn json_response(status: u16, body: &Value) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
 }
 
 // auth and roles: the guard ([`harden`]) admits only the operator to these routes, and an

@@ -427,10 +427,10 @@ impl Registry {
 }
 
 /// A manifest as the file `tools/<name>.json` holds it (pretty JSON, trailing newline).
-pub fn manifest_file(m: &Manifest) -> String {
-    let mut s = serde_json::to_string_pretty(m).unwrap_or_default();
+pub fn manifest_file(m: &Manifest) -> Result<String, serde_json::Error> {
+    let mut s = serde_json::to_string_pretty(m)?;
     s.push('\n');
-    s
+    Ok(s)
 }
 
 #[cfg(test)]

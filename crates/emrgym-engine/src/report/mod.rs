@@ -1,6 +1,7 @@
 //! Run reports: load a run directory (manifest, results, summary; trajectories on demand),
 //! render its summary as text, compare two runs, and write the static HTML report
-//! ([`html`]). Works on the run directory's JSON as written, so it reads runs of any agent.
+//! ([`html`]). Results are read by [`crate::rundir::read_results`] (one rule for a torn last
+//! line) and handled as JSON, so the report reads runs of any agent.
 
 pub mod html;
 
@@ -35,19 +36,12 @@ impl Run {
                 .with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?,
         )
         .with_context(|| format!("{}/manifest.json", dir.display()))?;
-        let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
-        let mut results = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Value>(line) {
-                Ok(v) => results.push(v),
-                // a kill can tear the last line; anything else is an error
-                Err(_) if i + 1 == text.lines().count() => {}
-                Err(e) => bail!("{}/results.jsonl line {}: {e}", dir.display(), i + 1),
-            }
-        }
+        // the one reader of results.jsonl, with its one rule for a torn last line
+        let results = crate::rundir::read_results(&dir.join("results.jsonl"))?
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<Value>, _>>()
+            .with_context(|| format!("{}/results.jsonl", dir.display()))?;
         let summary = std::fs::read_to_string(dir.join("summary.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())

@@ -238,15 +238,16 @@ pub fn events(t: &Trajectory) -> Vec<Event> {
     out
 }
 
-/// The file's text: the header line, then one line per event.
-pub fn to_jsonl(header: &Header, t: &Trajectory) -> String {
-    let mut s = serde_json::to_string(header).unwrap_or_default();
+/// The file's text: the header line, then one line per event. A value that cannot be
+/// serialised is an error, never an empty line.
+pub fn to_jsonl(header: &Header, t: &Trajectory) -> Result<String, serde_json::Error> {
+    let mut s = serde_json::to_string(header)?;
     s.push('\n');
     for e in events(t) {
-        s.push_str(&serde_json::to_string(&e).unwrap_or_default());
+        s.push_str(&serde_json::to_string(&e)?);
         s.push('\n');
     }
-    s
+    Ok(s)
 }
 
 /// Why a file could not be read.

@@ -3,11 +3,11 @@
 //! and computed facts, deferral on unrevealed ones), and the ungating of reads that the
 //! branch taken does not use.
 
-use super::order::topo;
 use super::tree::{Env, Fact, Globals, Knowledge, Node, Status, Tree};
 use crate::htn::expr::{self, Coll, EvalError, V};
 use crate::htn::library::{Arg, Check, Library};
 use crate::trajectory::ToolCall;
+use emrgym_core::topological_order;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -254,7 +254,7 @@ impl Planner<'_> {
         }
         // subtasks in a topological order (facts must be bound before use)
         let edges = Library::edges(m);
-        let order = topo(m.subtasks.len(), &edges);
+        let order = topological_order(m.subtasks.len(), &edges);
         let mut child_of: BTreeMap<usize, usize> = BTreeMap::new();
         for si in order {
             let s = &m.subtasks[si];

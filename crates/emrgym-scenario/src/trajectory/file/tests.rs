@@ -88,7 +88,7 @@ fn sample() -> Trajectory {
 #[test]
 fn a_trajectory_survives_the_round_trip() {
     let t = sample();
-    let text = to_jsonl(&example_header(), &t);
+    let text = to_jsonl(&example_header(), &t).unwrap();
     let back = from_jsonl(&text).unwrap();
     assert_eq!(back.header, example_header());
     assert_eq!(back.trajectory, t);
@@ -121,7 +121,7 @@ fn a_trajectory_survives_the_round_trip() {
         ]
     );
     // writing again gives the same bytes
-    assert_eq!(to_jsonl(&back.header, &back.trajectory), text);
+    assert_eq!(to_jsonl(&back.header, &back.trajectory).unwrap(), text);
 }
 
 #[test]
@@ -132,17 +132,17 @@ fn model_free_and_empty_trajectories_round_trip() {
         s.turn = None;
         s.call_id = None;
     }
-    let back = from_jsonl(&to_jsonl(&example_header(), &t)).unwrap();
+    let back = from_jsonl(&to_jsonl(&example_header(), &t).unwrap()).unwrap();
     assert_eq!(back.trajectory, t);
     let mut empty = Trajectory::new(Vec::new(), EndReason::BackendError);
     empty.detail = Some("HTTP 500".into());
-    let back = from_jsonl(&to_jsonl(&example_header(), &empty)).unwrap();
+    let back = from_jsonl(&to_jsonl(&example_header(), &empty).unwrap()).unwrap();
     assert_eq!(back.trajectory, empty);
 }
 
 #[test]
 fn newer_minor_versions_are_read_and_other_majors_refused() {
-    let text = to_jsonl(&example_header(), &sample());
+    let text = to_jsonl(&example_header(), &sample()).unwrap();
     // 1.7: an unknown event type and unknown fields are skipped
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let mut head: Value = serde_json::from_str(&lines[0]).unwrap();
@@ -172,7 +172,7 @@ fn newer_minor_versions_are_read_and_other_majors_refused() {
 
 #[test]
 fn broken_files_say_what_is_wrong_and_where() {
-    let text = to_jsonl(&example_header(), &sample());
+    let text = to_jsonl(&example_header(), &sample()).unwrap();
     assert_eq!(from_jsonl(""), Err(ReadError::Empty));
     assert!(matches!(from_jsonl("{\"a\":1}\n"), Err(ReadError::NotATrajectory(_))));
     assert!(matches!(from_jsonl("not json"), Err(ReadError::NotATrajectory(_))));
