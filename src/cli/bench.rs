@@ -4,15 +4,11 @@
 //! data and queries. Results are printed as a markdown table and written as JSON.
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use emrgym_core::splitmix64;
 use emrgym_fhir::clock::{Clock, parse_instant};
 use emrgym_fhir::load;
 use emrgym_fhir::search::SearchQuery;
 use emrgym_fhir::store::{CohortBuilder, Sandbox, SandboxOptions, parse_query_string};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -628,11 +624,10 @@ fn cold_start(dir: &Path, q: &str) -> anyhow::Result<(f64, f64, u64)> {
     colds.sort_by(|x, y| x.total_cmp(y));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let first = rt.block_on(async {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let uri: hyper::Uri = format!("{}/{q}", server.base).parse()?;
-        let r = client.get(uri).await?;
+        let client = reqwest::Client::new();
+        let r = client.get(format!("{}/{q}", server.base)).send().await?;
         let ok = r.status().is_success();
-        let body = r.into_body().collect().await?.to_bytes();
+        let body = r.bytes().await?;
         if !ok || !contains(&body, b"\"searchset\"") {
             bail!("{q}: no searchset");
         }
@@ -855,10 +850,9 @@ struct Load {
 }
 
 async fn wait_ready(base: &str) -> anyhow::Result<()> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = reqwest::Client::new();
     for _ in 0..600 {
-        if let Ok(uri) = format!("{base}/metadata").parse::<hyper::Uri>()
-            && let Ok(r) = client.get(uri).await
+        if let Ok(r) = client.get(format!("{base}/metadata")).send().await
             && r.status().is_success()
         {
             return Ok(());
@@ -869,16 +863,16 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 }
 
 async fn http_load(base: &str, patients: usize, secs: u64, concurrency: usize, timeout: Duration) -> anyhow::Result<Load> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = reqwest::Client::new();
     // warm up with a short burst (bounded by the request timeout)
     let warm_deadline = Instant::now() + timeout;
     for i in 0..50 {
         if Instant::now() > warm_deadline {
             break;
         }
-        let uri: hyper::Uri = format!("{base}/{}", query(i, patients)).parse()?;
-        if let Ok(Ok(r)) = tokio::time::timeout(timeout, client.get(uri)).await {
-            let _ = r.into_body().collect().await;
+        let url = format!("{base}/{}", query(i, patients));
+        if let Ok(Ok(r)) = tokio::time::timeout(timeout, client.get(url).send()).await {
+            let _ = r.bytes().await;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -893,17 +887,14 @@ async fn http_load(base: &str, patients: usize, secs: u64, concurrency: usize, t
             let mut timeouts = 0usize;
             let mut i = w * 1_000_000;
             while Instant::now() < deadline {
-                let uri: hyper::Uri = match format!("{base}/{}", query(i, patients)).parse() {
-                    Ok(u) => u,
-                    Err(_) => break,
-                };
+                let url = format!("{base}/{}", query(i, patients));
                 i += 1;
                 let t = Instant::now();
                 let answer = tokio::time::timeout(timeout, async {
-                    let r = client.get(uri).await?;
+                    let r = client.get(url).send().await?;
                     let ok = r.status().is_success();
-                    let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    Ok::<_, hyper_util::client::legacy::Error>((ok, body))
+                    let body = r.bytes().await.unwrap_or_default();
+                    Ok::<_, reqwest::Error>((ok, body))
                 })
                 .await;
                 match answer {
@@ -1041,18 +1032,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let cold_s = colds[1];
     let (rss, hwm) = rss_kib(server.child.id());
     let (first_query_s, warm_s) = rt.block_on(async {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let uri: hyper::Uri = format!("{}/{}", server.base, query(0, a.patients)).parse()?;
-        let r = client.get(uri).await?;
+        let client = reqwest::Client::new();
+        let r = client.get(format!("{}/{}", server.base, query(0, a.patients))).send().await?;
         let ok = r.status().is_success();
-        let _ = r.into_body().collect().await;
+        let _ = r.bytes().await;
         if !ok {
             bail!("first query failed");
         }
         let first = t_spawn.elapsed().as_secs_f64();
-        let health: hyper::Uri = format!("{}/health", server.base.trim_end_matches("/fhir")).parse()?;
+        let health = format!("{}/health", server.base.trim_end_matches("/fhir"));
         loop {
-            let body = client.get(health.clone()).await?.into_body().collect().await?.to_bytes();
+            let body = client.get(&health).send().await?.bytes().await?;
             if contains(&body, b"\"indexesWarm\":true") {
                 break;
             }

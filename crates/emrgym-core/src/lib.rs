@@ -9,3 +9,22 @@ pub mod sync;
 
 pub use graph::topological_order;
 pub use rng::{Rng, splitmix64};
+
+/// Lower-case hexadecimal of `bytes` (digests as they are written in manifests, headers and
+/// cassettes).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_and_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}

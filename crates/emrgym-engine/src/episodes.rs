@@ -37,7 +37,7 @@ use axum::{Extension, Router};
 use emrgym_core::sync::lock;
 use emrgym_fhir::FhirError;
 use emrgym_fhir::access::Role;
-use emrgym_fhir::server::{AppState, error_response, host_base, json_response};
+use emrgym_fhir::server::{AppState, error_response, host_base, json_body, json_response};
 use emrgym_scenario::Instance;
 use emrgym_tools::http::to_response;
 use serde_json::{Value, json};
@@ -614,38 +614,38 @@ async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: B
     blocking(api, move |api| create_now(api, &headers, &bytes)).await
 }
 
+/// `POST /episodes` body.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEpisode {
+    /// A scenario instance id (required).
+    instance: Option<String>,
+    /// `flat` (the default) or `guided`.
+    #[serde(default)]
+    mode: Mode,
+    /// The server's seed, if given (an episode cannot choose another).
+    seed: Option<u64>,
+}
+
 fn create_now(api: &EpisodeApi, headers: &HeaderMap, bytes: &Bytes) -> Response {
-    let body = match body_json(bytes) {
+    let body: CreateEpisode = match json_body(bytes, "episode request", "instance, mode, seed") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error_response(&e),
     };
-    for k in body.as_object().into_iter().flat_map(|o| o.keys()) {
-        if !matches!(k.as_str(), "instance" | "mode" | "seed") {
-            return error_response(&FhirError::BadRequest(format!("unknown field '{k}' (instance, mode, seed)")));
-        }
-    }
-    let Some(instance) = body.get("instance").and_then(Value::as_str) else {
+    let Some(instance) = body.instance.as_deref() else {
         return error_response(&FhirError::BadRequest("'instance' (a scenario instance id) is required".into()));
     };
-    let mode = match body.get("mode").and_then(Value::as_str) {
-        None | Some("flat") => Mode::Flat,
-        Some("guided") => Mode::Guided,
-        Some(other) => return error_response(&FhirError::BadRequest(format!("mode '{other}' is not flat or guided"))),
-    };
-    let seed = match body.get("seed") {
+    let seed = match body.seed {
         None => api.recorder.cfg.seed,
-        Some(v) => match v.as_u64() {
-            Some(s) if s == api.recorder.cfg.seed => s,
-            Some(s) => {
-                return error_response(&FhirError::BadRequest(format!(
-                    "seed {s}: this server records with seed {} (start it with --seed {s})",
-                    api.recorder.cfg.seed
-                )));
-            }
-            None => return error_response(&FhirError::BadRequest(format!("seed {v} is not a non-negative integer"))),
-        },
+        Some(s) if s == api.recorder.cfg.seed => s,
+        Some(s) => {
+            return error_response(&FhirError::BadRequest(format!(
+                "seed {s}: this server records with seed {} (start it with --seed {s})",
+                api.recorder.cfg.seed
+            )));
+        }
     };
-    let (id, cell) = match api.open(Some(instance), mode, seed) {
+    let (id, cell) = match api.open(Some(instance), body.mode, seed) {
         Ok(x) => x,
         Err(e) => return error_response(&e),
     };

@@ -177,7 +177,7 @@ pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
             fam.family.clone(),
             (
                 file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-                format!("{:x}", h.finalize()),
+                emrgym_core::hex(&h.finalize()),
             ),
         );
     }
@@ -315,7 +315,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
         for r in read_results(&dir.join("results.jsonl"))? {
             let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
-                std::fs::copy(&src, trajectory_path(&out, &r.instance, r.trial))?;
+                std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial))?;
             }
             all.insert((r.instance.clone(), r.trial), r);
         }
@@ -340,7 +340,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
         text.push('\n');
     }
     std::fs::write(out.join("results.jsonl"), text)?;
-    let summary = run_summary(&out, &lines, cfg.trials, cfg.seed);
+    let summary = run_summary(out, &lines, cfg.trials, cfg.seed);
     std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
     Ok(summary)
 }
@@ -349,7 +349,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(bytes);
-    format!("{:x}", h.finalize())
+    emrgym_core::hex(&h.finalize())
 }
 
 #[cfg(test)]

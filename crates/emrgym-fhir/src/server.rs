@@ -518,6 +518,16 @@ pub fn json_with(status: u16, body: &Value, content_type: &'static str) -> Respo
     resp
 }
 
+/// The one reader of a JSON request body into a typed request (whose type denies unknown
+/// fields): an empty body is the default request; anything else that does not parse is a 400
+/// naming `what`, serde's reason (the unknown field, the bad value) and the fields there are.
+pub fn json_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8], what: &str, fields: &str) -> Result<T, FhirError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| FhirError::BadRequest(format!("{what}: {e} (fields: {fields})")))
+}
+
 /// A JSON response with the FHIR media type.
 pub fn fhir_json(status: u16, body: &Value) -> Response {
     json_with(status, body, "application/fhir+json; charset=utf-8")
@@ -672,13 +682,9 @@ fn sandbox_info(state: &AppState, id: &str, sb: &Arc<RwLock<Sandbox>>, headers: 
 fn sandboxes(state: &Arc<AppState>, method: &Method, headers: &HeaderMap, bytes: &[u8]) -> Response {
     match *method {
         Method::POST => {
-            let req: SandboxRequest = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                SandboxRequest::default()
-            } else {
-                match serde_json::from_slice(bytes) {
-                    Ok(r) => r,
-                    Err(e) => return error_response(&FhirError::BadRequest(format!("sandbox request: {e} (fields: seed, now, tick_ms)"))),
-                }
+            let req: SandboxRequest = match json_body(bytes, "sandbox request", "seed, now, tick_ms") {
+                Ok(r) => r,
+                Err(e) => return error_response(&e),
             };
             match state.create_sandbox(&req) {
                 Ok(id) => {

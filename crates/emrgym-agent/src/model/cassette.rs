@@ -12,7 +12,7 @@ pub fn request_hash(messages: &[Value], tools: &Value) -> String {
     let mut h = Sha256::new();
     // a JSON value's text (compact, as `to_vec` writes it) cannot fail, unlike `to_vec`
     h.update(json!({"messages": messages, "tools": tools}).to_string().as_bytes());
-    format!("{:x}", h.finalize())
+    emrgym_core::hex(&h.finalize())
 }
 
 /// Recorded replies by request hash.
