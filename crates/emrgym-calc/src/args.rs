@@ -419,8 +419,12 @@ impl Args {
         let s = v
             .as_str()
             .ok_or_else(|| CalcError::Invalid(format!("{name}: expected a date string YYYY-MM-DD, got {v}")))?;
-        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| CalcError::Invalid(format!("{name}: '{s}' is not a date in the form YYYY-MM-DD")))?;
+        // the one date parser, at day precision
+        let d = emrgym_core::date::parse(s)
+            .filter(|d| d.precision == emrgym_core::date::Precision::Day)
+            .and_then(|d| chrono::DateTime::from_timestamp_millis(d.start_ms))
+            .map(|t| t.date_naive())
+            .ok_or_else(|| CalcError::Invalid(format!("{name}: '{s}' is not a date in the form YYYY-MM-DD")))?;
         self.inputs.insert(name.into(), json!(s));
         Ok(d)
     }

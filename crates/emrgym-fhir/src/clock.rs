@@ -100,9 +100,14 @@ pub fn fhir_instant(t: DateTime<Utc>) -> String {
 
 /// Parse an RFC 3339 instant (as given on the command line or in scenarios).
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("'{s}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z: {e}"))
+    // the one date parser; an instant has its seconds and its offset
+    let d = emrgym_core::date::parse(s).ok_or_else(|| format!("'{s}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z"))?;
+    if d.precision < emrgym_core::date::Precision::Second || d.offset_minutes.is_none() {
+        return Err(format!(
+            "'{s}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z: it needs seconds and an offset (Z or ±hh:mm)"
+        ));
+    }
+    DateTime::from_timestamp_millis(d.start_ms).ok_or_else(|| format!("'{s}' is out of range"))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! references and quantities, plus parsing of FHIR dates and references.
 
 use super::fhirpath::{Item, ItemValue};
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::Value;
 
 /// A half-open instant range `[start, end)` in milliseconds since the Unix epoch.
@@ -305,99 +304,12 @@ pub fn quantities(items: &[Item<'_>]) -> Vec<Quantity> {
 }
 
 /// Parse a FHIR date, dateTime or instant (any precision, with or without offset) into the
-/// range it denotes. Values without an offset are taken as UTC.
+/// range it denotes. Values without an offset are taken as UTC. (The grammar is
+/// [`emrgym_core::date::parse`], the one date parser.)
 pub fn parse_date(s: &str) -> Option<DateRange> {
-    let s = s.trim();
-    let (date_part, time_part) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
-    };
-    let parts: Vec<&str> = date_part.split('-').collect();
-    if parts.is_empty()
-        || parts.len() > 3
-        || parts[0].len() != 4
-        || !parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    {
-        return None;
-    }
-    let year: i32 = parts[0].parse().ok()?;
-    let month: u32 = parts.get(1).map(|m| m.parse()).transpose().ok()?.unwrap_or(1);
-    let day: u32 = parts.get(2).map(|d| d.parse()).transpose().ok()?.unwrap_or(1);
-    let date = NaiveDate::from_ymd_opt(year, month, day)?;
-    let Some(t) = time_part else {
-        let start = date.and_time(NaiveTime::MIN);
-        let end = match parts.len() {
-            1 => NaiveDate::from_ymd_opt(year + 1, 1, 1)?,
-            2 => {
-                if month == 12 {
-                    NaiveDate::from_ymd_opt(year + 1, 1, 1)?
-                } else {
-                    NaiveDate::from_ymd_opt(year, month + 1, 1)?
-                }
-            }
-            _ => date.succ_opt()?,
-        }
-        .and_time(NaiveTime::MIN);
-        return Some(DateRange {
-            start: start.and_utc().timestamp_millis(),
-            end: end.and_utc().timestamp_millis(),
-        });
-    };
-    if parts.len() != 3 {
-        return None;
-    }
-    // split offset
-    let (clock, offset_min) = if let Some(c) = t.strip_suffix('Z') {
-        (c, 0i64)
-    } else if let Some(pos) = t.rfind(['+', '-']) {
-        let (c, off) = t.split_at(pos);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (h, m) = off[1..].split_once(':')?;
-        let h: i64 = h.parse().ok()?;
-        let m: i64 = m.parse().ok()?;
-        if h > 14 || m > 59 {
-            return None;
-        }
-        (c, sign * (h * 60 + m))
-    } else {
-        (t, 0)
-    };
-    let mut hms = clock.split(':');
-    let h: u32 = hms.next()?.parse().ok()?;
-    let mi: u32 = hms.next()?.parse().ok()?;
-    let (sec, frac, precision_ms): (u32, u32, i64) = match hms.next() {
-        None => (0, 0, 60_000),
-        Some(sec) => {
-            let (whole, frac) = match sec.split_once('.') {
-                Some((w, f)) => (w, Some(f)),
-                None => (sec, None),
-            };
-            if whole.len() != 2 {
-                return None;
-            }
-            let sv: u32 = whole.parse().ok()?;
-            match frac {
-                None => (sv, 0, 1000),
-                Some(f) if !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()) => {
-                    let digits = f.len().min(3);
-                    let ms: u32 = f[..digits].parse().ok()?;
-                    let scale = 10u32.pow(3 - digits as u32);
-                    (sv, ms * scale, i64::from(scale))
-                }
-                Some(_) => return None,
-            }
-        }
-    };
-    if hms.next().is_some() {
-        return None;
-    }
-    let time = NaiveTime::from_hms_milli_opt(h, mi, sec, frac)?;
-    let local = NaiveDateTime::new(date, time);
-    let start = local.and_utc().timestamp_millis() - offset_min * 60_000;
-    let _ = date.year();
-    Some(DateRange {
-        start,
-        end: start + precision_ms,
+    emrgym_core::date::parse(s).map(|d| DateRange {
+        start: d.start_ms,
+        end: d.end_ms,
     })
 }
 

@@ -4,7 +4,8 @@
 
 use super::eval::{EvalError, type_err};
 use super::parse::Op;
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
+use chrono::{DateTime, FixedOffset};
+use emrgym_core::date::Precision as DatePrecision;
 use serde_json::{Value, json};
 
 /// One value in a collection.
@@ -48,23 +49,14 @@ pub type Coll = Vec<V>;
 
 /// Parse a date or date-time literal (`2023-11-13`, `2023-11-13T10:15:00+00:00`, `...Z`).
 pub fn parse_datetime(s: &str) -> Option<DateTime<FixedOffset>> {
-    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Some(d);
+    // the one date parser; the expression language takes a month, a day, or a time with its
+    // seconds (a bare year or a time without seconds is not a date literal here)
+    let d = emrgym_core::date::parse(s)?;
+    if matches!(d.precision, DatePrecision::Year | DatePrecision::Minute) {
+        return None;
     }
-    if let Ok(d) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%:z") {
-        return Some(d);
-    }
-    let utc = FixedOffset::east_opt(0)?;
-    if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
-        return utc.from_local_datetime(&d).single();
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return utc.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).single();
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d") {
-        return utc.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).single();
-    }
-    None
+    let offset = FixedOffset::east_opt(d.offset_minutes.unwrap_or(0).checked_mul(60)?)?;
+    Some(DateTime::from_timestamp_millis(d.start_ms)?.with_timezone(&offset))
 }
 
 impl V {
