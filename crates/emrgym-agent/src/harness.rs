@@ -18,6 +18,7 @@ pub const MAX_HARNESS_FAILURE_RATE: f64 = 0.05;
 /// A limit of the harness that ended an episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HarnessLimit {
     /// The reply cap cut replies before their call was complete, twice in a row.
     ReplyCap,

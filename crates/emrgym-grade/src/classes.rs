@@ -63,6 +63,7 @@ pub fn rules_changed(from: u32, classes: &[FailureClass]) -> Vec<&'static str> {
 /// Why a node (or the episode) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FailureClass {
     /// The agent never saw the data a decision needed.
     Sensing,

@@ -65,6 +65,7 @@ pub struct Header {
 /// One event line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// What was sent to the model.
     ModelRequest {

@@ -149,7 +149,9 @@ pub struct HtnTransition {
     pub next: Vec<String>,
 }
 
-/// Why an episode ended.
+/// Why an episode ended. Deliberately not `#[non_exhaustive]`: the harness audit
+/// (`emrgym_agent::harness::attribute`) matches every reason, so a new one cannot be added
+/// without deciding whether ending at it is the harness's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
