@@ -66,3 +66,9 @@ pub mod scenarios;
 pub mod session;
 pub mod stats;
 pub mod suites;
+
+// the engine's everyday surface; everything else stays under its module
+pub use episode::{Prepared, Workspace, finalize};
+pub use report::Run;
+pub use run::{AgentKind, Mode, RunConfig, execute};
+pub use rundir::{ResultLine, read_results};
