@@ -519,13 +519,19 @@ pub fn json_with(status: u16, body: &Value, content_type: &'static str) -> Respo
 }
 
 /// The one reader of a JSON request body into a typed request (whose type denies unknown
-/// fields): an empty body is the default request; anything else that does not parse is a 400
-/// naming `what`, serde's reason (the unknown field, the bad value) and the fields there are.
+/// fields): an empty body is the default request; a body that is not JSON is a 400 saying
+/// so; JSON of the wrong shape is a 400 naming `what`, serde's reason (the unknown field, the
+/// bad value) and the fields there are.
 pub fn json_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8], what: &str, fields: &str) -> Result<T, FhirError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| FhirError::BadRequest(format!("{what}: {e} (fields: {fields})")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        FhirError::BadRequest(match e.classify() {
+            serde_json::error::Category::Data => format!("{what}: {e} (fields: {fields})"),
+            _ => format!("{what}: the body is not valid JSON: {e}"),
+        })
+    })
 }
 
 /// A JSON response with the FHIR media type.
@@ -1009,4 +1015,32 @@ async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SandboxRequest, json_body};
+
+    #[test]
+    fn request_bodies_are_typed_and_their_errors_say_what_is_wrong() {
+        let r: SandboxRequest = json_body(b"  ", "sandbox request", "seed, now, tick_ms").unwrap();
+        assert!(r.seed.is_none() && r.now.is_none(), "an empty body is the default request");
+        let r: SandboxRequest = json_body(br#"{"seed": 7}"#, "sandbox request", "seed, now, tick_ms").unwrap();
+        assert_eq!(r.seed, Some(7));
+        let e = json_body::<SandboxRequest>(br#"{"sede": 7}"#, "sandbox request", "seed, now, tick_ms")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sandbox request") && e.contains("sede") && e.contains("fields: seed, now, tick_ms"),
+            "{e}"
+        );
+        let e = json_body::<SandboxRequest>(br#"{"seed": -1}"#, "sandbox request", "seed")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("-1"), "{e}");
+        let e = json_body::<SandboxRequest>(b"{not json", "sandbox request", "seed")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
 }
