@@ -506,7 +506,7 @@ fn materialise_the_state_at_any_node() {
     let p = prepared("lyte-review-001");
     // before the magnesium decision: the potassium orders are in, nothing for magnesium yet
     let (sb, traj) = emrgym_engine::episode::materialize(&p, "mg_act", 1).unwrap();
-    let written: Vec<String> = sb.diff().iter().map(|c| c.ty.clone()).collect();
+    let written: Vec<String> = sb.diff().iter().map(|c| c.resource_type.clone()).collect();
     assert_eq!(
         written,
         vec!["MedicationRequest".to_string(), "ServiceRequest".to_string()],

@@ -1,15 +1,18 @@
 //! The few primitives every EMRGym layer shares and that must behave the same everywhere:
 //! the date parser ([`date`]), the seeded random-number generator ([`rng`]), the topological sort ([`graph`]) and locks
-//! that recover from poisoning instead of reading as empty ([`sync`]). It depends on nothing
+//! that recover from poisoning instead of reading as empty ([`sync`]), and the one write
+//! type ([`write`]). It depends on nothing
 //! of EMRGym.
 
 pub mod date;
 pub mod graph;
 pub mod rng;
 pub mod sync;
+pub mod write;
 
 pub use graph::topological_order;
 pub use rng::{Rng, splitmix64};
+pub use write::{Write, WriteKind};
 
 /// Lower-case hexadecimal of `bytes` (digests as they are written in manifests, headers and
 /// cassettes).

@@ -6,7 +6,7 @@
 use emrgym_agent::{Policy, run_episode};
 use emrgym_fhir::clock::{Clock, parse_instant};
 use emrgym_fhir::{Cohort, Sandbox, SandboxOptions, load};
-use emrgym_grade::{Grade, grade, writes_from_diff};
+use emrgym_grade::{Grade, grade};
 use emrgym_scenario::htn::guide::{Guidance, guidance};
 use emrgym_scenario::htn::library::Library;
 use emrgym_scenario::htn::plan::{Globals, Knowledge, Tree, plan, revealed_paths};
@@ -201,14 +201,7 @@ pub fn finalize(p: &Prepared, seed: u64, traj: &mut Trajectory, sandbox: &Sandbo
 
 /// Grade a trajectory that was already executed into `sandbox`.
 pub fn grade_sandbox(p: &Prepared, traj: &Trajectory, sandbox: &Sandbox) -> Grade {
-    grade(
-        &p.instance.id,
-        &p.library,
-        &p.oracle,
-        &p.instance.answer,
-        traj,
-        &writes_from_diff(&sandbox.diff()),
-    )
+    grade(&p.instance.id, &p.library, &p.oracle, &p.instance.answer, traj, &sandbox.diff())
 }
 
 /// Start from any subtask: a fresh fork with the oracle's prefix applied, i.e. every
@@ -248,19 +241,10 @@ pub fn materialize(p: &Prepared, path: &str, seed: u64) -> Result<(Sandbox, Traj
     Ok((sb, traj))
 }
 
-/// The sandbox's writes as the guidance sees them (created and updated resources).
-pub fn written(sandbox: &Sandbox) -> Vec<emrgym_scenario::htn::guide::Written> {
-    sandbox
-        .diff()
-        .iter()
-        .filter_map(|c| {
-            c.after.as_ref().map(|a| emrgym_scenario::htn::guide::Written {
-                resource_type: c.ty.clone(),
-                action: if c.before.is_none() { "create" } else { "update" },
-                resource: (**a).clone(),
-            })
-        })
-        .collect()
+/// The sandbox's writes as the guidance sees them: created and updated resources (their
+/// versions shared with the sandbox, not copied).
+pub fn written(sandbox: &Sandbox) -> Vec<emrgym_core::Write> {
+    sandbox.diff().into_iter().filter(|w| w.after.is_some()).collect()
 }
 
 /// What the agent is told about an instance (its FHIR tools act on [`BASE`]).

@@ -4,7 +4,7 @@
 
 use crate::checks::CheckOutcome;
 use crate::{FailureClass, WriteGrade};
-use emrgym_fhir::store::Change;
+pub use emrgym_core::{Write, WriteKind};
 use emrgym_scenario::htn::expr::{self, V};
 use emrgym_scenario::htn::library::{Check, Library, Selector};
 use emrgym_scenario::htn::plan::Tree;
@@ -15,46 +15,13 @@ use serde_json::Value;
 /// write is one (wrong branch, extraneous).
 pub(crate) type Attribution = Option<(String, Option<FailureClass>)>;
 
-/// A write in the sandbox's diff.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Write {
-    /// Resource type.
-    pub ty: String,
-    /// Id.
-    pub id: String,
-    /// create / update / delete.
-    pub action: &'static str,
-    /// The cohort's version.
-    pub before: Option<Value>,
-    /// The current version.
-    pub after: Option<Value>,
-}
-
-/// The writes of a sandbox diff.
-pub fn writes_from_diff(changes: &[Change]) -> Vec<Write> {
-    changes
-        .iter()
-        .map(|c| Write {
-            ty: c.ty.clone(),
-            id: c.id.clone(),
-            action: match (&c.before, &c.after) {
-                (None, _) => "create",
-                (Some(_), Some(_)) => "update",
-                (Some(_), None) => "delete",
-            },
-            before: c.before.as_deref().cloned(),
-            after: c.after.as_deref().cloned(),
-        })
-        .collect()
-}
-
 pub(crate) fn step_of(w: &Write, t: &Trajectory) -> Option<usize> {
     t.steps
         .iter()
         .enumerate()
         .filter(|(_, s)| s.result.ok && matches!(s.call.name.as_str(), "fhir_create" | "fhir_update"))
         .filter(|(_, s)| {
-            s.result.content.get("resourceType").and_then(Value::as_str) == Some(w.ty.as_str())
+            s.result.content.get("resourceType").and_then(Value::as_str) == Some(w.resource_type.as_str())
                 && s.result.content.get("id").and_then(Value::as_str) == Some(w.id.as_str())
         })
         .map(|(i, _)| i)
@@ -62,13 +29,13 @@ pub(crate) fn step_of(w: &Write, t: &Trajectory) -> Option<usize> {
 }
 
 pub(crate) fn selector_matches(sel: &Selector, w: &Write, tree: &Tree, node: usize) -> bool {
-    if w.ty != sel.resource_type {
+    if w.resource_type != sel.resource_type {
         return false;
     }
     let action_ok = match sel.action.as_str() {
-        "create" => w.action == "create",
-        "update" => w.action == "update",
-        _ => w.action != "delete",
+        "create" => w.kind == WriteKind::Create,
+        "update" => w.kind == WriteKind::Update,
+        _ => w.kind != WriteKind::Delete,
     };
     if !action_ok {
         return false;
@@ -122,12 +89,12 @@ pub(crate) fn attribute_wrong_branches(
                         o.class.get_or_insert(FailureClass::WrongBranch);
                         o.reasons.push(format!(
                             "{}/{} belongs to branch '{}', but the record calls for '{}'",
-                            writes[w].ty,
+                            writes[w].resource_type,
                             writes[w].id,
                             m.name,
                             cnode.method.clone().unwrap_or_default()
                         ));
-                        o.diff.extra.push(format!("{}/{}", writes[w].ty, writes[w].id));
+                        o.diff.extra.push(format!("{}/{}", writes[w].resource_type, writes[w].id));
                     }
                 }
             }
@@ -186,8 +153,8 @@ pub(crate) fn write_grades(writes: &[Write], steps: &[Option<usize>], attributed
                 None => (None, Some(FailureClass::ExtraneousWrite)),
             };
             WriteGrade {
-                resource: format!("{}/{}", x.ty, x.id),
-                action: x.action,
+                resource: format!("{}/{}", x.resource_type, x.id),
+                action: x.kind.as_str(),
                 step: steps[w],
                 node,
                 class,

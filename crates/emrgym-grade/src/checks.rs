@@ -130,7 +130,7 @@ pub(crate) fn check_nodes(
                                 FailureClass::ExtraneousWrite
                             };
                             for w in &matches {
-                                o.diff.extra.push(format!("{}/{}", writes[*w].ty, writes[*w].id));
+                                o.diff.extra.push(format!("{}/{}", writes[*w].resource_type, writes[*w].id));
                                 attributed[*w] = Some((node.path.clone(), Some(class)));
                             }
                             fail(
@@ -154,8 +154,8 @@ pub(crate) fn check_nodes(
                     }
                     // a medication dose split over several orders: judged as one order whose
                     // dosage instructions are all of theirs (equiv::dose sums them)
-                    if *count == 1 && matches.len() > 1 && matches.iter().all(|w| writes[*w].ty == "MedicationRequest") {
-                        let afters: Vec<&Value> = matches.iter().filter_map(|w| writes[*w].after.as_ref()).collect();
+                    if *count == 1 && matches.len() > 1 && matches.iter().all(|w| writes[*w].resource_type == "MedicationRequest") {
+                        let afters: Vec<&Value> = matches.iter().filter_map(|w| writes[*w].after.as_deref()).collect();
                         if let Some(first) = afters.first() {
                             let mut combined = (*first).clone();
                             let all: Vec<Value> = afters
@@ -172,7 +172,7 @@ pub(crate) fn check_nodes(
                     }
                     if matches.len() > *count as usize {
                         for w in &matches[*count as usize..] {
-                            o.diff.extra.push(format!("{}/{}", writes[*w].ty, writes[*w].id));
+                            o.diff.extra.push(format!("{}/{}", writes[*w].resource_type, writes[*w].id));
                         }
                         fail(
                             &mut o,
@@ -192,7 +192,7 @@ pub(crate) fn check_nodes(
                             let holds = matches!(expr::truth(e, &focus, &env), Ok(Some(true)));
                             if !holds {
                                 let (actual, expected) = sides(e, &focus, &env);
-                                let resource = format!("{}/{}", writes[*w].ty, writes[*w].id);
+                                let resource = format!("{}/{}", writes[*w].resource_type, writes[*w].id);
                                 o.diff.changed.push(FieldDiff {
                                     resource: resource.clone(),
                                     assert: src.clone(),

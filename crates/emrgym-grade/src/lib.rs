@@ -17,7 +17,7 @@ mod score;
 mod verdict;
 
 pub use answer::{AnswerRule, answer_matches, refusal_kind};
-pub use attribution::{Write, writes_from_diff};
+pub use attribution::{Write, WriteKind};
 pub use classes::{FailureClass, GRADER_CHANGES, GRADER_VERSION, rules_changed};
 pub use verdict::{AnswerGrade, FieldDiff, GRADE_VERSION, Grade, NodeGrade, ResourceDiff, Verdict, WriteGrade};
 

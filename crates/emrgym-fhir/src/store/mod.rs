@@ -9,7 +9,7 @@ mod sandbox;
 mod tests;
 
 pub use cohort::{Cohort, CohortBuilder, CohortError, Method, Version, WARM_INDEXES, WARM_SORTS};
-pub use sandbox::{Change, CreateOutcome, MAX_INCLUDED, Sandbox, SandboxOptions, SearchResult, WriteRecord};
+pub use sandbox::{CreateOutcome, MAX_INCLUDED, Sandbox, SandboxOptions, SearchResult, WriteRecord};
 
 use serde_json::Value;
 

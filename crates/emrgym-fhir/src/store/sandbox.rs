@@ -8,7 +8,7 @@ use crate::error::{FhirError, FhirResult};
 use crate::search::SearchQuery;
 use crate::validate::{SchemaValidator, check_id};
 use crate::values::{normalize_reference, split_reference};
-use emrgym_core::splitmix64;
+use emrgym_core::{Write, splitmix64};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,19 +42,6 @@ pub(super) struct History {
     pub(super) seq: u64,
     pub(super) base_pos: Option<u32>,
     pub(super) versions: Vec<Arc<Version>>,
-}
-
-/// One change relative to the cohort, for graders and trajectories.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    /// Resource type.
-    pub ty: String,
-    /// Logical id.
-    pub id: String,
-    /// The cohort's version (None if the resource was created in the sandbox).
-    pub before: Option<Arc<Value>>,
-    /// The current version (None if deleted).
-    pub after: Option<Arc<Value>>,
 }
 
 /// One write, in order.
@@ -150,22 +137,14 @@ impl Sandbox {
         &self.log
     }
 
-    /// Changes relative to the cohort, ordered by type then id.
-    pub fn diff(&self) -> Vec<Change> {
+    /// The writes relative to the cohort, ordered by type then id (versions shared).
+    pub fn diff(&self) -> Vec<Write> {
         let mut out = Vec::new();
         for (ty, entries) in &self.overlay {
             for (id, h) in entries {
                 let before = h.base_pos.and_then(|_| self.cohort.get(ty, id)).and_then(|v| v.resource());
                 let after = h.versions.last().and_then(|v| v.resource());
-                if before.is_none() && after.is_none() {
-                    continue;
-                }
-                out.push(Change {
-                    ty: ty.clone(),
-                    id: id.to_string(),
-                    before,
-                    after,
-                });
+                out.extend(Write::between(ty, id, before, after));
             }
         }
         out

@@ -8,20 +8,9 @@ use super::expr::{self, V};
 use super::library::{Check, Library};
 use super::plan::{Status, Tree, checks, fact_revealed};
 use crate::trajectory::Step;
+use emrgym_core::Write;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeSet;
-
-/// A resource the agent wrote (from the sandbox diff).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Written {
-    /// Resource type.
-    pub resource_type: String,
-    /// `create` or `update`.
-    pub action: &'static str,
-    /// The resource as stored.
-    pub resource: Value,
-}
 
 /// One step to show the agent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,7 +35,7 @@ pub struct Guidance {
     pub complete: bool,
 }
 
-fn structurally_done(lib: &Library, tree: &Tree, n: usize, steps: &[Step], writes: &[Written]) -> bool {
+fn structurally_done(lib: &Library, tree: &Tree, n: usize, steps: &[Step], writes: &[Write]) -> bool {
     let node = &tree.nodes[n];
     if !matches!(node.status, Status::Ready | Status::Expanded) {
         return false;
@@ -70,12 +59,13 @@ fn structurally_done(lib: &Library, tree: &Tree, n: usize, steps: &[Step], write
             }
             let env = tree.scope(n, &[]);
             writes.iter().any(|w| {
+                let Some(resource) = w.after.as_deref() else { return false };
                 w.resource_type == selector.resource_type
-                    && (selector.action == "write" || selector.action == w.action)
+                    && (selector.action == "write" || selector.action == w.kind.as_str())
                     && selector
                         .where_
                         .as_ref()
-                        .is_none_or(|e| matches!(expr::truth(e, &V::from_json(&w.resource), &env), Ok(Some(true))))
+                        .is_none_or(|e| matches!(expr::truth(e, &V::from_json(resource), &env), Ok(Some(true))))
             })
         }
         Check::Answer { .. } => steps.iter().any(|s| s.call.name == "finish" && s.result.ok),
@@ -83,7 +73,9 @@ fn structurally_done(lib: &Library, tree: &Tree, n: usize, steps: &[Step], write
 }
 
 /// Guidance from a tree planned with the facts the agent has seen.
-pub fn guidance(lib: &Library, tree: &Tree, steps: &[Step], writes: &[Written], hints: bool) -> Guidance {
+/// `writes` are the sandbox's writes (a deleted resource, with no current version, never
+/// makes a step look done).
+pub fn guidance(lib: &Library, tree: &Tree, steps: &[Step], writes: &[Write], hints: bool) -> Guidance {
     let n = tree.nodes.len();
     let done: Vec<bool> = (0..n).map(|i| structurally_done(lib, tree, i, steps, writes)).collect();
     // a node is released when its parent is released and every node ordered before it is done
