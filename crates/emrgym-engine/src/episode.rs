@@ -69,16 +69,38 @@ impl Prepared {
     }
 }
 
+/// What is wrong with a scenario directory or an instance: one message per problem, each
+/// naming the file, instance or value at fault (its `Display` is one problem per line; it
+/// derefs to the messages).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct Problems(pub Vec<String>);
+
+impl IntoIterator for Problems {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::ops::Deref for Problems {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
 impl Workspace {
     /// Open a scenario directory (or one family file).
-    pub fn open(path: &Path) -> Result<Workspace, Vec<String>> {
-        let suite = Suite::load(path).map_err(|es| es.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    pub fn open(path: &Path) -> Result<Workspace, Problems> {
+        let suite = Suite::load(path).map_err(|es| Problems(es.into_iter().map(|e| e.to_string()).collect()))?;
         Workspace::from_suite(suite)
     }
 
     /// A workspace over loaded families.
-    pub fn from_suite(suite: Suite) -> Result<Workspace, Vec<String>> {
-        let registry = Arc::new(Registry::standard().map_err(|e| vec![e.to_string()])?);
+    pub fn from_suite(suite: Suite) -> Result<Workspace, Problems> {
+        let registry = Arc::new(Registry::standard().map_err(|e| Problems(vec![e.to_string()]))?);
         Ok(Workspace {
             suite,
             libraries: BTreeMap::new(),
@@ -93,9 +115,9 @@ impl Workspace {
     }
 
     /// The library made of these files (cached).
-    pub fn library(&mut self, files: &[String]) -> Result<Arc<Library>, Vec<String>> {
+    pub fn library(&mut self, files: &[String]) -> Result<Arc<Library>, Problems> {
         if let Some(l) = self.libraries.get(files) {
-            return l.clone();
+            return l.clone().map_err(Problems);
         }
         let mut texts = Vec::new();
         let mut errors = Vec::new();
@@ -113,7 +135,7 @@ impl Workspace {
             Err(errors)
         };
         self.libraries.insert(files.to_vec(), result.clone());
-        result
+        result.map_err(Problems)
     }
 
     /// A cohort by name or path (cached).
@@ -135,19 +157,19 @@ impl Workspace {
     }
 
     /// Plan an instance's oracle tree and restrict the catalogue.
-    pub fn prepare(&mut self, inst: &Instance) -> Result<Prepared, Vec<String>> {
-        let now = parse_instant(&inst.now).map_err(|e| vec![format!("{}: now '{}': {e}", inst.id, inst.now)])?;
+    pub fn prepare(&mut self, inst: &Instance) -> Result<Prepared, Problems> {
+        let now = parse_instant(&inst.now).map_err(|e| Problems(vec![format!("{}: now '{}': {e}", inst.id, inst.now)]))?;
         let clock = Clock::fixed(now);
         let library = self.library(&inst.library)?;
-        let cohort = self.cohort(&inst.cohort, &clock).map_err(|e| vec![e])?;
+        let cohort = self.cohort(&inst.cohort, &clock).map_err(|e| Problems(vec![e]))?;
         let names: Vec<&str> = inst.tools.iter().map(String::as_str).collect();
         let registry = Arc::new(
             self.registry
                 .subset(&names)
-                .map_err(|unknown| vec![format!("{}: unknown tools {}", inst.id, unknown.join(", "))])?,
+                .map_err(|unknown| Problems(vec![format!("{}: unknown tools {}", inst.id, unknown.join(", "))]))?,
         );
         let now_fixed = emrgym_scenario::htn::expr::parse_datetime(&inst.now)
-            .ok_or_else(|| vec![format!("{}: now '{}' is not a date-time", inst.id, inst.now)])?;
+            .ok_or_else(|| Problems(vec![format!("{}: now '{}' is not a date-time", inst.id, inst.now)]))?;
         let globals = Globals {
             vars: inst.vars.clone().into_iter().collect(),
             now: now_fixed,
