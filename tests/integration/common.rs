@@ -1,4 +1,5 @@
-//! Test helpers: an app over the demo cohort with a fixed clock, and a request helper.
+//! Test helpers: an app over the demo cohort with a fixed clock (with or without the episode
+//! API), and a request helper.
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -101,4 +102,36 @@ impl App {
     pub async fn put(&self, uri: &str, body: &Value) -> Resp {
         self.req("PUT", uri, Some(&body.to_string()), &[]).await
     }
+}
+
+/// The app `emrgym serve` runs (FHIR, tools and the episode API over the demo cohort at
+/// [`NOW`], public base `http://emr.test`), recording ended episodes in `record`; the operator
+/// authenticates with `token` (loopback when `None`).
+pub fn episode_server(
+    record: &std::path::Path,
+    token: Option<&str>,
+    limits: emrgym_engine::episodes::Limits,
+) -> (App, Arc<emrgym_engine::episodes::EpisodeApi>) {
+    use emrgym_engine::episodes::{EpisodeApi, Limits, app};
+    let clock = Clock::fixed(parse_instant(NOW).unwrap());
+    let cohort = load::load("demo").unwrap().build(&clock);
+    let state = AppState::new(
+        cohort,
+        ServerConfig {
+            clock,
+            token: token.map(String::from),
+            public_base: Some("http://emr.test".into()),
+            ..ServerConfig::default()
+        },
+    );
+    let suite = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let ws = emrgym_engine::episode::Workspace::open(&suite).unwrap();
+    let rec = emrgym_engine::session::Recorder::open(record, &suite, 0, &ws).unwrap();
+    let limits = Limits {
+        operator_token: token.is_some(),
+        ..limits
+    };
+    let api = EpisodeApi::with_limits(state.clone(), ws, rec, limits).unwrap();
+    let router = app(state, Arc::new(Registry::standard().unwrap()), Some(api.clone()));
+    (App { router }, api)
 }

@@ -75,22 +75,7 @@ fn episode_api_clients_get_the_oracles_grades_and_their_episodes_replay() {
     let oracle = dir.path().join("oracle");
     let want = oracle_run(&oracle);
     let record = dir.path().join("recorded");
-    let mut server = Command::new(bin())
-        .args(["serve", "--port", "0", "--seed", "0", "--token", TOKEN, "--suite"])
-        .arg(root().join("scenarios"))
-        .arg("--record")
-        .arg(&record)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start emrgym serve");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_whitespace()
-        .find_map(|w| w.strip_suffix("/fhir").filter(|u| u.starts_with("http://")))
-        .unwrap_or_else(|| panic!("no base URL in: {first}"))
-        .to_string();
+    let (mut server, url, mut lines) = serve(&record, &[]);
     let announced = lines.next().unwrap().unwrap();
     assert!(
         announced.starts_with("episode API:") && announced.contains(&record.display().to_string()),
@@ -185,23 +170,7 @@ fn mcp_clients_run_concurrent_isolated_episodes_over_http() {
     let oracle = dir.path().join("oracle");
     oracle_run(&oracle);
     let record = dir.path().join("recorded");
-    let mut server = Command::new(bin())
-        .args(["serve", "--port", "0", "--seed", "0", "--token", TOKEN])
-        .args(["--max-open-episodes-per-instance", "2", "--suite"])
-        .arg(root().join("scenarios"))
-        .arg("--record")
-        .arg(&record)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start emrgym serve");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_whitespace()
-        .find_map(|w| w.strip_suffix("/fhir").filter(|u| u.starts_with("http://")))
-        .unwrap_or_else(|| panic!("no base URL in: {first}"))
-        .to_string();
+    let (mut server, url, mut lines) = serve(&record, &["--max-open-episodes-per-instance", "2"]);
     let announced = lines.next().unwrap().unwrap();
     assert!(announced.contains(&format!("MCP {url}/mcp")), "{announced}");
     pytest_against(
@@ -242,39 +211,41 @@ fn mcp_refuses_an_unknown_scenario_by_name_before_speaking_the_protocol() {
     assert!(!dir.path().join("rec").exists(), "nothing recorded");
 }
 
+/// `emrgym serve` on a free port with the operator token and `extra` flags, recording in
+/// `record`: the child, its base URL (from the first line it prints) and the rest of its stdout.
+fn serve(record: &Path, extra: &[&str]) -> (std::process::Child, String, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut server = Command::new(bin())
+        .args(["serve", "--port", "0", "--seed", "0", "--token", TOKEN])
+        .args(extra)
+        .arg("--suite")
+        .arg(root().join("scenarios"))
+        .arg("--record")
+        .arg(record)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start emrgym serve");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/fhir").filter(|u| u.starts_with("http://")))
+        .unwrap_or_else(|| panic!("no base URL in: {first}"))
+        .to_string();
+    (server, url, lines)
+}
+
 mod in_process {
-    use crate::common::{App, NOW};
+    use crate::common::App;
     use axum::http::StatusCode;
     use emrgym_engine::episode::Workspace;
-    use emrgym_engine::episodes::{EpisodeApi, app};
+    use emrgym_engine::episodes::Limits;
     use emrgym_engine::session::Recorder;
-    use emrgym_fhir::clock::{Clock, parse_instant};
-    use emrgym_fhir::load;
-    use emrgym_fhir::server::{AppState, ServerConfig};
-    use emrgym_tools::Registry;
     use serde_json::json;
     use std::path::Path;
-    use std::sync::Arc;
 
     fn server(record: &Path, token: Option<&str>) -> App {
-        let clock = Clock::fixed(parse_instant(NOW).unwrap());
-        let cohort = load::load("demo").unwrap().build(&clock);
-        let state = AppState::new(
-            cohort,
-            ServerConfig {
-                clock,
-                token: token.map(String::from),
-                public_base: Some("http://emr.test".into()),
-                ..ServerConfig::default()
-            },
-        );
-        let suite = super::root().join("scenarios");
-        let ws = Workspace::open(&suite).unwrap();
-        let rec = Recorder::open(record, &suite, 0, &ws).unwrap();
-        let api = EpisodeApi::new(state.clone(), ws, rec).unwrap();
-        App {
-            router: app(state, Arc::new(Registry::standard().unwrap()), Some(api)),
-        }
+        crate::common::episode_server(record, token, Limits::default()).0
     }
 
     #[tokio::test]

@@ -331,6 +331,34 @@ async fn read_all(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Str
     }
 }
 
+/// The FHIR router over the demo cohort, served on a free local port under `limits` until
+/// [`Served::stop`].
+struct Served {
+    addr: std::net::SocketAddr,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(limits: ConnLimits) -> Served {
+        let clock = Clock::fixed(parse_instant(NOW).unwrap());
+        let state = AppState::new(load::load("demo").unwrap().build(&clock), ServerConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_until(router(state), listener, limits, async {
+            let _ = stop_rx.await;
+        }));
+        Served { addr, stop_tx, task }
+    }
+
+    /// Shut the server down and wait for it to end cleanly.
+    async fn stop(self) {
+        let _ = self.stop_tx.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// Finding 4a: idle and slow-loris connections were never closed and 1,100 of them
 /// exhausted the file descriptors. Now: a header-read timeout closes silent and slow
 /// connections, and beyond the connection limit a client gets a 503 OperationOutcome.
@@ -338,19 +366,13 @@ async fn read_all(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Str
 async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    let clock = Clock::fixed(parse_instant(NOW).unwrap());
-    let state = AppState::new(load::load("demo").unwrap().build(&clock), ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = ConnLimits {
         max_connections: 3,
         header_timeout: Duration::from_millis(400),
         write_timeout: Duration::from_secs(30),
     };
-    let server = tokio::spawn(serve_until(router(state), listener, limits, async {
-        let _ = stop_rx.await;
-    }));
+    let server = Served::start(limits).await;
+    let addr = server.addr;
     // two silent connections and one slow loris hold the three slots
     let mut silent1 = TcpStream::connect(addr).await.unwrap();
     let mut silent2 = TcpStream::connect(addr).await.unwrap();
@@ -384,8 +406,7 @@ async fn silent_and_slow_connections_are_closed_and_the_limit_answers_503() {
         .unwrap();
     let text = read_all(&mut ok, Duration::from_secs(3)).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// Read until the peer closes (EOF or a reset): true, or false when it is still open after
@@ -412,20 +433,14 @@ async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool 
 async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    let clock = Clock::fixed(parse_instant(NOW).unwrap());
-    let state = AppState::new(load::load("demo").unwrap().build(&clock), ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = ConnLimits {
         max_connections: 2,
         // far longer than the wait below: only the write timeout can close the reader-less client
         header_timeout: Duration::from_secs(600),
         write_timeout: Duration::from_millis(500),
     };
-    let server = tokio::spawn(serve_until(router(state), listener, limits, async {
-        let _ = stop_rx.await;
-    }));
+    let server = Served::start(limits).await;
+    let addr = server.addr;
     // the hostile client: a small receive buffer, pipelined requests for a large answer (the
     // CapabilityStatement), never a byte read
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -474,8 +489,7 @@ async fn a_client_that_never_reads_its_answers_is_closed_and_others_are_served()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "the closed client's slot was never freed");
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// The `(type, id)` of a Bundle's entries in search mode `mode`.

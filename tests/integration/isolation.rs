@@ -4,43 +4,14 @@
 //! status and an OperationOutcome that says why. The operator, meanwhile, keeps every
 //! capability and reads the full grade.
 
-use crate::common::{App, NOW, Resp};
+use crate::common::{App, Resp, episode_server};
 use emrgym_engine::episode::Workspace;
-use emrgym_engine::episodes::{EpisodeApi, Limits, app};
+use emrgym_engine::episodes::Limits;
 use emrgym_engine::session::{Feedback, Recorder};
-use emrgym_fhir::clock::{Clock, parse_instant};
-use emrgym_fhir::load;
-use emrgym_fhir::server::{AppState, ServerConfig};
-use emrgym_tools::Registry;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 const OP: &str = "operator-s3cret";
-
-fn server(record: &Path, token: Option<&str>, limits: Limits) -> (App, Arc<EpisodeApi>) {
-    let clock = Clock::fixed(parse_instant(NOW).unwrap());
-    let cohort = load::load("demo").unwrap().build(&clock);
-    let state = AppState::new(
-        cohort,
-        ServerConfig {
-            clock,
-            token: token.map(String::from),
-            public_base: Some("http://emr.test".into()),
-            ..ServerConfig::default()
-        },
-    );
-    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let ws = Workspace::open(&suite).unwrap();
-    let rec = Recorder::open(record, &suite, 0, &ws).unwrap();
-    let limits = Limits {
-        operator_token: token.is_some(),
-        ..limits
-    };
-    let api = EpisodeApi::with_limits(state.clone(), ws, rec, limits).unwrap();
-    let router = app(state, Arc::new(Registry::standard().unwrap()), Some(api.clone()));
-    (App { router }, api)
-}
 
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
@@ -78,7 +49,7 @@ fn text(v: &Value) -> String {
 #[tokio::test]
 async fn an_episode_token_reaches_its_own_episode_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _) = server(&dir.path().join("rec"), Some(OP), Limits::default());
+    let (s, _) = episode_server(&dir.path().join("rec"), Some(OP), Limits::default());
     let op_auth = bearer(OP);
     let op = [("authorization", op_auth.as_str())];
     let mine = open(&s, "mab-age-001", &op).await;
@@ -172,7 +143,7 @@ async fn an_episode_token_reaches_its_own_episode_and_nothing_else() {
 async fn probing_episodes_yields_no_answer_key_and_the_operator_gets_the_grade() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("rec");
-    let (s, _) = server(&record, Some(OP), Limits::default());
+    let (s, _) = episode_server(&record, Some(OP), Limits::default());
     let op_auth = bearer(OP);
     let op = [("authorization", op_auth.as_str())];
     // three doors to finish: the finish URL, the episode's tool route, the sandbox's tool route
@@ -235,7 +206,7 @@ async fn feedback_policies_give_at_most_success_and_progress() {
             feedback,
             ..Limits::default()
         };
-        let (s, _) = server(&dir.path().join("rec"), None, limits);
+        let (s, _) = episode_server(&dir.path().join("rec"), None, limits);
         let r = s
             .req("POST", "/episodes", Some(&json!({"instance": "mab-age-001"}).to_string()), &[])
             .await;
@@ -262,7 +233,7 @@ async fn feedback_policies_give_at_most_success_and_progress() {
 #[tokio::test]
 async fn without_an_operator_token_loopback_is_the_operator_but_an_episode_token_stays_confined() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _) = server(&dir.path().join("rec"), None, Limits::default());
+    let (s, _) = episode_server(&dir.path().join("rec"), None, Limits::default());
     let a = open(&s, "mab-age-001", &[]).await;
     let b = open(&s, "mab-age-001", &[]).await;
     let auth = bearer(&a.token);
@@ -288,7 +259,7 @@ async fn without_an_operator_token_loopback_is_the_operator_but_an_episode_token
 async fn web_pages_cannot_drive_the_server() {
     let dir = tempfile::tempdir().unwrap();
     // no token: the loopback operator, the case a page in a local browser would exploit
-    let (s, _) = server(&dir.path().join("rec"), None, Limits::default());
+    let (s, _) = episode_server(&dir.path().join("rec"), None, Limits::default());
     let episode = json!({"instance": "mab-age-001"}).to_string();
     let create = json!({"resource_type": "Observation", "resource": {"resourceType": "Observation", "status": "final",
         "code": {"text": "csrf"}, "subject": {"reference": "Patient/S6534835"}}})
@@ -363,7 +334,7 @@ async fn budgets_bound_probing_and_abandoned_episodes_are_recorded() {
         open_per_instance: Some(1),
         ..Limits::default()
     };
-    let (s, api) = server(&record, Some(OP), limits);
+    let (s, api) = episode_server(&record, Some(OP), limits);
     let op_auth = bearer(OP);
     let op = [("authorization", op_auth.as_str())];
     let body = json!({"instance": "mab-age-001"}).to_string();
@@ -463,7 +434,7 @@ async fn idle_episodes_expire_as_abandoned_and_free_their_slot() {
         idle_timeout: Some(std::time::Duration::from_secs(3600)),
         ..Limits::default()
     };
-    let (s, api) = server(&record, Some(OP), limits);
+    let (s, api) = episode_server(&record, Some(OP), limits);
     let op_auth = bearer(OP);
     let op = [("authorization", op_auth.as_str())];
     let ep = open(&s, "mab-age-001", &op).await;

@@ -10,15 +10,21 @@ use emrgym_engine::model::{default_cache, fetch, find};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
+/// SmolLM2-135M (fetched into the cache if missing) with this context and reply cap.
+async fn smollm2(n_ctx: u32, max_reply_tokens: u32) -> LlamaConfig {
     let known = find("smollm2-135m").unwrap();
     let path = tokio::task::spawn_blocking(move || fetch(known, &default_cache()).unwrap())
         .await
         .unwrap();
     let mut cfg = LlamaConfig::for_model(path);
-    cfg.n_ctx = 4096;
-    cfg.max_reply_tokens = 160;
+    cfg.n_ctx = n_ctx;
+    cfg.max_reply_tokens = max_reply_tokens;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_local_model_runs_a_scenario_with_valid_tool_calls() {
+    let cfg = smollm2(4096, 160).await;
     let handle = LlamaHandle::start(cfg).unwrap();
     let backend = Backend::Llama(handle.clone());
 
@@ -86,13 +92,7 @@ fn first_request(ws: &mut Workspace, id: &str) -> (Vec<serde_json::Value>, serde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_the_episode_before() {
-    let known = find("smollm2-135m").unwrap();
-    let path = tokio::task::spawn_blocking(move || fetch(known, &default_cache()).unwrap())
-        .await
-        .unwrap();
-    let mut cfg = LlamaConfig::for_model(path);
-    cfg.n_ctx = 4096;
-    cfg.max_reply_tokens = 32;
+    let mut cfg = smollm2(4096, 32).await;
     let mut ws = Workspace::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap();
     // two episodes with the same system prompt, and between them one with another (SmolLM2's
     // template shows no tools, so the system prompt is the whole shared prefix)
