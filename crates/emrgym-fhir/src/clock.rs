@@ -115,6 +115,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_instant_needs_its_seconds_and_an_offset() {
+        let t = parse_instant("2023-11-13T10:15:00+01:00").unwrap();
+        assert_eq!(fhir_instant(t), "2023-11-13T09:15:00.000Z");
+        for bad in ["2023-11-13", "2023-11-13T10:15Z", "2023-11-13T10:15:00", "yesterday"] {
+            let e = parse_instant(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("RFC 3339"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn ticking_clock_advances_and_peek_does_not() {
         let t = parse_instant("2023-11-13T10:15:00Z").unwrap();
         let c = Clock::ticking(t, 1000);

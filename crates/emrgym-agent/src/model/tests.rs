@@ -172,3 +172,13 @@ fn the_default_reply_cap_is_the_rule_applied_to_the_measured_largest_call() {
         "0: the model's trained context"
     );
 }
+
+#[test]
+fn the_request_hash_is_over_the_same_bytes_as_before_so_recorded_cassettes_still_match() {
+    use sha2::{Digest, Sha256};
+    let messages = vec![json!({"role": "user", "content": "Patient S6426560: latest potassium?"})];
+    let tools = json!([{"type": "function", "function": {"name": "fhir_search", "parameters": {"type": "object"}}}]);
+    // the hash cassettes were recorded with: serde_json::to_vec of the same value
+    let bytes = serde_json::to_vec(&json!({"messages": messages, "tools": tools})).unwrap();
+    assert_eq!(request_hash(&messages, &tools), emrgym_core::hex(&Sha256::digest(&bytes)));
+}

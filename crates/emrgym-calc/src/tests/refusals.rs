@@ -72,3 +72,17 @@ fn adult_kidney_equations_compute_for_adolescents_with_a_warning() {
     let r = run_named("ckd_epi_2021", &json!({"sex": "female", "age": 18, "creatinine": 0.7})).unwrap();
     assert!(!r.warnings.iter().any(|w| w.contains("adults")), "{:?}", r.warnings);
 }
+
+#[test]
+fn a_date_input_takes_a_whole_day_and_names_the_value_otherwise() {
+    for bad in ["2024-01", "2024", "2024-01-01T10:00:00Z", "01/01/2024", "2024-02-30"] {
+        let e = run_named("estimated_due_date", &json!({"lmp": bad, "cycle_length": 28}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(bad) && e.contains("YYYY-MM-DD"), "{bad}: {e}");
+    }
+    assert_eq!(
+        go("estimated_due_date", json!({"lmp": "2024-01-01", "cycle_length": 28})).value,
+        json!("2024-10-07")
+    );
+}

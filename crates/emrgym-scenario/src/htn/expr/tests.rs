@@ -241,3 +241,19 @@ fn expressions_at_the_depth_limit_parse_and_evaluate() {
     }
     assert_eq!(ev(&path, focus, &s), json!(5));
 }
+
+#[test]
+fn date_literals_take_a_month_a_day_or_a_time_with_seconds_and_keep_their_offset() {
+    assert!(parse_datetime("2023").is_none(), "a bare year is not a date here");
+    assert!(parse_datetime("2023-11-13T10:15").is_none(), "a time needs its seconds");
+    assert_eq!(parse_datetime("2023-11").unwrap().to_rfc3339(), "2023-11-01T00:00:00+00:00");
+    assert_eq!(parse_datetime("2023-11-13").unwrap().to_rfc3339(), "2023-11-13T00:00:00+00:00");
+    assert_eq!(
+        parse_datetime("2023-11-13T10:15:00").unwrap().to_rfc3339(),
+        "2023-11-13T10:15:00+00:00"
+    );
+    assert_eq!(
+        parse_datetime("2023-11-13T10:15:00.5-04:00").unwrap().to_rfc3339(),
+        "2023-11-13T10:15:00.500-04:00"
+    );
+}
