@@ -28,7 +28,7 @@ pub struct ReplayArgs {
 pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let rs = replay(&a.path, a.suite.as_deref())?;
     if let Some(out) = &a.out {
-        write_run(&a.path, out, &rs)?;
+        write_run(&a.path, a.suite.as_deref(), out, &rs)?;
     }
     if a.json {
         super::emit(&format!("{}\n", serde_json::to_string_pretty(&rs)?))?;

@@ -35,7 +35,8 @@ pub struct RunArgs {
     /// Environment variable holding the endpoint's API key.
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// Flat or guided.
+    /// The condition: flat (the protocol in prose), guided (plus the planner's steps) or goal
+    /// (the family's goal only; families without one are left out).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Trials per instance (pass^k up to this k).
@@ -207,19 +208,15 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     Ok(c)
 }
 
-fn print_summary(s: &Value) -> anyhow::Result<()> {
-    super::emit(&emrgym_engine::report::summary_text(s))
+fn print_summary(s: &emrgym_engine::stats::Summary) -> anyhow::Result<()> {
+    super::emit(&emrgym_engine::report::summary_text(&s.to_json()?))
 }
 
 /// Run `emrgym run`.
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let (cfg, out, resume) = match &a.resume {
         Some(dir) => {
-            let man: Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("manifest.json"))
-                    .with_context(|| format!("--resume {}: no manifest.json", dir.display()))?,
-            )?;
-            let mut cfg: RunConfig = serde_json::from_value(man["config"].clone()).context("manifest config")?;
+            let mut cfg = emrgym_engine::rundir::recorded_config(dir).with_context(|| format!("--resume {}", dir.display()))?;
             if let Some(n) = a.concurrency {
                 cfg.concurrency = n;
             }

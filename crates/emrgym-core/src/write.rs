@@ -8,7 +8,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// What a write did to a resource, relative to the cohort.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WriteKind {
     /// Created in the sandbox (the cohort has no such resource).
     Create,

@@ -2,7 +2,8 @@
 //! Rust SDK, rmcp), so any MCP client can be benchmarked. The tools are the instance's
 //! catalogue (FHIR search/read/create/update, calculators, `finish`) bound to the episode's
 //! sandbox; the task is the server's instructions, the prompt `task` and the resource
-//! `emrgym://episode/instruction`; in guided mode every tool result carries the steps that
+//! `emrgym://episode/instruction` (in goal mode the family's goal instead of its instruction);
+//! in guided mode every tool result carries the steps that
 //! can be done now and `emrgym://episode/guidance` gives them too. The episode is graded and
 //! recorded (the run-directory format of `emrgym run`, agent `external`) when `finish`
 //! succeeds or when the client disconnects. Stdout carries only the protocol; logs go to
@@ -56,8 +57,26 @@ pub struct Episode {
 impl Episode {
     /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
     /// the session (ended as `abandoned` if the session goes first, then `on_close`).
+    /// In goal mode the session's instance is shown with its goal ([`super::run::present`];
+    /// the episode API has done so already, `emrgym mcp` has not), so the prompt and the
+    /// recorded header hold the text the agent sees; an instance without a goal is served in
+    /// flat mode, with an error in the log (the episode API refuses it before this).
     pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
-        let id = lock(&cell).id.clone();
+        let (id, shown) = {
+            let mut s = lock(&cell);
+            if s.mode == Mode::Goal {
+                match super::run::present(&s.prepared, Mode::Goal) {
+                    Ok(g) => s.prepared = g,
+                    Err(e) => {
+                        // what the agent reads, and the record, must agree: it is served flat
+                        tracing::error!("episode {}: {e}; serving it in flat mode", s.id);
+                        s.mode = Mode::Flat;
+                    }
+                }
+            }
+            (s.id.clone(), (s.mode == Mode::Goal).then(|| s.prepared.clone()))
+        };
+        let p = shown.as_deref().unwrap_or(p);
         Episode {
             id,
             cell,
@@ -384,7 +403,9 @@ pub fn pick(ws: &Workspace, scenario: Option<&str>, record: &Path) -> anyhow::Re
             }
         );
     }
-    let done = read_results(&record.join("results.jsonl")).unwrap_or_default();
+    // a recording that cannot be read is an error: counting it as empty would hand out
+    // trials that are already there
+    let done = read_results(&record.join("results.jsonl"))?;
     ids.into_iter()
         .min_by_key(|id| done.iter().filter(|l| &l.instance == id).count())
         .context("the suite has no instances")

@@ -5,15 +5,16 @@
 //! `--out DIR` writes the re-graded run as a run directory that `report` and `compare` read.
 
 use super::episode::{Prepared, Workspace, execute_calls, finalize};
-use super::rundir::{ResultLine, family_hashes, read_results, sha256_hex, trajectory_path};
+use super::rundir::{Manifest, ResultLine, family_hashes, read_results, sha256_hex, trajectory_path, write_atomic, write_results};
+use super::run::{AgentKind, RunConfig};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
-use emrgym_grade::FailureClass;
+use emrgym_grade::{FailureClass, Grade};
 use emrgym_scenario::trajectory::file::{Header, TrajectoryFile, read};
 use emrgym_scenario::trajectory::{self, Trajectory};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// One node whose verdict changed.
@@ -55,14 +56,10 @@ pub struct Replayed {
 }
 
 /// Node path -> (verdict, failure class) of a recorded or fresh grade.
-fn verdicts(g: Option<&Value>) -> BTreeMap<String, (String, Option<FailureClass>)> {
-    g.and_then(|g| g["nodes"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|n| {
-            let class = serde_json::from_value::<FailureClass>(n["class"].clone()).ok();
-            Some((n["path"].as_str()?.to_string(), (n["verdict"].as_str()?.to_string(), class)))
-        })
+fn verdicts(g: Option<&Grade>) -> BTreeMap<String, (String, Option<FailureClass>)> {
+    g.into_iter()
+        .flat_map(|g| &g.nodes)
+        .map(|n| (n.path.clone(), (n.verdict.as_str().to_string(), n.class)))
         .collect()
 }
 
@@ -160,16 +157,12 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
 
 /// What a replay reads: the trajectory files, the recorded results by (instance, trial), and
 /// the run's manifest.
-type Inputs = (Vec<PathBuf>, BTreeMap<(String, u32), ResultLine>, Option<Value>);
+type Inputs = (Vec<PathBuf>, BTreeMap<(String, u32), ResultLine>, Option<Manifest>);
 
 /// The trajectory files to replay and the recorded results beside them.
 fn inputs(path: &Path) -> anyhow::Result<Inputs> {
     if path.is_dir() {
-        let manifest: Value = serde_json::from_str(
-            &std::fs::read_to_string(path.join("manifest.json"))
-                .with_context(|| format!("{} is not a run directory (no manifest.json)", path.display()))?,
-        )
-        .with_context(|| format!("{}/manifest.json", path.display()))?;
+        let manifest = Manifest::read(path)?;
         let results = read_results(&path.join("results.jsonl"))?;
         let files = results.iter().map(|r| trajectory_path(path, &r.instance, r.trial)).collect();
         let map = results.into_iter().map(|r| ((r.instance.clone(), r.trial), r)).collect();
@@ -178,18 +171,22 @@ fn inputs(path: &Path) -> anyhow::Result<Inputs> {
     if !path.exists() {
         bail!("{}: no such run directory or trajectory file", path.display());
     }
-    // a lone file: use its run's results when it sits in a run directory
-    let run = path.parent().and_then(Path::parent);
-    let map = run
-        .map(|r| read_results(&r.join("results.jsonl")).unwrap_or_default())
-        .unwrap_or_default()
+    // a lone file: use its run's manifest and results when it sits in a run directory
+    // (`RUN/trajectories/FILE`); a run directory that is there but unreadable is an error
+    let run = path
+        .parent()
+        .filter(|d| d.file_name().is_some_and(|n| n == "trajectories"))
+        .and_then(Path::parent)
+        .filter(|r| r.join("manifest.json").exists());
+    let Some(run) = run else {
+        return Ok((vec![path.to_path_buf()], BTreeMap::new(), None));
+    };
+    let manifest = Manifest::read(run)?;
+    let map = read_results(&run.join("results.jsonl"))?
         .into_iter()
         .map(|r| ((r.instance.clone(), r.trial), r))
         .collect();
-    let manifest = run
-        .and_then(|r| std::fs::read_to_string(r.join("manifest.json")).ok())
-        .and_then(|t| serde_json::from_str(&t).ok());
-    Ok((vec![path.to_path_buf()], map, manifest))
+    Ok((vec![path.to_path_buf()], map, Some(manifest)))
 }
 
 /// Replay a run directory or one trajectory, grading against `suite` (default: the run's,
@@ -198,12 +195,12 @@ pub fn replay(path: &Path, suite: Option<&Path>) -> anyhow::Result<Vec<Replayed>
     let (files, recorded, manifest) = inputs(path)?;
     let suite = match (suite, &manifest) {
         (Some(s), _) => s.to_path_buf(),
-        (None, Some(m)) if m["config"]["suite"].is_string() => PathBuf::from(m["config"]["suite"].as_str().unwrap_or("scenarios")),
-        _ => PathBuf::from("scenarios"),
+        (None, Some(m)) => m.config.suite.clone(),
+        (None, None) => PathBuf::from("scenarios"),
     };
     let mut ws = Workspace::open(&suite).map_err(|e| anyhow::anyhow!("--suite {}: {}", suite.display(), e.join("\n")))?;
     let insts = ws.suite.instances().map_err(anyhow::Error::msg)?;
-    let hashes = family_hashes(&ws);
+    let hashes = family_hashes(&ws)?;
     let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
     let mut out = Vec::new();
     for f in files {
@@ -278,30 +275,45 @@ pub fn render(rs: &[Replayed]) -> String {
     s
 }
 
-/// Write the re-graded episodes as a run directory.
-pub fn write_run(from: &Path, out: &Path, rs: &[Replayed]) -> anyhow::Result<()> {
+/// Write the re-graded episodes as a run directory (`suite`: what they were graded on, as
+/// given to [`replay`]).
+pub fn write_run(from: &Path, suite: Option<&Path>, out: &Path, rs: &[Replayed]) -> anyhow::Result<()> {
     if out.join("manifest.json").exists() {
         bail!("{} already holds a run; choose another --out", out.display());
     }
     std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
     let (_, _, manifest) = inputs(from)?;
-    let mut manifest = manifest.unwrap_or_else(|| json!({}));
-    manifest["replayed_from"] = json!(from.display().to_string());
-    let trials = manifest["config"]["trials"].as_u64().unwrap_or(1) as u32;
-    let seed = manifest["config"]["seed"].as_u64().unwrap_or(0);
-    std::fs::write(out.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&manifest)?))?;
     let mut lines: Vec<ResultLine> = rs.iter().map(|r| r.now.clone()).collect();
     lines.sort_by(|x, y| (x.instance.as_str(), x.trial).cmp(&(y.instance.as_str(), y.trial)));
-    let mut text = String::new();
-    for l in &lines {
-        text.push_str(&serde_json::to_string(l)?);
-        text.push('\n');
+    // a lone trajectory file outside a run directory has no manifest: the re-graded run gets
+    // one with the default configuration of external episodes of the suite it was graded on
+    let mut manifest = match manifest {
+        Some(m) => m,
+        None => {
+            let suite = suite.unwrap_or(Path::new("scenarios"));
+            let ws = Workspace::open(suite).map_err(|e| anyhow::anyhow!("--suite {}: {e}", suite.display()))?;
+            let cfg = RunConfig {
+                suite: suite.to_path_buf(),
+                agent: AgentKind::External,
+                ..RunConfig::default()
+            };
+            let ids: Vec<String> = lines.iter().map(|l| l.instance.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            Manifest::new(&cfg, &ws, &ids)?
+        }
+    };
+    manifest.replayed_from = Some(from.display().to_string());
+    if let Some(s) = suite {
+        // graded on another scenario directory than the run's: record the one used
+        manifest.config.suite = s.to_path_buf();
+        manifest.config_sha256 = super::rundir::config_sha256(&manifest.config)?;
     }
-    std::fs::write(out.join("results.jsonl"), text)?;
+    manifest.write(out)?;
+    write_results(out, &lines)?;
     for r in rs {
-        std::fs::write(trajectory_path(out, &r.instance, r.trial), &r.trajectory)?;
+        let path = trajectory_path(out, &r.instance, r.trial);
+        write_atomic(&path, r.trajectory.as_bytes())?;
     }
-    let summary = run_summary(out, &lines, trials, seed);
-    std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    let summary = run_summary(out, &lines, manifest.config.trials, manifest.config.seed);
+    summary.write(out)?;
     Ok(())
 }

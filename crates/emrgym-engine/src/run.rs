@@ -7,9 +7,10 @@
 use super::episode::{BASE, Guide, Prepared, Workspace, briefing, finalize, fork, guidance_text};
 use crate::backend::{load_cassette, make_backend};
 use crate::rundir::{
-    ResultLine, append_line, family_hashes, header, lock_run_dir, manifest, read_results, result_line, trajectory_path, write_atomic,
+    Manifest, ResultLine, append_line, family_hashes, header, lock_run_dir, read_results, result_line, trajectory_path, write_atomic,
+    write_results,
 };
-use crate::stats::run_summary;
+use crate::stats::{Summary, run_summary};
 use anyhow::{Context, bail};
 use emrgym_agent::model::{Backend, Hooks, Limits, ModelConfig, run_model_episode};
 use emrgym_agent::{Null, Oracle, run_episode};
@@ -40,7 +41,7 @@ pub enum AgentKind {
     External,
 }
 
-/// Flat or HTN-guided.
+/// The condition: goal only, procedure in prose (flat), or procedure as an HTN (guided).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +51,23 @@ pub enum Mode {
     Flat,
     /// The instruction plus the steps the planner releases as the agent goes.
     Guided,
+    /// Only the family's goal (what a clinician would ask, the guideline's conventions, no
+    /// procedure), run as flat; families without a goal are left out.
+    Goal,
+}
+
+/// An instance as `mode` presents it to the agent: in goal mode with the goal's instruction
+/// and context ([`emrgym_scenario::Instance::goal_condition`]), otherwise unchanged. What
+/// the grader reads is the same in every mode. The error names the instance.
+pub fn present(p: &Arc<Prepared>, mode: Mode) -> Result<Arc<Prepared>, emrgym_scenario::NoGoal> {
+    if mode != Mode::Goal {
+        return Ok(p.clone());
+    }
+    let instance = p.instance.goal_condition()?;
+    Ok(Arc::new(Prepared {
+        instance,
+        ..Prepared::clone(p)
+    }))
 }
 
 /// The resolved configuration of a run (recorded in the manifest).
@@ -259,7 +277,7 @@ pub fn eta(elapsed: std::time::Duration, done: usize, left: usize) -> String {
 }
 
 /// Execute a run.
-pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value> {
+pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summary> {
     if cfg.agent == AgentKind::External {
         bail!("--agent external: external agents drive episodes through `emrgym serve` (the episode API) or `emrgym mcp`");
     }
@@ -294,6 +312,35 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         }
         insts.retain(|i| cfg.instances.contains(&i.id));
     }
+    if cfg.mode == Mode::Goal {
+        // what was named must run; what was not is left out, with a log line
+        for i in insts.iter().filter(|i| i.goal.is_none()) {
+            if cfg.instances.contains(&i.id)
+                && let Err(e) = i.goal_condition()
+            {
+                bail!("--mode goal: {e}");
+            }
+            if cfg.families.contains(&i.family) {
+                bail!(
+                    "--mode goal: family '{}' has no goal instruction (docs/suite.md lists the families that have one)",
+                    i.family
+                );
+            }
+        }
+        let skipped: BTreeSet<&str> = insts.iter().filter(|i| i.goal.is_none()).map(|i| i.family.as_str()).collect();
+        if !skipped.is_empty() {
+            let n = insts.iter().filter(|i| i.goal.is_none()).count();
+            tracing::info!(
+                "--mode goal: skipping {n} instances of {} families without a goal instruction: {}",
+                skipped.len(),
+                skipped.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        insts = insts.iter().filter_map(|i| i.goal_condition().ok()).collect();
+        if insts.is_empty() {
+            bail!("--mode goal: none of the selected instances has a goal instruction");
+        }
+    }
     insts.sort_by(|a, b| a.id.cmp(&b.id));
     if let Some([i, n]) = cfg.shard {
         insts = insts
@@ -304,7 +351,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             .collect();
     }
     let ids: Vec<String> = insts.iter().map(|i| i.id.clone()).collect();
-    let man = manifest(&cfg, &ws, &ids)?;
+    let man = Manifest::new(&cfg, &ws, &ids)?;
     // load the model first: a missing or broken model fails before anything is written
     if !resume && out.join("manifest.json").exists() {
         bail!(
@@ -324,32 +371,26 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         (AgentKind::Model, Some(m), None) => Some(make_backend(m)?),
         _ => None,
     };
-    let manifest_path = out.join("manifest.json");
     let results_path = out.join("results.jsonl");
     // one writer per run directory: a second `run --resume` on the same directory would
     // interleave results and lose some (the soak script's kill test showed it)
     let _lock = lock_run_dir(out)?;
     let mut done: BTreeSet<(String, u32)> = BTreeSet::new();
     if resume {
-        let old: Value = serde_json::from_str(
-            &std::fs::read_to_string(&manifest_path).with_context(|| format!("--resume {}: no manifest.json", out.display()))?,
-        )?;
-        if old["config_sha256"] != man["config_sha256"] {
+        let old = Manifest::read(out).with_context(|| format!("--resume {}", out.display()))?;
+        if old.config_sha256 != man.config_sha256 {
             bail!(
                 "--resume {}: the configuration differs from the interrupted run's (manifest.json config)",
                 out.display()
             );
         }
-        if old["scenarios"] != man["scenarios"] {
-            let changed: Vec<String> = man["scenarios"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(k, v)| old["scenarios"].get(k.as_str()) != Some(v))
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+        if old.scenarios != man.scenarios {
+            let changed: Vec<&str> = man
+                .scenarios
+                .iter()
+                .filter(|(k, v)| old.scenarios.get(*k) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .collect();
             bail!(
                 "--resume {}: scenarios changed since the run started: {}",
                 out.display(),
@@ -360,13 +401,8 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
         // an infrastructure failure (backend down, rate limit, Ctrl-C) are run again
         // (to a temporary file renamed over it: a kill during the rewrite loses nothing)
         let kept: Vec<ResultLine> = read_results(&results_path)?.into_iter().filter(|r| !r.infrastructure).collect();
-        let mut text = String::new();
-        for r in &kept {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-            done.insert((r.instance.clone(), r.trial));
-        }
-        write_atomic(&results_path, text.as_bytes())?;
+        done.extend(kept.iter().map(|r| (r.instance.clone(), r.trial)));
+        write_results(out, &kept)?;
         // temporary files a kill left behind (their episodes run again)
         if let Ok(entries) = std::fs::read_dir(out.join("trajectories")) {
             for e in entries.flatten() {
@@ -384,8 +420,8 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
             );
         }
         std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
-        std::fs::write(&manifest_path, format!("{}\n", serde_json::to_string_pretty(&man)?))?;
-        std::fs::write(&results_path, "")?;
+        man.write(out)?;
+        write_atomic(&results_path, b"")?;
     }
     std::fs::create_dir_all(out.join("trajectories"))?;
     let mut prepared = Vec::new();
@@ -409,7 +445,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let cfg = Arc::new(cfg);
     let backend = Arc::new(backend);
     let out_dir = out.to_path_buf();
-    let hashes = family_hashes(&ws);
+    let hashes = family_hashes(&ws)?;
     let cancel = CancellationToken::new();
     let interrupted = rt.block_on(async {
         // Ctrl-C: episodes in flight end `cancelled` (not scored, run again on --resume),
@@ -477,17 +513,9 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Value
     let mut all = read_results(&results_path)?;
     all.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
     all.dedup_by(|a, b| a.instance == b.instance && a.trial == b.trial);
-    let mut text = String::new();
-    for r in &all {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    write_atomic(&results_path, text.as_bytes())?;
+    write_results(out, &all)?;
     let summary = run_summary(out, &all, cfg.trials, cfg.seed);
-    write_atomic(
-        &out.join("summary.json"),
-        format!("{}\n", serde_json::to_string_pretty(&summary)?).as_bytes(),
-    )?;
+    summary.write(out)?;
     if interrupted {
         let done = all.iter().filter(|r| !r.infrastructure).count();
         return Err(Interrupted(format!(

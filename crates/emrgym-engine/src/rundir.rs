@@ -6,7 +6,7 @@
 
 use crate::episode::{Prepared, Workspace};
 use crate::run::{AgentKind, Mode, RunConfig, derived_limits, episode_limits, episode_seed};
-use crate::stats::run_summary;
+use crate::stats::{Summary, run_summary};
 use anyhow::{Context, bail};
 use emrgym_agent::harness::{HarnessLimit, attribute};
 use emrgym_agent::model::Limits;
@@ -14,7 +14,7 @@ use emrgym_grade::Grade;
 use emrgym_scenario::trajectory::file::{Header, ScenarioRef};
 use emrgym_scenario::trajectory::{self, EndReason, Trajectory};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -37,8 +37,8 @@ pub struct ResultLine {
     /// An infrastructure failure: reported apart, not scored.
     pub infrastructure: bool,
     /// The grade (absent for infrastructure failures).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grade: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade: Option<Grade>,
     /// Success.
     pub success: bool,
     /// Progress.
@@ -91,6 +91,7 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
         mode: match cfg.mode {
             Mode::Flat => "flat",
             Mode::Guided => "guided",
+            Mode::Goal => "goal",
         }
         .into(),
         agent: match cfg.agent {
@@ -126,7 +127,7 @@ pub fn result_line(p: &Prepared, limits: &Limits, trial: u32, traj: &Trajectory,
         trial,
         end: traj.end,
         infrastructure: infra,
-        grade: g.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+        grade: g.clone(),
         success: g.as_ref().is_some_and(|g| g.success),
         progress: g.as_ref().map_or(0.0, |g| g.progress),
         steps: traj.steps.len(),
@@ -164,14 +165,19 @@ pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultLine>> {
     Ok(out)
 }
 
-/// Each family's content hash: its file and the HTN libraries it uses.
-pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
+/// Each family's content hash: its file and the HTN libraries it uses. A library the
+/// workspace did not load is an error, never hashed as empty.
+pub fn family_hashes(ws: &Workspace) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let mut hashes = BTreeMap::new();
     for (file, text, fam) in &ws.suite.families {
         let mut h = Sha256::new();
         h.update(text.as_bytes());
         for lib in &fam.library {
-            h.update(ws.suite.library_text(lib).unwrap_or_default().as_bytes());
+            let text = ws
+                .suite
+                .library_text(lib)
+                .map_err(|e| anyhow::anyhow!("family {}: library {lib}: {e}", fam.family))?;
+            h.update(text.as_bytes());
         }
         hashes.insert(
             fam.family.clone(),
@@ -181,39 +187,114 @@ pub fn family_hashes(ws: &Workspace) -> BTreeMap<String, (String, String)> {
             ),
         );
     }
-    hashes
+    Ok(hashes)
 }
 
-/// A run directory's manifest.
-pub fn manifest(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Value> {
-    let hashes: BTreeMap<String, Value> = family_hashes(ws)
-        .into_iter()
-        .map(|(f, (file, sha))| (f, json!({"file": file, "sha256": sha})))
-        .collect();
-    let cfg_json = serde_json::to_value(cfg)?;
-    let mut cfg_for_hash = cfg_json.clone();
-    if let Some(o) = cfg_for_hash.as_object_mut() {
+/// One family's entry in the manifest: its scenario file and the content hash of the file and
+/// the HTN libraries it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioHash {
+    /// The scenario file's name.
+    pub file: String,
+    /// SHA-256 of the file and its libraries.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what a run was (configuration, scenarios, instances, tools); written when
+/// the run starts, read by resume, merge, replay, report and leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Run directory format version ([`RUN_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The emrgym version that wrote it.
+    pub emrgym_version: String,
+    /// The resolved configuration.
+    pub config: RunConfig,
+    /// SHA-256 of the configuration without its speed settings (concurrency, shard): what
+    /// `--resume` must match.
+    pub config_sha256: String,
+    /// Each family's content hash.
+    pub scenarios: BTreeMap<String, ScenarioHash>,
+    /// The instances the run covers.
+    pub instances: Vec<String>,
+    /// SHA-256 of the tool catalogue the agent saw.
+    pub tool_catalogue_sha256: String,
+    /// What external agents could reach (episode API and MCP recordings): interface, operator
+    /// auth, agent feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Value>,
+    /// The shard runs this one was merged from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+    /// The run (or trajectory file) this one re-grades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_from: Option<String>,
+}
+
+impl Manifest {
+    /// The manifest of a run of `instances` with `cfg` over `ws`.
+    pub fn new(cfg: &RunConfig, ws: &Workspace, instances: &[String]) -> anyhow::Result<Manifest> {
+        Ok(Manifest {
+            format_version: RUN_FORMAT_VERSION,
+            emrgym_version: env!("CARGO_PKG_VERSION").into(),
+            config: cfg.clone(),
+            config_sha256: config_sha256(cfg)?,
+            scenarios: family_hashes(ws)?
+                .into_iter()
+                .map(|(f, (file, sha256))| (f, ScenarioHash { file, sha256 }))
+                .collect(),
+            instances: instances.to_vec(),
+            tool_catalogue_sha256: sha256_hex(&serde_json::to_vec(&ws.registry().openai_tools())?),
+            access: None,
+            merged_from: Vec::new(),
+            replayed_from: None,
+        })
+    }
+
+    /// Read `dir/manifest.json`; the error names the directory when it is not a run directory,
+    /// and the file and the field when the manifest is malformed or from a newer format.
+    pub fn read(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join("manifest.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{} is not a run directory (no manifest.json)", dir.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let raw: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        if let Some(v) = raw.get("format_version").and_then(Value::as_u64)
+            && v > u64::from(RUN_FORMAT_VERSION)
+        {
+            bail!(
+                "{}: run directory format {v} is newer than this emrgym reads ({RUN_FORMAT_VERSION}); update emrgym",
+                path.display()
+            );
+        }
+        serde_json::from_value(raw).with_context(|| format!("{}: not a run manifest", path.display()))
+    }
+
+    /// Write it to `dir/manifest.json`, whole or not at all.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(&dir.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes())
+    }
+}
+
+/// SHA-256 of a configuration without its speed settings (`concurrency`; a shard is part of
+/// what a run covers, so it stays).
+pub fn config_sha256(cfg: &RunConfig) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(cfg)?;
+    if let Some(o) = v.as_object_mut() {
         o.remove("concurrency"); // how fast, not what
     }
-    Ok(json!({
-        "format_version": RUN_FORMAT_VERSION,
-        "emrgym_version": env!("CARGO_PKG_VERSION"),
-        "config": cfg_json,
-        "config_sha256": sha256_hex(&serde_json::to_vec(&cfg_for_hash)?),
-        "scenarios": hashes,
-        "instances": instances,
-        "tool_catalogue_sha256": sha256_hex(&serde_json::to_vec(&ws.registry().openai_tools())?),
-    }))
+    Ok(sha256_hex(&serde_json::to_vec(&v)?))
 }
 
 /// The configuration recorded in a run directory's manifest.
 pub fn recorded_config(dir: &Path) -> anyhow::Result<RunConfig> {
-    let man: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json"))
-            .with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?,
-    )
-    .with_context(|| format!("{}/manifest.json", dir.display()))?;
-    serde_json::from_value(man["config"].clone()).with_context(|| format!("{}/manifest.json: config", dir.display()))
+    Ok(Manifest::read(dir)?.config)
 }
 
 /// Write `path` whole or not at all: a temporary file beside it, synced, renamed over it.
@@ -277,72 +358,64 @@ pub(crate) fn append_line(file: &mut std::fs::File, path: &Path, line: &str) -> 
 }
 
 /// Combine shard runs of one configuration into one run directory `out`; returns its summary.
-pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Value> {
+pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
     if out.join("manifest.json").exists() {
         bail!("{} already holds a run", out.display());
     }
-    let mut base: Option<Value> = None;
+    // what must agree between shards: the configuration without shard and concurrency, the
+    // scenarios, the tools and the version
+    let key = |m: &Manifest| {
+        let mut cfg = m.config.clone();
+        cfg.shard = None;
+        cfg.concurrency = 1;
+        (cfg, m.scenarios.clone(), m.tool_catalogue_sha256.clone(), m.emrgym_version.clone())
+    };
+    let mut base: Option<Manifest> = None;
     let mut all: BTreeMap<(String, u32), ResultLine> = BTreeMap::new();
     let mut instances: BTreeSet<String> = BTreeSet::new();
-    std::fs::create_dir_all(out.join("trajectories"))?;
+    std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
     for dir in runs {
-        let man: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("manifest.json")).with_context(|| format!("{}: no manifest.json", dir.display()))?,
-        )?;
-        let mut cfg = man["config"].clone();
-        if let Some(o) = cfg.as_object_mut() {
-            o.remove("shard");
-            o.remove("concurrency");
-        }
-        let key =
-            json!({"config": cfg, "scenarios": man["scenarios"], "tools": man["tool_catalogue_sha256"], "version": man["emrgym_version"]});
+        let man = Manifest::read(dir)?;
         match &base {
-            None => base = Some(key),
-            Some(b) if *b != key => bail!(
+            None => base = Some(man.clone()),
+            Some(b) if key(b) != key(&man) => bail!(
                 "{} was run with another configuration or other scenarios than {}",
                 dir.display(),
                 runs[0].display()
             ),
             Some(_) => {}
         }
-        instances.extend(
-            man["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_string)),
-        );
+        instances.extend(man.instances.iter().cloned());
         for r in read_results(&dir.join("results.jsonl"))? {
             let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
-                std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial))?;
+                std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial))
+                    .with_context(|| format!("copying {}", src.display()))?;
             }
             all.insert((r.instance.clone(), r.trial), r);
         }
     }
-    let base = base.context("no runs")?;
-    let mut cfg: RunConfig = serde_json::from_value(base["config"].clone())?;
-    cfg.shard = None;
-    let man = json!({
-        "format_version": RUN_FORMAT_VERSION,
-        "emrgym_version": base["version"],
-        "config": cfg,
-        "scenarios": base["scenarios"],
-        "instances": instances,
-        "tool_catalogue_sha256": base["tools"],
-        "merged_from": runs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-    });
-    std::fs::write(out.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(&man)?))?;
+    let mut man = base.context("no runs")?;
+    man.config.shard = None;
+    man.config_sha256 = config_sha256(&man.config)?;
+    man.instances = instances.into_iter().collect();
+    man.merged_from = runs.iter().map(|p| p.display().to_string()).collect();
+    man.write(out)?;
     let lines: Vec<ResultLine> = all.into_values().collect();
+    write_results(out, &lines)?;
+    let summary = run_summary(out, &lines, man.config.trials, man.config.seed);
+    summary.write(out)?;
+    Ok(summary)
+}
+
+/// Write `dir/results.jsonl` whole (a merged or re-graded run), one line per result.
+pub(crate) fn write_results(dir: &Path, lines: &[ResultLine]) -> anyhow::Result<()> {
     let mut text = String::new();
-    for r in &lines {
+    for r in lines {
         text.push_str(&serde_json::to_string(r)?);
         text.push('\n');
     }
-    std::fs::write(out.join("results.jsonl"), text)?;
-    let summary = run_summary(out, &lines, cfg.trials, cfg.seed);
-    std::fs::write(out.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
-    Ok(summary)
+    write_atomic(&dir.join("results.jsonl"), text.as_bytes())
 }
 
 /// Lower-case hex SHA-256.
@@ -374,7 +447,7 @@ mod tests {
     #[test]
     fn the_report_reads_results_by_the_same_rule() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        manifest().write(dir.path()).unwrap();
         std::fs::write(dir.path().join("results.jsonl"), format!("{LINE}\n{LINE}")).unwrap();
         let run = crate::report::Run::load(dir.path()).unwrap();
         assert_eq!(run.results.len(), 1, "the torn last line is not a result");
@@ -382,6 +455,55 @@ mod tests {
         std::fs::write(dir.path().join("results.jsonl"), format!("oops\n{LINE}\n")).unwrap();
         let e = format!("{:#}", crate::report::Run::load(dir.path()).unwrap_err());
         assert!(e.contains("results.jsonl line 1"), "{e}");
+    }
+
+    fn manifest() -> super::Manifest {
+        super::Manifest {
+            format_version: super::RUN_FORMAT_VERSION,
+            emrgym_version: "0".into(),
+            config: crate::run::RunConfig::default(),
+            config_sha256: super::config_sha256(&crate::run::RunConfig::default()).unwrap(),
+            scenarios: [(
+                "fam".to_string(),
+                super::ScenarioHash {
+                    file: "fam.json".into(),
+                    sha256: "ab".into(),
+                },
+            )]
+            .into(),
+            instances: vec!["a-1".into()],
+            tool_catalogue_sha256: "cd".into(),
+            access: None,
+            merged_from: Vec::new(),
+            replayed_from: None,
+        }
+    }
+
+    #[test]
+    fn the_manifest_reads_back_as_written_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = super::Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is not a run directory (no manifest.json)"), "{e}");
+        let m = manifest();
+        m.write(dir.path()).unwrap();
+        assert_eq!(super::Manifest::read(dir.path()).unwrap(), m);
+        // concurrency is how fast, not what: it does not change the hash that --resume checks
+        let mut faster = m.config.clone();
+        faster.concurrency = 64;
+        assert_eq!(super::config_sha256(&faster).unwrap(), m.config_sha256);
+        faster.seed = 1;
+        assert_ne!(super::config_sha256(&faster).unwrap(), m.config_sha256);
+        let path = dir.path().join("manifest.json");
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["format_version"] = 99.into();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = format!("{:#}", super::Manifest::read(dir.path()).unwrap_err());
+        assert!(e.contains("format 99 is newer"), "{e}");
+        v["format_version"] = 1.into();
+        v["config"]["trials"] = "three".into();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = format!("{:#}", super::Manifest::read(dir.path()).unwrap_err());
+        assert!(e.contains("manifest.json: not a run manifest") && e.contains("three"), "{e}");
     }
 
     #[test]

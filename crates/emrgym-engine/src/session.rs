@@ -6,7 +6,7 @@
 
 use super::episode::{BASE, Guide, Prepared, Workspace, finalize, fork};
 use super::run::{AgentKind, Mode, RunConfig, episode_seed};
-use super::rundir::{ResultLine, family_hashes, header, manifest, read_results, result_line, trajectory_path};
+use super::rundir::{Manifest, ResultLine, family_hashes, header, read_results, result_line, trajectory_path};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
 use emrgym_core::sync::lock;
@@ -224,9 +224,9 @@ pub struct Recorder {
     hashes: BTreeMap<String, (String, String)>,
     state: Mutex<RecState>,
     trials: Mutex<BTreeMap<String, u32>>,
-    manifest: Value,
+    manifest: Manifest,
     /// The manifest of an existing recording.
-    existing: Option<Value>,
+    existing: Option<Manifest>,
 }
 
 /// How often `summary.json` is refreshed while episodes end.
@@ -251,27 +251,27 @@ impl Recorder {
             seed,
             ..RunConfig::default()
         };
-        let man = manifest(&cfg, ws, &instance_ids(ws)?)?;
+        let man = Manifest::new(&cfg, ws, &instance_ids(ws)?)?;
         let mpath = dir.join("manifest.json");
         let mut lines = Vec::new();
         let mut existing = None;
         if mpath.exists() {
-            let old: Value = serde_json::from_str(&std::fs::read_to_string(&mpath)?).with_context(|| format!("{}", mpath.display()))?;
-            existing = Some(old.clone());
-            if old["config"]["agent"] != "external" {
+            let old = Manifest::read(dir)?;
+            if old.config.agent != AgentKind::External {
                 bail!(
                     "{} holds a run of agent {}; record external episodes in another directory",
                     dir.display(),
-                    old["config"]["agent"]
+                    serde_json::to_value(old.config.agent)?
                 );
             }
-            if old["scenarios"] != man["scenarios"] || old["config"]["seed"] != man["config"]["seed"] {
+            if old.scenarios != man.scenarios || old.config.seed != man.config.seed {
                 bail!(
                     "{} was recorded with other scenarios or another seed; record in another directory",
                     dir.display()
                 );
             }
             let rpath = dir.join("results.jsonl");
+            existing = Some(old);
             lines = read_results(&rpath)?;
             // a kill mid-append leaves a torn last line: cut it so the next append starts
             // on a line of its own
@@ -295,7 +295,7 @@ impl Recorder {
         Ok(Recorder {
             dir: dir.to_path_buf(),
             cfg,
-            hashes: family_hashes(ws),
+            hashes: family_hashes(ws)?,
             state: Mutex::new(RecState {
                 results: None,
                 summary_at: None,
@@ -322,17 +322,15 @@ impl Recorder {
     /// results would not be comparable.
     pub fn with_access(mut self, access: Value) -> anyhow::Result<Recorder> {
         if let Some(old) = &self.existing
-            && old.get("access") != Some(&access)
+            && old.access.as_ref() != Some(&access)
         {
             bail!(
                 "{} was recorded under other access rules ({}; now {access}); record in another directory",
                 self.dir.display(),
-                old.get("access").map_or("none recorded".to_string(), Value::to_string)
+                old.access.as_ref().map_or("none recorded".to_string(), Value::to_string)
             );
         }
-        if let Some(o) = self.manifest.as_object_mut() {
-            o.insert("access".into(), access);
-        }
+        self.manifest.access = Some(access);
         Ok(self)
     }
 
@@ -358,11 +356,7 @@ impl Recorder {
         let mut st = self.state.lock().map_err(|_| anyhow::anyhow!("recorder unavailable"))?;
         if !self.dir.join("manifest.json").exists() {
             std::fs::create_dir_all(self.dir.join("trajectories")).with_context(|| format!("creating {}", self.dir.display()))?;
-            std::fs::write(
-                self.dir.join("manifest.json"),
-                format!("{}\n", serde_json::to_string_pretty(&self.manifest)?),
-            )
-            .with_context(|| format!("writing {}", self.dir.join("manifest.json").display()))?;
+            self.manifest.write(&self.dir)?;
         }
         let mut cfg = self.cfg.clone();
         cfg.mode = mode;
@@ -411,12 +405,7 @@ impl Recorder {
         let mut lines = read_results(&self.dir.join("results.jsonl"))?;
         lines.sort_by(|a, b| (a.instance.as_str(), a.trial).cmp(&(b.instance.as_str(), b.trial)));
         let trials = lines.iter().map(|l| l.trial + 1).max().unwrap_or(1);
-        let summary = run_summary(&self.dir, &lines, trials, self.cfg.seed);
-        let path = self.dir.join("summary.json");
-        let tmp = self.dir.join("summary.json.tmp");
-        std::fs::write(&tmp, format!("{}\n", serde_json::to_string_pretty(&summary)?))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("writing {}", path.display()))?;
+        run_summary(&self.dir, &lines, trials, self.cfg.seed).write(&self.dir)?;
         st.stale = false;
         st.summary_at = Some(std::time::Instant::now());
         Ok(())

@@ -154,7 +154,7 @@ pub(crate) fn write_grades(writes: &[Write], steps: &[Option<usize>], attributed
             };
             WriteGrade {
                 resource: format!("{}/{}", x.resource_type, x.id),
-                action: x.kind.as_str(),
+                action: x.kind,
                 step: steps[w],
                 node,
                 class,

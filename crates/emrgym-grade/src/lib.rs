@@ -19,7 +19,7 @@ mod verdict;
 pub use answer::{AnswerRule, answer_matches, refusal_kind};
 pub use attribution::{Write, WriteKind};
 pub use classes::{FailureClass, GRADER_CHANGES, GRADER_VERSION, rules_changed};
-pub use verdict::{AnswerGrade, FieldDiff, GRADE_VERSION, Grade, NodeGrade, ResourceDiff, Verdict, WriteGrade};
+pub use verdict::{AnswerGrade, FieldDiff, GRADE_VERSION, Grade, NodeGrade, NodeKind, ResourceDiff, Verdict, WriteGrade};
 
 use attribution::Attribution;
 use emrgym_scenario::AnswerFormat;

@@ -2,7 +2,7 @@
 //! success and progress.
 
 use crate::checks::CheckOutcome;
-use crate::{AnswerGrade, FailureClass, GRADE_VERSION, Grade, NodeGrade, Verdict, WriteGrade};
+use crate::{AnswerGrade, FailureClass, GRADE_VERSION, Grade, NodeGrade, NodeKind, Verdict, WriteGrade};
 use emrgym_scenario::htn::plan::Tree;
 use emrgym_scenario::trajectory::{EndReason, Trajectory};
 use std::collections::BTreeSet;
@@ -62,7 +62,7 @@ pub(crate) fn node_grades(
         nodes.push(NodeGrade {
             path: node.path.clone(),
             task: node.task.clone(),
-            kind: node.kind,
+            kind: NodeKind::of(node.kind),
             method: node.method.clone(),
             verdict: verdicts[i],
             class: if verdicts[i] == Verdict::Passed { None } else { class },

@@ -321,7 +321,7 @@ pub(super) fn agent_loop_bench(latency_ms: u64) -> anyhow::Result<Vec<(String, S
     let t = Instant::now();
     let summary = emrgym_engine::run::execute(cfg, &dir.join("run"), false)?;
     let wall = t.elapsed().as_secs_f64();
-    let episodes = summary["episodes"].as_u64().unwrap_or(0);
+    let episodes = summary.episodes as u64;
     let waves = episodes.div_ceil(64) as f64;
     let ideal = waves * 2.0 * latency_ms as f64 / 1000.0;
     let _ = std::fs::remove_dir_all(&dir);

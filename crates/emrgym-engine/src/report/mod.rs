@@ -1,10 +1,12 @@
 //! Run reports: load a run directory (manifest, results, summary; trajectories on demand),
 //! render its summary as text, compare two runs, and write the static HTML report
-//! ([`html`]). Results are read by [`crate::rundir::read_results`] (one rule for a torn last
-//! line) and handled as JSON, so the report reads runs of any agent.
+//! ([`html`]). The files are read by the typed readers ([`Manifest`], [`crate::rundir::ResultLine`],
+//! [`Summary`]) and then handled as their JSON form, which the templates render.
 
 pub mod html;
 
+use crate::rundir::Manifest;
+use crate::stats::Summary;
 use anyhow::{Context, bail};
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use emrgym_scenario::trajectory::file::{TrajectoryFile, read};
@@ -21,42 +23,42 @@ pub struct Run {
     pub manifest: Value,
     /// `results.jsonl`, one object per episode, in file order.
     pub results: Vec<Value>,
-    /// `summary.json` (Null when the run has none yet).
+    /// `summary.json` (computed from the result lines when the run has none yet).
     pub summary: Value,
 }
 
 impl Run {
-    /// Load a run directory; errors name the file and what is wrong.
+    /// Load a run directory through the typed readers ([`Manifest::read`],
+    /// [`crate::rundir::read_results`] with its one rule for a torn last line,
+    /// [`Summary::read`]); errors name the file and what is wrong. A run without a summary
+    /// yet (still running, or killed) gets one computed from its result lines.
     pub fn load(dir: &Path) -> anyhow::Result<Run> {
         if !dir.is_dir() {
             bail!("{}: no such run directory", dir.display());
         }
-        let manifest: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("manifest.json"))
-                .with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?,
-        )
-        .with_context(|| format!("{}/manifest.json", dir.display()))?;
-        // the one reader of results.jsonl, with its one rule for a torn last line
-        let results = crate::rundir::read_results(&dir.join("results.jsonl"))?
+        let manifest = Manifest::read(dir)?;
+        let lines = crate::rundir::read_results(&dir.join("results.jsonl"))?;
+        let summary = if dir.join("summary.json").exists() {
+            Summary::read(dir)?
+        } else {
+            crate::stats::run_summary(dir, &lines, manifest.config.trials, manifest.config.seed)
+        };
+        let results = lines
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<Vec<Value>, _>>()
             .with_context(|| format!("{}/results.jsonl", dir.display()))?;
-        let summary = std::fs::read_to_string(dir.join("summary.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
         Ok(Run {
             dir: dir.to_path_buf(),
-            manifest,
+            manifest: serde_json::to_value(&manifest).with_context(|| format!("{}/manifest.json", dir.display()))?,
             results,
-            summary,
+            summary: summary.to_json()?,
         })
     }
 
     /// An episode's trajectory file.
     pub fn trajectory(&self, instance: &str, trial: u64) -> Result<TrajectoryFile, String> {
-        read(&self.dir.join("trajectories").join(format!("{instance}.{trial}.jsonl")))
+        read(&self.dir.join("trajectories").join(format!("{instance}.{trial}.jsonl"))).map_err(|e| e.to_string())
     }
 
     /// `instance.trial` of a result line.
