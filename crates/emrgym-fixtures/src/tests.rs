@@ -143,7 +143,7 @@ fn bad_settings_are_refused_naming_the_value() {
             "1.5",
         ),
     ] {
-        let err = Generator::new(cfg).err().unwrap();
+        let err = Generator::new(cfg).err().unwrap().to_string();
         assert!(err.contains(word), "{err}");
     }
 }
