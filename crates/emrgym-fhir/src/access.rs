@@ -22,7 +22,7 @@ use std::sync::RwLock;
 
 /// Host names every server answers to (the port is not compared: rebinding changes the
 /// name, not the port).
-pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+pub(crate) const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,19 +72,18 @@ impl Grants {
 
     /// Withdraw every token of `id`.
     pub fn revoke(&self, id: &str) {
-        if let Ok(mut m) = self.by_digest.write() {
-            m.retain(|_, v| v != id);
-        }
+        // a poisoned table still holds the tokens: they are withdrawn all the same
+        emrgym_core::sync::write(&self.by_digest).retain(|_, v| v != id);
     }
 
     /// The episode a token belongs to.
     pub fn holder(&self, token: &str) -> Option<String> {
-        self.by_digest.read().ok()?.get(&digest(token)).cloned()
+        emrgym_core::sync::read(&self.by_digest).get(&digest(token)).cloned()
     }
 }
 
 /// Constant-time equality of two secrets (the length is not secret).
-pub fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -133,7 +132,7 @@ pub fn role(headers: &HeaderMap, peer: Option<&Peer>, policy: &Policy, grants: &
 /// tools and finish, its sandbox's FHIR base and tool route, `GET /scenarios` (which then
 /// lists its own instance only) and `/mcp` (whose sessions then serve its own episode only). `segs` are the percent-decoded, non-empty path
 /// segments, as the router sees them.
-pub fn agent_may(id: &str, method: &Method, segs: &[&str]) -> bool {
+pub(crate) fn agent_may(id: &str, method: &Method, segs: &[&str]) -> bool {
     let get = method == Method::GET;
     let post = method == Method::POST;
     match segs {
@@ -171,7 +170,7 @@ fn host_ok(name: &str, policy: &Policy) -> bool {
 /// Refuse what a web page could send: a `Host` that is not ours (421), a foreign `Origin`
 /// (403), a state-changing body that is not declared JSON (415; a form body only on
 /// `POST .../_search`). `has_body`: the body holds more than white space.
-pub fn browser_safe(method: &Method, path: &str, headers: &HeaderMap, has_body: bool, policy: &Policy) -> Result<(), FhirError> {
+pub(crate) fn browser_safe(method: &Method, path: &str, headers: &HeaderMap, has_body: bool, policy: &Policy) -> Result<(), FhirError> {
     if let Some(host) = headers.get(header::HOST) {
         let name = host_name(host.to_str().unwrap_or("?"));
         if !host_ok(&name, policy) {

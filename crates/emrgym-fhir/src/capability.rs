@@ -7,10 +7,10 @@ use super::validate::SchemaValidator;
 use serde_json::{Value, json};
 
 /// Software version reported in the statement.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Build the statement for a server whose base URL is `base`.
-pub fn capability_statement(reg: &Registry, base: &str) -> Value {
+pub(crate) fn capability_statement(reg: &Registry, base: &str) -> Value {
     let schema = SchemaValidator::r4();
     // reverse includes: every reference parameter of any type, listed on the types it targets
     let mut rev: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();

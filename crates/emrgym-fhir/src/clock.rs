@@ -73,7 +73,7 @@ pub fn latest() -> DateTime<Utc> {
 }
 
 /// The earliest instant a clock hands out: 0001-01-01T00:00:00Z.
-pub fn earliest() -> DateTime<Utc> {
+pub(crate) fn earliest() -> DateTime<Utc> {
     Utc.timestamp_millis_opt(-62_135_596_800_000)
         .single()
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
@@ -94,20 +94,32 @@ fn advance(start: DateTime<Utc>, reads: i64, step_ms: i64) -> DateTime<Utc> {
 }
 
 /// Format an instant as a FHIR `instant` with millisecond precision and `Z`.
-pub fn fhir_instant(t: DateTime<Utc>) -> String {
+pub(crate) fn fhir_instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A text that is not an RFC 3339 instant ([`parse_instant`]); each variant carries the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantError {
+    /// Not a date at all.
+    #[error("'{0}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z")]
+    NotADate(String),
+    /// A date without its seconds or its offset.
+    #[error("'{0}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z: it needs seconds and an offset (Z or ±hh:mm)")]
+    Imprecise(String),
+    /// A date outside what an instant can hold.
+    #[error("'{0}' is out of range")]
+    OutOfRange(String),
+}
+
 /// Parse an RFC 3339 instant (as given on the command line or in scenarios).
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, InstantError> {
     // the one date parser; an instant has its seconds and its offset
-    let d = emrgym_core::date::parse(s).ok_or_else(|| format!("'{s}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z"))?;
+    let d = emrgym_core::date::parse(s).ok_or_else(|| InstantError::NotADate(s.to_string()))?;
     if d.precision < emrgym_core::date::Precision::Second || d.offset_minutes.is_none() {
-        return Err(format!(
-            "'{s}' is not an RFC 3339 instant like 2023-11-13T10:15:00Z: it needs seconds and an offset (Z or ±hh:mm)"
-        ));
+        return Err(InstantError::Imprecise(s.to_string()));
     }
-    DateTime::from_timestamp_millis(d.start_ms).ok_or_else(|| format!("'{s}' is out of range"))
+    DateTime::from_timestamp_millis(d.start_ms).ok_or_else(|| InstantError::OutOfRange(s.to_string()))
 }
 
 #[cfg(test)]
@@ -119,7 +131,7 @@ mod tests {
         let t = parse_instant("2023-11-13T10:15:00+01:00").unwrap();
         assert_eq!(fhir_instant(t), "2023-11-13T09:15:00.000Z");
         for bad in ["2023-11-13", "2023-11-13T10:15Z", "2023-11-13T10:15:00", "yesterday"] {
-            let e = parse_instant(bad).unwrap_err();
+            let e = parse_instant(bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("RFC 3339"), "{bad}: {e}");
         }
     }
@@ -167,6 +179,7 @@ mod tests {
     #[test]
     fn bad_instant_names_value() {
         let e = parse_instant("yesterday").unwrap_err();
-        assert!(e.contains("'yesterday'"), "{e}");
+        assert_eq!(e, InstantError::NotADate("yesterday".into()));
+        assert!(e.to_string().contains("'yesterday'"), "{e}");
     }
 }

@@ -45,7 +45,7 @@ pub fn check() -> FhirResult<()> {
 }
 
 /// [`check`] every `every` iterations of a loop (a clock read costs tens of ns).
-pub fn check_every(i: usize, every: usize) -> FhirResult<()> {
+pub(crate) fn check_every(i: usize, every: usize) -> FhirResult<()> {
     if every == 0 || i.is_multiple_of(every) { check() } else { Ok(()) }
 }
 

@@ -84,7 +84,7 @@ impl FhirError {
     }
 
     /// FHIR IssueType code (http://hl7.org/fhir/issue-type).
-    pub fn issue_code(&self) -> &'static str {
+    pub(crate) fn issue_code(&self) -> &'static str {
         match self {
             FhirError::BadRequest(_) => "invalid",
             FhirError::NotSupported(_) => "not-supported",
@@ -106,7 +106,7 @@ impl FhirError {
     }
 
     /// Render as an OperationOutcome resource (one issue per message).
-    pub fn to_outcome(&self) -> Value {
+    pub(crate) fn to_outcome(&self) -> Value {
         let messages: Vec<String> = match self {
             FhirError::Unprocessable(m) => m.clone(),
             other => vec![other.to_string()],

@@ -1,6 +1,11 @@
 //! The mock EMR: a FHIR R4 store with copy-on-write sandboxes, search driven by the
 //! official SearchParameter definitions, schema validation, cohort loading and the axum
 //! REST server.
+//!
+//! Entry points: [`load::load`] (a cohort by name or path) built into a [`Cohort`] with a
+//! [`Clock`] ([`parse_instant`] reads one), [`Sandbox::fork`] (a copy-on-write sandbox),
+//! [`rest::handle`] / [`rest::handle_read`] (the FHIR API as functions over a sandbox:
+//! [`FhirRequest`] to [`FhirResponse`]), and [`server::router`] / [`server::serve`] (HTTP).
 
 pub mod access;
 pub mod bundle;
@@ -18,6 +23,7 @@ pub mod store;
 pub mod validate;
 pub mod values;
 
-pub use clock::Clock;
+pub use clock::{Clock, InstantError, parse_instant};
 pub use error::{FhirError, FhirResult};
+pub use rest::{FhirRequest, FhirResponse};
 pub use store::{Cohort, CohortBuilder, Sandbox, SandboxOptions};

@@ -180,7 +180,7 @@ pub fn load(name_or_path: &str) -> Result<CohortBuilder, LoadError> {
 }
 
 /// Load every `.ndjson` and `.json` file under `path` (sorted, recursive), or one file.
-pub fn load_path(path: &Path) -> Result<CohortBuilder, LoadError> {
+pub(crate) fn load_path(path: &Path) -> Result<CohortBuilder, LoadError> {
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("cohort").to_string();
     let mut files = Vec::new();
     collect_files(path, &mut files)?;
@@ -240,7 +240,7 @@ impl Pending {
 }
 
 /// Replace every `reference` found in `map` (fullUrl → `Type/id`).
-pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
+pub(crate) fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 /// The official R4 SearchParameter bundle, embedded.
-pub const SEARCH_PARAMETERS_JSON: &str = include_str!("../../../fhir-fixtures/spec/fhir-r4-search-parameters.json");
+pub(crate) const SEARCH_PARAMETERS_JSON: &str = include_str!("../../../fhir-fixtures/spec/fhir-r4-search-parameters.json");
 
 /// FHIR search parameter types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,7 +95,7 @@ pub struct ParamDef {
 
 impl ParamDef {
     /// The expression to evaluate on a resource of type `ty`.
-    pub fn expr_for(&self, ty: &str) -> &Expr {
+    pub(crate) fn expr_for(&self, ty: &str) -> &Expr {
         self.per_type.get(ty).unwrap_or(&self.expr)
     }
 }
@@ -145,7 +145,7 @@ impl Registry {
 
     /// Build from a SearchParameter Bundle's JSON text. Entries whose expression the
     /// FHIRPath subset cannot parse are recorded in `unsupported`, never silently dropped.
-    pub fn from_bundle_str(text: &str) -> Registry {
+    pub(crate) fn from_bundle_str(text: &str) -> Registry {
         let mut reg = Registry::default();
         let Ok(bundle) = serde_json::from_str::<Value>(text) else {
             reg.unsupported.push(("*".into(), "search parameter bundle is not JSON".into()));
@@ -238,7 +238,7 @@ impl Registry {
     }
 
     /// Every parameter usable on `ty`, ordered by code.
-    pub fn for_type(&self, ty: &str) -> BTreeMap<&str, &Arc<ParamDef>> {
+    pub(crate) fn for_type(&self, ty: &str) -> BTreeMap<&str, &Arc<ParamDef>> {
         let mut out: BTreeMap<&str, &Arc<ParamDef>> = self.common.iter().map(|(k, v)| (k.as_str(), v)).collect();
         if let Some(m) = self.by_type.get(ty) {
             out.extend(m.iter().map(|(k, v)| (k.as_str(), v)));
@@ -247,7 +247,7 @@ impl Registry {
     }
 
     /// Reference parameters of `ty` (for `_include`/`_revinclude` and integrity).
-    pub fn reference_params(&self, ty: &str) -> Vec<&Arc<ParamDef>> {
+    pub(crate) fn reference_params(&self, ty: &str) -> Vec<&Arc<ParamDef>> {
         self.for_type(ty).into_values().filter(|p| p.ty == ParamType::Reference).collect()
     }
 }

@@ -331,7 +331,7 @@ fn link(base: &str, q: &SearchQuery, offset: usize) -> String {
 }
 
 /// Render a searchset Bundle with paging links, includes and warnings.
-pub fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
+pub(crate) fn search_bundle(base: &str, q: &SearchQuery, r: &SearchResult) -> Value {
     let mut links = vec![json!({"relation": "self", "url": link(base, q, q.offset)})];
     if q.summary != Summary::Count {
         links.push(json!({"relation": "first", "url": link(base, q, 0)}));

@@ -34,7 +34,7 @@ use std::time::Duration;
 /// Default request body limit (bytes).
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Most sandboxes alive at once.
-pub const MAX_SANDBOXES: usize = 100_000;
+pub(crate) const MAX_SANDBOXES: usize = 100_000;
 /// Default time for a request's headers to arrive, counted from when the connection is
 /// ready for the next request (so it is also the idle keep-alive timeout).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default most open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 /// Longest `tick_ms` a sandbox clock may advance per write (one day).
-pub const MAX_TICK_MS: i64 = 86_400_000;
+pub(crate) const MAX_TICK_MS: i64 = 86_400_000;
 
 /// Default most requests doing CPU-bound work at once: four per core.
 pub fn default_max_work() -> usize {
@@ -202,7 +202,7 @@ impl AppState {
     }
 
     /// Serve an existing sandbox (of any cohort) at `/sandboxes/{id}/fhir`.
-    pub fn insert_sandbox(&self, id: &str, sb: Arc<RwLock<Sandbox>>) -> Result<(), FhirError> {
+    pub(crate) fn insert_sandbox(&self, id: &str, sb: Arc<RwLock<Sandbox>>) -> Result<(), FhirError> {
         self.insert_slot(id, Slot { sb, owner: None })
     }
 
@@ -247,7 +247,7 @@ impl AppState {
     }
 
     /// Fork a sandbox; returns its id.
-    pub fn create_sandbox(&self, req: &SandboxRequest) -> Result<String, FhirError> {
+    pub(crate) fn create_sandbox(&self, req: &SandboxRequest) -> Result<String, FhirError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let clock = match (&req.now, req.tick_ms) {
             (Some(now), tick) => {
@@ -286,12 +286,12 @@ impl AppState {
         if id == "default" {
             return Some(self.default.clone());
         }
-        self.sandboxes.read().ok()?.get(id).map(|s| s.sb.clone())
+        emrgym_core::sync::read(&self.sandboxes).get(id).map(|s| s.sb.clone())
     }
 
     /// Drop a sandbox nobody owns (`DELETE /sandboxes/{id}`): 404 when there is none, 409
     /// when it belongs to an episode.
-    pub fn drop_sandbox(&self, id: &str) -> Result<(), FhirError> {
+    pub(crate) fn drop_sandbox(&self, id: &str) -> Result<(), FhirError> {
         let mut map = self
             .sandboxes
             .write()
@@ -310,7 +310,7 @@ impl AppState {
 
     /// Drop a sandbox on behalf of its owner (or an unowned one). Returns whether it existed.
     pub fn release_sandbox(&self, id: &str) -> bool {
-        self.sandboxes.write().map(|mut m| m.remove(id).is_some()).unwrap_or(false)
+        emrgym_core::sync::write(&self.sandboxes).remove(id).is_some()
     }
 
     /// Run CPU-bound work (`f` builds the response) on a blocking thread, off the async
@@ -510,7 +510,7 @@ async fn as_outcome(resp: Response, method: &Method, path: &str) -> Response {
 
 /// The one JSON response of every route (FHIR, tools, episodes): `body`'s text, which
 /// cannot fail for a JSON value, with `content_type`; an unknown status becomes a 500.
-pub fn json_with(status: u16, body: &Value, content_type: &'static str) -> Response {
+pub(crate) fn json_with(status: u16, body: &Value, content_type: &'static str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (code, body.to_string()).into_response();
     resp.headers_mut()
@@ -709,7 +709,7 @@ fn sandboxes(state: &Arc<AppState>, method: &Method, headers: &HeaderMap, bytes:
             }
         }
         Method::GET => {
-            let ids: Vec<String> = state.sandboxes.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let ids: Vec<String> = emrgym_core::sync::read(&state.sandboxes).keys().cloned().collect();
             fhir_json(200, &json!({"sandboxes": ids}))
         }
         _ => error_response(&FhirError::MethodNotAllowed(format!(

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 /// The official FHIR R4 JSON Schema, embedded.
-pub const FHIR_SCHEMA_JSON: &str = include_str!("../../../fhir-fixtures/spec/fhir.schema.json");
+pub(crate) const FHIR_SCHEMA_JSON: &str = include_str!("../../../fhir-fixtures/spec/fhir.schema.json");
 
 /// Most schema errors reported for one resource.
 const MAX_ERRORS: usize = 20;
@@ -70,7 +70,7 @@ impl SchemaValidator {
     }
 
     /// All resource types, sorted.
-    pub fn resource_types(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn resource_types(&self) -> impl Iterator<Item = &str> {
         self.types.iter().map(String::as_str)
     }
 
@@ -137,7 +137,7 @@ fn dispatch(types: &[&str]) -> Value {
 }
 
 /// FHIR logical ids: `[A-Za-z0-9\-\.]{1,64}`.
-pub fn check_id(id: &str) -> FhirResult<()> {
+pub(crate) fn check_id(id: &str) -> FhirResult<()> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
         return Err(FhirError::BadRequest(format!(
             "'{id}' is not a valid FHIR id (1-64 characters of A-Z, a-z, 0-9, '-', '.')"

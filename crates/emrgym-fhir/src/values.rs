@@ -38,7 +38,7 @@ pub struct Quantity {
 }
 
 /// Split a relative or absolute literal reference into `(type, id)`; history suffixes are dropped.
-pub fn split_reference(r: &str) -> Option<(String, String)> {
+pub(crate) fn split_reference(r: &str) -> Option<(String, String)> {
     let r = r.split("/_history/").next().unwrap_or(r);
     let mut parts = r.rsplit('/');
     let id = parts.next()?;
@@ -51,7 +51,7 @@ pub fn split_reference(r: &str) -> Option<(String, String)> {
 }
 
 /// Normalise a string for FHIR string search: lower case, accents removed, spaces collapsed.
-pub fn normalize(s: &str) -> String {
+pub(crate) fn normalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let c = fold(c);
@@ -262,7 +262,7 @@ pub fn references(items: &[Item<'_>]) -> Vec<String> {
 }
 
 /// `http://base/fhir/Patient/1/_history/2` → `Patient/1`; other strings unchanged.
-pub fn normalize_reference(r: &str) -> String {
+pub(crate) fn normalize_reference(r: &str) -> String {
     if r.starts_with('#') || r.starts_with("urn:") {
         return r.to_string();
     }
@@ -306,7 +306,7 @@ pub fn quantities(items: &[Item<'_>]) -> Vec<Quantity> {
 /// Parse a FHIR date, dateTime or instant (any precision, with or without offset) into the
 /// range it denotes. Values without an offset are taken as UTC. (The grammar is
 /// [`emrgym_core::date::parse`], the one date parser.)
-pub fn parse_date(s: &str) -> Option<DateRange> {
+pub(crate) fn parse_date(s: &str) -> Option<DateRange> {
     emrgym_core::date::parse(s).map(|d| DateRange {
         start: d.start_ms,
         end: d.end_ms,

@@ -76,7 +76,7 @@ fn quantity_matches(q: &Quantity, prefix: Prefix, value: f64, low: f64, high: f6
 }
 
 /// Does one OR value match the extracted items?
-pub fn value_matches(
+pub(crate) fn value_matches(
     ty: ParamType,
     modifier: &Modifier,
     v: &SearchValue,
@@ -137,7 +137,7 @@ pub fn value_matches(
 }
 
 /// Does a clause (all its OR values, with its modifier) match a resource?
-pub fn clause_matches(clause: &Clause, ty: &str, resource: &Value, now_ms: i64) -> bool {
+pub(crate) fn clause_matches(clause: &Clause, ty: &str, resource: &Value, now_ms: i64) -> bool {
     let items = extract(&clause.param, ty, resource);
     match clause.modifier {
         Modifier::Missing(want_missing) => items.is_empty() == want_missing,
@@ -155,7 +155,7 @@ pub fn clause_matches(clause: &Clause, ty: &str, resource: &Value, now_ms: i64) 
 // ---------------------------------------------------------------- indexing
 
 /// Index keys a resource contributes for a token or reference parameter.
-pub fn index_keys(param: &ParamDef, ty: &str, resource: &Value) -> Vec<String> {
+pub(crate) fn index_keys(param: &ParamDef, ty: &str, resource: &Value) -> Vec<String> {
     let items = extract(param, ty, resource);
     let mut keys = Vec::new();
     match param.ty {
@@ -182,7 +182,7 @@ pub fn index_keys(param: &ParamDef, ty: &str, resource: &Value) -> Vec<String> {
 }
 
 /// The index keys that exactly answer a clause, if it can be answered from an index.
-pub fn lookup_keys(clause: &Clause) -> Option<Vec<String>> {
+pub(crate) fn lookup_keys(clause: &Clause) -> Option<Vec<String>> {
     if clause.modifier != Modifier::None && !matches!(clause.modifier, Modifier::Type(_)) {
         return None;
     }
@@ -215,7 +215,7 @@ pub enum SortValue {
 }
 
 /// The sort value of `param` on `resource` (lowest for ascending, highest for descending).
-pub fn sort_value(param: &ParamDef, ty: &str, resource: &Value, descending: bool) -> Option<SortValue> {
+pub(crate) fn sort_value(param: &ParamDef, ty: &str, resource: &Value, descending: bool) -> Option<SortValue> {
     let items = extract(param, ty, resource);
     let pick_num = |it: Vec<f64>| -> Option<SortValue> {
         let v = if descending {

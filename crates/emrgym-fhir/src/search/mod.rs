@@ -7,8 +7,10 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-pub use matching::{SortValue, clause_matches, extract, index_keys, lookup_keys, sort_value, value_matches};
+pub use matching::{SortValue, extract};
+pub(crate) use matching::{clause_matches, index_keys, lookup_keys, sort_value};
+#[cfg(test)]
+use query::split_escaped;
 pub use query::{
-    Chain, Clause, DEFAULT_COUNT, Include, MAX_COUNT, Modifier, Prefix, SearchQuery, SearchValue, SortKey, Summary, SystemMatch, TotalMode,
-    split_escaped,
+    Chain, Clause, DEFAULT_COUNT, Include, Modifier, Prefix, SearchQuery, SearchValue, SortKey, Summary, SystemMatch, TotalMode,
 };

@@ -8,12 +8,12 @@ use std::sync::Arc;
 /// Default page size.
 pub const DEFAULT_COUNT: usize = 50;
 /// Largest page size served; bigger `_count`s are clamped with a warning.
-pub const MAX_COUNT: usize = 1000;
+pub(crate) const MAX_COUNT: usize = 1000;
 /// Most links in one chained parameter (`subject.organization.name` has 2). Each link is
 /// a nested search; deeper chains are refused (400), never recursed into.
-pub const MAX_CHAIN_DEPTH: usize = 4;
+pub(crate) const MAX_CHAIN_DEPTH: usize = 4;
 /// Most parameters in one search (each is a clause evaluated on every candidate).
-pub const MAX_PARAMS: usize = 100;
+pub(crate) const MAX_PARAMS: usize = 100;
 
 /// Comparison prefixes for ordered values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +234,7 @@ pub struct SearchQuery {
 }
 
 /// Split on a separator not preceded by a backslash, then unescape `\,` `\|` `\$` `\\`.
-pub fn split_escaped(s: &str, sep: char) -> Vec<String> {
+pub(crate) fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();

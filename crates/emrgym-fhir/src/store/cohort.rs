@@ -94,7 +94,7 @@ impl Version {
     }
 
     /// Run `f` on the resource without allocating a shared copy.
-    pub fn with_resource<T>(&self, f: impl FnOnce(&Value) -> T) -> Option<T> {
+    pub(crate) fn with_resource<T>(&self, f: impl FnOnce(&Value) -> T) -> Option<T> {
         match &self.body {
             Body::Deleted => None,
             Body::Parsed(v) => Some(f(v)),
@@ -105,7 +105,7 @@ impl Version {
     /// Like `with_resource`, but a compact row is only partly parsed: `resourceType`, `id`
     /// and the top-level elements named in `fields` (a name also matches its polymorphic
     /// forms: `effective` matches `effectiveDateTime`). `None` for `fields` parses everything.
-    pub fn with_fields<T>(&self, fields: Option<&[String]>, f: impl FnOnce(&Value) -> T) -> Option<T> {
+    pub(crate) fn with_fields<T>(&self, fields: Option<&[String]>, f: impl FnOnce(&Value) -> T) -> Option<T> {
         let (Body::Raw(text), Some(fields)) = (&self.body, fields) else {
             return self.with_resource(f);
         };
@@ -118,7 +118,7 @@ impl Version {
     }
 
     /// Is this version a deletion?
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         matches!(self.body, Body::Deleted)
     }
 
@@ -146,21 +146,15 @@ pub(super) struct Table {
 impl Table {
     pub(super) fn wait_for_warm(&self) {
         let (lock, cv) = &self.warming;
-        if let Ok(mut busy) = lock.lock() {
-            while *busy {
-                match cv.wait(busy) {
-                    Ok(b) => busy = b,
-                    Err(_) => return,
-                }
-            }
+        let mut busy = emrgym_core::sync::lock(lock);
+        while *busy {
+            busy = cv.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
     pub(super) fn set_warming(&self, on: bool) {
         let (lock, cv) = &self.warming;
-        if let Ok(mut busy) = lock.lock() {
-            *busy = on;
-        }
+        *emrgym_core::sync::lock(lock) = on;
         cv.notify_all();
     }
 }
@@ -169,9 +163,9 @@ impl Table {
 pub(super) type SortColumn = Arc<Vec<Option<SortValue>>>;
 
 /// Parameters indexed and sort columns built by `Cohort::warm`.
-pub const WARM_INDEXES: &[&str] = &["patient", "subject", "code"];
+pub(crate) const WARM_INDEXES: &[&str] = &["patient", "subject", "code"];
 /// Sort keys prepared by `Cohort::warm`: (parameter, descending).
-pub const WARM_SORTS: &[(&str, bool)] = &[("date", true), ("date", false)];
+pub(crate) const WARM_SORTS: &[(&str, bool)] = &[("date", true), ("date", false)];
 
 /// An immutable, loaded patient cohort. Shared by every sandbox forked from it.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ impl Cohort {
     }
 
     /// Has `warm` finished?
-    pub fn is_warm(&self) -> bool {
+    pub(crate) fn is_warm(&self) -> bool {
         self.warm.load(std::sync::atomic::Ordering::Acquire)
     }
 
@@ -32,13 +32,7 @@ impl Cohort {
             let sorts: Vec<(Arc<crate::params::ParamDef>, bool)> = WARM_SORTS
                 .iter()
                 .filter_map(|(p, d)| self.registry().get(ty, p).map(|def| (def.clone(), *d)))
-                .filter(|(p, d)| {
-                    table
-                        .sort_columns
-                        .lock()
-                        .map(|m| !m.contains_key(&(p.code.clone(), *d)))
-                        .unwrap_or(false)
-                })
+                .filter(|(p, d)| !emrgym_core::sync::lock(&table.sort_columns).contains_key(&(p.code.clone(), *d)))
                 .collect();
             if params.is_empty() && sorts.is_empty() {
                 continue;
@@ -62,7 +56,9 @@ impl Cohort {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
             let chunk = table.rows.len().div_ceil(threads).max(1);
             type Part = (Vec<Index>, Vec<Vec<Option<SortValue>>>);
-            let parts: Vec<Part> = std::thread::scope(|scope| {
+            // a part is None when its thread panicked: then nothing is stored, and each index is
+            // built whole on first use (a merged index missing rows would answer searches wrongly)
+            let parts: Option<Vec<Part>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = table
                     .rows
                     .chunks(chunk)
@@ -90,8 +86,13 @@ impl Cohort {
                         })
                     })
                     .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                handles.into_iter().map(|h| h.join().ok()).collect()
             });
+            let Some(parts) = parts else {
+                tracing::warn!(resource_type = %ty, "warming the indexes failed; they are built on first use");
+                table.set_warming(false);
+                continue;
+            };
             let mut merged_idx: Vec<Index> = vec![Index::default(); params.len()];
             let mut merged_cols: Vec<Vec<Option<SortValue>>> = vec![Vec::with_capacity(table.rows.len()); sorts.len()];
             for (idx, cols) in parts {
@@ -106,10 +107,12 @@ impl Cohort {
             }
             for (p, idx) in params.iter().zip(merged_idx) {
                 if let Some(cell) = table.indexes.get(&p.code) {
+                    // already set: a query built this index first, from the same rows
                     let _ = cell.set(idx);
                 }
             }
-            if let Ok(mut m) = table.sort_columns.lock() {
+            {
+                let mut m = emrgym_core::sync::lock(&table.sort_columns);
                 for ((p, d), col) in sorts.iter().zip(merged_cols) {
                     if col.len() == table.rows.len() {
                         m.entry((p.code.clone(), *d)).or_insert_with(|| Arc::new(col));
@@ -146,11 +149,11 @@ impl Cohort {
     pub(super) fn sort_column(&self, ty: &str, param: &crate::params::ParamDef, descending: bool) -> Option<SortColumn> {
         let table = self.tables.get(ty)?;
         let key = (param.code.clone(), descending);
-        if let Some(c) = table.sort_columns.lock().ok()?.get(&key) {
+        if let Some(c) = emrgym_core::sync::lock(&table.sort_columns).get(&key) {
             return Some(c.clone());
         }
         table.wait_for_warm();
-        if let Some(c) = table.sort_columns.lock().ok()?.get(&key) {
+        if let Some(c) = emrgym_core::sync::lock(&table.sort_columns).get(&key) {
             return Some(c.clone());
         }
         let fields = crate::fhirpath::top_fields(param.expr_for(ty));
@@ -163,7 +166,7 @@ impl Cohort {
             })
             .collect();
         let col = Arc::new(col);
-        table.sort_columns.lock().ok()?.insert(key, col.clone());
+        emrgym_core::sync::lock(&table.sort_columns).insert(key, col.clone());
         Some(col)
     }
 
@@ -178,6 +181,7 @@ impl Cohort {
                             collect_references(r, &mut refs);
                             refs
                         })
+                        // None only for a row that is not JSON, which the loader refused already
                         .unwrap_or_default();
                     for target in refs {
                         map.entry(normalize_reference(&target))

@@ -8,7 +8,7 @@ mod sandbox;
 #[cfg(test)]
 mod tests;
 
-pub use cohort::{Cohort, CohortBuilder, CohortError, Method, Version, WARM_INDEXES, WARM_SORTS};
+pub use cohort::{Cohort, CohortBuilder, CohortError, Method, Version};
 pub use sandbox::{CreateOutcome, MAX_INCLUDED, Sandbox, SandboxOptions, SearchResult, WriteRecord};
 
 use serde_json::Value;

@@ -123,7 +123,7 @@ impl Sandbox {
     }
 
     /// Turn reference-integrity checks on or off (transactions defer them to the end).
-    pub fn set_check_references(&mut self, on: bool) {
+    pub(crate) fn set_check_references(&mut self, on: bool) {
         self.opts.check_references = on;
     }
 
@@ -206,7 +206,7 @@ impl Sandbox {
     }
 
     /// Allocate the next deterministic id for `ty`.
-    pub fn next_id(&mut self, ty: &str) -> String {
+    pub(crate) fn next_id(&mut self, ty: &str) -> String {
         loop {
             self.next_id += 1;
             let h = splitmix64(self.opts.seed ^ splitmix64(self.next_id));
@@ -334,7 +334,7 @@ impl Sandbox {
     }
 
     /// Create with a given id (used by transactions that pre-assign ids).
-    pub fn create_with_id(&mut self, ty: &str, id: &str, body: Value) -> FhirResult<Arc<Version>> {
+    pub(crate) fn create_with_id(&mut self, ty: &str, id: &str, body: Value) -> FhirResult<Arc<Version>> {
         check_id(id)?;
         self.prepare(ty, &body)?;
         if self.current(ty, id).is_some_and(|v| !v.is_deleted()) {
@@ -432,7 +432,7 @@ impl Sandbox {
     }
 
     /// Resolve a conditional reference `Type?params` to `Type/id` (exactly one match).
-    pub fn resolve_conditional(&self, reference: &str) -> FhirResult<String> {
+    pub(crate) fn resolve_conditional(&self, reference: &str) -> FhirResult<String> {
         let (ty, q) = reference
             .split_once('?')
             .ok_or_else(|| FhirError::BadRequest(format!("'{reference}' is not a conditional reference")))?;
