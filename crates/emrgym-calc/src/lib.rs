@@ -6,6 +6,9 @@
 //! `run` receives parsed [`Args`] and returns an [`Outcome`]. [`run`] turns a JSON
 //! argument object into a [`CalcResult`] that carries the value, unit, interpretation,
 //! the steps, warnings, the conventions in force and the normalised inputs.
+//!
+//! Entry points: [`all`] and [`find`] (the registry), [`run`] / [`run_named`] (one
+//! calculation), [`schema`] (a calculator's argument schema), [`convert_units`].
 
 mod args;
 mod body;
