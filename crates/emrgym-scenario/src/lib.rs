@@ -150,6 +150,34 @@ fn has_list_template(t: &str) -> bool {
     false
 }
 
+/// A family's goal: the task as a clinician would ask it (the `goal` condition of a run), for
+/// families whose procedure is standard clinical knowledge. The instruction says what to
+/// achieve, never how; the context states only the conventions an agent cannot guess (codes,
+/// resource types, units, the answer format, the clinical now, and any local choice the
+/// guideline leaves open), never the procedure's thresholds, decision rules or doses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Goal {
+    /// Goal instruction template (`${%slot}` slots, as the family's instruction).
+    pub instruction: String,
+    /// Goal context template: conventions only.
+    #[serde(default)]
+    pub context: String,
+    /// The guideline the family's key follows (name, version or year).
+    pub guideline: String,
+}
+
+/// A family's goal rendered for one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoalText {
+    /// Rendered goal instruction.
+    pub instruction: String,
+    /// Rendered goal context.
+    pub context: String,
+    /// The guideline the key follows.
+    pub guideline: String,
+}
+
 /// One instance of a family.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +243,10 @@ pub struct Family {
     /// How the answer must be given (precision, list order), as the instruction states it.
     #[serde(default)]
     pub answer: AnswerFormat,
+    /// The goal-only instruction (the `goal` condition); none for families whose procedure
+    /// is not clinical knowledge.
+    #[serde(default)]
+    pub goal: Option<Goal>,
     /// Unsafe findings the family's rules handle on purpose (`hypotension`, `potassium`,
     /// `inr`, `sirs`): `scenarios check` does not flag instances whose patient has them.
     #[serde(default)]
@@ -260,6 +292,36 @@ pub struct Instance {
     pub handles: Vec<String>,
     /// How the answer must be given.
     pub answer: AnswerFormat,
+    /// The rendered goal (none when the family has no goal).
+    pub goal: Option<GoalText>,
+}
+
+/// An instance asked for in the `goal` condition whose family has no goal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instance '{instance}' (family {family}) has no goal instruction: its family defines no `goal`")]
+pub struct NoGoal {
+    /// The instance.
+    pub instance: String,
+    /// Its family.
+    pub family: String,
+}
+
+impl Instance {
+    /// The instance as the `goal` condition presents it: the goal's instruction and context
+    /// in place of the family's (everything the grader reads is unchanged). Applying it twice
+    /// gives the same instance. The error names the instance and its family.
+    pub fn goal_condition(&self) -> Result<Instance, NoGoal> {
+        let Some(g) = &self.goal else {
+            return Err(NoGoal {
+                instance: self.id.clone(),
+                family: self.family.clone(),
+            });
+        };
+        let mut out = self.clone();
+        out.instruction = g.instruction.clone();
+        out.context = g.context.clone();
+        Ok(out)
+    }
 }
 
 /// Render `${%name}` slots from `vars` (and `now`); any other hole is an error.
@@ -306,6 +368,14 @@ impl Family {
         vars.insert("patient".into(), Value::String(i.patient.clone()));
         let instruction = render_slots(&self.instruction, &vars, &self.now).map_err(|e| format!("{}: instruction: {e}", i.id))?;
         let context = render_slots(&self.context, &vars, &self.now).map_err(|e| format!("{}: context: {e}", i.id))?;
+        let goal = match &self.goal {
+            None => None,
+            Some(g) => Some(GoalText {
+                instruction: render_slots(&g.instruction, &vars, &self.now).map_err(|e| format!("{}: goal.instruction: {e}", i.id))?,
+                context: render_slots(&g.context, &vars, &self.now).map_err(|e| format!("{}: goal.context: {e}", i.id))?,
+                guideline: g.guideline.clone(),
+            }),
+        };
         Ok(Instance {
             id: i.id.clone(),
             family: self.family.clone(),
@@ -322,7 +392,19 @@ impl Family {
             max_steps: self.max_steps,
             handles: self.handles.clone(),
             answer: self.answer.clone(),
+            goal,
         })
+    }
+
+    /// Does the family's goal state its answer format (goal instruction and context, rendered
+    /// for `instance`, as [`AnswerFormat::stated_in`] reads the instruction)? None when the
+    /// family has no goal; the error names the family.
+    pub fn goal_format_problem(&self, instance: &Instance) -> Option<String> {
+        let g = instance.goal.as_ref()?;
+        self.answer
+            .stated_in(&format!("{} {}", g.instruction, g.context))
+            .err()
+            .map(|e| format!("{}: goal: {e}", self.family))
     }
 }
 
@@ -522,6 +604,84 @@ mod tests {
         };
         assert!(set.stated_in("list them in any order").is_ok());
         assert!(set.stated_in("list them as [a, b]").is_err());
+    }
+
+    /// A one-instance family with `goal` (and an answer in one decimal).
+    fn family_with_goal(goal: Value) -> Family {
+        serde_json::from_value(json!({
+            "format_version": 1, "family": "egfr_review", "title": "t", "cohort": "demo",
+            "now": "2023-11-13T10:15:00+00:00", "library": [], "tools": ["finish"],
+            "instruction": "Compute the eGFR of ${%patient} (CKD-EPI 2021) and stop metformin below 30; one decimal.",
+            "context": "It's ${%now} now.", "root": {"task": "r"},
+            "answer": {"decimals": 1}, "goal": goal,
+            "instances": [{"id": "egfr-1", "patient": "S1"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_goal_renders_its_slots_and_replaces_the_instruction_in_the_goal_condition() {
+        let f = family_with_goal(json!({
+            "instruction": "Review metformin for ${%patient}; report the eGFR to one decimal.",
+            "context": "It's ${%now} now. Metformin is RxNorm 860975.",
+            "guideline": "KDIGO 2022 diabetes in CKD"
+        }));
+        let i = f.instantiate(&f.instances[0]).unwrap();
+        let g = i.goal.clone().unwrap();
+        assert_eq!(g.instruction, "Review metformin for S1; report the eGFR to one decimal.");
+        assert_eq!(g.context, "It's 2023-11-13T10:15:00+00:00 now. Metformin is RxNorm 860975.");
+        assert_eq!(g.guideline, "KDIGO 2022 diabetes in CKD");
+        // the family's own texts are unchanged; the goal condition swaps them, and only them
+        assert!(i.instruction.contains("stop metformin below 30"));
+        let goal = i.goal_condition().unwrap();
+        assert_eq!(
+            (goal.instruction.as_str(), goal.context.as_str()),
+            (g.instruction.as_str(), g.context.as_str())
+        );
+        assert_eq!(
+            (&goal.answer, &goal.root, &goal.vars, &goal.id),
+            (&i.answer, &i.root, &i.vars, &i.id)
+        );
+        assert_eq!(goal.goal_condition().unwrap(), goal, "applying the goal twice changes nothing");
+        assert_eq!(f.goal_format_problem(&i), None);
+    }
+
+    #[test]
+    fn a_goal_slot_without_a_value_is_named() {
+        let f = family_with_goal(json!({"instruction": "Review ${%patient} for ${%drug}; one decimal.", "guideline": "g"}));
+        let e = f.instantiate(&f.instances[0]).unwrap_err().to_string();
+        assert!(e.contains("egfr-1") && e.contains("goal.instruction") && e.contains("%drug"), "{e}");
+        let f = family_with_goal(json!({"instruction": "one decimal", "context": "${%drug}", "guideline": "g"}));
+        let e = f.instantiate(&f.instances[0]).unwrap_err().to_string();
+        assert!(e.contains("goal.context") && e.contains("%drug"), "{e}");
+    }
+
+    #[test]
+    fn a_goal_that_does_not_state_the_answer_format_is_rejected_by_family() {
+        let f = family_with_goal(json!({"instruction": "Review metformin safety for ${%patient}.", "guideline": "g"}));
+        let i = f.instantiate(&f.instances[0]).unwrap();
+        let e = f.goal_format_problem(&i).expect("the goal states no precision");
+        assert!(e.starts_with("egfr_review: goal:") && e.contains("decimals 1"), "{e}");
+        // the format may be stated in the goal context instead
+        let f = family_with_goal(json!({"instruction": "Review ${%patient}.", "context": "Give the eGFR to 1 decimal.", "guideline": "g"}));
+        assert_eq!(f.goal_format_problem(&f.instantiate(&f.instances[0]).unwrap()), None);
+    }
+
+    #[test]
+    fn a_family_without_a_goal_has_none_and_the_goal_condition_names_the_instance() {
+        let mut f = family_with_goal(Value::Null);
+        f.goal = None;
+        let i = f.instantiate(&f.instances[0]).unwrap();
+        assert_eq!(i.goal, None);
+        assert_eq!(f.goal_format_problem(&i), None);
+        let e = i.goal_condition().unwrap_err().to_string();
+        assert!(
+            e.contains("'egfr-1'") && e.contains("egfr_review") && e.contains("no goal instruction"),
+            "{e}"
+        );
+        // unknown fields of a goal are refused (inputs are strict)
+        let bad = serde_json::from_value::<Goal>(json!({"instruction": "x", "guideline": "g", "hint": "y"}));
+        assert!(bad.unwrap_err().to_string().contains("hint"));
     }
 
     #[test]
