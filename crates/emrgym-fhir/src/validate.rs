@@ -70,7 +70,7 @@ impl SchemaValidator {
     }
 
     /// All resource types, sorted.
-    pub(crate) fn resource_types(&self) -> impl Iterator<Item = &str> {
+    pub fn resource_types(&self) -> impl Iterator<Item = &str> {
         self.types.iter().map(String::as_str)
     }
 
