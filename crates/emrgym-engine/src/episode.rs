@@ -124,7 +124,7 @@ impl Workspace {
         for f in files {
             match self.suite.library_text(f) {
                 Ok(t) => texts.push((self.suite.dir.join(f).display().to_string(), t)),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         let result = if errors.is_empty() {

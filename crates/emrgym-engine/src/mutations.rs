@@ -18,7 +18,7 @@
 //! A variant that fails is a false reject; a mutation that passes is a false accept. The
 //! targets are zero; docs/grading.md records the figures.
 
-use super::episode::{Prepared, Workspace, run_and_grade};
+use super::episode::{Prepared, Problems, Workspace, run_and_grade};
 use emrgym_agent::Oracle;
 use emrgym_scenario::AnswerFormat;
 use emrgym_scenario::trajectory::ToolCall;
@@ -470,12 +470,31 @@ fn record(t: &mut Tally, wrong: bool, example: impl FnOnce() -> String) {
     }
 }
 
+/// Why the error rates could not be measured ([`measure`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// A family does not instantiate.
+    #[error(transparent)]
+    Instances(#[from] emrgym_scenario::InstanceError),
+    /// An instance does not prepare (its problems, joined with "; ").
+    #[error("{instance}: {}", .problems.join("; "))]
+    Prepare {
+        /// The instance.
+        instance: String,
+        /// What is wrong with it.
+        problems: Problems,
+    },
+}
+
 /// Grade every variant and mutation of every instance's reference plan.
-pub fn measure(ws: &mut Workspace) -> Result<Report, String> {
+pub fn measure(ws: &mut Workspace) -> Result<Report, MeasureError> {
     let instances = ws.suite.instances()?;
     let mut report = Report::default();
     for inst in &instances {
-        let p: Prepared = ws.prepare(inst).map_err(|e| format!("{}: {}", inst.id, e.join("; ")))?;
+        let p: Prepared = ws.prepare(inst).map_err(|problems| MeasureError::Prepare {
+            instance: inst.id.clone(),
+            problems,
+        })?;
         let refs = p.oracle.reference_calls();
         let skippable: Vec<usize> = refs
             .iter()

@@ -344,7 +344,7 @@ pub fn check(path: &Path) -> CheckReport {
                     file: fname.clone(),
                     line: None,
                     instance: None,
-                    message: e,
+                    message: e.to_string(),
                 });
                 continue;
             }
@@ -455,7 +455,7 @@ pub fn answer_format_problems(format: &AnswerFormat, text: &str, answers: &[&Val
         out.push("list answers, but no stated order: set answer.list_order (as_asked, with the order in the instruction, or any)".into());
     }
     if let Err(e) = format.stated_in(text) {
-        out.push(e);
+        out.push(e.to_string());
     }
     out
 }

@@ -10,9 +10,17 @@
 //! the clinical "now", the cohort, the allowed tools, the HTN library files and root task,
 //! variables) plus its instances (patient, variable bindings, the expected branches).
 //! The crate root parses and instantiates them; it knows nothing of FHIR.
+//!
+//! Entry points: [`Suite::load`] (a scenario directory) and [`Family::instances`] (ready
+//! [`Instance`]s); [`Library::load`] and [`plan`] (an instance's HTN library and its
+//! reference plan); [`trajectory::file::read`] and [`trajectory::file::to_jsonl`] (trajectory
+//! files).
 
 pub mod htn;
 pub mod trajectory;
+
+pub use htn::library::Library;
+pub use htn::plan::plan;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -81,12 +89,12 @@ impl AnswerFormat {
     }
 
     /// Is the format itself coherent?
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FormatError> {
         if self.as_recorded && self.decimals.is_some() {
-            return Err("answer: give either decimals or as_recorded, not both".into());
+            return Err(FormatError::DecimalsAndAsRecorded);
         }
-        if self.decimals.is_some_and(|d| d > MAX_DECIMALS) {
-            return Err(format!("answer: decimals must be at most {MAX_DECIMALS}"));
+        if let Some(d) = self.decimals.filter(|d| *d > MAX_DECIMALS) {
+            return Err(FormatError::TooManyDecimals(d));
         }
         Ok(())
     }
@@ -97,7 +105,7 @@ impl AnswerFormat {
     /// whole number too); as_recorded "as recorded";
     /// list order `as_asked` a bracketed template such as `[potassium, magnesium]` or "same
     /// order"; `any` "any order". The error names what is missing.
-    pub fn stated_in(&self, text: &str) -> Result<(), String> {
+    pub fn stated_in(&self, text: &str) -> Result<(), FormatError> {
         let t = text.to_lowercase();
         if let Some(d) = self.decimals {
             const WORDS: [&str; 7] = ["zero", "one", "two", "three", "four", "five", "six"];
@@ -110,28 +118,50 @@ impl AnswerFormat {
                     .any(|p| t.contains(p.as_str()))
             };
             if !ok {
-                let phrase = if d == 0 {
-                    "a whole number".to_string()
-                } else {
-                    format!("{d} decimal places")
-                };
-                return Err(format!(
-                    "the answer has decimals {d}, but the instruction does not ask for {phrase}"
-                ));
+                return Err(FormatError::DecimalsNotStated(d));
             }
         }
         if self.as_recorded && !t.contains("as recorded") {
-            return Err("the answer is as_recorded, but the instruction does not say \"as recorded\"".into());
+            return Err(FormatError::AsRecordedNotStated);
         }
         match self.list_order {
-            Some(ListOrder::AsAsked) if !(t.contains("same order") || has_list_template(&t)) => Err(
-                "the list order is as_asked, but the instruction gives no order (a template like [a, b] or \"in the same order\")".into(),
-            ),
-            Some(ListOrder::Any) if !t.contains("any order") => {
-                Err("the list order is any, but the instruction does not say \"in any order\"".into())
-            }
+            Some(ListOrder::AsAsked) if !(t.contains("same order") || has_list_template(&t)) => Err(FormatError::OrderNotStated),
+            Some(ListOrder::Any) if !t.contains("any order") => Err(FormatError::AnyOrderNotStated),
             _ => Ok(()),
         }
+    }
+}
+
+/// An answer format that is incoherent ([`AnswerFormat::validate`]) or that the instruction
+/// does not state ([`AnswerFormat::stated_in`]); the message names the setting at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Both `decimals` and `as_recorded`.
+    #[error("answer: give either decimals or as_recorded, not both")]
+    DecimalsAndAsRecorded,
+    /// More than [`MAX_DECIMALS`] decimals.
+    #[error("answer: decimals must be at most {MAX_DECIMALS}, got {0}")]
+    TooManyDecimals(u8),
+    /// The instruction does not ask for this many decimals.
+    #[error("the answer has decimals {}, but the instruction does not ask for {}", .0, decimals_phrase(.0))]
+    DecimalsNotStated(u8),
+    /// The instruction does not say "as recorded".
+    #[error("the answer is as_recorded, but the instruction does not say \"as recorded\"")]
+    AsRecordedNotStated,
+    /// The list order is `as_asked`, and the instruction gives none.
+    #[error("the list order is as_asked, but the instruction gives no order (a template like [a, b] or \"in the same order\")")]
+    OrderNotStated,
+    /// The list order is `any`, and the instruction does not say so.
+    #[error("the list order is any, but the instruction does not say \"in any order\"")]
+    AnyOrderNotStated,
+}
+
+/// How an instruction asks for `d` decimals, as [`FormatError::DecimalsNotStated`] names it.
+fn decimals_phrase(d: &u8) -> String {
+    if *d == 0 {
+        "a whole number".to_string()
+    } else {
+        format!("{d} decimal places")
     }
 }
 
@@ -324,24 +354,39 @@ impl Instance {
     }
 }
 
+/// A `${...}` slot of an instruction or context that cannot be rendered ([`render_slots`]);
+/// each names the template or the slot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// A `${` without its `}`.
+    #[error("unterminated ${{ in '{0}'")]
+    Unterminated(String),
+    /// A slot that is not `%variable`.
+    #[error("slot '${{{0}}}' must be a variable like ${{%patient}}")]
+    NotAVariable(String),
+    /// A variable without a value.
+    #[error("slot ${{%{0}}} has no value")]
+    NoValue(String),
+}
+
 /// Render `${%name}` slots from `vars` (and `now`); any other hole is an error.
-pub fn render_slots(template: &str, vars: &Map<String, Value>, now: &str) -> Result<String, String> {
+pub fn render_slots(template: &str, vars: &Map<String, Value>, now: &str) -> Result<String, SlotError> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unterminated ${{ in '{template}'"))?;
+        let end = after.find('}').ok_or_else(|| SlotError::Unterminated(template.to_string()))?;
         let name = after[..end].trim();
         let Some(var) = name.strip_prefix('%') else {
-            return Err(format!("slot '${{{name}}}' must be a variable like ${{%patient}}"));
+            return Err(SlotError::NotAVariable(name.to_string()));
         };
         let text = if var == "now" {
             now.to_string()
         } else {
             match vars.get(var) {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => return Err(format!("slot ${{%{var}}} has no value")),
+                Some(Value::Null) | None => return Err(SlotError::NoValue(var.to_string())),
                 Some(other) => other.to_string(),
             }
         };
@@ -352,22 +397,56 @@ pub fn render_slots(template: &str, vars: &Map<String, Value>, now: &str) -> Res
     Ok(out)
 }
 
+/// A family or instance that cannot be instantiated ([`Family::instantiate`]): the message
+/// names the family or the instance and the text at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceError {
+    /// The family's answer format is incoherent.
+    #[error("{family}: {error}")]
+    Format {
+        /// The family.
+        family: String,
+        /// What is wrong.
+        error: FormatError,
+    },
+    /// A slot of the instruction or context does not render.
+    #[error("{instance}: {part}: {error}")]
+    Slot {
+        /// The instance.
+        instance: String,
+        /// The text (`instruction`, `context`, `goal.instruction`, `goal.context`).
+        part: &'static str,
+        /// What is wrong.
+        error: SlotError,
+    },
+}
+
 impl Family {
     /// Instantiate every instance.
-    pub fn instances(&self) -> Result<Vec<Instance>, String> {
+    pub fn instances(&self) -> Result<Vec<Instance>, InstanceError> {
         self.instances.iter().map(|i| self.instantiate(i)).collect()
     }
 
     /// Instantiate one instance.
-    pub fn instantiate(&self, i: &InstanceDecl) -> Result<Instance, String> {
-        self.answer.validate().map_err(|e| format!("{}: {e}", self.family))?;
+    pub fn instantiate(&self, i: &InstanceDecl) -> Result<Instance, InstanceError> {
+        self.answer.validate().map_err(|error| InstanceError::Format {
+            family: self.family.clone(),
+            error,
+        })?;
+        let slot = |part: &'static str| {
+            move |error| InstanceError::Slot {
+                instance: i.id.clone(),
+                part,
+                error,
+            }
+        };
         let mut vars = self.vars.clone();
         for (k, v) in &i.vars {
             vars.insert(k.clone(), v.clone());
         }
         vars.insert("patient".into(), Value::String(i.patient.clone()));
-        let instruction = render_slots(&self.instruction, &vars, &self.now).map_err(|e| format!("{}: instruction: {e}", i.id))?;
-        let context = render_slots(&self.context, &vars, &self.now).map_err(|e| format!("{}: context: {e}", i.id))?;
+        let instruction = render_slots(&self.instruction, &vars, &self.now).map_err(slot("instruction"))?;
+        let context = render_slots(&self.context, &vars, &self.now).map_err(slot("context"))?;
         let goal = match &self.goal {
             None => None,
             Some(g) => Some(GoalText {
@@ -518,7 +597,7 @@ impl Suite {
     }
 
     /// Every instance with its family.
-    pub fn instances(&self) -> Result<Vec<Instance>, String> {
+    pub fn instances(&self) -> Result<Vec<Instance>, InstanceError> {
         let mut out = Vec::new();
         for (_, _, f) in &self.families {
             out.extend(f.instances()?);
@@ -526,10 +605,14 @@ impl Suite {
         Ok(out)
     }
 
-    /// Read a library file named by a family.
-    pub fn library_text(&self, rel: &str) -> Result<String, String> {
+    /// Read a library file named by a family; the error names the file.
+    pub fn library_text(&self, rel: &str) -> Result<String, FileError> {
         let p = self.dir.join(rel);
-        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+        std::fs::read_to_string(&p).map_err(|e| FileError {
+            file: p.display().to_string(),
+            line: None,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -545,9 +628,38 @@ mod tests {
             render_slots("Give ${%patient} ${%dose} mEq at ${%now}", &vars, "T").unwrap(),
             "Give S1 40 mEq at T"
         );
-        assert!(render_slots("${%nope}", &vars, "T").unwrap_err().contains("%nope"));
-        assert!(render_slots("${1 + 1}", &vars, "T").unwrap_err().contains("must be a variable"));
-        assert!(render_slots("${%patient", &vars, "T").unwrap_err().contains("unterminated"));
+        assert_eq!(render_slots("${%nope}", &vars, "T").unwrap_err(), SlotError::NoValue("nope".into()));
+        let e = |t: &str| render_slots(t, &vars, "T").unwrap_err().to_string();
+        assert!(e("${%nope}").contains("%nope"));
+        assert!(e("${1 + 1}").contains("must be a variable"));
+        assert!(e("${%patient").contains("unterminated"));
+    }
+
+    #[test]
+    fn an_instance_error_names_the_instance_or_family_and_the_text() {
+        let family = |instruction: &str, answer: Value| -> Family {
+            serde_json::from_value(json!({
+                "format_version": 1, "family": "fam", "title": "t", "cohort": "demo",
+                "now": "2023-11-13T10:15:00+00:00", "library": [], "tools": ["finish"],
+                "instruction": instruction, "context": "c", "root": {"task": "r"}, "answer": answer,
+                "instances": [{"id": "fam-1", "patient": "S1"}]
+            }))
+            .unwrap()
+        };
+        let f = family("Dose for ${%dose}.", json!({}));
+        let e = f.instances().unwrap_err();
+        assert_eq!(
+            e,
+            InstanceError::Slot {
+                instance: "fam-1".into(),
+                part: "instruction",
+                error: SlotError::NoValue("dose".into())
+            }
+        );
+        assert_eq!(e.to_string(), "fam-1: instruction: slot ${%dose} has no value");
+        let f = family("x", json!({"decimals": 1, "as_recorded": true}));
+        let e = f.instantiate(&f.instances[0]).unwrap_err();
+        assert_eq!(e.to_string(), "fam: answer: give either decimals or as_recorded, not both");
     }
 
     #[test]
@@ -575,7 +687,7 @@ mod tests {
         };
         assert!(one.stated_in("Report the eGFR rounded to one decimal place.").is_ok());
         assert!(one.stated_in("Report the eGFR to 1 decimal.").is_ok());
-        let e = one.stated_in("Report the eGFR.").unwrap_err();
+        let e = one.stated_in("Report the eGFR.").unwrap_err().to_string();
         assert!(e.contains("decimals 1") && e.contains("1 decimal places"), "{e}");
         let whole = AnswerFormat {
             decimals: Some(0),
@@ -691,11 +803,12 @@ mod tests {
             as_recorded: true,
             ..AnswerFormat::default()
         };
-        assert!(both.validate().unwrap_err().contains("not both"));
+        assert!(both.validate().unwrap_err().to_string().contains("not both"));
         let many = AnswerFormat {
             decimals: Some(9),
             ..AnswerFormat::default()
         };
-        assert!(many.validate().unwrap_err().contains("at most 6"));
+        assert_eq!(many.validate().unwrap_err(), FormatError::TooManyDecimals(9));
+        assert!(many.validate().unwrap_err().to_string().contains("at most 6, got 9"));
     }
 }

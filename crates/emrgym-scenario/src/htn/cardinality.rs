@@ -25,7 +25,7 @@ pub const ROOTS: &[&str] = &[
 ];
 
 /// Element names that are arrays wherever they occur in the closure of [`ROOTS`].
-pub const REPEATING: &[&str] = &[
+pub(crate) const REPEATING: &[&str] = &[
     "account",
     "additionalInstruction",
     "appliesTo",
@@ -113,10 +113,10 @@ pub const REPEATING: &[&str] = &[
 /// Names that are arrays on the resources themselves (`Condition.category`,
 /// `Patient.identifier`, `Patient.name`, `Observation.performer`, ...) but single on some
 /// nested type; a path through them is treated as repeating.
-pub const MOSTLY_REPEATING: &[&str] = &["address", "bodySite", "category", "identifier", "name", "performer"];
+pub(crate) const MOSTLY_REPEATING: &[&str] = &["address", "bodySite", "category", "identifier", "name", "performer"];
 
 /// Does a path step with this element name yield a collection of possibly many items?
-pub fn repeats(name: &str) -> bool {
+pub(crate) fn repeats(name: &str) -> bool {
     REPEATING.binary_search(&name).is_ok() || MOSTLY_REPEATING.contains(&name)
 }
 

@@ -204,7 +204,7 @@ const CONCEPTS: &[(&str, &[&str])] = &[
 ];
 
 /// The codes that name the same concept as `code` (itself included).
-pub fn concept_codes(code: &str) -> Vec<&'static str> {
+pub(crate) fn concept_codes(code: &str) -> Vec<&'static str> {
     for (local, loinc) in CONCEPTS {
         if local.eq_ignore_ascii_case(code) || loinc.contains(&code) {
             let mut out = vec![*local];
@@ -216,7 +216,7 @@ pub fn concept_codes(code: &str) -> Vec<&'static str> {
 }
 
 /// Does a resource's `code` name the concept `code` (by its text, any coding, or a synonym)?
-pub fn is_concept(resource: &Value, code: &str) -> bool {
+pub(crate) fn is_concept(resource: &Value, code: &str) -> bool {
     let mut names: Vec<String> = concept_codes(code).into_iter().map(str::to_string).collect();
     if names.is_empty() {
         names.push(code.to_string());
@@ -259,7 +259,7 @@ fn fmt(x: f64) -> String {
 
 /// "S/D" of a blood-pressure Observation: its `valueString`, or the systolic (8480-6) and
 /// diastolic (8462-4) components of the vital-signs panel.
-pub fn bp_of(obs: &Value) -> Option<String> {
+pub(crate) fn bp_of(obs: &Value) -> Option<String> {
     if let Some(s) = obs.get("valueString").and_then(Value::as_str) {
         return bp_text(s);
     }
@@ -281,7 +281,7 @@ pub fn bp_of(obs: &Value) -> Option<String> {
 }
 
 /// Text normalised for comparison: lower case, punctuation to spaces, whitespace collapsed.
-pub fn norm(s: &str) -> String {
+pub(crate) fn norm(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_alphanumeric() || c == '.' || c == '/' || c == '-' {
@@ -299,7 +299,7 @@ pub fn norm(s: &str) -> String {
 }
 
 /// Does `haystack` contain `needle` once both are normalised?
-pub fn text_contains(haystack: &str, needle: &str) -> bool {
+pub(crate) fn text_contains(haystack: &str, needle: &str) -> bool {
     norm(haystack).contains(&norm(needle))
 }
 

@@ -27,8 +27,9 @@ mod value;
 
 pub use eval::{EvalError, Scope, eval, truth};
 pub use parse::{Expr, MAX_DEPTH, Op, ParseError, parse};
-pub use template::{TemplateError, instantiate, render, template_exprs, template_parts};
-pub use value::{Coll, DurUnit, V, coll_json, coll_text, fmt_date, num_json, parse_datetime, to_bool};
+pub(crate) use template::template_exprs;
+pub use template::{HoleError, TemplateError, instantiate, render};
+pub use value::{Coll, DurUnit, V, coll_json, parse_datetime};
 
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,8 @@ mod lint;
 mod load;
 mod locate;
 
-pub use compiled::{Arg, Check, Library, Method, Order, Primitive, Selector, Subtask, Task, template_vars};
+pub(crate) use compiled::template_vars;
+pub use compiled::{Arg, Check, Library, Method, Order, Primitive, Selector, Subtask, Task};
 pub use decl::{CheckDecl, LibraryFile, MethodDecl, PrimitiveDecl, SelectRef, SelectorDecl, SenseDecl, SubtaskDecl, TaskDecl, ToolDecl};
-pub use lint::comparison_lints;
-pub use load::{LoadError, check_template};
+pub use load::LoadError;
 pub use locate::locate;

@@ -16,6 +16,6 @@ mod planner;
 mod reveal;
 mod tree;
 
-pub use planner::{FactSource, plan, value_text};
+pub use planner::{FactSource, plan};
 pub use reveal::{fact_revealed, revealed_paths};
-pub use tree::{Env, Fact, Globals, Knowledge, Node, Status, Tree, checks, outline};
+pub use tree::{Env, Fact, Globals, Knowledge, Node, Status, Tree, checks};

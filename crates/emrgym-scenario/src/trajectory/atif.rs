@@ -9,7 +9,7 @@ use super::file::Header;
 use serde_json::{Map, Value, json};
 
 /// The schema version written.
-pub const SCHEMA_VERSION: &str = "ATIF-v1.4";
+pub(crate) const SCHEMA_VERSION: &str = "ATIF-v1.4";
 
 fn text_of(content: &Value) -> String {
     match content {

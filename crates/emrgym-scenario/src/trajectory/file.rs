@@ -13,7 +13,7 @@ pub const FORMAT: &str = "emrgym.trajectory";
 /// The version written.
 pub const FORMAT_VERSION: &str = "1.0";
 /// The major version this build reads.
-pub const READS_MAJOR: u64 = 1;
+pub(crate) const READS_MAJOR: u64 = 1;
 
 /// The scenario an episode ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,10 +419,37 @@ pub fn from_jsonl(text: &str) -> Result<TrajectoryFile, ReadError> {
     Ok(TrajectoryFile { header, trajectory: t })
 }
 
+/// Why a trajectory file on disk could not be read ([`read`]); the message starts with the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not a readable trajectory.
+    #[error("{}: {error}", path.display())]
+    Format {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        error: ReadError,
+    },
+}
+
 /// Read a trajectory file from disk, naming the file in any error.
-pub fn read(path: &std::path::Path) -> Result<TrajectoryFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    from_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read(path: &std::path::Path) -> Result<TrajectoryFile, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| FileError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    from_jsonl(&text).map_err(|error| FileError::Format {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// A header for tests and examples.

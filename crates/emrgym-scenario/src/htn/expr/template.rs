@@ -6,8 +6,23 @@ use super::parse::parse;
 use super::value::{V, coll_json, coll_text};
 use serde_json::{Map, Value};
 
+/// A template hole that cannot be read: a `${` without its closing brace, or (static checks,
+/// `check_template`) an expression that does not parse. Each names the template or hole.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HoleError {
+    /// A `${` without its closing brace.
+    #[error("unterminated ${{ in '{template}'")]
+    Unterminated {
+        /// The template text.
+        template: String,
+    },
+    /// A hole whose expression does not parse (the parse error names the expression).
+    #[error("{0}")]
+    Parse(#[from] super::parse::ParseError),
+}
+
 /// Split `${...}` holes out of a template string: literal text and expression sources.
-pub fn template_parts(s: &str) -> Result<Vec<(bool, String)>, String> {
+pub(crate) fn template_parts(s: &str) -> Result<Vec<(bool, String)>, HoleError> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -34,7 +49,7 @@ pub fn template_parts(s: &str) -> Result<Vec<(bool, String)>, String> {
             }
         }
         let Some(j) = end else {
-            return Err(format!("unterminated ${{ in '{s}'"));
+            return Err(HoleError::Unterminated { template: s.to_string() });
         };
         out.push((true, after[..j].to_string()));
         rest = &after[j + 1..];
@@ -46,7 +61,7 @@ pub fn template_parts(s: &str) -> Result<Vec<(bool, String)>, String> {
 }
 
 /// Every expression inside a JSON template's `${...}` holes (for static checks).
-pub fn template_exprs(v: &Value) -> Result<Vec<String>, String> {
+pub(crate) fn template_exprs(v: &Value) -> Result<Vec<String>, HoleError> {
     let mut out = Vec::new();
     walk_strings(v, &mut |s| {
         for (is_expr, part) in template_parts(s)? {
@@ -59,7 +74,7 @@ pub fn template_exprs(v: &Value) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn walk_strings(v: &Value, f: &mut dyn FnMut(&str) -> Result<(), String>) -> Result<(), String> {
+fn walk_strings(v: &Value, f: &mut dyn FnMut(&str) -> Result<(), HoleError>) -> Result<(), HoleError> {
     match v {
         Value::String(s) => f(s),
         Value::Array(a) => a.iter().try_for_each(|x| walk_strings(x, f)),
@@ -93,7 +108,7 @@ pub enum TemplateError {
 /// Interpolate a string: each `${expr}` becomes its text.
 pub fn render(s: &str, scope: &dyn Scope) -> Result<String, TemplateError> {
     let mut out = String::new();
-    for (is_expr, part) in template_parts(s).map_err(TemplateError::Parse)? {
+    for (is_expr, part) in template_parts(s).map_err(|e| TemplateError::Parse(e.to_string()))? {
         if is_expr {
             let e = parse(&part).map_err(|e| TemplateError::Parse(e.to_string()))?;
             let c = eval(&e, &Vec::new(), scope).map_err(|error| TemplateError::Eval { expr: part.clone(), error })?;
@@ -110,7 +125,7 @@ pub fn render(s: &str, scope: &dyn Scope) -> Result<String, TemplateError> {
 pub fn instantiate(v: &Value, scope: &dyn Scope) -> Result<Value, TemplateError> {
     Ok(match v {
         Value::String(s) => {
-            let parts = template_parts(s).map_err(TemplateError::Parse)?;
+            let parts = template_parts(s).map_err(|e| TemplateError::Parse(e.to_string()))?;
             if let [(true, src)] = parts.as_slice() {
                 let e = parse(src).map_err(|e| TemplateError::Parse(e.to_string()))?;
                 let c = eval(&e, &Vec::new(), scope).map_err(|error| TemplateError::Eval { expr: src.clone(), error })?;

@@ -94,7 +94,7 @@ impl V {
 }
 
 /// A number as JSON: integral values as integers.
-pub fn num_json(n: f64) -> Value {
+pub(crate) fn num_json(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9e15 {
         json!(n as i64)
     } else {
@@ -111,7 +111,7 @@ fn fmt_num(n: f64) -> String {
 }
 
 /// An instant as `YYYY-MM-DDThh:mm:ss+hh:mm`.
-pub fn fmt_date(d: &DateTime<FixedOffset>) -> String {
+pub(crate) fn fmt_date(d: &DateTime<FixedOffset>) -> String {
     d.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
@@ -125,7 +125,7 @@ pub fn coll_json(c: &Coll) -> Value {
 }
 
 /// A collection as text (for templates): items joined by ", ".
-pub fn coll_text(c: &Coll) -> String {
+pub(crate) fn coll_text(c: &Coll) -> String {
     c.iter()
         .map(|v| match v {
             V::Str(s) => s.clone(),
@@ -147,7 +147,7 @@ pub(super) fn single<'a>(c: &'a Coll, what: &str) -> Result<Option<&'a V>, EvalE
 }
 
 /// Boolean value of a collection: empty is `None` (false in conditions).
-pub fn to_bool(c: &Coll) -> Result<Option<bool>, EvalError> {
+pub(crate) fn to_bool(c: &Coll) -> Result<Option<bool>, EvalError> {
     match single(c, "condition")? {
         None => Ok(None),
         Some(V::Bool(b)) => Ok(Some(*b)),

@@ -141,7 +141,7 @@ pub struct Primitive {
 
 impl Primitive {
     /// Whether the primitive yields a fact (a search, or a computed result).
-    pub fn senses(&self) -> bool {
+    pub(crate) fn senses(&self) -> bool {
         self.sense.is_some() || self.computes
     }
 }
@@ -160,7 +160,7 @@ pub struct Library {
 }
 
 /// Variables a template reads.
-pub fn template_vars(v: &Value) -> Vec<String> {
+pub(crate) fn template_vars(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(srcs) = expr::template_exprs(v) {
         for s in srcs {
@@ -199,7 +199,7 @@ impl Check {
 
 impl Library {
     /// The parameters of a task or primitive.
-    pub fn params_of(&self, name: &str) -> Option<&[String]> {
+    pub(crate) fn params_of(&self, name: &str) -> Option<&[String]> {
         self.tasks
             .get(name)
             .map(|t| t.params.as_slice())

@@ -50,7 +50,7 @@ fn repeating_operand(e: &Expr) -> Option<String> {
 /// Comparisons (`=`, `!=`, `~`, `<`, `<=`, `>`, `>=`) with an operand that can hold more than
 /// one item, anywhere in `e`. On a collection `=` is collection equality: `code.coding.code =
 /// '84114007'` is false for a Condition coded in both SNOMED CT and ICD-10-CM.
-pub fn comparison_lints(e: &Expr) -> Vec<String> {
+pub(crate) fn comparison_lints(e: &Expr) -> Vec<String> {
     let mut out = Vec::new();
     walk_comparisons(e, &mut out);
     out

@@ -128,7 +128,7 @@ fn compile_arg(ctx: &mut Ctx<'_>, pointer: &str, v: &Value) -> Option<Arg> {
         },
         other => {
             if let Err(e) = check_template(other) {
-                ctx.err(pointer, e);
+                ctx.err(pointer, e.to_string());
                 return None;
             }
             Some(Arg::Template(other.clone()))
@@ -137,9 +137,9 @@ fn compile_arg(ctx: &mut Ctx<'_>, pointer: &str, v: &Value) -> Option<Arg> {
 }
 
 /// Check that every `${...}` hole in a template parses.
-pub fn check_template(v: &Value) -> Result<(), String> {
+pub(crate) fn check_template(v: &Value) -> Result<(), expr::HoleError> {
     for src in expr::template_exprs(v)? {
-        expr::parse(&src).map_err(|e| e.to_string())?;
+        expr::parse(&src)?;
     }
     Ok(())
 }
@@ -203,18 +203,18 @@ impl Library {
                     if let Some(t) = t
                         && let Err(e) = check_template(&Value::String(t.clone()))
                     {
-                        ctx.err(&format!("{ptr}/{field}"), e);
+                        ctx.err(&format!("{ptr}/{field}"), e.to_string());
                     }
                 }
                 if let Some(tool) = &p.tool
                     && let Err(e) = check_template(&tool.args)
                 {
-                    ctx.err(&format!("{ptr}/tool/args"), e);
+                    ctx.err(&format!("{ptr}/tool/args"), e.to_string());
                 }
                 if let Some(sense) = &p.sense
                     && let Err(e) = check_template(&Value::Object(sense.params.clone()))
                 {
-                    ctx.err(&format!("{ptr}/sense"), e);
+                    ctx.err(&format!("{ptr}/sense"), e.to_string());
                 }
                 if p.computes && (p.tool.is_none() || p.sense.is_some()) {
                     ctx.err(&ptr, "a computing primitive needs a tool call and no sense query");

@@ -8,7 +8,7 @@ use emrgym_core::topological_order;
 
 impl Tree {
     /// Children of `n` in an order that respects the ordering edges, declaration order breaking ties.
-    pub fn ordered_children(&self, n: usize) -> Vec<usize> {
+    pub(crate) fn ordered_children(&self, n: usize) -> Vec<usize> {
         let kids = &self.nodes[n].children;
         let edges: Vec<(usize, usize)> = self
             .before
@@ -35,7 +35,7 @@ impl Tree {
     }
 
     /// Every node in execution order (compounds before their children).
-    pub fn linear_all(&self) -> Vec<usize> {
+    pub(crate) fn linear_all(&self) -> Vec<usize> {
         let mut out = Vec::new();
         self.walk_all(0, &mut out);
         out

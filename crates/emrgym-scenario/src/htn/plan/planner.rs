@@ -326,7 +326,7 @@ impl Planner<'_> {
 }
 
 /// A JSON value as a search parameter value.
-pub fn value_text(v: &Value) -> String {
+pub(crate) fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

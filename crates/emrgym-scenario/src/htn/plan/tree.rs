@@ -8,7 +8,7 @@ use crate::htn::library::{Check, Library};
 use crate::trajectory::ToolCall;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the planner may know.
@@ -201,30 +201,4 @@ pub fn checks<'a>(lib: &'a Library, node: &Node) -> &'a [Check] {
         .and_then(|t| t.methods.iter().find(|m| Some(&m.name) == node.method.as_ref()))
         .map(|m| m.expect.as_slice())
         .unwrap_or(&[])
-}
-
-/// A human-readable outline of the tree (for `scenarios show` and docs).
-pub fn outline(tree: &Tree) -> String {
-    let mut s = String::new();
-    fn rec(t: &Tree, n: usize, depth: usize, s: &mut String) {
-        let node = &t.nodes[n];
-        let label = if node.path.is_empty() {
-            "(root)".to_string()
-        } else {
-            node.id.clone()
-        };
-        let extra = match (&node.method, &node.status) {
-            (Some(m), _) => format!(" [{m}]"),
-            (None, Status::Ready) => node.call.as_ref().map(|c| format!(" -> {}", c.name)).unwrap_or_default(),
-            (None, st) => format!(" ({})", json!(st)),
-        };
-        s.push_str(&format!("{}{} {}{}\n", "  ".repeat(depth), label, node.task, extra));
-        for c in t.ordered_children(n) {
-            rec(t, c, depth + 1, s);
-        }
-    }
-    if !tree.nodes.is_empty() {
-        rec(tree, 0, 0, &mut s);
-    }
-    s
 }
