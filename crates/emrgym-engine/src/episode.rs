@@ -166,7 +166,7 @@ impl Workspace {
         let registry = Arc::new(
             self.registry
                 .subset(&names)
-                .map_err(|unknown| Problems(vec![format!("{}: unknown tools {}", inst.id, unknown.join(", "))]))?,
+                .map_err(|e| Problems(vec![format!("{}: {e}", inst.id)]))?,
         );
         let now_fixed = emrgym_scenario::htn::expr::parse_datetime(&inst.now)
             .ok_or_else(|| Problems(vec![format!("{}: now '{}' is not a date-time", inst.id, inst.now)]))?;

@@ -23,6 +23,22 @@ const QUERY: &AsciiSet = &NON_ALPHANUMERIC
 /// Page size of `fhir_search` when the agent gives no `_count`.
 pub const DEFAULT_COUNT: usize = 10;
 
+/// Arguments that do not make a FHIR request ([`FhirTool::request`]); each names the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// `resource` is not a JSON object.
+    #[error("resource must be a JSON object")]
+    NotAnObject,
+    /// `resource.resourceType` is not the `resource_type` argument.
+    #[error("resource.resourceType '{given}' does not match resource_type '{expected}'")]
+    TypeMismatch {
+        /// The body's `resourceType`.
+        given: String,
+        /// The `resource_type` argument.
+        expected: String,
+    },
+}
+
 /// The FHIR tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FhirTool {
@@ -160,20 +176,23 @@ impl FhirTool {
     }
 
     /// Build the FHIR request for validated arguments.
-    pub fn request(self, args: &Value) -> Result<FhirRequest, String> {
+    pub fn request(self, args: &Value) -> Result<FhirRequest, RequestError> {
         let ty = args.get("resource_type").and_then(Value::as_str).unwrap_or_default();
         let id = args.get("id").and_then(Value::as_str).unwrap_or_default();
-        let body = |args: &Value| -> Result<Value, String> {
+        let body = |args: &Value| -> Result<Value, RequestError> {
             let mut r = args.get("resource").cloned().unwrap_or(Value::Null);
             let Some(obj) = r.as_object_mut() else {
-                return Err("resource must be a JSON object".into());
+                return Err(RequestError::NotAnObject);
             };
             match obj.get("resourceType").and_then(Value::as_str) {
                 None => {
                     obj.insert("resourceType".into(), json!(ty));
                 }
                 Some(rt) if rt != ty => {
-                    return Err(format!("resource.resourceType '{rt}' does not match resource_type '{ty}'"));
+                    return Err(RequestError::TypeMismatch {
+                        given: rt.to_string(),
+                        expected: ty.to_string(),
+                    });
                 }
                 Some(_) => {}
             }

@@ -9,10 +9,16 @@
 //! The manifests are built from the calculator specifications and the FHIR tool
 //! definitions in [`fhir_tools`]; `tools/*.json` in the repository is the same catalogue
 //! written out by `emrgym tools export` (a test keeps the two equal).
+//!
+//! Entry points: [`Registry::standard`] (the whole catalogue) and [`Registry::subset`]
+//! (a family's tools), [`Registry::call`] / [`Registry::call_text`] (an [`Observation`]),
+//! [`Registry::check`] (argument validation), [`FhirTool`] and [`http::app`] (the tool routes).
 
 pub mod facts;
 pub mod fhir_tools;
 pub mod http;
+
+pub use fhir_tools::{FhirTool, RequestError};
 
 use emrgym_calc as calc;
 use emrgym_calc::Calculator;
@@ -152,6 +158,34 @@ pub enum CatalogueError {
     Duplicate(String),
 }
 
+/// A subset of the catalogue that cannot be made ([`Registry::subset`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SubsetError {
+    /// Names that are not in the catalogue (every one of them, in the order given).
+    #[error("unknown tools {}", .0.join(", "))]
+    Unknown(Vec<String>),
+    /// The subset is not a valid catalogue (a name given twice).
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
+}
+
+/// Arguments a tool refuses ([`Registry::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    /// No tool has this name.
+    #[error("no tool named '{0}'")]
+    NoSuchTool(String),
+    /// The arguments break the tool's schema: one message per violation, each naming the
+    /// argument (`Display` is one per line).
+    #[error("{}", .problems.join("\n"))]
+    Invalid {
+        /// The tool.
+        tool: String,
+        /// One message per violation.
+        problems: Vec<String>,
+    },
+}
+
 /// The tool registry.
 pub struct Registry {
     tools: Vec<Tool>,
@@ -167,7 +201,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// The manifest of one calculator.
-pub fn calculator_manifest(c: &'static Calculator) -> Manifest {
+pub(crate) fn calculator_manifest(c: &'static Calculator) -> Manifest {
     let example = serde_json::from_str(c.example).unwrap_or(Value::Null);
     Manifest {
         manifest_version: MANIFEST_VERSION,
@@ -264,7 +298,7 @@ impl Registry {
     }
 
     /// Build from manifests paired with handlers.
-    pub fn from_entries(entries: Vec<(Manifest, Handler)>) -> Result<Registry, CatalogueError> {
+    pub(crate) fn from_entries(entries: Vec<(Manifest, Handler)>) -> Result<Registry, CatalogueError> {
         let mut tools = Vec::new();
         let mut index = BTreeMap::new();
         for (manifest, handler) in entries {
@@ -285,21 +319,21 @@ impl Registry {
     }
 
     /// Keep only the named tools (for scenarios that allow a subset); unknown names are returned.
-    pub fn subset(&self, names: &[&str]) -> Result<Registry, Vec<String>> {
+    pub fn subset(&self, names: &[&str]) -> Result<Registry, SubsetError> {
         let unknown: Vec<String> = names
             .iter()
             .filter(|n| !self.index.contains_key(**n))
             .map(|n| n.to_string())
             .collect();
         if !unknown.is_empty() {
-            return Err(unknown);
+            return Err(SubsetError::Unknown(unknown));
         }
         let entries = names
             .iter()
             .filter_map(|n| self.index.get(*n).map(|i| &self.tools[*i]))
             .map(|t| (t.manifest.clone(), t.handler))
             .collect();
-        Registry::from_entries(entries).map_err(|e| vec![e.to_string()])
+        Ok(Registry::from_entries(entries)?)
     }
 
     /// Every manifest, in catalogue order.
@@ -342,11 +376,11 @@ impl Registry {
     }
 
     /// Validate arguments against a tool's schema; the messages name each bad argument.
-    pub fn check(&self, name: &str, args: &Value) -> Result<(), Vec<String>> {
+    pub fn check(&self, name: &str, args: &Value) -> Result<(), ArgsError> {
         let Some(t) = self.index.get(name).map(|i| &self.tools[*i]) else {
-            return Err(vec![format!("no tool named '{name}'")]);
+            return Err(ArgsError::NoSuchTool(name.to_string()));
         };
-        let errors: Vec<String> = t
+        let problems: Vec<String> = t
             .validator
             .iter_errors(args)
             .map(|e| {
@@ -358,7 +392,14 @@ impl Registry {
                 }
             })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ArgsError::Invalid {
+                tool: name.to_string(),
+                problems,
+            })
+        }
     }
 
     /// Call a tool with arguments given as JSON text (as models send them).
@@ -386,7 +427,7 @@ impl Registry {
             };
             return Observation::fail(name, 404, format!("no tool named '{name}'; available: {shown}"));
         };
-        if let Err(errors) = self.check(name, args) {
+        if let Err(error) = self.check(name, args) {
             // A calculator's own parser names units and ranges more precisely than the schema.
             let detail = match tool.handler {
                 Handler::Calc(c) => calc::run(c, args).err().map(|e| e.to_string()),
@@ -394,7 +435,10 @@ impl Registry {
             };
             let message = match detail {
                 Some(d) => format!("invalid arguments for {name}: {d}"),
-                None => format!("invalid arguments for {name}: {}", errors.join("; ")),
+                None => match &error {
+                    ArgsError::Invalid { problems, .. } => format!("invalid arguments for {name}: {}", problems.join("; ")),
+                    ArgsError::NoSuchTool(_) => format!("invalid arguments for {name}: {error}"),
+                },
             };
             return Observation::fail(name, 400, message);
         }

@@ -230,7 +230,11 @@ fn openai_rendering_and_subsets() {
     }
     let sub = r.subset(&["fhir_search", "finish"]).unwrap();
     assert_eq!(sub.names().collect::<Vec<_>>(), vec!["fhir_search", "finish"]);
-    assert_eq!(r.subset(&["fhir_search", "bogus"]).unwrap_err(), vec!["bogus".to_string()]);
+    let e = r.subset(&["fhir_search", "bogus", "nope"]).unwrap_err();
+    assert!(matches!(&e, SubsetError::Unknown(names) if names == &["bogus", "nope"]), "{e}");
+    assert_eq!(e.to_string(), "unknown tools bogus, nope");
+    let e = r.subset(&["finish", "finish"]).unwrap_err();
+    assert_eq!(e.to_string(), "duplicate tool name finish");
     let o = sub.call("bmi", &json!({"weight": 70, "height": 170}), &mut NoFhir);
     assert_eq!(o.status, 404, "a tool outside the subset is not callable");
 }
