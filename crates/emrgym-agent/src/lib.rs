@@ -5,11 +5,18 @@
 //!
 //! Built-in agents that need no model: [`Oracle`] replays the scenario's reference plan;
 //! [`Null`] finishes at once.
+//!
+//! Entry points: [`run_episode`] (a [`Policy`] on a sandbox), [`run_model_episode`] (a
+//! model [`Backend`] made from a [`ModelConfig`]: [`OpenAiBackend::new`], or
+//! `llama::LlamaHandle::start` with feature `llama`), and [`harness::attribute`] for
+//! harness failures.
 
 pub mod harness;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod model;
+
+pub use model::{Backend, BackendError, ModelConfig, OpenAiBackend, run_model_episode};
 
 use emrgym_scenario::trajectory::{EndReason, Step, ToolCall, ToolResult, Trajectory};
 use emrgym_tools::{FhirBackend, Registry};

@@ -51,8 +51,59 @@ pub struct LlamaHandle {
     timings: std::sync::Arc<std::sync::Mutex<Vec<ReplyTiming>>>,
 }
 
+/// Why the in-process model could not start or a prompt could not be rendered; each names
+/// the model file or the template stage at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlamaError {
+    /// llama.cpp's backend did not initialise.
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+    /// The model file is missing.
+    #[error("model file {} does not exist (emrgym model fetch installs one)", .0.display())]
+    NoModelFile(std::path::PathBuf),
+    /// The vocabulary of a GGUF did not load (tokenizer only).
+    #[error("loading the vocabulary of {}: {message}", path.display())]
+    Vocabulary {
+        /// The GGUF.
+        path: std::path::PathBuf,
+        /// llama.cpp's message.
+        message: String,
+    },
+    /// The model did not load.
+    #[error("loading {}: {message}", path.display())]
+    Load {
+        /// The GGUF.
+        path: std::path::PathBuf,
+        /// llama.cpp's message.
+        message: String,
+    },
+    /// The GGUF has no chat template.
+    #[error("{} has no chat template: {message}", path.display())]
+    NoTemplate {
+        /// The GGUF.
+        path: std::path::PathBuf,
+        /// llama.cpp's message.
+        message: String,
+    },
+    /// The context could not be created.
+    #[error("creating the context: {0}")]
+    Context(String),
+    /// The chat template does not compile.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The chat template fails on these messages.
+    #[error("rendering the chat template: {0}")]
+    Render(String),
+    /// The model thread could not be started.
+    #[error("starting the model thread: {0}")]
+    Thread(String),
+    /// The model thread ended before it reported the model loaded.
+    #[error("the model thread stopped while loading")]
+    Stopped,
+}
+
 /// The grammar of one tool call: `{"name": T, "arguments": ARGS(T)}` over the tools.
-pub fn tool_call_schema(tools: &Value) -> Value {
+pub(crate) fn tool_call_schema(tools: &Value) -> Value {
     let alts: Vec<Value> = tools
         .as_array()
         .into_iter()
@@ -70,13 +121,14 @@ pub fn tool_call_schema(tools: &Value) -> Value {
     json!({"oneOf": alts})
 }
 
-fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Result<String, String> {
+fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Result<String, LlamaError> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
-    env.add_template("chat", template).map_err(|e| format!("chat template: {e}"))?;
+    env.add_template("chat", template)
+        .map_err(|e| LlamaError::Template(e.to_string()))?;
     // templates expect tool-call arguments as objects
     let msgs: Vec<Value> = messages
         .iter()
@@ -87,6 +139,8 @@ fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &st
                     if let Some(a) = c.pointer_mut("/function/arguments")
                         && let Some(s) = a.as_str()
                     {
+                        // arguments that are not JSON (a reply the loop refused and answered with
+                        // the parse error) render as `{}`: the template needs an object
                         *a = serde_json::from_str(s).unwrap_or(json!({}));
                     }
                 }
@@ -94,7 +148,7 @@ fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &st
             m
         })
         .collect();
-    let tmpl = env.get_template("chat").map_err(|e| e.to_string())?;
+    let tmpl = env.get_template("chat").map_err(|e| LlamaError::Template(e.to_string()))?;
     let text = tmpl
         .render(minijinja::context! {
             messages => minijinja::Value::from_serialize(&msgs),
@@ -103,7 +157,7 @@ fn render(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &st
             bos_token => bos,
             eos_token => eos,
         })
-        .map_err(|e| format!("rendering the chat template: {e}"))?;
+        .map_err(|e| LlamaError::Render(e.to_string()))?;
     Ok(undouble_example(text))
 }
 
@@ -116,7 +170,7 @@ const DOUBLED_EXAMPLE: (&str, &str) = (
 
 /// A rendered prompt with the doubled-brace tool-call example written as the call format
 /// really is (a model that copied the example would write calls that do not parse).
-pub fn undouble_example(prompt: String) -> String {
+pub(crate) fn undouble_example(prompt: String) -> String {
     if prompt.contains(DOUBLED_EXAMPLE.0) {
         prompt.replace(DOUBLED_EXAMPLE.0, DOUBLED_EXAMPLE.1)
     } else {
@@ -128,11 +182,11 @@ pub fn undouble_example(prompt: String) -> String {
 /// tokens, `horizon_mrn_32` in guided mode, Qwen2.5 tokenizer; 31,890 with SmolLM2's;
 /// re-measured after the clinical now moved to the first user message)
 /// plus the default reply cap, rounded up to a multiple of 4,096 (`emrgym model budget`).
-pub const MIN_DEFAULT_CTX: u32 = 36_864;
+pub(crate) const MIN_DEFAULT_CTX: u32 = 36_864;
 
 /// The context size: the configured one, or (0) the larger of the model's trained context
 /// and [`MIN_DEFAULT_CTX`], so that no reference conversation overflows because of it.
-pub fn context_size(configured: u32, trained: u32) -> u32 {
+pub(crate) fn context_size(configured: u32, trained: u32) -> u32 {
     if configured == 0 {
         trained.max(MIN_DEFAULT_CTX)
     } else {
@@ -161,12 +215,17 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     /// Load the vocabulary and chat template of a GGUF.
-    pub fn load(path: &std::path::Path) -> Result<Tokenizer, String> {
-        let model = LlamaModel::load_from_file(ggml()?, path, &LlamaModelParams::default().with_vocab_only(true))
-            .map_err(|e| format!("loading the vocabulary of {}: {e}", path.display()))?;
-        let template = model
-            .meta_val_str("tokenizer.chat_template")
-            .map_err(|e| format!("{} has no chat template: {e}", path.display()))?;
+    pub fn load(path: &std::path::Path) -> Result<Tokenizer, LlamaError> {
+        let model = LlamaModel::load_from_file(ggml()?, path, &LlamaModelParams::default().with_vocab_only(true)).map_err(|e| {
+            LlamaError::Vocabulary {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        let template = model.meta_val_str("tokenizer.chat_template").map_err(|e| LlamaError::NoTemplate {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let vocab = model.vocab();
         let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
         let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
@@ -180,7 +239,7 @@ impl Tokenizer {
 
     /// The prompt the backend would evaluate for these messages and tools (template,
     /// then the prefill).
-    pub fn prompt(&self, messages: &[Value], tools: &Value) -> Result<String, String> {
+    pub fn prompt(&self, messages: &[Value], tools: &Value) -> Result<String, LlamaError> {
         let mut p = render(&self.template, messages, tools, &self.bos, &self.eos)?;
         p.push_str(PREFILL);
         Ok(p)
@@ -199,7 +258,7 @@ const USER_MARK: &str = "\u{1}EMRGYM-EPISODE-TEXT\u{1}";
 /// the template rendered with the system message (and the tools) up to where the first
 /// user message's content begins. None when the first message is not a system message or
 /// the template does not render it first.
-pub fn shared_prefix(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Option<String> {
+pub(crate) fn shared_prefix(template: &str, messages: &[Value], tools: &Value, bos: &str, eos: &str) -> Option<String> {
     let system = messages.first().filter(|m| m["role"] == "system")?;
     let text = render(
         template,
@@ -259,22 +318,17 @@ impl PrefixCache {
 
 impl LlamaHandle {
     /// Load the model on its own thread; errors (missing file, bad GGUF) come back here.
-    pub fn start(cfg: LlamaConfig) -> Result<LlamaHandle, String> {
+    pub fn start(cfg: LlamaConfig) -> Result<LlamaHandle, LlamaError> {
         if !cfg.model_path.exists() {
-            return Err(format!(
-                "model file {} does not exist (emrgym model fetch installs one)",
-                cfg.model_path.display()
-            ));
+            return Err(LlamaError::NoModelFile(cfg.model_path));
         }
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), LlamaError>>();
         std::thread::Builder::new()
             .name("llama".into())
             .spawn(move || worker(cfg, rx, ready_tx))
-            .map_err(|e| format!("starting the model thread: {e}"))?;
-        ready_rx
-            .recv()
-            .map_err(|_| "the model thread stopped while loading".to_string())??;
+            .map_err(|e| LlamaError::Thread(e.to_string()))?;
+        ready_rx.recv().map_err(|_| LlamaError::Stopped)??;
         Ok(LlamaHandle {
             tx,
             timings: std::sync::Arc::default(),
@@ -283,7 +337,8 @@ impl LlamaHandle {
 
     /// The timing of every reply so far.
     pub fn timings(&self) -> Vec<ReplyTiming> {
-        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
+        // a poisoned lock still holds every timing recorded: recovered, never read as none
+        emrgym_core::sync::lock(&self.timings).clone()
     }
 
     /// Ask for a reply (awaits the model thread).
@@ -299,28 +354,28 @@ impl LlamaHandle {
         let r = rx
             .await
             .map_err(|_| BackendError::Other("the model thread dropped the request".into()))?;
-        if let (Ok((_, t)), Ok(mut all)) = (&r, self.timings.lock()) {
-            all.push(*t);
+        if let Ok((_, t)) = &r {
+            emrgym_core::sync::lock(&self.timings).push(*t);
         }
         r
     }
 }
 
-static GGML: std::sync::OnceLock<Result<Ggml, String>> = std::sync::OnceLock::new();
+static GGML: std::sync::OnceLock<Result<Ggml, LlamaError>> = std::sync::OnceLock::new();
 
 /// The process-wide llama.cpp backend (it can be initialised only once); llama.cpp's own
 /// logs go to `tracing` (see `EMRGYM_LOG`), not to stderr.
-pub fn ggml() -> Result<&'static Ggml, String> {
+pub fn ggml() -> Result<&'static Ggml, LlamaError> {
     GGML.get_or_init(|| {
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-        Ggml::init().map_err(|e| format!("llama.cpp backend: {e}"))
+        Ggml::init().map_err(|e| LlamaError::Backend(e.to_string()))
     })
     .as_ref()
     .map_err(Clone::clone)
 }
 
-fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    let fail = |m: String| {
+fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Result<(), LlamaError>>) {
+    let fail = |m: LlamaError| {
         let _ = ready.send(Err(m));
     };
     let ggml = match ggml() {
@@ -329,11 +384,21 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     };
     let model = match LlamaModel::load_from_file(ggml, &cfg.model_path, &LlamaModelParams::default()) {
         Ok(m) => m,
-        Err(e) => return fail(format!("loading {}: {e}", cfg.model_path.display())),
+        Err(e) => {
+            return fail(LlamaError::Load {
+                path: cfg.model_path.clone(),
+                message: e.to_string(),
+            });
+        }
     };
     let template = match model.meta_val_str("tokenizer.chat_template") {
         Ok(t) => t,
-        Err(e) => return fail(format!("{} has no chat template: {e}", cfg.model_path.display())),
+        Err(e) => {
+            return fail(LlamaError::NoTemplate {
+                path: cfg.model_path.clone(),
+                message: e.to_string(),
+            });
+        }
     };
     let n_ctx = NonZeroU32::new(context_size(cfg.n_ctx, model.n_ctx_train()));
     let params = LlamaContextParams::default()
@@ -343,7 +408,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
         .with_n_threads_batch(cfg.threads.max(1));
     let mut ctx = match model.new_context(ggml, params) {
         Ok(c) => c,
-        Err(e) => return fail(format!("creating the context: {e}")),
+        Err(e) => return fail(LlamaError::Context(e.to_string())),
     };
     let vocab = model.vocab();
     let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
@@ -359,7 +424,7 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     };
     while let Ok(job) = rx.recv() {
         let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
-            let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(BackendError::Other)?;
+            let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(|e| BackendError::Other(e.to_string()))?;
             prompt.push_str(PREFILL);
             let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
             if tokens.len() + cfg.max_reply_tokens as usize > ctx.n_ctx() as usize {

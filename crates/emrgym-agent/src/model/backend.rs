@@ -74,7 +74,7 @@ impl Backend {
             Backend::OpenAi(b) => b.complete(messages, tools).await,
             Backend::Cassette(c) => {
                 let h = request_hash(messages, tools);
-                c.replies.lock().ok().and_then(|m| m.get(&h).cloned()).ok_or_else(|| {
+                emrgym_core::sync::lock(&c.replies).get(&h).cloned().ok_or_else(|| {
                     BackendError::CassetteMiss(format!(
                         "no recorded reply for request sha256 {}: the conversation left the recording here",
                         &h[..16]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The hash of a request (messages and tools), for cassettes.
-pub fn request_hash(messages: &[Value], tools: &Value) -> String {
+pub(crate) fn request_hash(messages: &[Value], tools: &Value) -> String {
     let mut h = Sha256::new();
     // a JSON value's text (compact, as `to_vec` writes it) cannot fail, unlike `to_vec`
     h.update(json!({"messages": messages, "tools": tools}).to_string().as_bytes());
@@ -39,7 +39,7 @@ impl Cassette {
 
     /// Recorded replies.
     pub fn len(&self) -> usize {
-        self.replies.lock().map(|m| m.len()).unwrap_or(0)
+        emrgym_core::sync::lock(&self.replies).len()
     }
 
     /// No recorded reply.
@@ -49,13 +49,12 @@ impl Cassette {
 
     /// Record a reply.
     pub fn record(&self, hash: String, reply: Reply) {
-        if let Ok(mut m) = self.replies.lock() {
-            m.insert(hash, reply);
-        }
+        emrgym_core::sync::lock(&self.replies).insert(hash, reply);
     }
 
     /// Every recorded reply.
     pub fn replies(&self) -> BTreeMap<String, Reply> {
-        self.replies.lock().map(|m| m.clone()).unwrap_or_default()
+        // a poisoned lock still holds every reply: a saved cassette is never silently empty
+        emrgym_core::sync::lock(&self.replies).clone()
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// How tool calls travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ToolProtocol {
     /// The server's native `tools` / `tool_calls`.
     #[default]
@@ -62,14 +63,24 @@ fn default_endpoint_concurrency() -> usize {
     64
 }
 
+/// A `--model openai:...` spec that is not `MODEL@BASE_URL` ([`OpenAiConfig::from_spec`]);
+/// each variant carries the spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No `@` between the model and the URL.
+    #[error("model spec '{0}' must look like MODEL@BASE_URL, e.g. gpt-4o-mini@https://api.openai.com/v1")]
+    NoAt(String),
+    /// An empty model name or a URL that is not http(s).
+    #[error("model spec '{0}' must look like MODEL@BASE_URL with an http(s) URL")]
+    NotAnHttpUrl(String),
+}
+
 impl OpenAiConfig {
     /// Parse `MODEL@BASE_URL` (the `--model openai:...` form).
-    pub fn from_spec(spec: &str) -> Result<OpenAiConfig, String> {
-        let (model, base) = spec
-            .split_once('@')
-            .ok_or_else(|| format!("model spec '{spec}' must look like MODEL@BASE_URL, e.g. gpt-4o-mini@https://api.openai.com/v1"))?;
+    pub fn from_spec(spec: &str) -> Result<OpenAiConfig, SpecError> {
+        let (model, base) = spec.split_once('@').ok_or_else(|| SpecError::NoAt(spec.to_string()))?;
         if model.is_empty() || !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(format!("model spec '{spec}' must look like MODEL@BASE_URL with an http(s) URL"));
+            return Err(SpecError::NotAnHttpUrl(spec.to_string()));
         }
         Ok(OpenAiConfig {
             base_url: base.trim_end_matches('/').to_string(),
@@ -129,7 +140,7 @@ fn one() -> i32 {
 /// the largest reference tool call of the suite as the model may write it (470 tokens,
 /// pretty-printed, `admission_med_review`; measured with `emrgym model budget`, table in
 /// docs/agent.md).
-pub const DEFAULT_REPLY_TOKENS: u32 = 1024;
+pub(crate) const DEFAULT_REPLY_TOKENS: u32 = 1024;
 
 fn default_reply() -> u32 {
     DEFAULT_REPLY_TOKENS

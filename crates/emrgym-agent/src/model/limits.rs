@@ -27,7 +27,7 @@ pub struct Limits {
 }
 
 /// The default [`Limits::max_result_chars`]: see docs/agent.md ("Harness failures").
-pub const DEFAULT_RESULT_CHARS: usize = 24_000;
+pub(crate) const DEFAULT_RESULT_CHARS: usize = 24_000;
 
 fn default_result_chars() -> usize {
     DEFAULT_RESULT_CHARS
@@ -35,10 +35,10 @@ fn default_result_chars() -> usize {
 
 /// Consecutive replies cut by the reply cap before their call was complete that end the
 /// episode `max_tokens` (one is answered with a note and the model writes again).
-pub const CUT_REPLIES_TO_END: u32 = 2;
+pub(crate) const CUT_REPLIES_TO_END: u32 = 2;
 
 /// The note a cut reply is answered with.
-pub fn cut_note(tokens: u64) -> String {
+pub(crate) fn cut_note(tokens: u64) -> String {
     let at = if tokens > 0 {
         format!("{tokens} tokens")
     } else {
@@ -51,7 +51,7 @@ pub fn cut_note(tokens: u64) -> String {
 /// searchset Bundle keeps its first entries (the page order the server gave) and gains an
 /// `emrgym_note` naming how many it left out and how to ask for fewer; anything else is
 /// cut to its first characters, with the same kind of note.
-pub fn fit_result(content: Value, max_chars: usize) -> (Value, bool) {
+pub(crate) fn fit_result(content: Value, max_chars: usize) -> (Value, bool) {
     let full = content.to_string();
     if max_chars == 0 || full.len() <= max_chars {
         return (content, false);
@@ -117,7 +117,7 @@ impl Default for Limits {
 
 /// A reply cut by the reply cap (`finish_reason: length`) before its call was complete: no
 /// call, or a call whose arguments are not yet a JSON value.
-pub fn is_cut(reply: &Reply) -> bool {
+pub(crate) fn is_cut(reply: &Reply) -> bool {
     reply.finish_reason.as_deref() == Some("length")
         && (reply.tool_calls.is_empty()
             || reply

@@ -28,11 +28,15 @@ mod scripted;
 mod tests;
 
 pub use backend::{Backend, BackendError, Reply};
-pub use cassette::{Cassette, request_hash};
-pub use config::{DEFAULT_REPLY_TOKENS, LlamaConfig, ModelConfig, OpenAiConfig, ToolProtocol};
+pub use cassette::Cassette;
+pub(crate) use cassette::request_hash;
+#[cfg(test)]
+pub(crate) use config::DEFAULT_REPLY_TOKENS;
+pub use config::{LlamaConfig, ModelConfig, OpenAiConfig, SpecError, ToolProtocol};
 pub use episode::{GuidanceFn, Hooks, run_model_episode};
-pub use limits::{CUT_REPLIES_TO_END, DEFAULT_RESULT_CHARS, Limits, cut_note, fit_result, is_cut};
-pub use openai::OpenAiBackend;
-pub use parse::{parse_reply, parse_text_tool_calls, undouble_braces};
+pub use limits::Limits;
+pub(crate) use limits::{CUT_REPLIES_TO_END, cut_note, fit_result, is_cut};
+pub use openai::{OpenAiBackend, OpenAiError};
+pub(crate) use parse::{parse_reply, undouble_braces};
 pub use prompt::{Briefing, system_prompt, user_prompt};
 pub use scripted::Scripted;

@@ -44,12 +44,23 @@ fn is_context_overflow(message: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
+/// Why an OpenAI-compatible backend could not be made ([`OpenAiBackend::new`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenAiError {
+    /// The environment variable named by `api_key_env` is not set (or not Unicode).
+    #[error("environment variable {0} (api_key_env) is not set")]
+    ApiKeyEnv(String),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
 impl OpenAiBackend {
     /// A backend for `cfg`; the API key is read from the named environment variable.
-    pub fn new(cfg: OpenAiConfig) -> Result<OpenAiBackend, String> {
+    pub fn new(cfg: OpenAiConfig) -> Result<OpenAiBackend, OpenAiError> {
         let mut oc = OpenAIConfig::new().with_api_base(cfg.base_url.clone());
         if let Some(var) = &cfg.api_key_env {
-            let key = std::env::var(var).map_err(|_| format!("environment variable {var} (api_key_env) is not set"))?;
+            let key = std::env::var(var).map_err(|_| OpenAiError::ApiKeyEnv(var.clone()))?;
             oc = oc.with_api_key(key);
         } else {
             oc = oc.with_api_key("");
@@ -57,7 +68,7 @@ impl OpenAiBackend {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(cfg.request_timeout_s.max(0.001)))
             .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .map_err(OpenAiError::HttpClient)?;
         let service = tower::ServiceBuilder::new()
             .concurrency_limit(cfg.max_concurrency.max(1))
             .layer(async_openai::middleware::retry::OpenAIRetryLayer::new(cfg.max_retries as usize))

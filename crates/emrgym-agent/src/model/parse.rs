@@ -9,7 +9,7 @@ use serde_json::Value;
 /// Qwen2.5-Coder-1.5B chat template's system example shows it (its Jinja string has
 /// `{{\"name\": ...}}`, which renders doubled): the call inside, when the inside is one
 /// JSON object with a `name`. Anything else is left alone.
-pub fn undouble_braces(body: &str) -> Option<Value> {
+pub(crate) fn undouble_braces(body: &str) -> Option<Value> {
     let t = body.trim();
     let inner = t.strip_prefix('{')?.strip_suffix('}')?.trim();
     if !(inner.starts_with('{') && inner.ends_with('}')) {
@@ -21,7 +21,7 @@ pub fn undouble_braces(body: &str) -> Option<Value> {
 }
 
 /// Parse `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks from text.
-pub fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String, String)>) {
+pub(crate) fn parse_text_tool_calls(text: &str) -> (Option<String>, Vec<(String, String, String)>) {
     let mut calls = Vec::new();
     let mut rest = text;
     let mut plain = String::new();
@@ -89,7 +89,7 @@ fn bare_json_calls(text: &str) -> Option<Vec<(String, String, String)>> {
 }
 
 /// Parse a chat-completions response.
-pub fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendError> {
+pub(crate) fn parse_reply(v: &Value, protocol: ToolProtocol) -> Result<Reply, BackendError> {
     let choice = v
         .get("choices")
         .and_then(|c| c.get(0))

@@ -43,14 +43,12 @@ impl Scripted {
 
     /// The messages of every request so far, in order.
     pub fn requests(&self) -> Vec<Vec<Value>> {
-        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        emrgym_core::sync::lock(&self.requests).clone()
     }
 
     pub(super) fn next(&self, messages: &[Value]) -> Reply {
-        if let Ok(mut r) = self.requests.lock() {
-            r.push(messages.to_vec());
-        }
-        self.replies.lock().ok().and_then(|mut r| r.pop_front()).unwrap_or(Reply {
+        emrgym_core::sync::lock(&self.requests).push(messages.to_vec());
+        emrgym_core::sync::lock(&self.replies).pop_front().unwrap_or(Reply {
             text: Some("(the script has ended)".into()),
             tool_calls: Vec::new(),
             prompt_tokens: 0,
