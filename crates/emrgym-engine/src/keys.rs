@@ -299,26 +299,45 @@ impl CohortDirs {
     }
 
     /// The directory (or file) holding a cohort's FHIR JSON.
-    pub fn dir(&mut self, cohort: &str) -> Result<PathBuf, String> {
+    pub fn dir(&mut self, cohort: &str) -> Result<PathBuf, CohortDirError> {
         if let Some(p) = self.made.get(cohort) {
             return Ok(p.clone());
         }
         let Some((_, files)) = BUILTIN.iter().find(|(n, _)| *n == cohort) else {
             return Ok(PathBuf::from(cohort));
         };
-        if self.tmp.is_none() {
-            let base = std::env::temp_dir().join(format!("emrgym-keys-{}", std::process::id()));
-            std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-            self.tmp = Some(tempdir::Dir(base));
-        }
-        let base = self.tmp.as_ref().map(|t| t.0.join(cohort)).unwrap_or_default();
-        std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CohortDirError { path, source }
+        };
+        let root = match &self.tmp {
+            Some(t) => t.0.clone(),
+            None => {
+                let base = std::env::temp_dir().join(format!("emrgym-keys-{}", std::process::id()));
+                std::fs::create_dir_all(&base).map_err(io(&base))?;
+                self.tmp = Some(tempdir::Dir(base.clone()));
+                base
+            }
+        };
+        let base = root.join(cohort);
+        std::fs::create_dir_all(&base).map_err(io(&base))?;
         for (name, text) in *files {
-            std::fs::write(base.join(name), text).map_err(|e| format!("{}: {e}", base.join(name).display()))?;
+            let file = base.join(name);
+            std::fs::write(&file, text).map_err(io(&file))?;
         }
         self.made.insert(cohort.to_string(), base.clone());
         Ok(base)
     }
+}
+
+/// A cohort's directory for the answer keys that could not be written ([`CohortDirs::dir`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct CohortDirError {
+    /// The directory or file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
 }
 
 impl Default for CohortDirs {

@@ -493,6 +493,7 @@ fn key_problems(
     for (cohort, entries) in requests {
         let results = cohort_dirs
             .dir(cohort)
+            .map_err(|e| e.to_string())
             .and_then(|dir| super::keys::run_key(&script, family, &dir, entries));
         let results = match results {
             Ok(r) => r,
