@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calc;
 pub mod fixtures;
+pub mod leaderboard;
 pub mod mcp;
 pub mod model;
 pub mod replay;
@@ -55,6 +56,9 @@ pub enum Command {
     Table(report::TableArgs),
     /// Write a run's trajectories in an interchange format (ATIF).
     Export(report::ExportArgs),
+    /// The leaderboard over run directories: rows model × mode with bootstrap intervals,
+    /// pass^k and failures, success per family, paired mode differences, the horizon view.
+    Leaderboard(leaderboard::LeaderboardArgs),
     /// Serve one scenario episode over the Model Context Protocol (stdio) to an external
     /// agent; graded and recorded on finish or disconnect.
     Mcp(mcp::McpArgs),
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(a) => report::compare_runs(a),
         Command::Export(a) => report::export(a),
         Command::Table(a) => report::table(a),
+        Command::Leaderboard(a) => leaderboard::run(a),
         Command::Mcp(a) => mcp::run(a),
         Command::Fixtures(c) => fixtures::run(c),
     }

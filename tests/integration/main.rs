@@ -14,6 +14,7 @@ mod fuzz;
 mod hardening;
 mod interop;
 mod isolation;
+mod leaderboard;
 #[cfg(feature = "llama")]
 mod llama_model;
 mod model_stub;

@@ -54,6 +54,7 @@ pub mod backend;
 pub mod episode;
 pub mod episodes;
 pub mod keys;
+pub mod leaderboard;
 pub mod mcp;
 pub mod model;
 pub mod mutations;

@@ -1,0 +1,377 @@
+//! `emrgym leaderboard` over run directories made by the real engine (oracle and null agents,
+//! a few instances including horizon chains): the numbers of each row, the paired mode
+//! differences and their sign test, the horizon view, combining shards and refusing
+//! conflicting runs, byte-identical output, the self-contained HTML, bad directories; and an
+//! OpenAI-compatible model (a local stub) run with `emrgym run` appearing as its own row.
+
+use axum::Json;
+use axum::Router;
+use emrgym_engine::leaderboard::{Leaderboard, Row, build};
+use emrgym_engine::run::{AgentKind, Mode, RunConfig, execute};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const INSTANCES: [&str; 6] = [
+    "mab-age-001",
+    "mab-lookup-001",
+    "mab-k-001",
+    "horizon-2-001",
+    "horizon-4-001",
+    "horizon-8-001",
+];
+
+fn suite() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_emrgym")
+}
+
+/// A run directory of `agent` in `mode` over `instances`, `trials` each.
+fn make_run(out: &Path, agent: AgentKind, mode: Mode, instances: &[&str], trials: u32) {
+    let cfg = RunConfig {
+        suite: suite(),
+        agent,
+        mode,
+        trials,
+        seed: 7,
+        concurrency: 2,
+        instances: instances.iter().map(|s| s.to_string()).collect(),
+        ..RunConfig::default()
+    };
+    execute(cfg, out, false).unwrap();
+}
+
+fn row<'a>(lb: &'a Leaderboard, model: &str, mode: &str) -> &'a Row {
+    lb.rows.iter().find(|r| r.model == model && r.mode == mode).unwrap_or_else(|| {
+        panic!(
+            "no row {model} {mode} in {:?}",
+            lb.rows.iter().map(|r| (&r.model, &r.mode)).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
+    let p = dir.join("manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut m);
+    std::fs::write(&p, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+}
+
+/// Three real runs in one temporary directory: oracle flat and guided (2 trials), null flat.
+struct Runs {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    oracle_flat: PathBuf,
+    oracle_guided: PathBuf,
+    null_flat: PathBuf,
+}
+
+fn runs() -> Runs {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let (oracle_flat, oracle_guided, null_flat) = (root.join("oracle-flat"), root.join("oracle-guided"), root.join("null-flat"));
+    make_run(&oracle_flat, AgentKind::Oracle, Mode::Flat, &INSTANCES, 2);
+    make_run(&oracle_guided, AgentKind::Oracle, Mode::Guided, &INSTANCES, 2);
+    make_run(&null_flat, AgentKind::Null, Mode::Flat, &INSTANCES, 1);
+    Runs {
+        _tmp: tmp,
+        root,
+        oracle_flat,
+        oracle_guided,
+        null_flat,
+    }
+}
+
+#[test]
+fn rows_paired_differences_and_the_horizon_from_real_runs() {
+    let r = runs();
+    let lb = build(&[r.oracle_guided.clone(), r.null_flat.clone(), r.oracle_flat.clone()]).unwrap();
+    // sorted by model then mode, whatever the order given
+    let keys: Vec<(&str, &str)> = lb.rows.iter().map(|r| (r.model.as_str(), r.mode.as_str())).collect();
+    assert_eq!(keys, vec![("null", "flat"), ("oracle", "flat"), ("oracle", "guided")]);
+
+    let o = row(&lb, "oracle", "flat");
+    assert_eq!((o.episodes, o.scored, o.instances, o.trials), (12, 12, 6, 2));
+    assert_eq!((o.infrastructure_failures, o.harness_failures), (0, 0));
+    let s = o.success.as_ref().unwrap();
+    assert_eq!((s.mean, s.ci95, s.n), (1.0, [1.0, 1.0], 12));
+    assert_eq!(o.progress.as_ref().unwrap().mean, 1.0);
+    assert_eq!(o.node_accuracy.as_ref().unwrap().mean, 1.0);
+    assert_eq!(
+        o.pass_k.iter().map(|p| (p.k, p.estimate.mean)).collect::<Vec<_>>(),
+        vec![(1, 1.0), (2, 1.0)]
+    );
+    assert_eq!(o.families.len(), 6);
+    assert_eq!(o.families["horizon_mrn_4"].episodes, 2);
+    // the row's success interval is the one its run's summary reports
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(r.oracle_flat.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json!(s.ci95), summary["success"]["ci95"]);
+
+    let n = row(&lb, "null", "flat");
+    assert_eq!((n.episodes, n.trials), (6, 1));
+    let ns = n.success.as_ref().unwrap();
+    assert_eq!((ns.mean, ns.ci95), (0.0, [0.0, 0.0]));
+    let acc = n.node_accuracy.as_ref().unwrap();
+    assert!(acc.mean < 0.5, "the null agent passes few nodes: {acc:?}");
+    assert!(acc.ci95[0] <= acc.mean && acc.mean <= acc.ci95[1], "{acc:?}");
+    let np = n.progress.as_ref().unwrap();
+    assert!(np.ci95[0] <= np.mean && np.mean <= np.ci95[1], "{np:?}");
+
+    // one comparison: the two modes of the oracle, no difference on any of the 6 instances
+    assert_eq!(lb.paired.len(), 1, "{:?}", lb.paired);
+    let p = &lb.paired[0];
+    assert_eq!(
+        (p.model.as_str(), p.a.as_str(), p.b.as_str(), p.pairs),
+        ("oracle", "flat", "guided", 6)
+    );
+    let ps = p.success.as_ref().unwrap();
+    assert_eq!((ps.difference.mean, ps.difference.ci95), (0.0, [0.0, 0.0]));
+    assert_eq!((ps.better, ps.worse, ps.ties, ps.sign_test_p), (0, 0, 6, 1.0));
+
+    // the horizon: every length solved by the oracle, none by the null agent
+    let h = lb.horizon.iter().find(|h| h.model == "oracle" && h.mode == "flat").unwrap();
+    assert_eq!(h.base, "horizon_mrn");
+    assert_eq!(
+        h.lengths.iter().map(|l| (l.length, l.episodes, l.success.mean)).collect::<Vec<_>>(),
+        vec![(2, 2, 1.0), (4, 2, 1.0), (8, 2, 1.0)]
+    );
+    assert_eq!((h.below_half_at, h.longest), (None, 8));
+    // steps 1-2 are in every chain, 3-4 in the 4 and 8 chains, 5-8 in the 8 chain (2 trials each)
+    assert_eq!(
+        h.steps.iter().map(|s| (s.step, s.episodes, s.accuracy)).collect::<Vec<_>>(),
+        (1..=8u32)
+            .map(|i| (
+                i,
+                if i <= 2 {
+                    6
+                } else if i <= 4 {
+                    4
+                } else {
+                    2
+                },
+                1.0
+            ))
+            .collect::<Vec<_>>()
+    );
+    let hn = lb.horizon.iter().find(|h| h.model == "null").unwrap();
+    assert_eq!(hn.below_half_at, Some(2));
+    assert!(hn.steps.iter().all(|s| s.accuracy == 0.0), "{:?}", hn.steps);
+}
+
+#[test]
+fn a_mode_that_loses_every_instance_has_the_sign_test_of_its_discordant_pairs() {
+    let r = runs();
+    // the null agent's episodes relabelled as the oracle's guided mode: 6 instances, all lost
+    let worse = r.root.join("relabelled");
+    copy_dir(&r.null_flat, &worse);
+    edit_manifest(&worse, |m| {
+        m["config"]["agent"] = json!("oracle");
+        m["config"]["mode"] = json!("guided");
+    });
+    let lb = build(&[r.oracle_flat.clone(), worse]).unwrap();
+    let p = &lb.paired[0];
+    assert_eq!((p.a.as_str(), p.b.as_str(), p.pairs), ("flat", "guided", 6));
+    let s = p.success.as_ref().unwrap();
+    assert_eq!((s.difference.mean, s.difference.ci95), (-1.0, [-1.0, -1.0]));
+    assert_eq!((s.better, s.worse, s.ties), (0, 6, 0));
+    assert_eq!(s.sign_test_p, 0.03125, "2 · (1/2)^6");
+    let pr = p.progress.as_ref().unwrap();
+    assert!(pr.difference.mean < 0.0 && pr.worse > 0, "{pr:?}");
+}
+
+#[test]
+fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("shard-a"), tmp.path().join("shard-b"));
+    make_run(&a, AgentKind::Oracle, Mode::Flat, &INSTANCES[..3], 1);
+    make_run(&b, AgentKind::Oracle, Mode::Flat, &INSTANCES[3..], 1);
+    let lb = build(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(lb.rows.len(), 1);
+    assert_eq!((lb.rows[0].episodes, lb.rows[0].instances), (6, 6));
+    assert_eq!(lb.rows[0].runs.len(), 2);
+    // the same directory twice adds nothing
+    assert_eq!(build(&[a.clone(), a.clone()]).unwrap().rows[0].episodes, 3);
+
+    // other scenarios: refused, naming both directories and the family
+    let other = tmp.path().join("other-scenarios");
+    copy_dir(&b, &other);
+    edit_manifest(&other, |m| m["scenarios"]["mab_k_replete"]["sha256"] = json!("0000"));
+    let e = format!("{:#}", build(&[a.clone(), other.clone()]).unwrap_err());
+    assert!(
+        e.contains("shard-a") && e.contains("other-scenarios") && e.contains("mab_k_replete"),
+        "{e}"
+    );
+
+    // the same episode with another result: refused, naming both directories and the episode
+    let changed = tmp.path().join("changed");
+    copy_dir(&a, &changed);
+    let results = changed.join("results.jsonl");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if v["instance"] == "mab-age-001" {
+                v["success"] = json!(false);
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&results, format!("{}\n", lines.join("\n"))).unwrap();
+    let e = format!("{:#}", build(&[a, changed]).unwrap_err());
+    assert!(e.contains("shard-a") && e.contains("changed") && e.contains("mab-age-001"), "{e}");
+}
+
+#[test]
+fn the_command_is_deterministic_self_contained_and_names_bad_directories() {
+    let r = runs();
+    let dirs = [&r.oracle_flat, &r.oracle_guided, &r.null_flat];
+    let out = |extra: &[&str]| {
+        let o = Command::new(bin()).arg("leaderboard").args(dirs).args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    for flag in [&[][..], &["--markdown"], &["--html"], &["--json"]] {
+        assert_eq!(out(flag), out(flag), "{flag:?}: two invocations differ");
+    }
+    let text = String::from_utf8(out(&[])).unwrap();
+    assert!(
+        text.contains("oracle  guided") && text.contains("100.0% [100.0%, 100.0%]"),
+        "{text}"
+    );
+    let md = String::from_utf8(out(&["--markdown"])).unwrap();
+    assert!(md.contains("| model | mode | episodes |"), "{md}");
+    assert!(
+        md.contains("| oracle | guided − flat | 6 | +0.0 [+0.0, +0.0] | 0/0/6 | 1.0000 |"),
+        "{md}"
+    );
+    assert!(md.contains("### Horizon: horizon_mrn") && md.contains("none within 8"), "{md}");
+    let json: Value = serde_json::from_slice(&out(&["--json"])).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+
+    // HTML to a file: one inline SVG per curve (success by length, accuracy by step), nothing fetched
+    let page = r.root.join("leaderboard.html");
+    out(&["--html", "--out", page.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2, "{html}");
+    assert_eq!(html.matches("<polyline").count(), 6, "one line per row in each curve");
+    assert!(!html.contains("http"), "no external resource: {html}");
+    assert!(!html.contains("<script") && !html.contains("<link"), "{html}");
+
+    // not a run directory, a missing one, and none at all
+    let empty = r.root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for bad in [empty, r.root.join("missing")] {
+        let o = Command::new(bin())
+            .arg("leaderboard")
+            .arg(&r.oracle_flat)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(bad.to_str().unwrap()), "{err}");
+    }
+    let o = Command::new(bin()).arg("leaderboard").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("RUNS"), "{err}");
+    let o = Command::new(bin())
+        .arg("leaderboard")
+        .arg(&r.oracle_flat)
+        .args(["--markdown", "--html"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "one output format at a time");
+}
+
+/// A minimal OpenAI-compatible endpoint: every request gets a `finish` tool call.
+async fn stub() -> String {
+    async fn chat(Json(req): Json<Value>) -> Json<Value> {
+        let model = req["model"].as_str().unwrap_or_default().to_string();
+        let args = json!({"answer": "unknown"}).to_string();
+        Json(json!({"id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_finish", "type": "function", "function": {"name": "finish", "arguments": args}}]}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}))
+    }
+    let app = Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_compatible_model_is_a_row_in_one_command() {
+    let base = stub().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (api, oracle) = (tmp.path().join("api"), tmp.path().join("oracle"));
+    let (api2, oracle2, base2) = (api.clone(), oracle.clone(), base.clone());
+    let (run_out, table) = tokio::task::spawn_blocking(move || {
+        make_run(&oracle2, AgentKind::Oracle, Mode::Flat, &INSTANCES[..3], 1);
+        let mut c = Command::new(bin());
+        c.args(["run", "--suite"]).arg(suite());
+        for i in &INSTANCES[..3] {
+            c.args(["--instance", i]);
+        }
+        let run_out = c
+            .args([
+                "--model",
+                &format!("openai:stub-model@{base2}"),
+                "--api-key-env",
+                "STUB_KEY",
+                "--out",
+            ])
+            .arg(&api2)
+            .env("STUB_KEY", "not-a-secret")
+            .output()
+            .unwrap();
+        let table = Command::new(bin())
+            .args(["leaderboard", "--json"])
+            .arg(&api2)
+            .arg(&oracle2)
+            .output()
+            .unwrap();
+        (run_out, table)
+    })
+    .await
+    .unwrap();
+    assert!(run_out.status.success(), "{}", String::from_utf8_lossy(&run_out.stderr));
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let lb: Value = serde_json::from_slice(&table.stdout).unwrap();
+    let host = base.trim_start_matches("http://").trim_end_matches("/v1");
+    let rows: Vec<(String, String)> = lb["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["model"].as_str().unwrap().to_string(), r["agent"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("oracle".to_string(), "oracle".to_string()),
+            (format!("stub-model@{host}"), "model".to_string())
+        ]
+    );
+    let api_row = &lb["rows"][1];
+    assert_eq!(api_row["episodes"], 3);
+    assert_eq!(api_row["infrastructure_failures"], 0, "the stub answered every request: {api_row}");
+    assert_eq!(api_row["success"]["mean"], 0.0, "finishing at once solves none of them");
+    assert_eq!(lb["paired"], json!([]), "different models are not paired");
+}
