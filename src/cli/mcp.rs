@@ -19,7 +19,8 @@ pub struct McpArgs {
     /// the suite).
     #[arg(long)]
     pub scenario: Option<String>,
-    /// Flat or guided.
+    /// The condition: flat (the protocol in prose), guided (plus the planner's steps) or goal
+    /// (the family's goal instead of its instruction).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
     /// The scenario directory.

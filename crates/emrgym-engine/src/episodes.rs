@@ -1,8 +1,9 @@
 //! The episode API on `emrgym serve`, for agents that live outside emrgym:
 //!
 //! - `GET /scenarios`: the instances (id, family, title, cohort, now, tools);
-//! - `POST /episodes` `{"instance", "mode": "flat"|"guided", "seed"}`: fork a sandbox for an
-//!   instance; returns the episode id, instruction, clinical now, the episode's FHIR base
+//! - `POST /episodes` `{"instance", "mode": "flat"|"guided"|"goal", "seed"}`: fork a sandbox for an
+//!   instance (goal mode: only instances whose family has a goal, whose instruction and
+//!   context the episode then shows); returns the episode id, instruction, clinical now, the episode's FHIR base
 //!   URL, its tools in OpenAI function format and the URLs below;
 //! - `GET /episodes`, `GET /episodes/{id}`: state (and the result once ended);
 //! - `GET /episodes/{id}/guidance` (guided mode): the steps that can be done now;
@@ -280,10 +281,12 @@ impl EpisodeApi {
     }
 
     /// The instance an episode opened without one gets: of those the budgets admit, the one
-    /// with the fewest episodes in the recording (handed out ones included), first by id.
-    fn least_run(&self, sessions: &BTreeMap<String, Arc<Mutex<Session>>>) -> Result<String, FhirError> {
+    /// with the fewest episodes in the recording (handed out ones included), first by id; in
+    /// goal mode, of the instances that have a goal.
+    fn least_run(&self, sessions: &BTreeMap<String, Arc<Mutex<Session>>>, mode: Mode) -> Result<String, FhirError> {
         self.instances
             .iter()
+            .filter(|i| mode != Mode::Goal || i.goal.is_some())
             .filter(|i| self.admit(sessions, &i.id).is_ok())
             .min_by_key(|i| self.recorder.trials_of(&i.id))
             .map(|i| i.id.clone())
@@ -300,8 +303,8 @@ impl EpisodeApi {
     /// its sandbox is registered with the server and the episode is in the table.
     fn open(&self, instance: Option<&str>, mode: Mode, seed: u64) -> Result<(String, Arc<Mutex<Session>>), FhirError> {
         if let Some(i) = instance {
-            // an unknown instance is a 404 before anything else
-            self.prepare(i)?;
+            // an unknown instance is a 404 before anything else, then one without a goal in goal mode
+            super::run::present(&self.prepare(i)?, mode).map_err(|e| FhirError::BadRequest(e.to_string()))?;
         }
         let mut sessions = self
             .sessions
@@ -309,10 +312,10 @@ impl EpisodeApi {
             .map_err(|_| FhirError::Conflict("episode table unavailable".into()))?;
         let instance = match instance {
             Some(i) => i.to_string(),
-            None => self.least_run(&sessions)?,
+            None => self.least_run(&sessions, mode)?,
         };
         self.admit(&sessions, &instance)?;
-        let p = self.prepare(&instance)?;
+        let p = super::run::present(&self.prepare(&instance)?, mode).map_err(|e| FhirError::BadRequest(e.to_string()))?;
         let id = format!("ep{}", self.counter.fetch_add(1, Ordering::Relaxed) + 1);
         let trial = self.recorder.next_trial(&instance);
         let s = Session::new(&id, p, trial, mode, seed);
@@ -332,7 +335,7 @@ impl EpisodeApi {
         self.app.release_sandbox(id);
     }
 
-    /// The instance and mode of an `/mcp?instance=ID&mode=flat|guided` URL query; unknown
+    /// The instance and mode of an `/mcp?instance=ID&mode=flat|guided|goal` URL query; unknown
     /// parameters, modes and instances are refused.
     fn mcp_query(&self, query: &str) -> Result<(Option<String>, Mode), FhirError> {
         let (mut instance, mut mode) = (None, Mode::Flat);
@@ -350,7 +353,8 @@ impl EpisodeApi {
                     mode = match v.as_ref() {
                         "flat" => Mode::Flat,
                         "guided" => Mode::Guided,
-                        other => return Err(FhirError::BadRequest(format!("mode '{other}' is not flat or guided"))),
+                        "goal" => Mode::Goal,
+                        other => return Err(FhirError::BadRequest(format!("mode '{other}' is not flat or guided or goal"))),
                     }
                 }
                 other => {
@@ -369,14 +373,17 @@ impl EpisodeApi {
         if let Some(Role::Agent(id)) = role {
             return self.agent_mcp(id, query).map(|_| ());
         }
-        let (instance, _) = self.mcp_query(query)?;
+        let (instance, mode) = self.mcp_query(query)?;
+        if let Some(i) = &instance {
+            super::run::present(&self.prepare(i)?, mode).map_err(|e| FhirError::BadRequest(e.to_string()))?;
+        }
         let sessions = self
             .sessions
             .lock()
             .map_err(|_| FhirError::Conflict("episode table unavailable".into()))?;
         match instance {
             Some(i) => self.admit(&sessions, &i),
-            None => self.least_run(&sessions).map(|_| ()),
+            None => self.least_run(&sessions, mode).map(|_| ()),
         }
     }
 
@@ -620,7 +627,7 @@ async fn create(State(api): State<Arc<EpisodeApi>>, headers: HeaderMap, bytes: B
 struct CreateEpisode {
     /// A scenario instance id (required).
     instance: Option<String>,
-    /// `flat` (the default) or `guided`.
+    /// `flat` (the default), `guided` or `goal`.
     #[serde(default)]
     mode: Mode,
     /// The server's seed, if given (an episode cannot choose another).

@@ -412,6 +412,15 @@ pub fn check(path: &Path) -> CheckReport {
                     message: m,
                 });
             }
+            // the goal condition's text must state the format too (the grader is the same)
+            if let Some(m) = fam.goal_format_problem(first) {
+                report.problems.push(Problem {
+                    file: fname.clone(),
+                    line: locate(text, "/goal/instruction").or_else(|| locate(text, "/goal")),
+                    instance: None,
+                    message: m,
+                });
+            }
         }
         report.problems.extend(key_problems(
             &scenario_dir,
