@@ -265,3 +265,193 @@ fn named_suites_are_current_exist_and_select_their_instances() {
     assert!(err.contains("suite 'mine' lists instance 'mab-age-999'"), "{err}");
     assert!(!bad.exists());
 }
+
+/// Families without a goal instruction, with the reason docs/suite.md gives ("The goal
+/// condition"); every other family must have a goal.
+const NO_GOAL: [(&str, &str); 7] = [
+    ("admission_med_review", "its key is the protocol's own hold parameters"),
+    ("horizon_mrn_16", "a synthetic chain of lookups"),
+    ("horizon_mrn_2", "a synthetic chain of lookups"),
+    ("horizon_mrn_32", "a synthetic chain of lookups"),
+    ("horizon_mrn_4", "a synthetic chain of lookups"),
+    ("horizon_mrn_8", "a synthetic chain of lookups"),
+    ("unsolvable_no_order_tool", "not a clinical procedure"),
+];
+
+#[test]
+fn the_goal_condition_shows_the_goal_and_grades_the_same() {
+    let scenarios = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"));
+    let ws = emrgym_engine::episode::Workspace::open(scenarios).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/suite.md")).unwrap();
+    // every family has a goal (citing its guideline) or is on the list, and docs/suite.md says which
+    for (_, _, f) in &ws.suite.families {
+        let listed = NO_GOAL.iter().find(|(n, _)| *n == f.family);
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` | yes |", f.family)) || l.starts_with(&format!("| `{}` | no |", f.family)))
+            .unwrap_or_else(|| panic!("docs/suite.md has no goal row for {}", f.family));
+        match (&f.goal, listed) {
+            (Some(g), None) => {
+                assert!(!g.guideline.trim().is_empty() && !g.instruction.trim().is_empty(), "{}", f.family);
+                assert!(
+                    row.starts_with(&format!("| `{}` | yes | {} |", f.family, g.guideline)),
+                    "docs/suite.md: the goal row of {} must cite its guideline as the family does: {row}",
+                    f.family
+                );
+            }
+            (None, Some((_, why))) => assert!(row.starts_with(&format!("| `{}` | no |", f.family)) && row.contains(why), "{row}"),
+            (Some(_), Some(_)) => panic!("{} has a goal but is listed as having none", f.family),
+            (None, None) => panic!("{} has no goal: give it one or list it in NO_GOAL and docs/suite.md", f.family),
+        }
+    }
+    for (n, _) in NO_GOAL {
+        assert!(
+            ws.suite.families.iter().any(|(_, _, f)| f.family == n),
+            "NO_GOAL lists {n}, which is not a family"
+        );
+    }
+
+    // `run --mode goal --suite quick` with the oracle: every instance with a goal, and only those,
+    // graded as in flat mode (the oracle ignores the text), the header recording mode and goal text
+    let goals: std::collections::BTreeMap<String, emrgym_scenario::Instance> =
+        ws.suite.instances().unwrap().into_iter().map(|i| (i.id.clone(), i)).collect();
+    let quick = emrgym_engine::suites::load(scenarios, "quick").unwrap().unwrap();
+    let want: Vec<&String> = quick.instances.iter().filter(|id| goals[*id].goal.is_some()).collect();
+    assert!(
+        want.len() < quick.instances.len() && !want.is_empty(),
+        "quick has instances with and without a goal"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("goal");
+    let o = Command::new(env!("CARGO_BIN_EXE_emrgym"))
+        .args(["run", "--agent", "oracle", "--mode", "goal", "--suite", "quick", "--scenarios"])
+        .arg(scenarios)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("skipping") && stderr.contains("without a goal instruction") && stderr.contains("admission_med_review"),
+        "the instances left out are logged: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran: Vec<&str> = lines.iter().map(|l| l["instance"].as_str().unwrap()).collect();
+    assert_eq!(ran, want.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    for l in &lines {
+        assert_eq!(l["success"], true, "{l}");
+        let id = l["instance"].as_str().unwrap();
+        let t = emrgym_scenario::trajectory::file::read(&emrgym_engine::rundir::trajectory_path(&out, id, 0)).unwrap();
+        let g = goals[id].goal.as_ref().unwrap();
+        assert_eq!(t.header.mode, "goal");
+        let shown = if g.context.trim().is_empty() {
+            g.instruction.clone()
+        } else {
+            format!("{}\n\nContext: {}", g.instruction, g.context)
+        };
+        assert_eq!(t.header.instruction, shown, "{id}: the header records the goal the agent read");
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["mode"], "goal");
+
+    // naming an instance or a family without a goal fails, naming it, before anything is written
+    let bad = dir.path().join("bad");
+    let (ok, err) = run(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--mode",
+        "goal",
+        "--scenarios",
+        scenarios.to_str().unwrap(),
+        "--instance",
+        "horizon-2-001",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("'horizon-2-001'") && err.contains("no goal instruction"), "{err}");
+    let (ok, err) = run(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--mode",
+        "goal",
+        "--scenarios",
+        scenarios.to_str().unwrap(),
+        "--family",
+        "admission_med_review",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("'admission_med_review'") && err.contains("no goal instruction"),
+        "{err}"
+    );
+    assert!(!bad.exists());
+}
+
+#[tokio::test]
+async fn the_episode_api_shows_the_goal_in_goal_mode_and_refuses_families_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("rec");
+    let (s, _) = crate::common::episode_server(&record, Some("s3cret"), emrgym_engine::episodes::Limits::default());
+    let auth = [("authorization", "Bearer s3cret")];
+    let inst = emrgym_engine::scenarios::instances(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")))
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == "metformin-renal-001")
+        .unwrap();
+    let goal = inst.goal.clone().unwrap();
+    let body = serde_json::json!({"instance": "metformin-renal-001", "mode": "goal"}).to_string();
+    let ep = s.req("POST", "/episodes", Some(&body), &auth).await;
+    assert_eq!(ep.status.as_u16(), 201, "{}", ep.body);
+    assert_eq!(ep.body["mode"], "goal");
+    assert_eq!(ep.body["instruction"], goal.instruction.as_str());
+    assert_eq!(ep.body["context"], goal.context.as_str());
+    let prompt = ep.body["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains(&goal.instruction) && !prompt.contains(&inst.instruction),
+        "{prompt}"
+    );
+    let id = ep.body["id"].as_str().unwrap().to_string();
+    let ended = s.req("DELETE", &format!("/episodes/{id}"), None, &auth).await;
+    assert_eq!(ended.status.as_u16(), 200, "{}", ended.body);
+    let t = emrgym_scenario::trajectory::file::read(&record.join("trajectories/metformin-renal-001.0.jsonl")).unwrap();
+    assert_eq!(t.header.mode, "goal");
+    assert_eq!(t.header.instruction, format!("{}\n\nContext: {}", goal.instruction, goal.context));
+
+    // a family without a goal: refused, naming the instance; a bad mode names the three
+    let body = serde_json::json!({"instance": "med-review-001", "mode": "goal"}).to_string();
+    let r = s.req("POST", "/episodes", Some(&body), &auth).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.diag().contains("'med-review-001'") && r.diag().contains("no goal instruction"),
+        "{}",
+        r.diag()
+    );
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+    .to_string();
+    let op = [
+        ("authorization", "Bearer s3cret"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+        ("host", "127.0.0.1"),
+    ];
+    let r = s.req("POST", "/mcp?instance=med-review-001&mode=goal", Some(&init), &op).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(
+        r.diag().contains("'med-review-001'") && r.diag().contains("no goal instruction"),
+        "{}",
+        r.diag()
+    );
+    let r = s.req("POST", "/mcp?mode=odd", Some(&init), &op).await;
+    assert!(r.diag().contains("not flat or guided or goal"), "{}", r.diag());
+}
