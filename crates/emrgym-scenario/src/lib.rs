@@ -450,8 +450,8 @@ impl Family {
         let goal = match &self.goal {
             None => None,
             Some(g) => Some(GoalText {
-                instruction: render_slots(&g.instruction, &vars, &self.now).map_err(|e| format!("{}: goal.instruction: {e}", i.id))?,
-                context: render_slots(&g.context, &vars, &self.now).map_err(|e| format!("{}: goal.context: {e}", i.id))?,
+                instruction: render_slots(&g.instruction, &vars, &self.now).map_err(slot("goal.instruction"))?,
+                context: render_slots(&g.context, &vars, &self.now).map_err(slot("goal.context"))?,
                 guideline: g.guideline.clone(),
             }),
         };
