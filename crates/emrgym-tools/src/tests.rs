@@ -306,3 +306,31 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn check_and_request_errors_name_the_bad_value() {
+    let r = registry();
+    assert_eq!(r.check("nope", &json!({})), Err(ArgsError::NoSuchTool("nope".into())));
+    let e = r.check("fhir_read", &json!({"resource_type": "Patient"})).unwrap_err();
+    let ArgsError::Invalid { tool, problems } = &e else { panic!("{e}") };
+    assert_eq!(tool, "fhir_read");
+    assert!(problems.iter().any(|p| p.contains("\"id\"")), "{problems:?}");
+    assert_eq!(e.to_string(), problems.join("\n"));
+    let args = json!({"resource_type": "Patient", "resource": {"resourceType": "Observation"}});
+    let e = FhirTool::Create.request(&args).unwrap_err();
+    assert_eq!(
+        e,
+        RequestError::TypeMismatch {
+            given: "Observation".into(),
+            expected: "Patient".into()
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "resource.resourceType 'Observation' does not match resource_type 'Patient'"
+    );
+    let e = FhirTool::Create
+        .request(&json!({"resource_type": "Patient", "resource": 3}))
+        .unwrap_err();
+    assert_eq!(e, RequestError::NotAnObject);
+}

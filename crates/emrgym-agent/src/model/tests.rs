@@ -182,3 +182,18 @@ fn the_request_hash_is_over_the_same_bytes_as_before_so_recorded_cassettes_still
     let bytes = serde_json::to_vec(&json!({"messages": messages, "tools": tools})).unwrap();
     assert_eq!(request_hash(&messages, &tools), emrgym_core::hex(&Sha256::digest(&bytes)));
 }
+
+#[test]
+fn a_bad_model_spec_is_refused_naming_the_spec() {
+    let e = OpenAiConfig::from_spec("gpt-4o-mini").unwrap_err();
+    assert_eq!(e, SpecError::NoAt("gpt-4o-mini".into()));
+    assert!(
+        e.to_string().contains("'gpt-4o-mini'") && e.to_string().contains("MODEL@BASE_URL"),
+        "{e}"
+    );
+    let e = OpenAiConfig::from_spec("m@ftp://host").unwrap_err();
+    assert_eq!(e, SpecError::NotAnHttpUrl("m@ftp://host".into()));
+    assert!(OpenAiConfig::from_spec("@http://host").is_err(), "an empty model name");
+    let ok = OpenAiConfig::from_spec("m@http://host/v1/").unwrap();
+    assert_eq!((ok.model.as_str(), ok.base_url.as_str()), ("m", "http://host/v1"));
+}

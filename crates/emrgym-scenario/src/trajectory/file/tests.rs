@@ -235,3 +235,28 @@ fn changes_are_listed_field_by_field() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].path, "x");
 }
+
+#[test]
+fn reading_a_file_names_it_in_every_error() {
+    let dir = std::env::temp_dir().join(format!("emrgym-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.jsonl");
+    let e = read(&missing).unwrap_err();
+    assert!(matches!(&e, FileError::Io { path, .. } if path == &missing), "{e}");
+    assert!(e.to_string().starts_with(&missing.display().to_string()), "{e}");
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let e = read(&empty).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            FileError::Format {
+                error: ReadError::Empty,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), format!("{}: empty trajectory file", empty.display()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
