@@ -37,6 +37,8 @@ pub use episode::{GuidanceFn, Hooks, run_model_episode};
 pub use limits::Limits;
 pub(crate) use limits::{CUT_REPLIES_TO_END, cut_note, fit_result, is_cut};
 pub use openai::{OpenAiBackend, OpenAiError};
-pub(crate) use parse::{parse_reply, undouble_braces};
+pub(crate) use parse::parse_reply;
+#[cfg(any(test, feature = "llama"))]
+pub(crate) use parse::undouble_braces;
 pub use prompt::{Briefing, system_prompt, user_prompt};
 pub use scripted::Scripted;
