@@ -179,7 +179,7 @@ pub struct Leaderboard {
     pub resamples: usize,
     /// Rows sorted by model, then mode.
     pub rows: Vec<Row>,
-    /// Every family of any row, sorted.
+    /// Every family of any row, sorted by name (chain lengths in numeric order).
     pub families: Vec<String>,
     /// Paired mode differences per model.
     pub paired: Vec<Paired>,
@@ -375,7 +375,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
         g.runs.push(run);
     }
     let mut rows = Vec::new();
-    let mut per_instance: Vec<BTreeMap<String, (f64, f64)>> = Vec::new();
+    let mut per_instance: Vec<BTreeMap<String, Means>> = Vec::new();
     let mut horizon = Vec::new();
     for g in groups.values() {
         let (row, inst) = make_row(g);
@@ -383,7 +383,19 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
         rows.push(row);
         per_instance.push(inst);
     }
-    let families: BTreeSet<String> = rows.iter().flat_map(|r| r.families.keys().cloned()).collect();
+    let mut families: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.families.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // chain lengths in numeric order: horizon_mrn_2 before horizon_mrn_16
+    families.sort_by_key(
+        |f| match f.rsplit_once('_').and_then(|(b, n)| Some((b.to_string(), n.parse::<u64>().ok()?))) {
+            Some((b, n)) => (b, n, String::new()),
+            None => (f.clone(), 0, f.clone()),
+        },
+    );
     let mut paired = Vec::new();
     for (i, a) in rows.iter().enumerate() {
         for (j, b) in rows.iter().enumerate().skip(i + 1) {
@@ -396,7 +408,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
         format_version: LEADERBOARD_FORMAT_VERSION,
         resamples: RESAMPLES,
         rows,
-        families: families.into_iter().collect(),
+        families,
         paired,
         horizon,
     })
@@ -407,7 +419,7 @@ fn rate(b: bool) -> f64 {
 }
 
 /// The row of a group and its per-instance (success rate, mean progress) over scored trials.
-fn make_row(g: &Group) -> (Row, BTreeMap<String, (f64, f64)>) {
+fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
     let seed = g.runs.iter().map(|r| r.cfg.seed).min().unwrap_or(0);
     let trials = g.runs.iter().map(|r| r.cfg.trials).max().unwrap_or(1).max(1);
     let all: Vec<&ResultLine> = g.lines.values().map(|(r, _)| r).collect();
@@ -464,7 +476,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, (f64, f64)>) {
             ))
         })
         .collect();
-    let inst: BTreeMap<String, (f64, f64)> = by_inst
+    let inst: BTreeMap<String, Means> = by_inst
         .iter()
         .map(|(i, v)| {
             let n = v.len() as f64;
@@ -499,11 +511,14 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, (f64, f64)>) {
     (row, inst)
 }
 
+/// An instance's success rate and mean progress over its scored trials.
+type Means = (f64, f64);
+
 /// Mode `b` against mode `a` of one model on the instances both scored.
-fn pair(a: &Row, ia: &BTreeMap<String, (f64, f64)>, b: &Row, ib: &BTreeMap<String, (f64, f64)>) -> Paired {
-    let common: Vec<(&(f64, f64), &(f64, f64))> = ia.iter().filter_map(|(k, x)| ib.get(k).map(|y| (x, y))).collect();
+fn pair(a: &Row, ia: &BTreeMap<String, Means>, b: &Row, ib: &BTreeMap<String, Means>) -> Paired {
+    let common: Vec<(&Means, &Means)> = ia.iter().filter_map(|(k, x)| ib.get(k).map(|y| (x, y))).collect();
     let seed = a.seed.min(b.seed);
-    let metric = |f: fn(&(f64, f64)) -> f64| -> Option<PairedMetric> {
+    let metric = |f: fn(&Means) -> f64| -> Option<PairedMetric> {
         let d: Vec<f64> = common.iter().map(|(x, y)| f(y) - f(x)).collect();
         let difference = mean_estimate(&d, seed)?;
         let better = d.iter().filter(|v| **v > 1e-12).count();
@@ -924,6 +939,9 @@ pub fn text(lb: &Leaderboard) -> String {
     out
 }
 
+/// Columns of words, left-aligned (numbers are right-aligned).
+const LEFT: [&str; 4] = ["model", "mode", "family", "comparison"];
+
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
@@ -940,7 +958,7 @@ pub fn markdown(lb: &Leaderboard) -> String {
             t.headers
                 .iter()
                 .enumerate()
-                .map(|(i, _)| if i < 2 { "---" } else { "---:" })
+                .map(|(i, h)| if i == 0 || LEFT.contains(&h.as_str()) { "---" } else { "---:" })
                 .collect::<Vec<_>>()
                 .join("|")
         );
