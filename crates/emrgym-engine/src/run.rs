@@ -18,7 +18,6 @@ use emrgym_core::splitmix64;
 use emrgym_grade::Grade;
 use emrgym_scenario::trajectory::{self, EndReason, Trajectory};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
