@@ -15,6 +15,7 @@ use emrgym_agent::harness::HarnessLimit;
 use emrgym_agent::model::{ModelConfig, OpenAiConfig, ToolProtocol};
 use emrgym_engine::run::{AgentKind, RunConfig, execute};
 use emrgym_engine::rundir::read_results;
+use emrgym_grade::Verdict;
 use emrgym_scenario::trajectory::EndReason;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -282,9 +283,9 @@ async fn native_tool_calls_round_trip_and_are_graded() {
     assert_eq!(line.turns, 2);
     assert_eq!((line.prompt_tokens, line.completion_tokens), (200, 40));
     let grade = line.grade.unwrap();
-    assert_eq!(grade["nodes"][1]["path"], "p");
-    assert_eq!(grade["nodes"][1]["verdict"], "passed", "the read showed the patient");
-    assert_eq!(grade["answer"]["passed"], false, "42 is not the patient's age");
+    assert_eq!(grade.nodes[1].path, "p");
+    assert_eq!(grade.nodes[1].verdict, Verdict::Passed, "the read showed the patient");
+    assert!(!grade.answer.unwrap().passed, "42 is not the patient's age");
     let reqs = st.requests.lock().unwrap();
     assert_eq!(
         reqs[0]["tools"].as_array().unwrap().len(),
@@ -406,9 +407,9 @@ async fn truncated_calls_context_overflow_and_chat_end_with_their_reasons() {
     assert_eq!(line.harness_limit, None, "stopping is the model's");
     assert_eq!(traj["detail"], "I think the answer is 42.");
     let g = line.grade.unwrap();
-    assert_eq!(g["success"], false);
-    let done = g["nodes"].as_array().unwrap().iter().find(|n| n["path"] == "done").unwrap();
-    assert_eq!(done["verdict"], "not_reached", "the agent stopped without finishing");
+    assert!(!g.success);
+    let done = g.nodes.iter().find(|n| n.path == "done").unwrap();
+    assert_eq!(done.verdict, Verdict::NotReached, "the agent stopped without finishing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,7 +775,7 @@ async fn calls_written_with_the_templates_doubled_braces_are_read() {
     assert_eq!(end(&line), "finished", "{traj:#}");
     assert_eq!(line.steps, 2);
     let g = line.grade.unwrap();
-    assert_eq!(g["nodes"][1]["verdict"], "passed", "the read ran and showed the patient");
+    assert_eq!(g.nodes[1].verdict, Verdict::Passed, "the read ran and showed the patient");
 }
 
 /// The tool-result size and the context: a search for every observation is fitted to the

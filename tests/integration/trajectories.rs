@@ -169,6 +169,7 @@ fn trajectory_and_atif_formats_are_stable() {
     let f = file::read(&path).unwrap();
     let results = read_results(&rec.join("results.jsonl")).unwrap();
     let grade = results.iter().find(|r| r.instance == "metformin-renal-001").unwrap().grade.clone();
+    let grade = grade.map(|g| serde_json::to_value(g).unwrap());
     let a = atif::export(&f.header, &f.trajectory, grade.as_ref());
     assert_eq!(atif::validate(&a), Vec::<String>::new());
     insta::assert_json_snapshot!("atif_metformin_oracle", a, {
