@@ -105,7 +105,11 @@ fn the_html_report_renders_in_a_browser_with_the_right_verdicts() {
         assert!(grade.nodes.len() >= 3);
         for n in &grade.nodes {
             let path = n.path.as_str();
-            assert_eq!(shown_verdict(&d, path).as_deref(), Some(n.verdict.as_str()), "node {path:?} of {key}");
+            assert_eq!(
+                shown_verdict(&d, path).as_deref(),
+                Some(n.verdict.as_str()),
+                "node {path:?} of {key}"
+            );
         }
         // summary tables and the trajectory are there
         assert!(d.contains("metformin_renal_review") && d.contains("premature_finish"));

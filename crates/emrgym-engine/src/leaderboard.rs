@@ -7,14 +7,14 @@
 //! as aligned text, Markdown or one self-contained HTML page with inline SVG curves.
 //! docs/results.md describes the statistics.
 //!
-//! Run directories are read only through [`rundir::recorded_config`],
-//! [`rundir::read_results`] and [`manifest_scenarios`]; grades only through [`nodes`].
+//! Run directories are read through the typed readers ([`Manifest::read`],
+//! [`crate::rundir::read_results`]); intervals are [`crate::stats::estimate`]'s, so a row of
+//! one run shows the interval of its `summary.json`.
 
 use crate::run::{AgentKind, RunConfig};
-use crate::rundir::{self, ResultLine};
-use crate::stats::pass_hat_k;
-use anyhow::{Context, bail};
-use emrgym_core::splitmix64;
+use crate::rundir::{Manifest, ResultLine, ScenarioHash};
+use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, round4};
+use anyhow::bail;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,20 +23,6 @@ use std::path::{Path, PathBuf};
 
 /// Format version of the leaderboard JSON.
 pub const LEADERBOARD_FORMAT_VERSION: u32 = 1;
-
-/// Bootstrap resamples per interval.
-pub const RESAMPLES: usize = 2000;
-
-/// A mean (or share) with its percentile bootstrap 95% interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Estimate {
-    /// The statistic on the whole sample.
-    pub mean: f64,
-    /// 2.5th and 97.5th percentiles of the statistic over [`RESAMPLES`] resamples.
-    pub ci95: [f64; 2],
-    /// Items resampled (episodes or instances).
-    pub n: usize,
-}
 
 /// pass^k of a row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,30 +186,18 @@ pub struct NodeView {
     pub done_at: Option<u64>,
 }
 
-/// The graded nodes of a result line, in tree order (empty when it has no grade). The one
-/// place the leaderboard reads a grade, through its JSON form, whatever its Rust type.
+/// The graded nodes of a result line, in tree order (empty when it has no grade).
 pub fn nodes(r: &ResultLine) -> Vec<NodeView> {
-    let g = serde_json::to_value(&r.grade).unwrap_or(Value::Null);
-    g["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    r.grade
+        .iter()
+        .flat_map(|g| &g.nodes)
         .map(|n| NodeView {
-            path: n["path"].as_str().unwrap_or_default().to_string(),
-            kind: n["kind"].as_str().unwrap_or_default().to_string(),
-            verdict: n["verdict"].as_str().unwrap_or_default().to_string(),
-            done_at: n["done_at"].as_u64(),
+            path: n.path.clone(),
+            kind: n.kind.as_str().to_string(),
+            verdict: n.verdict.as_str().to_string(),
+            done_at: n.done_at.map(|d| d as u64),
         })
         .collect()
-}
-
-/// The scenario content hashes a run directory's manifest records (`scenarios`: family ->
-/// file and sha256). The one place the leaderboard reads the manifest beyond its config.
-pub fn manifest_scenarios(dir: &Path) -> anyhow::Result<Value> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a run directory (no manifest.json)", dir.display()))?;
-    let man: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    Ok(man.get("scenarios").cloned().unwrap_or(Value::Null))
 }
 
 /// The row label of a run: the model's name for a model agent (an endpoint's model name and
@@ -279,7 +253,7 @@ fn mode_rank(mode: &str) -> (usize, String) {
 struct LoadedRun {
     dir: PathBuf,
     cfg: RunConfig,
-    scenarios: Value,
+    scenarios: BTreeMap<String, ScenarioHash>,
     results: Vec<ResultLine>,
 }
 
@@ -287,9 +261,9 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
     if !dir.is_dir() {
         bail!("{}: no such run directory", dir.display());
     }
-    let cfg = rundir::recorded_config(dir)?;
-    let scenarios = manifest_scenarios(dir)?;
-    let results = rundir::read_results(&dir.join("results.jsonl"))?;
+    let man = Manifest::read(dir)?;
+    let (cfg, scenarios) = (man.config, man.scenarios);
+    let results = crate::rundir::read_results(&dir.join("results.jsonl"))?;
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         cfg,
@@ -299,12 +273,9 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
 }
 
 /// The families whose recorded hashes differ between two manifests' `scenarios`.
-fn differing_families(a: &Value, b: &Value) -> Vec<String> {
-    let keys: BTreeSet<&String> = a.as_object().into_iter().chain(b.as_object()).flat_map(|m| m.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(k.as_str()) != b.get(k.as_str()))
-        .cloned()
-        .collect()
+fn differing_families(a: &BTreeMap<String, ScenarioHash>, b: &BTreeMap<String, ScenarioHash>) -> Vec<String> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
 /// The episodes of one row, combined from its runs.
@@ -454,7 +425,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
                 .filter(|v| v.len() as u32 >= k)
                 .map(|v| pass_hat_k(v.len() as u64, v.iter().filter(|r| r.success).count() as u64, u64::from(k)))
                 .collect();
-            mean_estimate(&per, seed.wrapping_add(u64::from(k))).map(|estimate| PassK { k, estimate })
+            bootstrap_mean(&per, seed.wrapping_add(u64::from(k))).map(|estimate| PassK { k, estimate })
         })
         .collect();
     let mut fam: BTreeMap<String, Vec<&ResultLine>> = BTreeMap::new();
@@ -465,7 +436,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         .into_iter()
         .filter_map(|(f, rs)| {
             let s: Vec<f64> = rs.iter().map(|r| rate(r.success)).collect();
-            let success = mean_estimate(&s, seed)?;
+            let success = bootstrap_mean(&s, seed)?;
             Some((
                 f,
                 FamilyResult {
@@ -502,8 +473,8 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         scored: scored.len(),
         infrastructure_failures: all.len() - scored.len(),
         harness_failures: scored.iter().filter(|r| r.harness_failure()).count(),
-        success: mean_estimate(&success, seed),
-        progress: mean_estimate(&progress, seed),
+        success: bootstrap_mean(&success, seed),
+        progress: bootstrap_mean(&progress, seed),
         node_accuracy,
         pass_k,
         families,
@@ -520,7 +491,7 @@ fn pair(a: &Row, ia: &BTreeMap<String, Means>, b: &Row, ib: &BTreeMap<String, Me
     let seed = a.seed.min(b.seed);
     let metric = |f: fn(&Means) -> f64| -> Option<PairedMetric> {
         let d: Vec<f64> = common.iter().map(|(x, y)| f(y) - f(x)).collect();
-        let difference = mean_estimate(&d, seed)?;
+        let difference = bootstrap_mean(&d, seed)?;
         let better = d.iter().filter(|v| **v > 1e-12).count();
         let worse = d.iter().filter(|v| **v < -1e-12).count();
         Some(PairedMetric {
@@ -624,7 +595,7 @@ fn horizon_views(g: &Group, seed: u64) -> Vec<Horizon> {
                     Some(LengthResult {
                         length: *len,
                         episodes: s.len(),
-                        success: mean_estimate(s, seed)?,
+                        success: bootstrap_mean(s, seed)?,
                     })
                 })
                 .collect();
@@ -651,52 +622,6 @@ fn horizon_views(g: &Group, seed: u64) -> Vec<Horizon> {
             }
         })
         .collect()
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
-}
-
-/// A statistic of `n` items with its percentile bootstrap 95% interval: [`RESAMPLES`]
-/// resamples of `n` indices drawn with replacement from a splitmix64 stream seeded with
-/// `seed ^ 0xB007` (the stream of [`crate::stats::bootstrap_mean`], so a mean's interval
-/// is the one in the run's `summary.json`). None for no items.
-pub fn estimate(n: usize, seed: u64, stat: impl Fn(&[usize]) -> f64) -> Option<Estimate> {
-    if n == 0 {
-        return None;
-    }
-    let all: Vec<usize> = (0..n).collect();
-    let mean = stat(&all);
-    let mut state = seed ^ 0xB007;
-    let mut idx = vec![0usize; n];
-    let mut stats: Vec<f64> = (0..RESAMPLES)
-        .map(|_| {
-            for slot in idx.iter_mut() {
-                state = splitmix64(state);
-                *slot = (state % n as u64) as usize;
-            }
-            stat(&idx)
-        })
-        .collect();
-    stats.sort_by(|a, b| a.total_cmp(b));
-    let lo = stats[(0.025 * RESAMPLES as f64) as usize];
-    let hi = stats[((0.975 * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
-    Some(Estimate {
-        mean: round4(mean),
-        ci95: [round4(lo), round4(hi)],
-        n,
-    })
-}
-
-/// The mean of `values` with its bootstrap interval ([`estimate`]).
-pub fn mean_estimate(values: &[f64], seed: u64) -> Option<Estimate> {
-    estimate(values.len(), seed, |idx| {
-        let mut s = 0.0;
-        for &i in idx {
-            s += values[i];
-        }
-        s / idx.len() as f64
-    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1169,16 +1094,12 @@ mod tests {
     }
 
     #[test]
-    fn the_mean_interval_is_the_run_summarys() {
+    fn a_mean_interval_holds_the_mean_and_there_is_none_for_no_items() {
         let values: Vec<f64> = (0..37).map(|i| f64::from(u8::from(i % 3 == 0))).collect();
-        let e = mean_estimate(&values, 11).unwrap();
-        // through JSON, whatever the summary's Rust type
-        let s = serde_json::to_value(crate::stats::bootstrap_mean(&values, 11)).unwrap();
-        assert_eq!(serde_json::json!(e.mean), s["mean"]);
-        assert_eq!(serde_json::json!(e.ci95), s["ci95"]);
+        let e = bootstrap_mean(&values, 11).unwrap();
         assert!(e.ci95[0] <= e.mean && e.mean <= e.ci95[1], "{e:?}");
         assert!(e.ci95[0] < e.ci95[1], "a mixed sample has a non-degenerate interval: {e:?}");
-        assert_eq!(mean_estimate(&[], 1), None);
+        assert_eq!(bootstrap_mean(&[], 1), None);
     }
 
     #[test]

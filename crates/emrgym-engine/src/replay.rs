@@ -5,15 +5,14 @@
 //! `--out DIR` writes the re-graded run as a run directory that `report` and `compare` read.
 
 use super::episode::{Prepared, Workspace, execute_calls, finalize};
-use super::rundir::{Manifest, ResultLine, family_hashes, read_results, sha256_hex, trajectory_path, write_atomic, write_results};
 use super::run::{AgentKind, RunConfig};
+use super::rundir::{Manifest, ResultLine, family_hashes, read_results, sha256_hex, trajectory_path, write_atomic, write_results};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
 use emrgym_grade::{FailureClass, Grade};
 use emrgym_scenario::trajectory::file::{Header, TrajectoryFile, read};
 use emrgym_scenario::trajectory::{self, Trajectory};
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -297,7 +296,12 @@ pub fn write_run(from: &Path, suite: Option<&Path>, out: &Path, rs: &[Replayed])
                 agent: AgentKind::External,
                 ..RunConfig::default()
             };
-            let ids: Vec<String> = lines.iter().map(|l| l.instance.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let ids: Vec<String> = lines
+                .iter()
+                .map(|l| l.instance.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             Manifest::new(&cfg, &ws, &ids)?
         }
     };

@@ -278,7 +278,10 @@ impl Manifest {
 
     /// Write it to `dir/manifest.json`, whole or not at all.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_atomic(&dir.join("manifest.json"), format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes())
+        write_atomic(
+            &dir.join("manifest.json"),
+            format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes(),
+        )
     }
 }
 
@@ -389,8 +392,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
         for r in read_results(&dir.join("results.jsonl"))? {
             let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
-                std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial))
-                    .with_context(|| format!("copying {}", src.display()))?;
+                std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial)).with_context(|| format!("copying {}", src.display()))?;
             }
             all.insert((r.instance.clone(), r.trial), r);
         }

@@ -4,10 +4,10 @@
 
 use crate::rundir::{ResultLine, trajectory_path, write_atomic};
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use emrgym_core::splitmix64;
 use emrgym_scenario::trajectory::{self};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +24,7 @@ pub fn pass_hat_k(n: u64, c: u64, k: u64) -> f64 {
     if n < k { f64::NAN } else { binom(c, k) / binom(n, k) }
 }
 
-/// A mean with its bootstrap 95% interval over `n` items.
+/// A statistic (a mean, a share, a difference) with its bootstrap 95% interval over `n` items.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Estimate {
@@ -36,36 +36,50 @@ pub struct Estimate {
     pub n: usize,
 }
 
-/// Mean with a bootstrap 95% interval over items (deterministic resampling); none when there
-/// are no items.
-pub fn bootstrap_mean(values: &[f64], seed: u64) -> Option<Estimate> {
-    if values.is_empty() {
+/// Bootstrap resamples per interval.
+pub const RESAMPLES: usize = 2000;
+
+/// A statistic of `n` items with its percentile bootstrap 95% interval: [`RESAMPLES`]
+/// resamples of `n` indices drawn with replacement from a splitmix64 stream seeded with
+/// `seed ^ 0xB007`; `stat` computes the statistic of the items at the given indices (a mean,
+/// a ratio of sums, a paired difference). None for no items.
+pub fn estimate(n: usize, seed: u64, stat: impl Fn(&[usize]) -> f64) -> Option<Estimate> {
+    if n == 0 {
         return None;
     }
-    let mean = values.iter().fold(0.0, |a, b| a + b) / values.len() as f64;
-    let b = 2000;
+    let all: Vec<usize> = (0..n).collect();
+    let mean = stat(&all);
     let mut state = seed ^ 0xB007;
-    let mut means: Vec<f64> = (0..b)
+    let mut idx = vec![0usize; n];
+    let mut stats: Vec<f64> = (0..RESAMPLES)
         .map(|_| {
-            let mut s = 0.0;
-            for _ in 0..values.len() {
+            for slot in idx.iter_mut() {
                 state = splitmix64(state);
-                s += values[(state % values.len() as u64) as usize];
+                *slot = (state % n as u64) as usize;
             }
-            s / values.len() as f64
+            stat(&idx)
         })
         .collect();
-    means.sort_by(|a, b| a.total_cmp(b));
-    let lo = means[(0.025 * b as f64) as usize];
-    let hi = means[((0.975 * b as f64) as usize).min(b - 1)];
+    stats.sort_by(|a, b| a.total_cmp(b));
+    let lo = stats[(0.025 * RESAMPLES as f64) as usize];
+    let hi = stats[((0.975 * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
     Some(Estimate {
         mean: round4(mean),
         ci95: [round4(lo), round4(hi)],
-        n: values.len(),
+        n,
     })
 }
 
-fn round4(x: f64) -> f64 {
+/// Mean with a bootstrap 95% interval over items ([`estimate`]); none when there are no
+/// items.
+pub fn bootstrap_mean(values: &[f64], seed: u64) -> Option<Estimate> {
+    estimate(values.len(), seed, |idx| {
+        idx.iter().map(|&i| values[i]).sum::<f64>() / idx.len() as f64
+    })
+}
+
+/// Round to 4 decimals, as every figure of a summary is.
+pub fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
@@ -174,7 +188,10 @@ impl Summary {
 
     /// Write `dir/summary.json`, whole or not at all.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        write_atomic(&dir.join("summary.json"), format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes())
+        write_atomic(
+            &dir.join("summary.json"),
+            format!("{}\n", serde_json::to_string_pretty(self)?).as_bytes(),
+        )
     }
 
     /// The summary as JSON (for templates and the text report).
@@ -379,7 +396,10 @@ mod tests {
         assert_eq!(s.pass_k[11].1.unwrap().mean, 0.5);
         let json = s.to_json().unwrap();
         let keys: Vec<&String> = json["pass_k"].as_object().unwrap().keys().collect();
-        assert_eq!((keys[0].as_str(), keys[9].as_str(), keys[11].as_str()), ("pass^1", "pass^10", "pass^12"));
+        assert_eq!(
+            (keys[0].as_str(), keys[9].as_str(), keys[11].as_str()),
+            ("pass^1", "pass^10", "pass^12")
+        );
         let dir = tempfile::tempdir().unwrap();
         s.write(dir.path()).unwrap();
         assert_eq!(Summary::read(dir.path()).unwrap(), s);

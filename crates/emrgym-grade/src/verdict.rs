@@ -2,8 +2,8 @@
 //! diff, every write with what it was attributed to, the answer check, and the episode's grade.
 
 use crate::FailureClass;
-use emrgym_scenario::trajectory::EndReason;
 use emrgym_core::WriteKind;
+use emrgym_scenario::trajectory::EndReason;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -36,7 +36,19 @@ pub enum NodeKind {
 impl NodeKind {
     /// The kind of a plan-tree node (`compound` or `primitive`; anything else is a primitive).
     pub fn of(tree_kind: &str) -> NodeKind {
-        if tree_kind == "compound" { NodeKind::Compound } else { NodeKind::Primitive }
+        if tree_kind == "compound" {
+            NodeKind::Compound
+        } else {
+            NodeKind::Primitive
+        }
+    }
+
+    /// `compound` or `primitive`, as grades write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Compound => "compound",
+            NodeKind::Primitive => "primitive",
+        }
     }
 }
 
