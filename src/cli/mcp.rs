@@ -50,6 +50,8 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
         .find(|i| i.id == id)
         .context("instance vanished")?;
     let p = Arc::new(ws.prepare(&inst).map_err(|e| anyhow::anyhow!("instance {id}: {}", e.join("\n")))?);
+    // in goal mode the instance must have a goal: refused here, before anything is recorded
+    let p = emrgym_engine::run::present(&p, a.mode).map_err(|e| anyhow::anyhow!("--mode goal: {e}"))?;
     let recorder =
         Recorder::open(&a.record, &a.suite, a.seed, &ws)?.with_access(json!({"interface": "mcp", "agent_feedback": a.agent_feedback}))?;
     let trial = recorder.next_trial(&id);

@@ -127,7 +127,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     let mut n = 0;
     for r in &run.results {
         let (instance, trial) = (r["instance"].as_str().unwrap_or(""), r["trial"].as_u64().unwrap_or(0));
-        let f = run.trajectory(instance, trial).map_err(anyhow::Error::msg)?;
+        let f = run.trajectory(instance, trial)?;
         let doc = match a.format {
             ExportFormat::Atif => atif::export(&f.header, &f.trajectory, r.get("grade")),
         };

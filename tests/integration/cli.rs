@@ -455,3 +455,21 @@ async fn the_episode_api_shows_the_goal_in_goal_mode_and_refuses_families_withou
     let r = s.req("POST", "/mcp?mode=odd", Some(&init), &op).await;
     assert!(r.diag().contains("not flat or guided or goal"), "{}", r.diag());
 }
+
+#[test]
+fn emrgym_mcp_in_goal_mode_refuses_an_instance_without_a_goal_before_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("rec");
+    let rec = record.to_str().unwrap();
+    // admission_med_review has no goal (docs/suite.md, The goal condition)
+    let (ok, err) = run(&["mcp", "--mode", "goal", "--scenario", "med-review-001", "--record", rec]);
+    assert!(!ok, "refused");
+    assert!(
+        err.contains("--mode goal") && err.contains("med-review-001") && err.contains("no goal instruction"),
+        "{err}"
+    );
+    assert!(
+        !record.join("manifest.json").exists() && !record.join("results.jsonl").exists(),
+        "nothing recorded"
+    );
+}

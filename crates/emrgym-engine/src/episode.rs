@@ -27,7 +27,7 @@ pub struct Workspace {
     /// The families.
     pub suite: Suite,
     libraries: BTreeMap<Vec<String>, Result<Arc<Library>, Vec<String>>>,
-    cohorts: BTreeMap<String, Result<Arc<Cohort>, String>>,
+    cohorts: BTreeMap<String, Result<Arc<Cohort>, Problems>>,
     registry: Arc<Registry>,
 }
 
@@ -139,7 +139,7 @@ impl Workspace {
     }
 
     /// A cohort by name or path (cached).
-    pub fn cohort(&mut self, name: &str, clock: &Clock) -> Result<Arc<Cohort>, String> {
+    pub fn cohort(&mut self, name: &str, clock: &Clock) -> Result<Arc<Cohort>, Problems> {
         if let Some(c) = self.cohorts.get(name) {
             return c.clone();
         }
@@ -151,7 +151,7 @@ impl Workspace {
         };
         let r = load::load(&source)
             .map(|b| b.build(clock))
-            .map_err(|e| format!("cohort '{name}': {e}"));
+            .map_err(|e| Problems(vec![format!("cohort '{name}': {e}")]));
         self.cohorts.insert(name.to_string(), r.clone());
         r
     }
@@ -161,7 +161,7 @@ impl Workspace {
         let now = parse_instant(&inst.now).map_err(|e| Problems(vec![format!("{}: now '{}': {e}", inst.id, inst.now)]))?;
         let clock = Clock::fixed(now);
         let library = self.library(&inst.library)?;
-        let cohort = self.cohort(&inst.cohort, &clock).map_err(|e| Problems(vec![e]))?;
+        let cohort = self.cohort(&inst.cohort, &clock)?;
         let names: Vec<&str> = inst.tools.iter().map(String::as_str).collect();
         let registry = Arc::new(
             self.registry

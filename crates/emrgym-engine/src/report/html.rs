@@ -63,7 +63,7 @@ fn details(run: &Run, r: &Value) -> Value {
                 .collect();
             (serde_json::to_value(&f.header).unwrap_or(Value::Null), evs, Value::Null)
         }
-        Err(e) => (Value::Null, Vec::new(), json!(e)),
+        Err(e) => (Value::Null, Vec::new(), json!(e.to_string())),
     };
     json!({"grade": r["grade"], "header": header, "events": evs, "error": error})
 }

@@ -9,7 +9,7 @@ use crate::rundir::Manifest;
 use crate::stats::Summary;
 use anyhow::{Context, bail};
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
-use emrgym_scenario::trajectory::file::{TrajectoryFile, read};
+use emrgym_scenario::trajectory::file::{FileError, TrajectoryFile, read};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,8 +57,8 @@ impl Run {
     }
 
     /// An episode's trajectory file.
-    pub fn trajectory(&self, instance: &str, trial: u64) -> Result<TrajectoryFile, String> {
-        read(&self.dir.join("trajectories").join(format!("{instance}.{trial}.jsonl"))).map_err(|e| e.to_string())
+    pub fn trajectory(&self, instance: &str, trial: u64) -> Result<TrajectoryFile, FileError> {
+        read(&self.dir.join("trajectories").join(format!("{instance}.{trial}.jsonl")))
     }
 
     /// `instance.trial` of a result line.
