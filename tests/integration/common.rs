@@ -135,3 +135,16 @@ pub fn episode_server(
     let router = app(state, Arc::new(Registry::standard().unwrap()), Some(api.clone()));
     (App { router }, api)
 }
+
+/// Copy a directory tree (a scenario directory or a run directory to change in a test).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -53,18 +53,6 @@ fn row<'a>(lb: &'a Leaderboard, model: &str, mode: &str) -> &'a Row {
     })
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
     let p = dir.join("manifest.json");
     let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -178,7 +166,7 @@ fn a_mode_that_loses_every_instance_has_the_sign_test_of_its_discordant_pairs() 
     let r = runs();
     // the null agent's episodes relabelled as the oracle's guided mode: 6 instances, all lost
     let worse = r.root.join("relabelled");
-    copy_dir(&r.null_flat, &worse);
+    crate::common::copy_dir(&r.null_flat, &worse);
     edit_manifest(&worse, |m| {
         m["config"]["agent"] = json!("oracle");
         m["config"]["mode"] = json!("guided");
@@ -209,7 +197,7 @@ fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
 
     // other scenarios: refused, naming both directories and the family
     let other = tmp.path().join("other-scenarios");
-    copy_dir(&b, &other);
+    crate::common::copy_dir(&b, &other);
     edit_manifest(&other, |m| m["scenarios"]["mab_k_replete"]["sha256"] = json!("0000"));
     let e = format!("{:#}", build(&[a.clone(), other.clone()]).unwrap_err());
     assert!(
@@ -219,7 +207,7 @@ fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
 
     // the same episode with another result: refused, naming both directories and the episode
     let changed = tmp.path().join("changed");
-    copy_dir(&a, &changed);
+    crate::common::copy_dir(&a, &changed);
     let results = changed.join("results.jsonl");
     let text = std::fs::read_to_string(&results).unwrap();
     let lines: Vec<String> = text

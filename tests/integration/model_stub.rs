@@ -671,7 +671,7 @@ async fn a_recorded_model_run_replays_offline() {
     );
     // a changed instruction changes the first request: every episode misses the cassette
     let suite2 = dir.path().join("suite");
-    copy_dir(&suite(), &suite2);
+    crate::common::copy_dir(&suite(), &suite2);
     let f = suite2.join("mab_patient_age.json");
     let t = std::fs::read_to_string(&f).unwrap().replace("What's the age", "What is the age");
     std::fs::write(&f, t).unwrap();
@@ -715,18 +715,6 @@ async fn a_recorded_model_run_replays_offline() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("used no model"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn end(line: &emrgym_engine::rundir::ResultLine) -> String {

@@ -96,7 +96,7 @@ fn replaying_the_suite_reproduces_every_grade_and_byte() {
 fn a_changed_scenario_is_reported_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let sc = dir.path().join("scenarios");
-    copy_dir(&suite(), &sc);
+    crate::common::copy_dir(&suite(), &sc);
     let rec = dir.path().join("rec");
     run(AgentKind::Oracle, &sc, &["mab_patient_age", "mab_latest_glucose"], &rec);
     // a year later, every age is one more than the recorded answer
@@ -177,18 +177,6 @@ fn trajectory_and_atif_formats_are_stable() {
         ".extra.scenario.content_sha256" => "[sha256]",
         ".extra.tool_catalogue_sha256" => "[sha256]",
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Set `grader_version` and move every numeric `finish` answer by `delta`, anywhere in a
