@@ -472,7 +472,7 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summa
                 }
                 let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
                 let line = result_line(&p, &cfg.limits, trial, &traj, &g);
-                let text = trajectory::file::to_jsonl(&header(&cfg, &p, trial, &sha), &traj);
+                let text = header(&cfg, &p, trial, &sha).and_then(|h| trajectory::file::to_jsonl(&h, &traj));
                 let _ = tx.send((line, text)).await;
             }));
         }

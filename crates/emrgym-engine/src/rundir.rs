@@ -75,9 +75,14 @@ pub fn trajectory_path(run: &Path, instance: &str, trial: u32) -> PathBuf {
     run.join("trajectories").join(format!("{instance}.{trial}.jsonl"))
 }
 
-/// The header of an episode's trajectory file.
-pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Header {
-    Header {
+/// The header of an episode's trajectory file (an error if the model configuration cannot be
+/// serialised: a header without its model would misstate the run).
+pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) -> Result<Header, serde_json::Error> {
+    let model = match (&cfg.agent, &cfg.model) {
+        (AgentKind::Model, Some(m)) => Some(serde_json::to_value(m)?),
+        _ => None,
+    };
+    Ok(Header {
         format: trajectory::file::FORMAT.into(),
         format_version: trajectory::file::FORMAT_VERSION.into(),
         emrgym_version: env!("CARGO_PKG_VERSION").into(),
@@ -101,9 +106,7 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
             AgentKind::External => "external",
         }
         .into(),
-        model: (cfg.agent == AgentKind::Model)
-            .then(|| cfg.model.as_ref().and_then(|m| serde_json::to_value(m).ok()))
-            .flatten(),
+        model,
         seed: cfg.seed,
         episode_seed: episode_seed(cfg.seed, &p.instance.id, trial),
         tool_catalogue_sha256: sha256_hex(p.registry.openai_tools().to_string().as_bytes()),
@@ -114,7 +117,7 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
         },
         now: p.instance.now.clone(),
         cohort: p.instance.cohort.clone(),
-    }
+    })
 }
 
 /// The result line of a graded (or infrastructure-failed) episode.

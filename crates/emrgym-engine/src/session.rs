@@ -362,7 +362,8 @@ impl Recorder {
         cfg.mode = mode;
         let sha = self.hashes.get(&p.instance.family).map(|(_, h)| h.as_str()).unwrap_or("");
         let tpath = trajectory_path(&self.dir, &p.instance.id, trial);
-        let text = trajectory::file::to_jsonl(&header(&cfg, p, trial, sha), t)
+        let text = header(&cfg, p, trial, sha)
+            .and_then(|h| trajectory::file::to_jsonl(&h, t))
             .with_context(|| format!("serialising the trajectory of {}.{trial}", p.instance.id))?;
         std::fs::write(&tpath, text).with_context(|| format!("writing {}", tpath.display()))?;
         // append the line in one write: a crash leaves at most a torn last line, which
