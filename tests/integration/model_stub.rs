@@ -895,4 +895,11 @@ async fn summaries_count_harness_failures_and_the_table_withholds_such_rows() {
     assert!(text.contains("above the 5% threshold"), "{text}");
     let html = emrgym_engine::report::html::render(&emrgym_engine::report::Run::load(&runs[0]).unwrap());
     assert!(html.contains("harness failures") && html.contains("\"harness\":\"reply_cap\""));
+    // the leaderboard withholds the same row, by the same rule
+    let lb = emrgym_engine::leaderboard::build(&runs).unwrap();
+    let row = |m: &str| lb.rows.iter().find(|r| r.model.starts_with(m)).unwrap();
+    assert!(row("truncated").withheld.as_deref().unwrap().contains("above the 5% threshold"));
+    assert_eq!(row("roundtrip").withheld, None);
+    let md = emrgym_engine::leaderboard::markdown(&lb);
+    assert!(md.contains("| withheld | withheld |") && md.contains("Withheld: truncated"), "{md}");
 }

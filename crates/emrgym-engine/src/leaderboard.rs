@@ -15,6 +15,7 @@ use crate::run::{AgentKind, RunConfig};
 use crate::rundir::{Manifest, ResultLine, ScenarioHash};
 use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, round4};
 use anyhow::bail;
+use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,6 +70,10 @@ pub struct Row {
     pub infrastructure_failures: usize,
     /// Scored episodes that failed at a harness limit (counted as failures).
     pub harness_failures: usize,
+    /// Why the row is withheld from the table (its rates are not shown): its harness-failure
+    /// rate is above [`MAX_HARNESS_FAILURE_RATE`], or nothing was scored; as `emrgym table`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
     /// Success over scored episodes (none without one).
     pub success: Option<Estimate>,
     /// Mean progress over scored episodes.
@@ -473,6 +478,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         scored: scored.len(),
         infrastructure_failures: all.len() - scored.len(),
         harness_failures: scored.iter().filter(|r| r.harness_failure()).count(),
+        withheld: withheld(scored.iter().filter(|r| r.harness_failure()).count(), scored.len()),
         success: bootstrap_mean(&success, seed),
         progress: bootstrap_mean(&progress, seed),
         node_accuracy,
@@ -480,6 +486,22 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         families,
     };
     (row, inst)
+}
+
+/// Why a row of `scored` episodes, `harness` of them harness failures, may not be published
+/// (the rule of `emrgym table`: docs/agent.md, "Harness failures"); none when it may.
+pub fn withheld(harness: usize, scored: usize) -> Option<String> {
+    if scored == 0 {
+        Some("no scored episode".into())
+    } else if !publishable(harness, scored) {
+        Some(format!(
+            "harness-failure rate {:.1}% ({harness} of {scored}) is above the {:.0}% threshold",
+            harness as f64 * 100.0 / scored as f64,
+            MAX_HARNESS_FAILURE_RATE * 100.0
+        ))
+    } else {
+        None
+    }
 }
 
 /// An instance's success rate and mean progress over its scored trials.
@@ -673,8 +695,12 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
         title: "Leaderboard".into(),
         note: format!(
             "Success, progress and node accuracy over scored episodes (infrastructure failures are not scored and are counted apart; \
-             harness failures are scored as failures). Percentile bootstrap 95% intervals, {} resamples, seeded from the runs.",
-            lb.resamples
+             harness failures are scored as failures). Percentile bootstrap 95% intervals, {} resamples, seeded from the runs.{}",
+            lb.resamples,
+            lb.rows
+                .iter()
+                .filter_map(|r| r.withheld.as_ref().map(|w| format!(" Withheld: {} ({}): {w}.", r.model, r.mode)))
+                .collect::<String>()
         ),
         headers,
         rows: lb
@@ -689,12 +715,14 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                     } else {
                         format!("{} ({} scored)", r.episodes, r.scored)
                     },
-                    with_ci(&r.success),
-                    with_ci(&r.progress),
-                    with_ci(&r.node_accuracy),
                 ];
-                for k in 1..=max_k {
-                    cells.push(r.pass_k.get(k - 1).map_or("-".into(), |p| pct(p.estimate.mean)));
+                if r.withheld.is_some() {
+                    cells.extend(std::iter::repeat_n("withheld".to_string(), 3 + max_k));
+                } else {
+                    cells.extend([with_ci(&r.success), with_ci(&r.progress), with_ci(&r.node_accuracy)]);
+                    for k in 1..=max_k {
+                        cells.push(r.pass_k.get(k - 1).map_or("-".into(), |p| pct(p.estimate.mean)));
+                    }
                 }
                 cells.push(r.harness_failures.to_string());
                 cells.push(r.infrastructure_failures.to_string());
@@ -1100,6 +1128,16 @@ mod tests {
         assert!(e.ci95[0] <= e.mean && e.mean <= e.ci95[1], "{e:?}");
         assert!(e.ci95[0] < e.ci95[1], "a mixed sample has a non-degenerate interval: {e:?}");
         assert_eq!(bootstrap_mean(&[], 1), None);
+    }
+
+    #[test]
+    fn a_row_with_too_many_harness_failures_is_withheld() {
+        assert_eq!(super::withheld(0, 0).as_deref(), Some("no scored episode"));
+        assert_eq!(super::withheld(0, 44), None);
+        let cap = (super::MAX_HARNESS_FAILURE_RATE * 44.0).floor() as usize;
+        assert_eq!(super::withheld(cap, 44), None, "at the threshold it is published");
+        let w = super::withheld(cap + 1, 44).unwrap();
+        assert!(w.contains(&format!("({} of 44)", cap + 1)) && w.contains("threshold"), "{w}");
     }
 
     #[test]
