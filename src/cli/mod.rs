@@ -51,8 +51,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Per-episode differences between two runs: success flips, progress deltas, families.
     Compare(report::CompareArgs),
-    /// The results table over run directories: success next to the harness-failure rate; a
-    /// row above the harness-failure threshold is withheld.
+    /// The results table over run directories (the leaderboard's first table): one row per
+    /// model and mode, success next to the harness-failure count; a row above the
+    /// harness-failure threshold is withheld.
     Table(report::TableArgs),
     /// Write a run's trajectories in an interchange format (ATIF).
     Export(report::ExportArgs),

@@ -3,7 +3,8 @@
 //! or hand to other tools.
 
 use anyhow::{Context, bail};
-use emrgym_engine::report::{Run, compare, compare_text, horizon, html, results_table, table_row, terminal};
+use emrgym_engine::leaderboard;
+use emrgym_engine::report::{Run, compare, compare_text, horizon, html, terminal};
 use emrgym_scenario::trajectory::atif;
 use std::path::PathBuf;
 
@@ -35,33 +36,21 @@ pub struct CompareArgs {
 /// `emrgym table`.
 #[derive(Debug, clap::Args)]
 pub struct TableArgs {
-    /// Run directories, one row each.
+    /// Run directories; the runs of one model in one mode are one row.
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
-    /// Print the rows as JSON (each with `published` and, when withheld, `withheld`).
+    /// Print the rows as JSON (the leaderboard's rows; a withheld row has `withheld`).
     #[arg(long)]
     pub json: bool,
 }
 
-/// Run `emrgym table`.
+/// Run `emrgym table`: the leaderboard's first table (`emrgym leaderboard` has the rest).
 pub fn table(a: TableArgs) -> anyhow::Result<()> {
-    let runs = a.runs.iter().map(|d| Run::load(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let lb = leaderboard::build(&a.runs)?;
     if a.json {
-        let rows: Vec<serde_json::Value> = runs
-            .iter()
-            .map(|r| {
-                let (mut row, verdict) = table_row(r);
-                row["published"] = serde_json::json!(verdict.is_ok());
-                if let Err(why) = verdict {
-                    row["withheld"] = serde_json::json!(why);
-                    row["success"] = serde_json::Value::Null;
-                }
-                row
-            })
-            .collect();
-        super::emit(&format!("{}\n", serde_json::to_string_pretty(&rows)?))
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&lb.rows)?))
     } else {
-        super::emit(&results_table(&runs))
+        super::emit(&leaderboard::main_table_markdown(&lb))
     }
 }
 

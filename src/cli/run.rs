@@ -9,6 +9,9 @@ use emrgym_engine::rundir::recorded_config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// The most episodes an in-process model decodes together (`--concurrency`).
+const MAX_PARALLEL: u32 = 64;
+
 /// Flags of `emrgym run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -42,7 +45,8 @@ pub struct RunArgs {
     /// Trials per instance (pass^k up to this k).
     #[arg(long)]
     pub trials: Option<u32>,
-    /// Episodes in flight at once.
+    /// Episodes in flight at once (default 4; an in-process model: 1, and N decodes N
+    /// episodes together in one context, one sequence each with the whole context size).
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Run only shard I of N (`I/N`, 1-based).
@@ -162,6 +166,15 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(n) = a.concurrency {
         c.concurrency = n;
+        // an in-process model decodes that many episodes together, one sequence each
+        if let Some(ModelConfig::Llama(m)) = c.model.as_mut() {
+            m.parallel = match u32::try_from(n) {
+                Ok(p) if (1..=MAX_PARALLEL).contains(&p) => p,
+                _ => bail!(
+                    "--concurrency {n}: an in-process model decodes at most {MAX_PARALLEL} episodes together (each sequence holds a whole context)"
+                ),
+            };
+        }
     }
     if let Some(s) = &a.shard {
         c.shard = Some(parse_shard(s)?);
@@ -218,6 +231,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Some(dir) => {
             let mut cfg = emrgym_engine::rundir::recorded_config(dir).with_context(|| format!("--resume {}", dir.display()))?;
             if let Some(n) = a.concurrency {
+                // an in-process model's sequences decoded together shape its results: the
+                // recorded number is kept, and another is refused rather than ignored
+                if let Some(ModelConfig::Llama(m)) = &cfg.model
+                    && n != m.parallel as usize
+                {
+                    bail!(
+                        "--concurrency {n} with --resume {}: this run's in-process model decodes {} episodes together (recorded in its manifest), and another number would change its results; resume without --concurrency",
+                        dir.display(),
+                        m.parallel
+                    );
+                }
                 cfg.concurrency = n;
             }
             (cfg, dir.clone(), true)

@@ -473,3 +473,138 @@ fn emrgym_mcp_in_goal_mode_refuses_an_instance_without_a_goal_before_recording()
         "nothing recorded"
     );
 }
+
+/// `scripts/results.sh` with the reference agents: every run directory, the leaderboard, the
+/// machine and the wall times; run again, it resumes and changes no result.
+#[test]
+fn the_results_script_runs_the_matrix_and_resumes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let run = || {
+        let o = std::process::Command::new("bash")
+            .arg(root.join("scripts/results.sh"))
+            .env("MODELS", "oracle null")
+            .env("SUITES", "quick")
+            .env("MODES", "flat goal")
+            .env("TRIALS", "1")
+            .env("OUT", &out)
+            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        stderr
+    };
+    run();
+    let runs = ["oracle-quick-flat", "oracle-quick-goal", "null-quick-flat", "null-quick-goal"];
+    let results = |r: &str| std::fs::read(out.join(r).join("results.jsonl")).unwrap();
+    let first: Vec<Vec<u8>> = runs.iter().map(|r| results(r)).collect();
+    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
+    for row in [
+        "| oracle | flat | 44 | 100.0%",
+        "| oracle | goal | 42 | 100.0%",
+        "| null | flat | 44 | 0.0%",
+        "| null | goal | 42 | 0.0%",
+    ] {
+        assert!(md.contains(row), "{row}: {md}");
+    }
+    assert!(std::fs::read_to_string(out.join("leaderboard.html")).unwrap().contains("<table>"));
+    let machine = std::fs::read_to_string(out.join("MACHINE.md")).unwrap();
+    assert!(
+        machine.contains("cores") && machine.contains("- GPU:") && machine.contains("MODELS=\"oracle null\""),
+        "{machine}"
+    );
+    let times = std::fs::read_to_string(out.join("walltime.tsv")).unwrap();
+    assert_eq!(times.lines().count(), 1 + runs.len(), "{times}");
+    // again: every run is resumed, nothing is run twice, no result changes
+    let stderr = run();
+    assert_eq!(stderr.matches("resuming").count(), runs.len(), "{stderr}");
+    for (r, before) in runs.iter().zip(&first) {
+        assert_eq!(&results(r), before, "{r} changed on resume");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("walltime.tsv")).unwrap().lines().count(),
+        1 + 2 * runs.len()
+    );
+    assert_eq!(std::fs::read_to_string(out.join("MACHINE.md")).unwrap().matches("## ").count(), 2);
+}
+
+/// Resuming an in-process model's run with another `--concurrency` is refused (its sequences
+/// decoded together shape its results), naming both numbers; the recorded one resumes.
+#[test]
+fn resuming_an_in_process_run_with_another_concurrency_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let o = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--agent",
+            "oracle",
+            "--instance",
+            "mab-age-001",
+            "--scenarios",
+            scenarios,
+            "--out",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the same directory as if an in-process model with 2 sequences had written it
+    let path = run.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["config"]["agent"] = "model".into();
+    m["config"]["model"] = serde_json::json!({"backend": "llama", "model_path": "/nowhere/m.gguf", "parallel": 2});
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let before = std::fs::read(run.join("results.jsonl")).unwrap();
+    let o = std::process::Command::new(bin)
+        .args(["run", "--concurrency", "4", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--concurrency 4") && stderr.contains("decodes 2 episodes together"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(run.join("results.jsonl")).unwrap(), before, "nothing was touched");
+}
+
+/// The new numbers of the in-process model are checked where they are given, each error
+/// naming the bad value: `--concurrency` beyond the sequences one context may hold, and a
+/// `--variants` entry of `bench --llama-runs` with a bad parallel field (both before any
+/// model is loaded).
+#[test]
+fn bad_sequence_counts_are_named() {
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = std::process::Command::new(bin)
+        .args(["run", "--model", "smollm2-135m", "--concurrency", "65", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--concurrency 65") && err.contains("at most 64"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+    for (variants, named) in [
+        ("prefix:1:0", "parallel '0'"),
+        ("prefix:1:x", "parallel 'x'"),
+        ("prefix:1:2:3", "'prefix:1:2:3'"),
+    ] {
+        let o = std::process::Command::new(bin)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["bench", "--llama-runs", "smollm2-135m", "--variants", variants])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(named), "{variants}: {err}");
+    }
+}

@@ -136,3 +136,106 @@ async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_t
         "without the cache the prefix is evaluated again: {t7:?} vs {t3:?}"
     );
 }
+
+/// A tool set of one tool: the grammar forces every reply made with it to call that tool.
+fn only_tool(name: &str) -> serde_json::Value {
+    serde_json::json!([{"type": "function", "function": {
+        "name": name,
+        "description": "Record a number.",
+        "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"], "additionalProperties": false}
+    }}])
+}
+
+/// The conversation after a reply: the call, and a tool result for it.
+fn after(messages: &[serde_json::Value], r: &emrgym_agent::model::Reply) -> Vec<serde_json::Value> {
+    let (id, name, args) = &r.tool_calls[0];
+    let mut m = messages.to_vec();
+    m.push(serde_json::json!({"role": "assistant", "content": "",
+        "tool_calls": [{"id": id, "type": "function", "function": {"name": name, "arguments": args}}]}));
+    m.push(serde_json::json!({"role": "tool", "tool_call_id": id, "content": "recorded"}));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_sequences_decode_episodes_together_each_on_its_own_cache() {
+    let mut cfg = smollm2(4096, 64).await;
+    let mut ws = Workspace::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap();
+    let (msgs_a, _) = first_request(&mut ws, "mab-age-001");
+    let (msgs_b, _) = first_request(&mut ws, "mab-k-001");
+    let (alpha, beta, gamma) = (only_tool("alpha"), only_tool("beta"), only_tool("gamma"));
+    let name = |r: &emrgym_agent::model::Reply| r.tool_calls[0].1.clone();
+
+    // one sequence: the reference reply of a's first turn
+    let solo = LlamaHandle::start(cfg.clone()).unwrap();
+    let (reference, _) = solo.complete(&msgs_a, &alpha).await.unwrap();
+    drop(solo);
+
+    cfg.parallel = 2;
+    let handle = LlamaHandle::start(cfg).unwrap();
+    // alone on a two-sequence context, a's first turn is computed exactly as on one sequence
+    let lone = handle.session();
+    let (r, _) = lone.complete(&msgs_a, &alpha).await.unwrap();
+    assert_eq!((&r.tool_calls, &r.finish_reason), (&reference.tool_calls, &reference.finish_reason));
+    drop(lone);
+
+    // two conversations at once, decoded together: each reply goes to its own conversation
+    // (the grammar forces each one's tool name, so a crossed reply would name the other tool)
+    let (a, b) = (handle.session(), handle.session());
+    let (ra, rb) = tokio::join!(a.complete(&msgs_a, &alpha), b.complete(&msgs_b, &beta));
+    let ((ra, _), (rb, _)) = (ra.unwrap(), rb.unwrap());
+    assert_eq!((name(&ra), name(&rb)), ("alpha".to_string(), "beta".to_string()), "{ra:?} {rb:?}");
+    // each continues on its own sequence: the next turn evaluates only its new tokens
+    let (msgs_a, msgs_b) = (after(&msgs_a, &ra), after(&msgs_b, &rb));
+    let (ra2, rb2) = tokio::join!(a.complete(&msgs_a, &alpha), b.complete(&msgs_b, &beta));
+    let ((ra2, ta2), (rb2, tb2)) = (ra2.unwrap(), rb2.unwrap());
+    assert_eq!(
+        (name(&ra2), name(&rb2)),
+        ("alpha".to_string(), "beta".to_string()),
+        "{ra2:?} {rb2:?} {ta2:?} {tb2:?}"
+    );
+    for t in [ta2, tb2] {
+        assert!(t.prefilled < 40 && t.prompt > 200, "only the new tokens are evaluated: {t:?}");
+    }
+    // b ends: its sequence serves a third conversation that starts with b's text (its cache
+    // is reused: c is on b's sequence, since a's holds another conversation), and a's cache
+    // is untouched
+    drop(b);
+    let c = handle.session();
+    let (rc, tc) = c.complete(&msgs_b, &gamma).await.unwrap();
+    assert_eq!(name(&rc), "gamma");
+    assert!(tc.prefilled < 40, "c continues b's text on b's released sequence: {tc:?}");
+    let msgs_a = after(&msgs_a, &ra2);
+    let (ra3, ta3) = a.complete(&msgs_a, &alpha).await.unwrap();
+    assert_eq!(name(&ra3), "alpha");
+    assert!(ta3.prefilled < 40, "{ta3:?}");
+    // a fourth conversation while both sequences are held: the least recently used (c's)
+    // is taken; c's next turn then finds no sequence of its own (it takes a's, now the least
+    // recently used) and evaluates its conversation again, and is still c's
+    let d = handle.session();
+    let (rd, _) = d.complete(&msgs_b, &beta).await.unwrap();
+    assert_eq!(name(&rd), "beta");
+    let msgs_c = after(&msgs_b, &rc);
+    let (rc2, tc2) = c.complete(&msgs_c, &gamma).await.unwrap();
+    assert_eq!(name(&rc2), "gamma");
+    assert!(tc2.prefilled > 60, "c lost its sequence: {tc2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn episodes_starting_together_evaluate_their_shared_prefix_once() {
+    let mut cfg = smollm2(4096, 16).await;
+    cfg.parallel = 2;
+    let mut ws = Workspace::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap();
+    // two episodes of one family: the same system prompt and tools, different tasks
+    let (first, tools) = first_request(&mut ws, "mab-age-001");
+    let (second, tools2) = first_request(&mut ws, "mab-age-002");
+    assert_eq!((&first[0], &tools), (&second[0], &tools2));
+    assert_ne!(first[1], second[1]);
+    let handle = LlamaHandle::start(cfg).unwrap();
+    let (a, b) = (handle.session(), handle.session());
+    let (ra, rb) = tokio::join!(a.complete(&first, &tools), b.complete(&second, &tools));
+    let ((_, ta), (_, tb)) = (ra.unwrap(), rb.unwrap());
+    // the first evaluates the prefix and saves it; the second waits for that, then restores it
+    assert_eq!(ta.restored, 0, "{ta:?}");
+    assert!(tb.restored > 100, "the second restores the prefix the first evaluated: {tb:?}");
+    assert_eq!(tb.prefilled, tb.prompt - tb.restored, "{tb:?}");
+}

@@ -887,12 +887,40 @@ async fn summaries_count_harness_failures_and_the_table_withholds_such_rows() {
     let out = std::process::Command::new(bin).arg("table").args(&runs).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("| truncated | flat |") && text.contains("| withheld |"), "{text}");
+    // `emrgym table` is the leaderboard's first table: one row per model (name@host) and mode
+    let line = |m: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {m}@127.0.0.1:")))
+            .unwrap_or_else(|| panic!("no row for {m}: {text}"))
+            .to_string()
+    };
+    let truncated = line("truncated");
     assert!(
-        text.contains("| roundtrip | flat |") && text.contains("| 0.0% [0.0, 0.0] | 0 (0.0%) |"),
+        truncated.contains("| flat |") && truncated.matches("| withheld").count() == 4,
+        "{truncated}"
+    );
+    let roundtrip = line("roundtrip");
+    assert!(
+        roundtrip.contains("| flat |") && roundtrip.contains("| 0.0% [0.0%, 0.0%] |") && !roundtrip.contains("withheld"),
+        "{roundtrip}"
+    );
+    assert!(
+        text.contains("above the 5% threshold") && text.contains("Withheld: truncated@"),
         "{text}"
     );
-    assert!(text.contains("above the 5% threshold"), "{text}");
+    let out = std::process::Command::new(bin)
+        .args(["table", "--json"])
+        .args(&runs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let withheld: Vec<bool> = rows.iter().map(|r| r.get("withheld").is_some()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(withheld.len(), 2, "{names:?}");
+    for (name, w) in names.iter().zip(&withheld) {
+        assert_eq!(*w, name.starts_with("truncated"), "{name}");
+    }
     let html = emrgym_engine::report::html::render(&emrgym_engine::report::Run::load(&runs[0]).unwrap());
     assert!(html.contains("harness failures") && html.contains("\"harness\":\"reply_cap\""));
     // the leaderboard withholds the same row, by the same rule

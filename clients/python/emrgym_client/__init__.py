@@ -79,10 +79,12 @@ class Instance:
     tools: list[str]
     max_steps: int
     raw: dict = field(repr=False, compare=False)
+    goal: bool = False
+    """Whether the instance's family has a goal, so that it runs in goal mode."""
 
     @classmethod
     def from_json(cls, d: dict) -> "Instance":
-        return cls(d["id"], d["family"], d.get("cohort", ""), d.get("now", ""), list(d.get("tools", [])), int(d.get("max_steps", 0)), d)
+        return cls(d["id"], d["family"], d.get("cohort", ""), d.get("now", ""), list(d.get("tools", [])), int(d.get("max_steps", 0)), d, bool(d.get("goal", False)))
 
 
 @dataclass(frozen=True)

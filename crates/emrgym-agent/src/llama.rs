@@ -38,17 +38,47 @@ pub struct ReplyTiming {
     pub decode_s: f64,
 }
 
+type ReplySender = tokio::sync::oneshot::Sender<Result<(Reply, ReplyTiming), BackendError>>;
+
 struct Job {
+    /// The conversation it continues ([`LlamaHandle::session`]).
+    session: u64,
     messages: Vec<Value>,
     tools: Value,
-    reply: tokio::sync::oneshot::Sender<Result<(Reply, ReplyTiming), BackendError>>,
+    reply: ReplySender,
+    /// Its shared prefix's tokens, once the model thread has computed them
+    /// ([`Worker::prefix_key`]): a request that waits is rendered for it only once.
+    prefix: Option<Vec<LlamaToken>>,
+}
+
+/// What the model thread is sent.
+enum Msg {
+    Job(Job),
+    /// A conversation has ended: its sequence may serve another.
+    Release(u64),
+}
+
+/// A conversation's claim on a sequence of the context; dropping the last handle that holds
+/// it releases the sequence (its KV cache stays for the longest-common-prefix reuse).
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    tx: std::sync::mpsc::Sender<Msg>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Release(self.id));
+    }
 }
 
 /// A handle to the model thread.
 #[derive(Debug, Clone)]
 pub struct LlamaHandle {
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: std::sync::mpsc::Sender<Msg>,
     timings: std::sync::Arc<std::sync::Mutex<Vec<ReplyTiming>>>,
+    sessions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    session: std::sync::Arc<Session>,
 }
 
 /// Why the in-process model could not start or a prompt could not be rendered; each names
@@ -322,7 +352,7 @@ impl LlamaHandle {
         if !cfg.model_path.exists() {
             return Err(LlamaError::NoModelFile(cfg.model_path));
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), LlamaError>>();
         std::thread::Builder::new()
             .name("llama".into())
@@ -330,9 +360,25 @@ impl LlamaHandle {
             .map_err(|e| LlamaError::Thread(e.to_string()))?;
         ready_rx.recv().map_err(|_| LlamaError::Stopped)??;
         Ok(LlamaHandle {
+            session: std::sync::Arc::new(Session { id: 0, tx: tx.clone() }),
             tx,
             timings: std::sync::Arc::default(),
+            sessions: std::sync::Arc::default(),
         })
+    }
+
+    /// A handle for one conversation (an episode): its turns are served by one sequence of
+    /// the context, which keeps the conversation's KV cache from turn to turn, until the
+    /// last clone of this handle is dropped. With `parallel` sequences, that many
+    /// conversations are decoded together.
+    pub fn session(&self) -> LlamaHandle {
+        let id = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        LlamaHandle {
+            tx: self.tx.clone(),
+            timings: self.timings.clone(),
+            sessions: self.sessions.clone(),
+            session: std::sync::Arc::new(Session { id, tx: self.tx.clone() }),
+        }
     }
 
     /// The timing of every reply so far.
@@ -345,11 +391,13 @@ impl LlamaHandle {
     pub async fn complete(&self, messages: &[Value], tools: &Value) -> Result<(Reply, ReplyTiming), BackendError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Msg::Job(Job {
+                session: self.session.id,
                 messages: messages.to_vec(),
                 tools: tools.clone(),
                 reply,
-            })
+                prefix: None,
+            }))
             .map_err(|_| BackendError::Other("the model thread has stopped".into()))?;
         let r = rx
             .await
@@ -374,7 +422,7 @@ pub fn ggml() -> Result<&'static Ggml, LlamaError> {
     .map_err(Clone::clone)
 }
 
-fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Result<(), LlamaError>>) {
+fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Msg>, ready: std::sync::mpsc::Sender<Result<(), LlamaError>>) {
     let fail = |m: LlamaError| {
         let _ = ready.send(Err(m));
     };
@@ -400,10 +448,15 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
             });
         }
     };
-    let n_ctx = NonZeroU32::new(context_size(cfg.n_ctx, model.n_ctx_train()));
+    // one sequence per conversation served at once, each with the whole context size (the
+    // KV cache is split evenly between sequences when it is not unified)
+    let parallel = cfg.parallel.max(1);
+    let n_ctx = NonZeroU32::new(context_size(cfg.n_ctx, model.n_ctx_train()).saturating_mul(parallel));
     let params = LlamaContextParams::default()
         .with_n_ctx(n_ctx)
-        .with_n_batch(512)
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_batch(N_BATCH as u32)
         .with_n_threads(cfg.threads.max(1))
         .with_n_threads_batch(cfg.threads.max(1));
     let mut ctx = match model.new_context(ggml, params) {
@@ -415,226 +468,569 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Job>, ready: std::sync
     let bos = piece(vocab.bos());
     let eos = piece(vocab.eos());
     let _ = ready.send(Ok(()));
-    let mut cached: Vec<LlamaToken> = Vec::new();
-    let mut grammar_cache: Option<(String, String)> = None;
-    let mut prefixes = PrefixCache {
-        entries: Vec::new(),
-        bytes: 0,
+    let mut w = Worker {
+        cfg: &cfg,
+        model: &model,
+        template,
+        bos,
+        eos,
+        per_seq: ctx.n_ctx() as usize / parallel as usize,
+        slots: (0..parallel)
+            .map(|_| Slot {
+                owner: None,
+                cached: Vec::new(),
+                used: 0,
+            })
+            .collect(),
         clock: 0,
+        grammar_cache: None,
+        prefixes: PrefixCache {
+            entries: Vec::new(),
+            bytes: 0,
+            clock: 0,
+        },
     };
-    while let Ok(job) = rx.recv() {
-        let result = (|| -> Result<(Reply, ReplyTiming), BackendError> {
-            let mut prompt = render(&template, &job.messages, &job.tools, &bos, &eos).map_err(|e| BackendError::Other(e.to_string()))?;
-            prompt.push_str(PREFILL);
-            let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
-            if tokens.len() + cfg.max_reply_tokens as usize > ctx.n_ctx() as usize {
-                return Err(BackendError::ContextOverflow(format!(
-                    "the prompt has {} tokens; with {} for the reply it exceeds the context of {}",
-                    tokens.len(),
-                    cfg.max_reply_tokens,
-                    ctx.n_ctx()
-                )));
+    let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let mut active: Vec<Active> = Vec::new();
+    let mut open = true;
+    loop {
+        // take what has been sent: block only when there is nothing to compute
+        let take = |m: Msg, pending: &mut std::collections::VecDeque<Job>, w: &mut Worker<'_>| match m {
+            Msg::Job(j) => pending.push_back(j),
+            Msg::Release(id) => w.release(id),
+        };
+        if active.is_empty() && pending.is_empty() {
+            if !open {
+                break;
             }
-            // the shared prefix (system prompt and tools): its tokens as they start this prompt
-            // (evaluated in batches of its own whether or not it is cached, so both settings
-            // compute an episode's first prompt alike)
-            let prefix_len = shared_prefix(&template, &job.messages, &job.tools, &bos, &eos)
-                .map(|t| common(&vocab.tokenize(t.as_bytes(), false, true), &tokens))
-                .filter(|n| *n < tokens.len())
-                .unwrap_or(0);
-            // reuse the KV cache for the common prefix with the previous prompt; an episode's
-            // first turn reuses at most the shared prefix, so it never depends on which episode
-            // ran before it (the same tokens are evaluated in the same batches in any order)
-            let first_turn = !job.messages.iter().any(|m| m["role"] == "assistant");
-            let mut keep = common(&cached, &tokens);
-            if cfg.prefix_cache && first_turn && prefix_len > 0 {
-                keep = keep.min(prefix_len);
+            match rx.recv() {
+                Ok(m) => take(m, &mut pending, &mut w),
+                Err(_) => break,
             }
-            if keep == tokens.len() {
-                keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
-            }
-            let mut restored = 0;
-            if cfg.prefix_cache
-                && prefix_len > keep
-                && let Some(state) = prefixes.get(&tokens[..prefix_len])
-            {
-                let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
-                match ctx.state_seq_set(state, 0) {
-                    Ok(()) => {
-                        restored = prefix_len;
-                        keep = prefix_len;
-                    }
-                    Err(e) => {
-                        tracing::warn!("restoring a cached prompt prefix failed ({e}); evaluating it");
-                        let _ = ctx.clear_kv_cache_seq(Some(0), None, None);
-                        keep = 0;
-                    }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut pending, &mut w),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
-                cached = tokens[..keep].to_vec();
-            } else {
-                let _ = ctx.clear_kv_cache_seq(Some(0), Some(keep as u32), None);
-                cached.truncate(keep);
             }
-            let t0 = Instant::now();
-            let n_batch = 512usize;
-            let mut pos = keep;
-            let want_snapshot = cfg.prefix_cache && prefix_len > 0 && !prefixes.contains(&tokens[..prefix_len]);
-            // the prefix is evaluated on its own (batches end at its last token), then snapshotted
-            let mut snapshot = |ctx: &llama_cpp_2::context::LlamaContext<'_>, pos: usize| {
-                if want_snapshot && pos == prefix_len {
-                    match ctx.state_seq_get(0, llama_cpp_2::context::session::LlamaStateSeqFlags::empty()) {
-                        Ok(state) => prefixes.insert(tokens[..prefix_len].to_vec(), state),
-                        Err(e) => tracing::warn!("saving the prompt prefix's state failed: {e}"),
-                    }
-                }
+        }
+        // admit waiting requests, in the order they came, while a sequence is free for them
+        let mut i = 0;
+        while i < pending.len() {
+            let busy: Vec<usize> = active.iter().map(|a| a.slot).collect();
+            let session = pending[i].session;
+            if active.iter().any(|a| a.session == session) {
+                i += 1; // one reply per conversation at a time
+                continue;
+            }
+            let key = w.prefix_key(&mut pending[i]);
+            // a request whose shared prefix another sequence is evaluating now waits until its
+            // state is saved, and then restores it instead of evaluating it again
+            if cfg.prefix_cache && !key.is_empty() && active.iter().any(|a| a.want_snapshot && a.prefix_key[..] == *key) {
+                i += 1;
+                continue;
+            }
+            let Some(slot) = w.slot_for(session, key, &busy) else {
+                i += 1;
+                continue;
             };
-            snapshot(&ctx, pos);
-            while pos < tokens.len() {
-                let stop = if pos < prefix_len { prefix_len } else { tokens.len() };
-                let end = (pos + n_batch).min(stop);
-                let mut batch = LlamaBatch::new(end - pos, 1);
-                for (i, t) in tokens[pos..end].iter().enumerate() {
-                    let p = pos + i;
-                    batch
-                        .add(*t, p as i32, &[0], p + 1 == tokens.len())
-                        .map_err(|e| BackendError::Other(e.to_string()))?;
+            let Some(job) = pending.remove(i) else { break };
+            match w.start(&mut ctx, job, slot) {
+                Ok(a) => active.push(a),
+                Err((reply, e)) => {
+                    let _ = reply.send(Err(e));
                 }
-                ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
-                cached.extend_from_slice(&tokens[pos..end]);
-                pos = end;
-                snapshot(&ctx, pos);
             }
-            let prefill_s = t0.elapsed().as_secs_f64();
-            let prefilled = tokens.len() - keep;
-            // sampler: grammar over the tool calls, then greedy or temperature
-            let mut grammar = None;
-            if cfg.grammar {
-                let schema = tool_call_schema(&job.tools).to_string();
-                let gbnf = match &grammar_cache {
-                    Some((s, g)) if *s == schema => g.clone(),
-                    _ => {
-                        let g = llama_cpp_2::json_schema_to_grammar(&schema)
-                            .map_err(|e| BackendError::Other(format!("grammar from the tool schemas: {e}")))?;
-                        grammar_cache = Some((schema, g.clone()));
-                        g
+        }
+        if active.is_empty() {
+            continue;
+        }
+        // one batch: the next token of every reply being generated, then prompt chunks
+        let mut batch = LlamaBatch::new(N_BATCH, parallel as i32);
+        let mut budget = N_BATCH;
+        let mut added: Vec<Option<Step>> = Vec::with_capacity(active.len());
+        let mut failed: Option<String> = None;
+        for a in &mut active {
+            let step = match a.next {
+                Some((tok, logits)) if a.pos == a.tokens.len() => {
+                    let p = w.slots[a.slot].cached.len();
+                    if let Err(e) = batch.add(tok, p as i32, &[a.slot as i32], logits) {
+                        failed = Some(e.to_string());
                     }
-                };
-                grammar = Some(LlamaSampler::grammar(&model, &gbnf, "root").map_err(|e| BackendError::Other(format!("grammar: {e}")))?);
-            }
-            let greedy = cfg.temperature <= 0.0;
-            let mut sampler = if greedy {
-                None
-            } else {
-                let mut chain = Vec::new();
-                if let Some(g) = grammar.take() {
-                    chain.push(g);
+                    budget = budget.saturating_sub(1);
+                    a.logits_at = logits.then(|| batch.n_tokens() - 1);
+                    Some(Step::Token(tok))
                 }
-                chain.push(LlamaSampler::temp(cfg.temperature));
-                chain.push(LlamaSampler::dist(cfg.seed));
-                Some(LlamaSampler::chain_simple(chain))
+                _ => None,
             };
-            let t1 = Instant::now();
-            let mut out = String::new();
-            let mut generated = 0usize;
-            let mut finish = "length";
-            for n in tokens.len()..tokens.len() + cfg.max_reply_tokens as usize {
-                let tok = match sampler.as_mut() {
-                    // llama_sampler_sample applies the chain and accepts the token (the grammar advances)
-                    Some(s) => s.sample(&ctx, -1),
-                    None => {
-                        // greedy: take the best token if the grammar allows it, and only otherwise
-                        // mask the whole vocabulary with the grammar (what llama.cpp's server does)
-                        let logits = ctx.get_logits_ith(-1);
-                        let best = logits
-                            .iter()
-                            .enumerate()
-                            .fold((0usize, f32::NEG_INFINITY), |acc, (i, l)| if *l > acc.1 { (i, *l) } else { acc });
-                        let mut tok = LlamaToken(best.0 as i32);
-                        if let Some(g) = grammar.as_mut() {
-                            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, best.1, 0.0)], false);
-                            g.apply(&mut one);
-                            if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
-                                let mut all = LlamaTokenDataArray::from_iter(
-                                    logits
-                                        .iter()
-                                        .enumerate()
-                                        .map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)),
-                                    false,
-                                );
-                                g.apply(&mut all);
-                                tok = all
-                                    .data
-                                    .iter()
-                                    .filter(|d| d.logit().is_finite())
-                                    .max_by(|a, b| a.logit().total_cmp(&b.logit()))
-                                    .map(|d| d.id())
-                                    .unwrap_or(vocab.eos());
-                            }
-                            g.accept(tok);
+            added.push(step);
+        }
+        for (a, step) in active.iter_mut().zip(added.iter_mut()) {
+            if step.is_some() || a.pos >= a.tokens.len() || budget == 0 {
+                continue;
+            }
+            // the shared prefix is evaluated on its own (chunks end at its last token), so
+            // that its state can be saved and every episode evaluates its prompt alike
+            let stop = if a.pos < a.prefix_len { a.prefix_len } else { a.tokens.len() };
+            let end = (a.pos + budget).min(stop);
+            for p in a.pos..end {
+                if let Err(e) = batch.add(a.tokens[p], p as i32, &[a.slot as i32], p + 1 == a.tokens.len()) {
+                    failed = Some(e.to_string());
+                }
+            }
+            budget -= end - a.pos;
+            a.logits_at = (end == a.tokens.len()).then(|| batch.n_tokens() - 1);
+            *step = Some(Step::Prompt(end));
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => ctx.decode(&mut batch).map_err(|e| format!("decode: {e}")),
+        };
+        if let Err(e) = result {
+            // every reply in the batch fails; their sequences are cleared (the next turn
+            // evaluates the whole prompt again)
+            let mut kept = Vec::new();
+            for (a, step) in active.drain(..).zip(added) {
+                if step.is_some() {
+                    let _ = ctx.clear_kv_cache_seq(Some(a.slot as u32), None, None);
+                    w.slots[a.slot].cached.clear();
+                    if let Some(r) = a.reply {
+                        let _ = r.send(Err(BackendError::Other(e.clone())));
+                    }
+                } else {
+                    kept.push(a);
+                }
+            }
+            active = kept;
+            continue;
+        }
+        let mut still = Vec::with_capacity(active.len());
+        for (mut a, step) in active.drain(..).zip(added) {
+            let done = match step {
+                None => false,
+                Some(Step::Prompt(end)) => {
+                    w.slots[a.slot].cached.extend_from_slice(&a.tokens[a.pos..end]);
+                    a.pos = end;
+                    if a.want_snapshot && a.pos == a.prefix_len {
+                        w.snapshot(&ctx, &a);
+                        a.want_snapshot = false;
+                    }
+                    if a.pos == a.tokens.len() {
+                        a.prefill_s = a.t0.elapsed().as_secs_f64();
+                        a.t1 = Instant::now();
+                        if a.generated >= cfg.max_reply_tokens as usize {
+                            true // no reply tokens allowed: "length"
+                        } else {
+                            w.sample(&ctx, &mut a)
                         }
-                        tok
+                    } else {
+                        false
                     }
-                };
-                if vocab.is_eog(tok) {
-                    finish = "stop";
-                    break;
                 }
-                generated += 1;
-                out.push_str(&piece(tok));
-                if cfg.grammar && out.trim_end().ends_with('}') && serde_json::from_str::<Value>(out.trim()).is_ok() {
-                    finish = "tool_calls";
-                    // keep the token in the cache so the next turn can reuse it
-                    let mut batch = LlamaBatch::new(1, 1);
-                    batch
-                        .add(tok, n as i32, &[0], false)
-                        .map_err(|e| BackendError::Other(e.to_string()))?;
-                    ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
-                    cached.push(tok);
-                    break;
+                Some(Step::Token(tok)) => {
+                    w.slots[a.slot].cached.push(tok);
+                    a.next = None;
+                    if a.last {
+                        true
+                    } else if !cfg.grammar && a.out.contains("</tool_call>") {
+                        a.finish = "tool_calls";
+                        true
+                    } else if a.generated >= cfg.max_reply_tokens as usize {
+                        true
+                    } else {
+                        w.sample(&ctx, &mut a)
+                    }
                 }
-                let mut batch = LlamaBatch::new(1, 1);
-                batch
-                    .add(tok, n as i32, &[0], true)
-                    .map_err(|e| BackendError::Other(e.to_string()))?;
-                ctx.decode(&mut batch).map_err(|e| BackendError::Other(format!("decode: {e}")))?;
-                cached.push(tok);
-                if !cfg.grammar && out.contains("</tool_call>") {
-                    finish = "tool_calls";
-                    break;
+            };
+            if done {
+                if let Some(r) = a.reply.take() {
+                    let _ = r.send(Ok(finished(a.body(), a.finish, a.timing())));
+                }
+            } else {
+                still.push(a);
+            }
+        }
+        active = still;
+    }
+}
+
+/// Tokens per decode call (the context's `n_batch`): prompt chunks and the next token of
+/// every reply being generated share it.
+const N_BATCH: usize = 512;
+
+/// What a reply put into the batch just decoded.
+enum Step {
+    /// Its prompt up to (excluding) this index.
+    Prompt(usize),
+    /// The token it sampled last.
+    Token(LlamaToken),
+}
+
+/// One sequence of the context: the conversation that holds it and the tokens its KV cache
+/// holds (positions 0..).
+struct Slot {
+    owner: Option<u64>,
+    cached: Vec<LlamaToken>,
+    used: u64,
+}
+
+/// A reply being computed on a sequence.
+struct Active {
+    slot: usize,
+    session: u64,
+    /// Where the reply goes (set when the request is admitted).
+    reply: Option<ReplySender>,
+    tokens: Vec<LlamaToken>,
+    /// The next prompt token to evaluate.
+    pos: usize,
+    prefix_len: usize,
+    /// The shared prefix as tokenized on its own ([`Worker::prefix_key`]).
+    prefix_key: Vec<LlamaToken>,
+    /// Its state is to be saved when the prompt reaches `prefix_len`.
+    want_snapshot: bool,
+    keep: usize,
+    restored: usize,
+    grammar: Option<LlamaSampler>,
+    sampler: Option<LlamaSampler>,
+    out: String,
+    generated: usize,
+    finish: &'static str,
+    /// A sampled token not yet in the KV cache, and whether its logits are needed.
+    next: Option<(LlamaToken, bool)>,
+    /// The sampled token completed the call: once it is in the cache the reply is done.
+    last: bool,
+    /// Where this reply's logits are in the batch just decoded.
+    logits_at: Option<i32>,
+    t0: Instant,
+    prefill_s: f64,
+    t1: Instant,
+}
+
+impl Active {
+    fn body(&self) -> String {
+        self.out.split("</tool_call>").next().unwrap_or("").trim().to_string()
+    }
+
+    fn timing(&self) -> ReplyTiming {
+        ReplyTiming {
+            prefilled: self.tokens.len() - self.keep,
+            restored: self.restored,
+            prompt: self.tokens.len(),
+            generated: self.generated,
+            prefill_s: self.prefill_s,
+            decode_s: self.t1.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The reply for a finished generation: the call parsed from its text.
+fn finished(body: String, finish: &str, timing: ReplyTiming) -> (Reply, ReplyTiming) {
+    let (name, args) = match serde_json::from_str::<Value>(&body)
+        .ok()
+        .or_else(|| super::model::undouble_braces(&body))
+    {
+        Some(v) => (
+            v["name"].as_str().unwrap_or_default().to_string(),
+            v.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
+        ),
+        None => (String::new(), body),
+    };
+    (
+        Reply {
+            text: None,
+            tool_calls: vec![("call_1".into(), name, args)],
+            prompt_tokens: timing.prefilled as u64,
+            completion_tokens: timing.generated as u64,
+            finish_reason: Some(finish.into()),
+        },
+        timing,
+    )
+}
+
+/// The model thread's state besides the context.
+struct Worker<'m> {
+    cfg: &'m LlamaConfig,
+    model: &'m LlamaModel,
+    template: String,
+    bos: String,
+    eos: String,
+    /// Tokens one sequence may hold.
+    per_seq: usize,
+    slots: Vec<Slot>,
+    clock: u64,
+    grammar_cache: Option<(String, String)>,
+    prefixes: PrefixCache,
+}
+
+impl Worker<'_> {
+    /// The tokens of a request's shared prefix (system prompt and tools) on their own; empty
+    /// when it has none.
+    fn prefix_tokens(&self, messages: &[Value], tools: &Value) -> Vec<LlamaToken> {
+        shared_prefix(&self.template, messages, tools, &self.bos, &self.eos)
+            .map(|t| self.model.vocab().tokenize(t.as_bytes(), false, true))
+            .unwrap_or_default()
+    }
+
+    /// A request's shared-prefix tokens, computed once and kept with it.
+    fn prefix_key<'j>(&self, job: &'j mut Job) -> &'j [LlamaToken] {
+        if job.prefix.is_none() {
+            job.prefix = Some(self.prefix_tokens(&job.messages, &job.tools));
+        }
+        job.prefix.as_deref().unwrap_or_default()
+    }
+
+    fn release(&mut self, session: u64) {
+        for s in &mut self.slots {
+            if s.owner == Some(session) {
+                s.owner = None;
+            }
+        }
+    }
+
+    /// The sequence a request is served on: its conversation's own; else a free one (the
+    /// one whose cache shares the longest start with the request's shared prefix `start`,
+    /// first by index); else the least recently used one no reply is being computed on.
+    /// None while every sequence is busy.
+    fn slot_for(&self, session: u64, start: &[LlamaToken], busy: &[usize]) -> Option<usize> {
+        if let Some(i) = self.slots.iter().position(|s| s.owner == Some(session)) {
+            return (!busy.contains(&i)).then_some(i);
+        }
+        let idle = |i: &usize| !busy.contains(i);
+        let free: Vec<usize> = (0..self.slots.len())
+            .filter(idle)
+            .filter(|i| self.slots[*i].owner.is_none())
+            .collect();
+        if free.len() > 1 {
+            return free
+                .iter()
+                .copied()
+                .max_by_key(|i| (common(&self.slots[*i].cached, start), std::cmp::Reverse(*i)));
+        }
+        if let Some(i) = free.first() {
+            return Some(*i);
+        }
+        (0..self.slots.len()).filter(idle).min_by_key(|i| self.slots[*i].used)
+    }
+
+    /// Render and tokenize a request on its sequence, reuse what the sequence's cache (or
+    /// the shared-prefix cache) holds, and set up its sampler.
+    fn start(
+        &mut self,
+        ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+        job: Job,
+        slot: usize,
+    ) -> Result<Active, (ReplySender, BackendError)> {
+        let Job {
+            session,
+            messages,
+            tools,
+            reply,
+            prefix,
+        } = job;
+        let prefix = prefix.unwrap_or_else(|| self.prefix_tokens(&messages, &tools));
+        match self.prepare(ctx, &messages, &tools, prefix, slot) {
+            Ok(mut a) => {
+                self.clock += 1;
+                let s = &mut self.slots[slot];
+                s.owner = Some(session);
+                s.used = self.clock;
+                a.session = session;
+                a.reply = Some(reply);
+                Ok(a)
+            }
+            Err(e) => Err((reply, e)),
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+        messages: &[Value],
+        tools: &Value,
+        prefix_key: Vec<LlamaToken>,
+        slot: usize,
+    ) -> Result<Active, BackendError> {
+        let cfg = self.cfg;
+        let vocab = self.model.vocab();
+        let mut prompt = render(&self.template, messages, tools, &self.bos, &self.eos).map_err(|e| BackendError::Other(e.to_string()))?;
+        prompt.push_str(PREFILL);
+        let tokens = vocab.tokenize(prompt.as_bytes(), false, true);
+        if tokens.len() + cfg.max_reply_tokens as usize > self.per_seq {
+            return Err(BackendError::ContextOverflow(format!(
+                "the prompt has {} tokens; with {} for the reply it exceeds the context of {}",
+                tokens.len(),
+                cfg.max_reply_tokens,
+                self.per_seq
+            )));
+        }
+        // the shared prefix (system prompt and tools): its tokens as they start this prompt
+        // (evaluated in batches of its own whether or not it is cached, so both settings
+        // compute an episode's first prompt alike)
+        let prefix_len = Some(common(&prefix_key, &tokens)).filter(|n| *n < tokens.len()).unwrap_or(0);
+        // reuse the KV cache for the common prefix with the sequence's previous prompt; an
+        // episode's first turn reuses at most the shared prefix, so it never depends on which
+        // episode ran before it (the same tokens are evaluated in the same batches in any order)
+        let first_turn = !messages.iter().any(|m| m["role"] == "assistant");
+        let seq = slot as i32;
+        let cached = &mut self.slots[slot].cached;
+        let mut keep = common(cached, &tokens);
+        if cfg.prefix_cache && first_turn && prefix_len > 0 {
+            keep = keep.min(prefix_len);
+        }
+        if keep == tokens.len() {
+            keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
+        }
+        let mut restored = 0;
+        if cfg.prefix_cache
+            && prefix_len > keep
+            && let Some(state) = self.prefixes.get(&tokens[..prefix_len])
+        {
+            let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            match ctx.state_seq_set(state, seq) {
+                Ok(()) => {
+                    restored = prefix_len;
+                    keep = prefix_len;
+                }
+                Err(e) => {
+                    tracing::warn!("restoring a cached prompt prefix failed ({e}); evaluating it");
+                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    keep = 0;
                 }
             }
-            let decode_s = t1.elapsed().as_secs_f64();
-            let body = out.split("</tool_call>").next().unwrap_or("").trim().to_string();
-            let (name, args) = match serde_json::from_str::<Value>(&body)
-                .ok()
-                .or_else(|| super::model::undouble_braces(&body))
-                .ok_or(())
-            {
-                Ok(v) => (
-                    v["name"].as_str().unwrap_or_default().to_string(),
-                    v.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into()),
-                ),
-                Err(_) => (String::new(), body.clone()),
+            *cached = tokens[..keep].to_vec();
+        } else {
+            let _ = ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None);
+            cached.truncate(keep);
+        }
+        // (only a prompt evaluated from at most the prefix's end reaches it, and is saved there)
+        let want_snapshot = cfg.prefix_cache && prefix_len > 0 && keep <= prefix_len && !self.prefixes.contains(&tokens[..prefix_len]);
+        // sampler: grammar over the tool calls, then greedy or temperature
+        let mut grammar = None;
+        if cfg.grammar {
+            let schema = tool_call_schema(tools).to_string();
+            let gbnf = match &self.grammar_cache {
+                Some((s, g)) if *s == schema => g.clone(),
+                _ => {
+                    let g = llama_cpp_2::json_schema_to_grammar(&schema)
+                        .map_err(|e| BackendError::Other(format!("grammar from the tool schemas: {e}")))?;
+                    self.grammar_cache = Some((schema, g.clone()));
+                    g
+                }
             };
-            Ok((
-                Reply {
-                    text: None,
-                    tool_calls: vec![("call_1".into(), name, args)],
-                    prompt_tokens: prefilled as u64,
-                    completion_tokens: generated as u64,
-                    finish_reason: Some(finish.into()),
-                },
-                ReplyTiming {
-                    prefilled,
-                    restored,
-                    prompt: tokens.len(),
-                    generated,
-                    prefill_s,
-                    decode_s,
-                },
-            ))
-        })();
-        let _ = job.reply.send(result);
+            grammar = Some(LlamaSampler::grammar(self.model, &gbnf, "root").map_err(|e| BackendError::Other(format!("grammar: {e}")))?);
+        }
+        let sampler = if cfg.temperature <= 0.0 {
+            None
+        } else {
+            let mut chain = Vec::new();
+            if let Some(g) = grammar.take() {
+                chain.push(g);
+            }
+            chain.push(LlamaSampler::temp(cfg.temperature));
+            chain.push(LlamaSampler::dist(cfg.seed));
+            Some(LlamaSampler::chain_simple(chain))
+        };
+        let now = Instant::now();
+        let mut a = Active {
+            slot,
+            session: 0,
+            reply: None,
+            pos: keep,
+            prefix_len,
+            prefix_key,
+            want_snapshot,
+            keep,
+            restored,
+            grammar,
+            sampler,
+            out: String::new(),
+            generated: 0,
+            finish: "length",
+            next: None,
+            last: false,
+            logits_at: None,
+            t0: now,
+            prefill_s: 0.0,
+            t1: now,
+            tokens,
+        };
+        if a.want_snapshot && a.pos == a.prefix_len {
+            self.snapshot(ctx, &a);
+            a.want_snapshot = false;
+        }
+        Ok(a)
+    }
+
+    /// Save the KV state of a sequence that holds exactly a shared prefix.
+    fn snapshot(&mut self, ctx: &llama_cpp_2::context::LlamaContext<'_>, a: &Active) {
+        match ctx.state_seq_get(a.slot as i32, llama_cpp_2::context::session::LlamaStateSeqFlags::empty()) {
+            Ok(state) => self.prefixes.insert(a.tokens[..a.prefix_len].to_vec(), state),
+            Err(e) => tracing::warn!("saving the prompt prefix's state failed: {e}"),
+        }
+    }
+
+    /// Sample a reply's next token from its logits in the batch just decoded; true when the
+    /// reply is done (an end-of-generation token), else the token waits to be decoded.
+    fn sample(&self, ctx: &llama_cpp_2::context::LlamaContext<'_>, a: &mut Active) -> bool {
+        let vocab = self.model.vocab();
+        let idx = a.logits_at.unwrap_or(-1);
+        let tok = match a.sampler.as_mut() {
+            // llama_sampler_sample applies the chain and accepts the token (the grammar advances)
+            Some(s) => s.sample(ctx, idx),
+            None => {
+                // greedy: take the best token if the grammar allows it, and only otherwise
+                // mask the whole vocabulary with the grammar (what llama.cpp's server does)
+                let logits = ctx.get_logits_ith(idx);
+                let best = logits
+                    .iter()
+                    .enumerate()
+                    .fold((0usize, f32::NEG_INFINITY), |acc, (i, l)| if *l > acc.1 { (i, *l) } else { acc });
+                let mut tok = LlamaToken(best.0 as i32);
+                if let Some(g) = a.grammar.as_mut() {
+                    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, best.1, 0.0)], false);
+                    g.apply(&mut one);
+                    if !one.data.first().is_some_and(|d| d.logit().is_finite()) {
+                        let mut all = LlamaTokenDataArray::from_iter(
+                            logits
+                                .iter()
+                                .enumerate()
+                                .map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)),
+                            false,
+                        );
+                        g.apply(&mut all);
+                        tok = all
+                            .data
+                            .iter()
+                            .filter(|d| d.logit().is_finite())
+                            .max_by(|a, b| a.logit().total_cmp(&b.logit()))
+                            .map(|d| d.id())
+                            .unwrap_or(vocab.eos());
+                    }
+                    g.accept(tok);
+                }
+                tok
+            }
+        };
+        if vocab.is_eog(tok) {
+            a.finish = "stop";
+            return true;
+        }
+        a.generated += 1;
+        a.out.push_str(&String::from_utf8_lossy(&vocab.token_to_piece(tok, true, None)));
+        if self.cfg.grammar && a.out.trim_end().ends_with('}') && serde_json::from_str::<Value>(a.out.trim()).is_ok() {
+            // the call is complete: the token still goes into the cache (no logits needed), so
+            // the next turn can reuse it
+            a.finish = "tool_calls";
+            a.last = true;
+            a.next = Some((tok, false));
+        } else {
+            a.next = Some((tok, true));
+        }
+        false
     }
 }
 

@@ -579,7 +579,10 @@ async fn scenarios(State(api): State<Arc<EpisodeApi>>, role: Option<Extension<Ro
         .instances
         .iter()
         .filter(|i| own.as_ref().is_none_or(|o| *o == i.id))
-        .map(|i| json!({"id": i.id, "family": i.family, "cohort": i.cohort, "now": i.now, "tools": i.tools, "max_steps": i.max_steps}))
+        .map(|i| {
+            json!({"id": i.id, "family": i.family, "cohort": i.cohort, "now": i.now, "tools": i.tools, "max_steps": i.max_steps,
+                   "goal": i.goal.is_some()})
+        })
         .collect();
     json_response(200, &json!({"count": items.len(), "instances": items}))
 }

@@ -13,7 +13,7 @@
 
 use crate::run::{AgentKind, RunConfig};
 use crate::rundir::{Manifest, ResultLine, ScenarioHash};
-use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, round4};
+use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, round4, wire_name};
 use anyhow::bail;
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use serde::Serialize;
@@ -71,7 +71,7 @@ pub struct Row {
     /// Scored episodes that failed at a harness limit (counted as failures).
     pub harness_failures: usize,
     /// Why the row is withheld from the table (its rates are not shown): its harness-failure
-    /// rate is above [`MAX_HARNESS_FAILURE_RATE`], or nothing was scored; as `emrgym table`.
+    /// rate is above [`MAX_HARNESS_FAILURE_RATE`], or nothing was scored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub withheld: Option<String>,
     /// Success over scored episodes (none without one).
@@ -117,6 +117,9 @@ pub struct Paired {
     pub success: Option<PairedMetric>,
     /// Per-instance mean progress.
     pub progress: Option<PairedMetric>,
+    /// Why the comparison is not shown: one of its two rows is withheld ([`Row::withheld`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 /// Success at one chain length.
@@ -159,6 +162,9 @@ pub struct Horizon {
     pub below_half_at: Option<u32>,
     /// The longest chain run.
     pub longest: u32,
+    /// Why the view is not shown: its row is withheld ([`Row::withheld`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 /// The leaderboard.
@@ -209,10 +215,7 @@ pub fn nodes(r: &ResultLine) -> Vec<NodeView> {
 /// the host of its base URL, `gpt-4o-mini@api.openai.com`; a GGUF's file name), else the
 /// agent's name (`oracle`, `null`, `external`).
 pub fn model_label(cfg: &RunConfig) -> String {
-    let agent = serde_json::to_value(cfg.agent)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let agent = wire_name(cfg.agent);
     if cfg.agent != AgentKind::Model {
         return agent;
     }
@@ -233,13 +236,6 @@ pub fn model_label(cfg: &RunConfig) -> String {
             .map_or_else(|| p.to_string(), |f| f.to_string_lossy().into_owned());
     }
     agent
-}
-
-fn mode_name(cfg: &RunConfig) -> String {
-    serde_json::to_value(cfg.mode)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// The order modes are compared in: the earlier one is the baseline (`guided - flat`,
@@ -304,11 +300,8 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
     let mut groups: BTreeMap<(String, (usize, String)), Group> = BTreeMap::new();
     for dir in dirs {
         let run = load_run(dir)?;
-        let (model, mode) = (model_label(&run.cfg), mode_name(&run.cfg));
-        let agent = serde_json::to_value(run.cfg.agent)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let (model, mode) = (model_label(&run.cfg), wire_name(run.cfg.mode));
+        let agent = wire_name(run.cfg.agent);
         let g = groups.entry((model.clone(), mode_rank(&mode))).or_insert_with(|| Group {
             model: model.clone(),
             agent,
@@ -355,7 +348,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
     let mut horizon = Vec::new();
     for g in groups.values() {
         let (row, inst) = make_row(g);
-        horizon.extend(horizon_views(g, row.seed));
+        horizon.extend(horizon_views(g, &row));
         rows.push(row);
         per_instance.push(inst);
     }
@@ -489,7 +482,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
 }
 
 /// Why a row of `scored` episodes, `harness` of them harness failures, may not be published
-/// (the rule of `emrgym table`: docs/agent.md, "Harness failures"); none when it may.
+/// (docs/agent.md, "Harness failures"); none when it may.
 pub fn withheld(harness: usize, scored: usize) -> Option<String> {
     if scored == 0 {
         Some("no scored episode".into())
@@ -531,6 +524,10 @@ fn pair(a: &Row, ia: &BTreeMap<String, Means>, b: &Row, ib: &BTreeMap<String, Me
         pairs: common.len(),
         success: metric(|v| v.0),
         progress: metric(|v| v.1),
+        withheld: [a, b]
+            .iter()
+            .find(|r| r.withheld.is_some())
+            .map(|r| format!("{} ({}) is withheld", r.model, r.mode)),
     }
 }
 
@@ -579,7 +576,8 @@ fn chain(family: &str) -> Option<(&str, u32)> {
 /// (step i is the i-th top-level node of the grade in tree order, for chains of length at
 /// least i; the node after the N steps, the answer, is not a step), and the shortest length
 /// whose success is below 50%.
-fn horizon_views(g: &Group, seed: u64) -> Vec<Horizon> {
+fn horizon_views(g: &Group, row: &Row) -> Vec<Horizon> {
+    let seed = row.seed;
     // base -> length -> (success per episode); base -> step -> (passed, seen)
     let mut lengths: BTreeMap<String, BTreeMap<u32, Vec<f64>>> = BTreeMap::new();
     let mut steps: BTreeMap<String, BTreeMap<u32, (usize, usize)>> = BTreeMap::new();
@@ -641,6 +639,7 @@ fn horizon_views(g: &Group, seed: u64) -> Vec<Horizon> {
                 steps,
                 below_half_at,
                 longest,
+                withheld: row.withheld.clone(),
             }
         })
         .collect()
@@ -656,6 +655,9 @@ struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
+
+/// What a table shows in place of a withheld row's figures.
+const WITHHELD: &str = "withheld";
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
@@ -695,8 +697,11 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
         title: "Leaderboard".into(),
         note: format!(
             "Success, progress and node accuracy over scored episodes (infrastructure failures are not scored and are counted apart; \
-             harness failures are scored as failures). Percentile bootstrap 95% intervals, {} resamples, seeded from the runs.{}",
+             harness failures are scored as failures). Percentile bootstrap 95% intervals, {} resamples, seeded from the runs. \
+             A harness failure is a scored episode that failed at a limit of the harness (reply cap, context, wall time, a user's cap; \
+             docs/agent.md); a row with more than {:.0}% of them, or with nothing scored, is withheld.{}",
             lb.resamples,
+            MAX_HARNESS_FAILURE_RATE * 100.0,
             lb.rows
                 .iter()
                 .filter_map(|r| r.withheld.as_ref().map(|w| format!(" Withheld: {} ({}): {w}.", r.model, r.mode)))
@@ -717,7 +722,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                     },
                 ];
                 if r.withheld.is_some() {
-                    cells.extend(std::iter::repeat_n("withheld".to_string(), 3 + max_k));
+                    cells.extend(std::iter::repeat_n(WITHHELD.to_string(), 3 + max_k));
                 } else {
                     cells.extend([with_ci(&r.success), with_ci(&r.progress), with_ci(&r.node_accuracy)]);
                     for k in 1..=max_k {
@@ -735,17 +740,19 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
         headers.extend(lb.rows.iter().map(|r| format!("{} ({})", r.model, r.mode)));
         out.push(Table {
             title: "Success per family".into(),
-            note: "Success over the family's scored episodes (episodes in parentheses); - where the row did not run the family.".into(),
+            note: "Success over the family's scored episodes (episodes in parentheses); - where the row did not run the family; \
+                   withheld where the row is."
+                .into(),
             headers,
             rows: lb
                 .families
                 .iter()
                 .map(|f| {
                     let mut cells = vec![f.clone()];
-                    cells.extend(lb.rows.iter().map(|r| {
-                        r.families
-                            .get(f)
-                            .map_or("-".into(), |x| format!("{} ({})", pct(x.success.mean), x.episodes))
+                    cells.extend(lb.rows.iter().map(|r| match (r.families.get(f), &r.withheld) {
+                        (None, _) => "-".into(),
+                        (Some(_), Some(_)) => WITHHELD.into(),
+                        (Some(x), None) => format!("{} ({})", pct(x.success.mean), x.episodes),
                     }));
                     cells
                 })
@@ -772,7 +779,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
             title: "Paired differences between modes".into(),
             note: "Per instance both modes ran: the mode's success rate (over its trials) minus the baseline's, in percentage points, \
                    with a paired bootstrap 95% interval over instances; better/worse/tied instances; exact two-sided sign test over \
-                   the discordant instances. The same for mean progress."
+                   the discordant instances. The same for mean progress. Withheld where either row is."
                 .into(),
             headers: [
                 "model",
@@ -792,8 +799,12 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 .iter()
                 .map(|p| {
                     let mut cells = vec![p.model.clone(), format!("{} − {}", p.b, p.a), p.pairs.to_string()];
-                    cells.extend(metric(&p.success));
-                    cells.extend(metric(&p.progress));
+                    if p.withheld.is_some() {
+                        cells.extend(std::iter::repeat_n(WITHHELD.to_string(), 6));
+                    } else {
+                        cells.extend(metric(&p.success));
+                        cells.extend(metric(&p.progress));
+                    }
                     cells
                 })
                 .collect(),
@@ -816,6 +827,10 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 .iter()
                 .map(|h| {
                     let mut cells = vec![h.model.clone(), h.mode.clone()];
+                    if h.withheld.is_some() {
+                        cells.extend(std::iter::repeat_n(WITHHELD.to_string(), lens.len() + 1));
+                        return cells;
+                    }
                     cells.extend(lens.iter().map(|n| {
                         h.lengths
                             .iter()
@@ -844,6 +859,10 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                     .iter()
                     .map(|h| {
                         let mut cells = vec![h.model.clone(), h.mode.clone()];
+                        if h.withheld.is_some() {
+                            cells.extend(std::iter::repeat_n(WITHHELD.to_string(), max_step as usize));
+                            return cells;
+                        }
                         cells.extend((1..=max_step).map(|i| {
                             h.steps
                                 .iter()
@@ -901,8 +920,17 @@ fn md_cell(s: &str) -> String {
 
 /// The leaderboard as Markdown: one section per table, each with its note.
 pub fn markdown(lb: &Leaderboard) -> String {
+    markdown_of(&tables(lb))
+}
+
+/// The first table only (one row per model and mode, with its note): `emrgym table`.
+pub fn main_table_markdown(lb: &Leaderboard) -> String {
+    markdown_of(&tables(lb)[..1])
+}
+
+fn markdown_of(tables: &[Table]) -> String {
     let mut out = String::new();
-    for t in tables(lb) {
+    for t in tables {
         let _ = writeln!(out, "### {}\n\n{}\n", t.title, t.note);
         let _ = writeln!(out, "| {} |", t.headers.iter().map(|h| md_cell(h)).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(
@@ -1052,7 +1080,11 @@ pub fn html(lb: &Leaderboard) -> String {
     }
     let bases: BTreeSet<&str> = lb.horizon.iter().map(|h| h.base.as_str()).collect();
     for base in bases {
-        let hs: Vec<&Horizon> = lb.horizon.iter().filter(|h| h.base == base).collect();
+        // a withheld row draws no curve (its table cells say why)
+        let hs: Vec<&Horizon> = lb.horizon.iter().filter(|h| h.base == base && h.withheld.is_none()).collect();
+        if hs.is_empty() {
+            continue;
+        }
         let _ = writeln!(out, "<h2>Horizon curves: {}</h2>", esc(base));
         let lens: Vec<u32> = hs
             .iter()
@@ -1138,6 +1170,99 @@ mod tests {
         assert_eq!(super::withheld(cap, 44), None, "at the threshold it is published");
         let w = super::withheld(cap + 1, 44).unwrap();
         assert!(w.contains(&format!("({} of 44)", cap + 1)) && w.contains("threshold"), "{w}");
+    }
+
+    fn row(mode: &str, withheld: Option<&str>) -> Row {
+        let e = Estimate {
+            mean: 0.5,
+            ci95: [0.25, 0.75],
+            n: 4,
+        };
+        Row {
+            model: "m".into(),
+            agent: "model".into(),
+            mode: mode.into(),
+            runs: vec![format!("results/m-{mode}")],
+            seed: 0,
+            trials: 1,
+            instances: 4,
+            episodes: 4,
+            scored: 4,
+            infrastructure_failures: 0,
+            harness_failures: if withheld.is_some() { 3 } else { 0 },
+            withheld: withheld.map(str::to_string),
+            success: Some(e),
+            progress: Some(e),
+            node_accuracy: Some(e),
+            pass_k: vec![PassK { k: 1, estimate: e }],
+            families: BTreeMap::from([(
+                "fam".to_string(),
+                FamilyResult {
+                    episodes: 4,
+                    success: e,
+                    harness_failures: 0,
+                },
+            )]),
+        }
+    }
+
+    fn horizon(r: &Row) -> Horizon {
+        Horizon {
+            model: r.model.clone(),
+            mode: r.mode.clone(),
+            base: "horizon_mrn".into(),
+            lengths: vec![LengthResult {
+                length: 2,
+                episodes: 4,
+                success: r.success.unwrap(),
+            }],
+            steps: vec![StepResult {
+                step: 1,
+                episodes: 4,
+                accuracy: 0.5,
+            }],
+            below_half_at: None,
+            longest: 2,
+            withheld: r.withheld.clone(),
+        }
+    }
+
+    #[test]
+    fn a_withheld_row_shows_no_figure_in_any_table_or_curve() {
+        let flat = row("flat", Some("harness failures above the 5% threshold"));
+        let guided = row("guided", None);
+        let per = |xs: [f64; 4]| -> BTreeMap<String, Means> { xs.iter().enumerate().map(|(i, x)| (format!("i{i}"), (*x, *x))).collect() };
+        let p = pair(&flat, &per([0.0, 0.0, 1.0, 0.0]), &guided, &per([1.0, 1.0, 1.0, 0.0]));
+        assert_eq!(p.withheld.as_deref(), Some("m (flat) is withheld"));
+        assert!(p.success.is_some(), "the figures stay in the JSON, flagged");
+        let lb = Leaderboard {
+            format_version: LEADERBOARD_FORMAT_VERSION,
+            resamples: RESAMPLES,
+            families: vec!["fam".into()],
+            paired: vec![p],
+            horizon: vec![horizon(&flat), horizon(&guided)],
+            rows: vec![flat, guided],
+        };
+        let md = markdown(&lb);
+        let line = |start: &str| -> &str { md.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {md}")) };
+        assert_eq!(line("| m | flat |").matches("withheld").count(), 4, "{md}");
+        assert!(!line("| m | guided |").contains("withheld"), "{md}");
+        assert_eq!(line("| fam |"), "| fam | withheld | 50.0% (4) |", "{md}");
+        let paired = line("| m | guided − flat |");
+        assert_eq!(paired.matches("withheld").count(), 6, "{paired}");
+        assert!(!paired.contains('%'), "no difference is shown: {paired}");
+        let horizon_rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| m | flat |")).collect();
+        assert_eq!(horizon_rows.len(), 3, "leaderboard, horizon, steps: {md}");
+        assert!(horizon_rows.iter().all(|l| !l.contains('%') && l.contains("withheld")), "{md}");
+        let html = html(&lb);
+        assert!(
+            html.contains("m (guided)") && !html.contains("m (flat)</text>"),
+            "no curve for the withheld row"
+        );
+        // a procedure whose every row is withheld draws no chart at all
+        let mut lb = lb;
+        lb.horizon.retain(|h| h.mode == "flat");
+        assert!(!super::html(&lb).contains("Horizon curves"));
     }
 
     #[test]

@@ -428,10 +428,14 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summa
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
 
-    // one in-process model serves one episode at a time (its KV cache holds one conversation)
+    // an in-process model serves as many episodes at once as it has sequences (`parallel`,
+    // which `--concurrency` sets): one more would wait for a sequence anyway
     let mut cfg = cfg;
-    if matches!(cfg.model, Some(ModelConfig::Llama(_))) && cfg.agent == AgentKind::Model && cfg.replay_model.is_none() {
-        cfg.concurrency = 1;
+    if let Some(ModelConfig::Llama(l)) = &cfg.model
+        && cfg.agent == AgentKind::Model
+        && cfg.replay_model.is_none()
+    {
+        cfg.concurrency = l.parallel.max(1) as usize;
     }
     let todo: Vec<(Arc<Prepared>, u32)> = prepared
         .iter()

@@ -231,7 +231,7 @@ mod pass_k_map {
 }
 
 /// The name a unit enum has on the wire (`"wrong_value"`, `"finished"`): its serde form.
-fn wire_name(v: impl Serialize) -> String {
+pub(crate) fn wire_name(v: impl Serialize) -> String {
     match serde_json::to_value(v) {
         Ok(Value::String(s)) => s,
         // a unit enum always serialises to a string; anything else is shown, never dropped

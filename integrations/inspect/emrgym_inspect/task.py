@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -27,6 +28,8 @@ from emrgym_client import Client, EmrgymError, Episode, Instance, LocalServer
 
 STORE_KEY = "emrgym"
 BUILTIN_SUITES = ("full", "quick", "mab", "horizon")
+MODES = ("flat", "guided", "goal")
+logger = logging.getLogger(__name__)
 
 _servers: dict[tuple, LocalServer] = {}
 _servers_lock = threading.Lock()
@@ -62,8 +65,10 @@ def server_url(url: str | None = None, emrgym: str | None = None, scenarios: str
         return _servers[key].url
 
 
-def select(instances: list[Instance], suite: str | None, family: list[str], instance: list[str], scenarios: str | None) -> list[Instance]:
-    """Filter by suite (a name), families and instance ids; unknown names are errors that name them."""
+def select(instances: list[Instance], suite: str | None, family: list[str], instance: list[str], scenarios: str | None, mode: str = "flat") -> list[Instance]:
+    """Filter by suite (a name), families and instance ids; unknown names are errors that name them.
+    In goal mode, as `emrgym run --mode goal`: instances whose family has no goal are left out
+    (with a warning), and naming one is an error that names it."""
     known = {i.id for i in instances}
     families = {i.family for i in instances}
     for f in family:
@@ -94,20 +99,31 @@ def select(instances: list[Instance], suite: str | None, family: list[str], inst
         chosen = [i for i in chosen if i.family in family]
     if instance:
         chosen = [i for i in chosen if i.id in instance]
+    if mode == "goal":
+        by_id = {i.id: i for i in instances}
+        named = [f"family {f!r}" for f in family if not any(i.goal for i in instances if i.family == f)]
+        named += [f"instance {i!r}" for i in instance if not by_id[i].goal]
+        if named:
+            raise ValueError(f"mode goal: no goal instruction for {', '.join(named)} (docs/suite.md, \"The goal condition\"); run it in flat or guided mode")
+        left = sorted({i.family for i in chosen if not i.goal})
+        if left:
+            skipped = sum(1 for i in chosen if not i.goal)
+            logger.warning("mode goal: skipping %d instances of %d families without a goal instruction: %s", skipped, len(left), ", ".join(left))
+        chosen = [i for i in chosen if i.goal]
     return chosen
 
 
-def dataset(url: str, token: str | None = None, suite: str | None = None, family: Sequence[str] = (), instance: Sequence[str] = (), scenarios: str | None = None) -> MemoryDataset:
-    """One Sample per instance of `GET /scenarios` (id = instance id)."""
+def dataset(url: str, token: str | None = None, suite: str | None = None, family: Sequence[str] = (), instance: Sequence[str] = (), scenarios: str | None = None, mode: str = "flat") -> MemoryDataset:
+    """One Sample per instance of `GET /scenarios` (id = instance id) that `select` keeps."""
     with Client(url, token=token) as client:
-        instances = select(client.scenarios(), suite, list(family), list(instance), scenarios)
+        instances = select(client.scenarios(), suite, list(family), list(instance), scenarios, mode)
     if not instances:
         raise ValueError("no instance selected")
     samples = [
         Sample(
             id=i.id,
             input=f"EMRGym instance {i.id}",  # the solver puts the episode's own prompt in its place
-            metadata={"family": i.family, "cohort": i.cohort, "now": i.now, "max_steps": i.max_steps},
+            metadata={"family": i.family, "cohort": i.cohort, "now": i.now, "max_steps": i.max_steps, "goal": i.goal},
         )
         for i in instances
     ]
@@ -255,7 +271,8 @@ def emrgym(
         horizon (by family), quick (the first instance of each non-horizon family).
       family: only these families (a name, a comma-separated list, or a list).
       instance: only these instances.
-      mode: flat or guided.
+      mode: flat (the protocol in prose), guided (plus the planner's steps) or goal (the family's
+        goal only: what a clinician would ask; instances without one are left out).
       url: a running `emrgym serve` (env EMRGYM_URL); without it, one is started here.
       token: the operator token of that server (env EMRGYM_TOKEN).
       emrgym: the binary to start (env EMRGYM_BIN, else `emrgym` on PATH).
@@ -265,13 +282,13 @@ def emrgym(
       seed: the seed of a started server (episodes are seeded as `emrgym run --seed`).
       max_turns: model turns per episode (default: the episode's step limit plus 5).
     """
-    if mode not in ("flat", "guided"):
-        raise ValueError(f"mode must be flat or guided, not {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be {', '.join(MODES[:-1])} or {MODES[-1]}, not {mode!r}")
     if scenarios is None and Path("scenarios").is_dir():
         scenarios = "scenarios"
     token = token or os.environ.get("EMRGYM_TOKEN")
     base = server_url(url, emrgym, scenarios, record, seed)
-    data = dataset(base, token, suite, _names(family), _names(instance), scenarios)
+    data = dataset(base, token, suite, _names(family), _names(instance), scenarios, mode)
     return Task(
         dataset=data,
         solver=emrgym_agent(base, token, mode, max_turns),

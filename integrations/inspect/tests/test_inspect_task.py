@@ -149,8 +149,47 @@ def test_selection_by_suite_family_and_instance(tmp_path):
         select(INSTANCES, None, [], ["mab-k-9"], None)
 
 
+def test_goal_mode_runs_only_instances_with_a_goal_and_names_one_without(server):
+    from emrgym_client import Client
+
+    with Client(server.url) as client:
+        served = {i.id: i for i in client.scenarios()}
+    # GET /scenarios says which instances have a goal (docs/suite.md: admission_med_review has none)
+    assert served["dm-followup-001"].goal is True and served["dm-followup-001"].raw["goal"] is True
+    no_goal = next(i for i in served.values() if i.family == "admission_med_review")
+    assert no_goal.goal is False
+    everything = list(served.values())
+    kept = select(everything, None, [], [], None, "goal")
+    assert kept and all(i.goal for i in kept) and no_goal.id not in {i.id for i in kept}
+    assert len(select(everything, None, [], [], None, "flat")) == len(everything)
+    with pytest.raises(ValueError, match=f"no goal instruction for instance '{no_goal.id}'"):
+        select(everything, None, [], [no_goal.id], None, "goal")
+    with pytest.raises(ValueError, match="no goal instruction for family 'admission_med_review'"):
+        emrgym(url=server.url, family="admission_med_review", mode="goal")
+
+
+def test_a_scripted_model_making_the_oracles_calls_passes_in_goal_mode_and_reads_the_goal(server, tmp_path, oracle_calls):
+    family = json.loads((SUITE / "diabetes_followup.json").read_text())
+    goal_text, flat_text = family["goal"]["instruction"], family["instruction"]
+    calls = oracle_calls("dm-followup-001")
+    seen = []
+    model = get_model("mockllm/model", custom_outputs=scripted(calls, seen))
+    log = run(emrgym(url=server.url, instance="dm-followup-001", mode="goal"), model, tmp_path)
+    [sample] = log.samples
+    score = sample.scores["emrgym_scorer"]
+    assert score.value == "C", score.explanation
+    assert score.metadata["mode"] == "goal" and score.metadata["progress"] == 1.0
+    assert sample.metadata["goal"] is True
+    task_text = sample.messages[1].text
+    assert "surveillance up to date" in task_text and "surveillance up to date" in goal_text, task_text
+    assert "order one if it is missing" not in task_text and "order one if it is missing" in flat_text, task_text
+    assert not any(m.text.startswith("Next step") for m in sample.messages if m.role == "user"), "no guidance in goal mode"
+    line = next(r for r in results(server.record) if r["instance"] == "dm-followup-001" and r["trial"] == score.metadata["trial"])
+    assert line["success"] is True
+
+
 def test_bad_task_arguments_are_named(server):
-    with pytest.raises(ValueError, match="'bossy'"):
+    with pytest.raises(ValueError, match="mode must be flat, guided or goal, not 'bossy'"):
         emrgym(url=server.url, mode="bossy")
     with pytest.raises(ValueError, match="unknown family 'nope'"):
         emrgym(url=server.url, family="nope")

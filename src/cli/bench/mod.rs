@@ -73,9 +73,10 @@ pub struct BenchArgs {
     /// same calls and grades (see `--variants`, `--bench-suite`, `--episodes`).
     #[arg(long)]
     pub llama_runs: Option<String>,
-    /// Configurations for --llama-runs, comma-separated `CACHE:THREADS`, CACHE being `lcp`
-    /// (reuse only the common prefix with the previous prompt) or `prefix` (plus the per-run
-    /// cache of shared prefixes).
+    /// Configurations for --llama-runs, comma-separated `CACHE:THREADS[:PARALLEL]`, CACHE
+    /// being `lcp` (reuse only the common prefix with the previous prompt) or `prefix` (plus
+    /// the per-run cache of shared prefixes), PARALLEL the episodes decoded together (one
+    /// sequence each; default 1).
     #[arg(long, default_value = "lcp:1,prefix:1,prefix:2")]
     pub variants: String,
     /// Named suite the --llama-runs episodes are taken from (evenly spaced over its ids).

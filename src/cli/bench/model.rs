@@ -150,9 +150,12 @@ pub(super) fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(St
     };
     let mut variants = Vec::new();
     for v in a.variants.split(',') {
-        let (cache, threads) = v
-            .split_once(':')
-            .with_context(|| format!("--variants: '{v}' must be CACHE:THREADS, e.g. prefix:1"))?;
+        let parts: Vec<&str> = v.split(':').collect();
+        let (cache, threads, parallel) = match parts[..] {
+            [c, t] => (c, t, "1"),
+            [c, t, p] => (c, t, p),
+            _ => bail!("--variants: '{v}' must be CACHE:THREADS or CACHE:THREADS:PARALLEL, e.g. prefix:1 or prefix:1:4"),
+        };
         let prefix = match cache {
             "lcp" => false,
             "prefix" => true,
@@ -161,7 +164,11 @@ pub(super) fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(St
         let threads: i32 = threads
             .parse()
             .with_context(|| format!("--variants: threads '{threads}' is not a number"))?;
-        variants.push((v.to_string(), prefix, threads));
+        let parallel: u32 = match parallel.parse() {
+            Ok(p) if p >= 1 => p,
+            _ => bail!("--variants: parallel '{parallel}' must be a number of at least 1"),
+        };
+        variants.push((v.to_string(), prefix, threads, parallel));
     }
     let scenarios = Path::new("scenarios");
     let mut ws = emrgym_engine::episode::Workspace::open(scenarios).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
@@ -175,7 +182,7 @@ pub(super) fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(St
     let picked: Vec<_> = (0..n).filter_map(|k| insts.get(k * insts.len() / n).cloned()).collect();
     let mut prepared = Vec::new();
     for i in &picked {
-        prepared.push(ws.prepare(i).map_err(|e| anyhow::anyhow!(e.join("; ")))?);
+        prepared.push(std::sync::Arc::new(ws.prepare(i).map_err(|e| anyhow::anyhow!(e.join("; ")))?));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -188,28 +195,59 @@ pub(super) fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(St
     );
     let mut first: Option<Vec<Value>> = None;
     let mut first_rate = 0.0;
-    for (name, prefix, threads) in &variants {
+    for (name, prefix, threads, parallel) in &variants {
         let mut cfg = base.clone();
         cfg.prefix_cache = *prefix;
         cfg.threads = *threads;
+        cfg.parallel = *parallel;
         let handle = LlamaHandle::start(cfg.clone()).map_err(anyhow::Error::msg)?;
-        let backend = Backend::Llama(handle.clone());
+        let backend = std::sync::Arc::new(Backend::Llama(handle.clone()));
         let mut run_cfg = emrgym_engine::run::RunConfig {
             model: Some(ModelConfig::Llama(cfg.clone())),
+            concurrency: *parallel as usize,
             ..emrgym_engine::run::RunConfig::default()
         };
         run_cfg.limits.max_turns = a.max_turns;
+        let run_cfg = std::sync::Arc::new(run_cfg);
         let t0 = Instant::now();
+        // up to `parallel` episodes at once, admitted in order (the current-thread runtime
+        // polls spawned tasks in the order they were spawned, and the semaphore is fair)
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(*parallel as usize));
+        let done = rt.block_on(async {
+            let tasks: Vec<_> = prepared
+                .iter()
+                .map(|p| {
+                    let (sem, run_cfg, backend, cancel, p, name) = (
+                        sem.clone(),
+                        run_cfg.clone(),
+                        backend.clone(),
+                        cancel.clone(),
+                        p.clone(),
+                        name.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let _permit = sem.acquire_owned().await;
+                        let r = emrgym_engine::run::one_episode(&run_cfg, &p, 0, Some(&backend), &cancel).await;
+                        eprintln!(
+                            "{name}: {} {:?} ({:.0} s so far)",
+                            p.instance.id,
+                            r.0.end,
+                            t0.elapsed().as_secs_f64()
+                        );
+                        r
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        });
         let mut episodes = Vec::new();
-        for p in &prepared {
-            let (traj, grade) = rt.block_on(emrgym_engine::run::one_episode(&run_cfg, p, 0, Some(&backend), &cancel));
+        for (p, r) in prepared.iter().zip(done) {
+            let (traj, grade) = r?;
             let calls: Vec<Value> = traj.steps.iter().map(|s| json!([s.call.name, s.call.arguments])).collect();
-            eprintln!(
-                "{name}: {} {:?} ({:.0} s so far)",
-                p.instance.id,
-                traj.end,
-                t0.elapsed().as_secs_f64()
-            );
             episodes.push(json!({
                 "instance": p.instance.id,
                 "end": traj.end,
@@ -254,7 +292,7 @@ pub(super) fn llama_runs_bench(model: &str, a: &BenchArgs) -> anyhow::Result<(St
             episodes.len()
         ));
         rows.push(json!({
-            "configuration": name, "prefix_cache": prefix, "threads": threads, "wall_s": wall,
+            "configuration": name, "prefix_cache": prefix, "threads": threads, "parallel": parallel, "wall_s": wall,
             "episodes_per_hour": rate, "prompt_tokens_evaluated": prefilled, "prompt_tokens_whole": whole,
             "prompt_tokens_restored": restored, "turns": timings.len(), "episodes": episodes,
         }));

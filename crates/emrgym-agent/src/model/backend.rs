@@ -87,6 +87,18 @@ impl Backend {
         }
     }
 
+    /// The backend for one episode: an in-process model serves the episode's turns on a
+    /// sequence of its own (its KV cache), released when the returned backend is dropped;
+    /// every other backend is itself (borrowed: an endpoint's connection pool and
+    /// concurrency limit stay the run's).
+    pub fn for_episode(&self) -> std::borrow::Cow<'_, Backend> {
+        match self {
+            #[cfg(feature = "llama")]
+            Backend::Llama(l) => std::borrow::Cow::Owned(Backend::Llama(l.session())),
+            other => std::borrow::Cow::Borrowed(other),
+        }
+    }
+
     /// The tool protocol.
     pub fn protocol(&self) -> ToolProtocol {
         match self {

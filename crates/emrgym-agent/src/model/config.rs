@@ -111,6 +111,13 @@ pub struct LlamaConfig {
     /// CPU threads (one has beaten two on 2-core machines).
     #[serde(default = "one")]
     pub threads: i32,
+    /// Episodes served at once: one sequence each in one context, advanced together by
+    /// one decode call per step (continuous batching; `emrgym run --concurrency`). Each
+    /// sequence gets the whole context size (`n_ctx`), so memory grows with it. Written
+    /// only when it is not 1, so the manifests (and configuration hashes) of runs from
+    /// before it existed are unchanged and such runs resume.
+    #[serde(default = "one_seq", skip_serializing_if = "is_one_seq")]
+    pub parallel: u32,
     /// Most tokens per reply (the reply cap; docs/agent.md says how it was sized).
     #[serde(default = "default_reply")]
     pub max_reply_tokens: u32,
@@ -136,6 +143,12 @@ fn default_ctx() -> u32 {
 fn one() -> i32 {
     1
 }
+fn one_seq() -> u32 {
+    1
+}
+fn is_one_seq(n: &u32) -> bool {
+    *n == 1
+}
 /// The default reply cap of the in-process model: the next power of two at or above twice
 /// the largest reference tool call of the suite as the model may write it (470 tokens,
 /// pretty-printed, `admission_med_review`; measured with `emrgym model budget`, table in
@@ -156,6 +169,7 @@ impl LlamaConfig {
             model_path: path,
             n_ctx: default_ctx(),
             threads: 1,
+            parallel: one_seq(),
             max_reply_tokens: default_reply(),
             temperature: 0.0,
             seed: 0,

@@ -44,6 +44,9 @@ pub async fn run_model_episode(
         cancel,
     } = hooks;
     let cancel = cancel.unwrap_or_default();
+    // the episode's own handle: an in-process model keeps this conversation on one sequence
+    let episode_backend = backend.for_episode();
+    let backend: &Backend = &episode_backend;
     let protocol = backend.protocol();
     let tools = registry.openai_tools();
     let mut messages: Vec<Value> = vec![

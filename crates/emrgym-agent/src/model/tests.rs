@@ -197,3 +197,14 @@ fn a_bad_model_spec_is_refused_naming_the_spec() {
     let ok = OpenAiConfig::from_spec("m@http://host/v1/").unwrap();
     assert_eq!((ok.model.as_str(), ok.base_url.as_str()), ("m", "http://host/v1"));
 }
+
+#[test]
+fn one_sequence_is_not_written_so_earlier_manifests_keep_their_hash() {
+    let one = LlamaConfig::for_model("m.gguf".into());
+    let v = serde_json::to_value(&one).unwrap();
+    assert!(v.get("parallel").is_none(), "{v}");
+    let back: LlamaConfig = serde_json::from_value(v).unwrap();
+    assert_eq!(back.parallel, 1);
+    let four = LlamaConfig { parallel: 4, ..one };
+    assert_eq!(serde_json::to_value(&four).unwrap()["parallel"], 4);
+}

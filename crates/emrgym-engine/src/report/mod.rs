@@ -8,7 +8,7 @@ pub mod html;
 use crate::rundir::Manifest;
 use crate::stats::Summary;
 use anyhow::{Context, bail};
-use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
+use emrgym_agent::harness::MAX_HARNESS_FAILURE_RATE;
 use emrgym_scenario::trajectory::file::{FileError, TrajectoryFile, read};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -155,99 +155,6 @@ pub fn harness_text(s: &Value) -> String {
     )
 }
 
-/// One row of the results table for a run: model, mode, scored episodes, success with its
-/// interval, harness failures; `Err` with the reason when the row may not be published
-/// (its harness-failure rate is above [`MAX_HARNESS_FAILURE_RATE`], or nothing was scored).
-/// Counted from the result lines, so runs written before the count existed are judged too
-/// (their `harness_limit` is absent: only context, wall-time and reply-cap ends count then).
-pub fn table_row(run: &Run) -> (Value, Result<(), String>) {
-    let scored: Vec<&Value> = run.results.iter().filter(|r| r["infrastructure"] != true).collect();
-    let harness = scored
-        .iter()
-        .filter(|r| {
-            r["success"] != true
-                && (r["harness_limit"].is_string()
-                    || (r.get("harness_limit").is_none() && ["context_overflow", "timeout"].contains(&r["end"].as_str().unwrap_or(""))))
-        })
-        .count();
-    let rate = if scored.is_empty() {
-        0.0
-    } else {
-        harness as f64 / scored.len() as f64
-    };
-    let row = json!({
-        "run": run.dir.display().to_string(),
-        "model": model_name(&run.manifest).unwrap_or_else(|| run.manifest["config"]["agent"].as_str().unwrap_or("?").to_string()),
-        "mode": run.manifest["config"]["mode"],
-        "scored": scored.len(),
-        "success": run.summary["success"],
-        "harness_failures": harness,
-        "harness_failure_rate": round4(rate),
-    });
-    let verdict = if scored.is_empty() {
-        Err("no scored episode".to_string())
-    } else if !publishable(harness, scored.len()) {
-        Err(format!(
-            "harness-failure rate {:.1}% ({harness} of {}) is above the {:.0}% threshold",
-            rate * 100.0,
-            scored.len(),
-            MAX_HARNESS_FAILURE_RATE * 100.0
-        ))
-    } else {
-        Ok(())
-    };
-    (row, verdict)
-}
-
-/// The results table (Markdown) over runs: one row per run; a row whose harness-failure
-/// rate is above the threshold is listed as withheld, with its reason, and no success.
-pub fn results_table(runs: &[Run]) -> String {
-    let mut out = "| model | mode | scored | success [95% CI] | harness failures |\n|---|---|---:|---|---:|\n".to_string();
-    let mut withheld = Vec::new();
-    for run in runs {
-        let (row, verdict) = table_row(run);
-        let hf = format!(
-            "{} ({:.1}%)",
-            row["harness_failures"],
-            row["harness_failure_rate"].as_f64().unwrap_or(0.0) * 100.0
-        );
-        match verdict {
-            Ok(()) => {
-                let s = &row["success"];
-                out.push_str(&format!(
-                    "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {hf} |\n",
-                    row["model"].as_str().unwrap_or(""),
-                    row["mode"].as_str().unwrap_or(""),
-                    row["scored"],
-                    s["mean"].as_f64().unwrap_or(0.0) * 100.0,
-                    s["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
-                    s["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
-                ));
-            }
-            Err(why) => {
-                out.push_str(&format!(
-                    "| {} | {} | {} | withheld | {hf} |\n",
-                    row["model"].as_str().unwrap_or(""),
-                    row["mode"].as_str().unwrap_or(""),
-                    row["scored"]
-                ));
-                withheld.push(format!("{}: {why}", row["run"].as_str().unwrap_or("")));
-            }
-        }
-    }
-    out.push_str(&format!(
-        "\nA harness failure is a scored episode that failed at a limit of the harness (reply cap, context, wall time, a user's cap; docs/agent.md). Rows above {:.0}% are withheld.\n",
-        MAX_HARNESS_FAILURE_RATE * 100.0
-    ));
-    if !withheld.is_empty() {
-        out.push_str("\nWithheld:\n");
-        for w in withheld {
-            out.push_str(&format!("- {w}\n"));
-        }
-    }
-    out
-}
-
 /// The terminal report: the summary, then every episode that did not succeed with its
 /// primary failure class and first failed node.
 pub fn terminal(run: &Run) -> String {
@@ -299,18 +206,8 @@ pub fn terminal(run: &Run) -> String {
 
 /// The model a run used, for display.
 pub fn model_name(manifest: &Value) -> Option<String> {
-    let m = &manifest["config"]["model"];
-    if manifest["config"]["agent"] != "model" || m.is_null() {
-        return None;
-    }
-    m["model"].as_str().map(|s| s.to_string()).or_else(|| {
-        m["model_path"].as_str().map(|p| {
-            Path::new(p)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-    })
+    let cfg: crate::run::RunConfig = serde_json::from_value(manifest["config"].clone()).ok()?;
+    (cfg.agent == crate::run::AgentKind::Model && cfg.model.is_some()).then(|| crate::leaderboard::model_label(&cfg))
 }
 
 /// Per-episode differences between two runs of the same scenarios: success flips, progress
