@@ -225,6 +225,45 @@ fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
     assert!(e.contains("shard-a") && e.contains("changed") && e.contains("mab-age-001"), "{e}");
 }
 
+/// A run stopped before the end (its manifest promises episodes that have no result line)
+/// is withheld, however good its scored episodes: a partial suite is not published. Its
+/// shard partner finishing the rest does not help: each run must be whole.
+#[test]
+fn a_run_that_did_not_finish_its_episodes_is_withheld_until_it_is_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    make_run(&whole, AgentKind::Oracle, Mode::Flat, &INSTANCES[..3], 2);
+    let lb = build(std::slice::from_ref(&whole)).unwrap();
+    assert_eq!(lb.rows[0].withheld, None, "a whole run is published");
+    let stopped = tmp.path().join("stopped");
+    crate::common::copy_dir(&whole, &stopped);
+    let results = stopped.join("results.jsonl");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            !(v["instance"] == "mab-k-001" && v["trial"] == 1)
+        })
+        .collect();
+    assert_eq!(kept.len(), 5);
+    std::fs::write(&results, format!("{}\n", kept.join("\n"))).unwrap();
+    let lb = build(std::slice::from_ref(&stopped)).unwrap();
+    let r = &lb.rows[0];
+    assert_eq!((r.episodes, r.scored), (5, 5));
+    let why = r.withheld.as_deref().unwrap();
+    assert!(
+        why.starts_with("incomplete: 1 of the 6 episodes") && why.contains("mab-k-001 trial 1") && why.contains("--resume"),
+        "{why}"
+    );
+    let md = emrgym_engine::leaderboard::markdown(&lb);
+    assert!(md.contains("withheld") && md.contains("incomplete: 1 of the 6"), "{md}");
+    // resumed, it is whole again
+    let out = Command::new(bin()).args(["run", "--resume"]).arg(&stopped).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(build(&[stopped]).unwrap().rows[0].withheld, None);
+}
+
 #[test]
 fn the_command_is_deterministic_self_contained_and_names_bad_directories() {
     let r = runs();

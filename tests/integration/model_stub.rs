@@ -149,6 +149,19 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
                 normal(tool_msgs)
             }
         }
+        // a call whose argument degenerates into one repeated pattern until the reply cap;
+        // "babblecut": the same, then a long call cut that does not repeat itself
+        "babble" | "babblecut" => {
+            let degenerate = format!("{{\"resource_type\": \"Patient\", \"id\": \"{}", "1.".repeat(400));
+            let noted = messages
+                .iter()
+                .any(|m| m["role"] == "user" && m["content"].as_str().is_some_and(|c| c.contains("kept repeating")));
+            if model == "babblecut" && noted {
+                tool_reply("fhir_read", "{\"resource_type\": \"Patient\", \"id\": \"S00", "length")
+            } else {
+                tool_reply("fhir_read", &degenerate, "length")
+            }
+        }
         // a text reply cut inside its <tool_call> block (the text protocol, or a server that
         // leaves an unfinished call in the content)
         "longtext" => {
@@ -752,6 +765,32 @@ async fn a_long_call_cut_by_the_reply_cap_is_answered_not_parsed() {
     assert_eq!(line.steps, 2);
     let turns = traj["turns"].as_array().unwrap();
     assert_eq!(turns[0]["finish_reason"], "length");
+}
+
+/// A reply that ends repeating one short pattern is degenerate: it is answered with a note
+/// that says so, and a second one in a row ends the episode `degenerate`, the model's
+/// failure (a longer reply cap would not have ended the cycle), not a harness failure. A run
+/// of cut replies of which one did not repeat itself stays the reply cap's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_repeats_itself_to_the_cap_is_the_models_failure_not_the_caps() {
+    let (base, st) = start().await;
+    let (line, traj, _) = run_one(config(&base, "babble", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "degenerate", "{traj:#}");
+    assert_eq!((line.turns, line.steps), (2, 0), "no cut call was executed");
+    assert_eq!(line.harness_limit, None, "the model's failure");
+    let detail = traj["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("degenerate: 2 replies in a row") && detail.contains("\"1.\""),
+        "{detail}"
+    );
+    let second = st.requests.lock().unwrap()[1]["messages"].as_array().unwrap().clone();
+    assert_eq!(
+        second.last().unwrap()["content"],
+        "Your reply was stopped after 20 tokens: it kept repeating \"1.\". Write the call once, without repeating."
+    );
+    let (line, traj, _) = run_one(config(&base, "babblecut", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "max_tokens", "{traj:#}");
+    assert_eq!(line.harness_limit, Some(HarnessLimit::ReplyCap), "one cut was not degenerate");
 }
 
 /// The 1.5B chat template shows its call example with doubled braces; calls written that

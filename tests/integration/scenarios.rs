@@ -472,6 +472,40 @@ fn guided_planning_defers_until_the_agent_sees_the_fact() {
     assert_eq!(revealed_paths(&none.oracle, &traj.steps), BTreeSet::from(["k".to_string()]));
 }
 
+/// The in-process backend stops a reply as soon as its end repeats one short pattern
+/// (`emrgym_agent::model::repetition`), and the loop charges such replies to the model. No
+/// reference call may ever look like that: not at its end, nor at any point while it is
+/// being written, in any format a model may write it (compact, spaced, pretty-printed).
+#[test]
+fn no_reference_call_looks_degenerate_at_any_point_while_it_is_written() {
+    use emrgym_agent::model::repetition;
+    use emrgym_engine::model::budget::call_texts;
+    let mut ws = Workspace::open(&suite_dir()).unwrap();
+    let (mut checked, mut longest) = (0usize, 0usize);
+    for inst in ws.suite.instances().unwrap() {
+        let p = ws.prepare(&inst).unwrap();
+        for c in calls(&p)
+            .into_iter()
+            .chain([finish(json!(["S6426560", 3.1, "2023-11-13T10:15:00Z"]))])
+        {
+            for text in call_texts(&c.name, &c.arguments) {
+                let text = format!("<tool_call>\n{text}");
+                longest = longest.max(text.len());
+                for (k, _) in text.char_indices().skip(1).chain([(text.len(), ' ')]) {
+                    if let Some(r) = repetition(&text[..k]) {
+                        panic!(
+                            "{}: a reference call of {} looks degenerate at byte {k} ({r:?}):\n{text}",
+                            inst.id, c.name
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 3_000 && longest > 1_000, "{checked} texts, the longest {longest} bytes");
+}
+
 #[test]
 fn reference_plans_respect_the_partial_order() {
     let p = prepared("dm-followup-001");

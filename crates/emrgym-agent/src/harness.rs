@@ -65,6 +65,7 @@ pub fn attribute(traj: &Trajectory, applied: &Limits, default: &Limits) -> Optio
         EndReason::MaxTurns => (applied.max_turns < default.max_turns).then_some(HarnessLimit::TurnCap),
         EndReason::Finished
         | EndReason::ToolCallParseError
+        | EndReason::Degenerate
         | EndReason::Stopped
         | EndReason::Abandoned
         | EndReason::BackendError
@@ -137,6 +138,7 @@ mod tests {
         for e in [
             EndReason::Finished,
             EndReason::ToolCallParseError,
+            EndReason::Degenerate,
             EndReason::Stopped,
             EndReason::BackendError,
         ] {

@@ -1027,6 +1027,13 @@ impl Worker<'_> {
             a.finish = "tool_calls";
             a.last = true;
             a.next = Some((tok, false));
+        } else if crate::model::repetition(&a.out).is_some() {
+            // degenerate: greedy decoding does not leave a cycle, so the rest of the reply
+            // cap would only repeat it; stopped now, the reply is cut ("length") and the loop
+            // answers it as degenerate (docs/agent.md, "Harness failures")
+            a.finish = "length";
+            a.last = true;
+            a.next = Some((tok, false));
         } else {
             a.next = Some((tok, true));
         }

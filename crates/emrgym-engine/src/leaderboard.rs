@@ -255,6 +255,8 @@ struct LoadedRun {
     dir: PathBuf,
     cfg: RunConfig,
     scenarios: BTreeMap<String, ScenarioHash>,
+    /// The instances its manifest says it covers.
+    instances: Vec<String>,
     results: Vec<ResultLine>,
 }
 
@@ -263,12 +265,13 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
         bail!("{}: no such run directory", dir.display());
     }
     let man = Manifest::read(dir)?;
-    let (cfg, scenarios) = (man.config, man.scenarios);
+    let (cfg, scenarios, instances) = (man.config, man.scenarios, man.instances);
     let results = crate::rundir::read_results(&dir.join("results.jsonl"))?;
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         cfg,
         scenarios,
+        instances,
         results,
     })
 }
@@ -471,7 +474,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         scored: scored.len(),
         infrastructure_failures: all.len() - scored.len(),
         harness_failures: scored.iter().filter(|r| r.harness_failure()).count(),
-        withheld: withheld(scored.iter().filter(|r| r.harness_failure()).count(), scored.len()),
+        withheld: incomplete(g).or_else(|| withheld(scored.iter().filter(|r| r.harness_failure()).count(), scored.len())),
         success: bootstrap_mean(&success, seed),
         progress: bootstrap_mean(&progress, seed),
         node_accuracy,
@@ -495,6 +498,32 @@ pub fn withheld(harness: usize, scored: usize) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Why a row is not whole: episodes (instance, trial) that its runs' manifests promise and
+/// that have no result line (a run stopped before the end; `--resume` finishes it). A partial
+/// suite is never published: which instances a stopped run reached is not a choice the table
+/// may make.
+fn incomplete(g: &Group) -> Option<String> {
+    let mut missing: Vec<(String, u32)> = Vec::new();
+    let mut promised = 0usize;
+    for run in &g.runs {
+        for inst in &run.instances {
+            for t in 0..run.cfg.trials.max(1) {
+                promised += 1;
+                if !g.lines.contains_key(&(inst.clone(), t)) {
+                    missing.push((inst.clone(), t));
+                }
+            }
+        }
+    }
+    let first = missing.first()?;
+    Some(format!(
+        "incomplete: {} of the {promised} episodes its runs cover have no result (the first: {} trial {}); finish them with `emrgym run --resume DIR`",
+        missing.len(),
+        first.0,
+        first.1
+    ))
 }
 
 /// An instance's success rate and mean progress over its scored trials.

@@ -3,7 +3,8 @@
 
 use super::Briefing;
 use super::{
-    Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, fit_result, is_cut, request_hash, system_prompt, user_prompt,
+    Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, degenerate, degenerate_note, fit_result, is_cut, request_hash,
+    system_prompt, user_prompt,
 };
 use emrgym_scenario::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
 use emrgym_tools::{FhirBackend, Registry};
@@ -63,6 +64,7 @@ pub async fn run_model_episode(
     let mut tokens = 0u64;
     let mut parse_errors = 0u32;
     let mut cut_replies = 0u32;
+    let mut degenerate_replies = 0u32;
     let mut last_guidance: Option<String> = None;
     let mut sent_upto = 0usize;
     loop {
@@ -156,21 +158,41 @@ pub async fn run_model_episode(
         });
         // a reply the reply cap cut before its call was complete is answered, not parsed: it is
         // the harness's limit, not a malformed call (docs/agent.md, "Harness failures")
+        // A cut reply that ends repeating one short pattern is degenerate: the model's failure,
+        // which a longer cap would not have avoided; only when every cut reply of the run was
+        // degenerate is the end the model's, else it stays the reply cap's.
         if is_cut(&reply) {
             cut_replies += 1;
+            let repeated = degenerate(&reply);
+            degenerate_replies += u32::from(repeated.is_some());
             if cut_replies >= CUT_REPLIES_TO_END {
-                traj.end = EndReason::MaxTokens;
-                traj.detail = Some(format!(
-                    "reply cap: {cut_replies} replies in a row were cut at {} tokens before the call was complete",
-                    reply.completion_tokens
-                ));
+                if degenerate_replies == cut_replies
+                    && let Some(r) = &repeated
+                {
+                    traj.end = EndReason::Degenerate;
+                    traj.detail = Some(format!(
+                        "degenerate: {cut_replies} replies in a row ended repeating one pattern until stopped (the last: {:?}, {} bytes of its end, after {} tokens)",
+                        r.pattern, r.span, reply.completion_tokens
+                    ));
+                } else {
+                    traj.end = EndReason::MaxTokens;
+                    traj.detail = Some(format!(
+                        "reply cap: {cut_replies} replies in a row were cut at {} tokens before the call was complete",
+                        reply.completion_tokens
+                    ));
+                }
                 return traj;
             }
+            let note = match &repeated {
+                Some(r) => degenerate_note(reply.completion_tokens, r),
+                None => cut_note(reply.completion_tokens),
+            };
             messages.push(json!({"role": "assistant", "content": reply.text.clone().unwrap_or_default()}));
-            messages.push(json!({"role": "user", "content": cut_note(reply.completion_tokens)}));
+            messages.push(json!({"role": "user", "content": note}));
             continue;
         }
         cut_replies = 0;
+        degenerate_replies = 0;
         if reply.tool_calls.is_empty() {
             traj.end = EndReason::Stopped;
             traj.detail = reply.text.clone();

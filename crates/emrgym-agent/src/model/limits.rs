@@ -47,6 +47,67 @@ pub(crate) fn cut_note(tokens: u64) -> String {
     format!("Your reply was cut at {at} before the call was complete; write a shorter call.")
 }
 
+/// A reply that ends by repeating one short pattern: greedy decoding's known failure mode
+/// (Holtzman et al., "The Curious Case of Neural Text Degeneration", ICLR 2020): once a
+/// model's greedy continuation cycles, it does not leave the cycle, so a longer reply cap
+/// would not have let it finish. Such a reply is the model's failure, not the reply cap's
+/// (docs/agent.md, "Harness failures"), and the in-process backend stops it as soon as it
+/// is seen instead of decoding to the cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repetition {
+    /// Length of the repeated pattern, bytes of UTF-8.
+    pub period: usize,
+    /// How many bytes at the end of the text repeat it (at least [`REPEAT_MIN_SPAN`]).
+    pub span: usize,
+    /// The pattern (the text's last `period` bytes, lossily decoded).
+    pub pattern: String,
+}
+
+/// The longest pattern looked for, bytes.
+pub const REPEAT_MAX_PERIOD: usize = 64;
+/// How many bytes at the end of a reply must repeat one pattern for it to be degenerate: four
+/// times the longest pattern. No reference call of the suite, in any format a model may
+/// write it, comes near (integration test `no_reference_call_looks_degenerate`).
+pub const REPEAT_MIN_SPAN: usize = 4 * REPEAT_MAX_PERIOD;
+
+/// The shortest pattern of at most [`REPEAT_MAX_PERIOD`] bytes, not whitespace alone, that
+/// the last [`REPEAT_MIN_SPAN`] or more bytes of `text` repeat, if any.
+pub fn repetition(text: &str) -> Option<Repetition> {
+    let b = text.as_bytes();
+    if b.len() < REPEAT_MIN_SPAN {
+        return None;
+    }
+    (1..=REPEAT_MAX_PERIOD).find_map(|p| {
+        // bytes i (from the end) with b[i] == b[i - p]: the suffix of length n + p has period p
+        let n = (p..b.len()).rev().take_while(|&i| b[i] == b[i - p]).count();
+        // whitespace alone is left to the reply cap: a JSON grammar's whitespace rules, not
+        // only the model, could keep a reply there
+        (n + p >= REPEAT_MIN_SPAN && b[b.len() - p..].iter().any(|c| !c.is_ascii_whitespace())).then(|| Repetition {
+            period: p,
+            span: n + p,
+            pattern: String::from_utf8_lossy(&b[b.len() - p..]).into_owned(),
+        })
+    })
+}
+
+/// The repetition a reply ends with: in its text, or in the argument text of a call.
+pub(crate) fn degenerate(reply: &Reply) -> Option<Repetition> {
+    reply
+        .text
+        .as_deref()
+        .into_iter()
+        .chain(reply.tool_calls.iter().map(|(_, _, raw)| raw.as_str()))
+        .find_map(repetition)
+}
+
+/// The note a degenerate reply is answered with.
+pub(crate) fn degenerate_note(tokens: u64, r: &Repetition) -> String {
+    format!(
+        "Your reply was stopped after {tokens} tokens: it kept repeating {:?}. Write the call once, without repeating.",
+        r.pattern
+    )
+}
+
 /// A tool result that fits `max_chars` (as JSON text), and whether it was shortened. A
 /// searchset Bundle keeps its first entries (the page order the server gave) and gains an
 /// `emrgym_note` naming how many it left out and how to ask for fewer; anything else is

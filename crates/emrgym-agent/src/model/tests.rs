@@ -208,3 +208,40 @@ fn one_sequence_is_not_written_so_earlier_manifests_keep_their_hash() {
     let four = LlamaConfig { parallel: 4, ..one };
     assert_eq!(serde_json::to_value(&four).unwrap()["parallel"], 4);
 }
+
+#[test]
+fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_long_enough() {
+    use super::{REPEAT_MAX_PERIOD, REPEAT_MIN_SPAN, degenerate, repetition};
+    let r = repetition(&format!("{{\"id\": \"{}", "1.".repeat(200))).unwrap();
+    assert_eq!((r.period, r.span, r.pattern.as_str()), (2, 400, "1."));
+    // the shortest period is named, not a multiple of it
+    assert_eq!(repetition(&"ab".repeat(300)).unwrap().period, 2);
+    // exactly the span, and one byte short of it
+    assert_eq!(repetition(&"x".repeat(REPEAT_MIN_SPAN)).unwrap().span, REPEAT_MIN_SPAN);
+    assert_eq!(repetition(&format!("{{{}", "x".repeat(REPEAT_MIN_SPAN - 1))), None);
+    // the longest period, four times; one byte longer is not looked for
+    let long: String = (0..REPEAT_MAX_PERIOD)
+        .map(|i| char::from(b'A' + (i % 26) as u8))
+        .collect::<String>();
+    let long = format!("{long}!");
+    assert_eq!(long.len(), REPEAT_MAX_PERIOD + 1);
+    assert_eq!(repetition(&long[1..].repeat(4)).unwrap().period, REPEAT_MAX_PERIOD);
+    assert_eq!(repetition(&long.repeat(5)), None);
+    // a repetition that stopped before the end is not degenerate: the reply went on
+    assert_eq!(repetition(&format!("{}\"}}", "1.".repeat(300))), None);
+    // whitespace alone is left to the reply cap
+    assert_eq!(repetition(&format!("{{\"a\": 1,{}", " \n".repeat(300))), None);
+    // UTF-8: the pattern is whole characters when the period is
+    assert_eq!(repetition(&"é".repeat(200)).unwrap().pattern, "é");
+    // a reply: its text, or the argument text of a call
+    let reply = |text: Option<String>, args: String| Reply {
+        text,
+        tool_calls: vec![("c".into(), "fhir_read".into(), args)],
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        finish_reason: Some("length".into()),
+    };
+    assert!(degenerate(&reply(None, format!("{{\"id\": \"{}", "0".repeat(300)))).is_some());
+    assert!(degenerate(&reply(Some("ha".repeat(200)), "{}".into())).is_some());
+    assert!(degenerate(&reply(Some("Let me look.".into()), "{\"id\": \"S1".into())).is_none());
+}

@@ -169,6 +169,9 @@ pub enum EndReason {
     ContextOverflow,
     /// The model kept producing tool calls that could not be parsed.
     ToolCallParseError,
+    /// The model's replies ended repeating one short pattern, twice in a row, until they were
+    /// stopped (degenerate decoding: the model's failure, not the reply cap's).
+    Degenerate,
     /// The model backend failed (5xx after retries, bad response, connection).
     BackendError,
     /// Rate limited after retries.
