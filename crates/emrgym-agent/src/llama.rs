@@ -712,6 +712,13 @@ struct Active {
 
 impl Active {
     fn body(&self) -> String {
+        if self.finish == "length" {
+            // a cut reply keeps everything it wrote, its end untouched: nothing of it runs, and
+            // the loop reads that end to tell a degenerate reply (stopped by `sample`, which
+            // looks at the same text) from one the cap cut; a `</tool_call>` inside one of its
+            // strings does not end it
+            return self.out.trim_start().to_string();
+        }
         self.out.split("</tool_call>").next().unwrap_or("").trim().to_string()
     }
 

@@ -63,15 +63,19 @@ pub struct Repetition {
     pub pattern: String,
 }
 
-/// The longest pattern looked for, bytes.
-pub const REPEAT_MAX_PERIOD: usize = 64;
-/// How many bytes at the end of a reply must repeat one pattern for it to be degenerate: four
-/// times the longest pattern. No reference call of the suite, in any format a model may
-/// write it, comes near (integration test `no_reference_call_looks_degenerate`).
-pub const REPEAT_MIN_SPAN: usize = 4 * REPEAT_MAX_PERIOD;
+/// The longest pattern looked for, bytes (a sentence: SmolLM2 repeated one of 110 bytes).
+pub const REPEAT_MAX_PERIOD: usize = 128;
+/// The fewest bytes at the end of a reply that must repeat one pattern for it to be
+/// degenerate; a pattern longer than a quarter of this must repeat [`REPEAT_COPIES`] times.
+/// No reference call of the suite, in any format a model may write it, comes near at any
+/// point while it is written (integration test `no_reference_call_looks_degenerate...`).
+pub const REPEAT_MIN_SPAN: usize = 256;
+/// The fewest copies of the pattern.
+pub const REPEAT_COPIES: usize = 4;
 
 /// The shortest pattern of at most [`REPEAT_MAX_PERIOD`] bytes, not whitespace alone, that
-/// the last [`REPEAT_MIN_SPAN`] or more bytes of `text` repeat, if any.
+/// the end of `text` repeats over at least [`REPEAT_MIN_SPAN`] bytes and [`REPEAT_COPIES`]
+/// copies, if any.
 pub fn repetition(text: &str) -> Option<Repetition> {
     let b = text.as_bytes();
     if b.len() < REPEAT_MIN_SPAN {
@@ -82,7 +86,7 @@ pub fn repetition(text: &str) -> Option<Repetition> {
         let n = (p..b.len()).rev().take_while(|&i| b[i] == b[i - p]).count();
         // whitespace alone is left to the reply cap: a JSON grammar's whitespace rules, not
         // only the model, could keep a reply there
-        (n + p >= REPEAT_MIN_SPAN && b[b.len() - p..].iter().any(|c| !c.is_ascii_whitespace())).then(|| Repetition {
+        (n + p >= REPEAT_MIN_SPAN.max(REPEAT_COPIES * p) && b[b.len() - p..].iter().any(|c| !c.is_ascii_whitespace())).then(|| Repetition {
             period: p,
             span: n + p,
             pattern: String::from_utf8_lossy(&b[b.len() - p..]).into_owned(),

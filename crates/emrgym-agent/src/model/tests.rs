@@ -211,7 +211,7 @@ fn one_sequence_is_not_written_so_earlier_manifests_keep_their_hash() {
 
 #[test]
 fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_long_enough() {
-    use super::{REPEAT_MAX_PERIOD, REPEAT_MIN_SPAN, degenerate, repetition};
+    use super::{REPEAT_COPIES, REPEAT_MAX_PERIOD, REPEAT_MIN_SPAN, degenerate, repetition};
     let r = repetition(&format!("{{\"id\": \"{}", "1.".repeat(200))).unwrap();
     assert_eq!((r.period, r.span, r.pattern.as_str()), (2, 400, "1."));
     // the shortest period is named, not a multiple of it
@@ -225,8 +225,14 @@ fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_lon
         .collect::<String>();
     let long = format!("{long}!");
     assert_eq!(long.len(), REPEAT_MAX_PERIOD + 1);
-    assert_eq!(repetition(&long[1..].repeat(4)).unwrap().period, REPEAT_MAX_PERIOD);
+    assert_eq!(repetition(&long[1..].repeat(REPEAT_COPIES)).unwrap().period, REPEAT_MAX_PERIOD);
     assert_eq!(repetition(&long.repeat(5)), None);
+    // a long pattern needs its copies even past the span: a 100-byte sentence three times
+    // (300 bytes) is not enough, four times is
+    let sentence = format!("{} ", "It is a medication that is used to treat heart disease".repeat(2));
+    assert!(sentence.len() > REPEAT_MIN_SPAN / REPEAT_COPIES && 3 * sentence.len() >= REPEAT_MIN_SPAN);
+    assert_eq!(repetition(&format!("{{{}", sentence.repeat(3))), None);
+    assert_eq!(repetition(&format!("{{{}", sentence.repeat(4))).unwrap().pattern, sentence);
     // a repetition that stopped before the end is not degenerate: the reply went on
     assert_eq!(repetition(&format!("{}\"}}", "1.".repeat(300))), None);
     // whitespace alone is left to the reply cap
