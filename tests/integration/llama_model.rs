@@ -239,3 +239,31 @@ async fn episodes_starting_together_evaluate_their_shared_prefix_once() {
     assert!(tb.restored > 100, "the second restores the prefix the first evaluated: {tb:?}");
     assert_eq!(tb.prefilled, tb.prompt - tb.restored, "{tb:?}");
 }
+
+/// Degenerate replies with the real model: on the first turn of these episodes SmolLM2
+/// falls into a repetition loop (seen in its quick run). The backend stops such a reply as
+/// soon as its end repeats one pattern, well before the 1,024-token cap, and the reply it
+/// returns ends with that repetition, so the loop's check reads what the backend saw. A
+/// reply that ends any other way does not end repeating itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_starts_repeating_itself_is_stopped_before_the_cap() {
+    use emrgym_agent::model::repetition;
+    let cap = 1024;
+    let handle = LlamaHandle::start(smollm2(8192, cap).await).unwrap();
+    let mut ws = Workspace::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap();
+    let mut stopped = Vec::new();
+    for id in ["lisinopril-007", "dka-002", "mab-mg-001"] {
+        let (messages, tools) = first_request(&mut ws, id);
+        let (r, t) = handle.complete(&messages, &tools).await.unwrap();
+        let repeated = r.tool_calls.iter().find_map(|(_, _, args)| repetition(args));
+        if r.finish_reason.as_deref() == Some("length") && t.generated < cap as usize {
+            let rep = repeated.unwrap_or_else(|| panic!("{id}: stopped early, so its end repeats: {r:?}"));
+            assert_eq!(r.completion_tokens, t.generated as u64);
+            stopped.push((id, rep.pattern, t.generated));
+        } else {
+            assert!(repeated.is_none(), "{id}: a reply that ends repeating itself is stopped: {r:?}");
+        }
+    }
+    assert!(!stopped.is_empty(), "SmolLM2 repeats itself on at least one of these first turns");
+    eprintln!("stopped early: {stopped:?}");
+}
