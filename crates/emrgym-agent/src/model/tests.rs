@@ -227,8 +227,8 @@ fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_lon
     assert_eq!(long.len(), REPEAT_MAX_PERIOD + 1);
     assert_eq!(repetition(&long[1..].repeat(REPEAT_COPIES)).unwrap().period, REPEAT_MAX_PERIOD);
     assert_eq!(repetition(&long.repeat(5)), None);
-    // a long pattern needs its copies even past the span: a 100-byte sentence three times
-    // (300 bytes) is not enough, four times is
+    // a long pattern needs its copies even past the span: a 111-byte sentence three times
+    // (333 bytes) is not enough, four times is
     let sentence = format!("{} ", "It is a medication that is used to treat heart disease".repeat(2));
     assert!(sentence.len() > REPEAT_MIN_SPAN / REPEAT_COPIES && 3 * sentence.len() >= REPEAT_MIN_SPAN);
     assert_eq!(repetition(&format!("{{{}", sentence.repeat(3))), None);
