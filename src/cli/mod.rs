@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 /// EMRGym: a FHIR-sandbox agent simulator and benchmark.
 #[derive(Debug, Parser)]
-#[command(name = "emrgym", version, about)]
+#[command(name = "emrgym", version = emrgym_engine::VERSION, about)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]

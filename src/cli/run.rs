@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use emrgym_agent::model::ModelConfig;
 use emrgym_engine::backend::{DEFAULT_LOCAL_MODEL, parse_model};
-use emrgym_engine::run::{AgentKind, Mode, RunConfig, execute};
+use emrgym_engine::run::{AgentKind, Mode, RunConfig, Start, execute_with};
 use emrgym_engine::rundir::recorded_config;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -64,9 +64,14 @@ pub struct RunArgs {
     /// Run directory to create.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Finish an interrupted run in this directory.
+    /// Finish an interrupted run in this directory (with the build that started it).
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// With --resume: finish the run with another build than the one that started it; the
+    /// manifest records the new build (`resumed_by_other_builds`), as its episodes then come
+    /// from more than one build.
+    #[arg(long, requires = "resume")]
+    pub allow_other_build: bool,
     /// Tool calls per episode (default: twice the instance's reference plan).
     #[arg(long)]
     pub max_steps: Option<u32>,
@@ -271,7 +276,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             (cfg, out, false)
         }
     };
-    let summary = execute(cfg, &out, resume)?;
+    let start = Start {
+        resume,
+        allow_other_build: a.allow_other_build,
+    };
+    let summary = execute_with(cfg, &out, start)?;
     if a.json {
         super::emit(&format!("{}\n", serde_json::to_string_pretty(&summary)?))
     } else {

@@ -608,3 +608,108 @@ fn bad_sequence_counts_are_named() {
         assert!(!o.status.success() && err.contains(named), "{variants}: {err}");
     }
 }
+
+/// A run records the build that started it (`emrgym --version`). Resuming it with another
+/// build is refused, naming both builds, and touches nothing, since one run's episodes must
+/// come from one build's behaviour; `--allow-other-build` resumes it and the manifest records
+/// the second build. A run with nothing left to run resumes under any build (nothing mixes).
+/// A changed tool catalogue is refused even with the flag.
+#[test]
+fn resuming_with_another_build_is_refused_unless_allowed_and_then_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_emrgym");
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let emrgym = |args: &[&str]| {
+        let o = Command::new(bin).args(args).output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, version, _) = emrgym(&["--version"]);
+    assert!(ok);
+    // "emrgym 0.1.0 (build 0123456789ab)" or "(build 0123456789ab+dirty.0123456789ab)"
+    let build = version
+        .trim()
+        .split("(build ")
+        .nth(1)
+        .and_then(|b| b.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    assert!(!build.is_empty() && !build.contains(' '), "{version}");
+    let path = run_dir.to_str().unwrap();
+    let (ok, _, err) = emrgym(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--instance",
+        "mab-age-001",
+        "--instance",
+        "mab-age-002",
+        "--scenarios",
+        scenarios,
+        "--out",
+        path,
+    ]);
+    assert!(ok, "{err}");
+    let manifest = run_dir.join("manifest.json");
+    let read = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap() };
+    let mut m = read();
+    assert_eq!(m["build"], build.as_str(), "the manifest records the build");
+    assert!(m.get("resumed_by_other_builds").is_none());
+    // as if another build had started it
+    m["build"] = "000000000000".into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let other = std::fs::read(&manifest).unwrap();
+    // whole: resuming runs nothing, so any build may
+    let (ok, _, err) = emrgym(&["run", "--resume", path]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&manifest).unwrap(),
+        other,
+        "a resume that ran nothing records no build"
+    );
+    // one episode left to run
+    let results = run_dir.join("results.jsonl");
+    let whole = std::fs::read_to_string(&results).unwrap();
+    let first = format!("{}\n", whole.lines().next().unwrap());
+    assert!(first.contains("mab-age-001"), "{first}");
+    std::fs::write(&results, &first).unwrap();
+    let (ok, _, err) = emrgym(&["run", "--resume", path]);
+    assert!(!ok, "another build resumed the run");
+    assert!(
+        err.contains("started by build 000000000000")
+            && err.contains(&format!("this is build {build}"))
+            && err.contains("--allow-other-build"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap(),
+        first,
+        "the refused resume touched the results"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), other, "the refused resume touched the manifest");
+    // the flag without --resume is a usage error
+    let (ok, _, err) = emrgym(&["run", "--agent", "oracle", "--allow-other-build"]);
+    assert!(!ok && err.contains("--resume"), "{err}");
+    // a changed tool catalogue is refused even with the flag
+    let mut tools = read();
+    tools["tool_catalogue_sha256"] = "00".into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&tools).unwrap()).unwrap();
+    let (ok, _, err) = emrgym(&["run", "--resume", path, "--allow-other-build"]);
+    assert!(!ok && err.contains("the tool catalogue changed"), "{err}");
+    std::fs::write(&manifest, &other).unwrap();
+    // allowed: it finishes, and the manifest says which builds ran it
+    let (ok, _, err) = emrgym(&["run", "--resume", path, "--allow-other-build"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap(),
+        whole,
+        "the same results as the whole run"
+    );
+    let m = read();
+    assert_eq!(m["build"], "000000000000");
+    assert_eq!(m["resumed_by_other_builds"], serde_json::json!([build]));
+}

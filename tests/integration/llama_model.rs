@@ -267,3 +267,29 @@ async fn a_reply_that_starts_repeating_itself_is_stopped_before_the_cap() {
     assert!(!stopped.is_empty(), "SmolLM2 repeats itself on at least one of these first turns");
     eprintln!("stopped early: {stopped:?}");
 }
+
+/// A run of the in-process model records the SHA-256 of its GGUF file in the manifest (the
+/// weights a row was measured with, and what `--resume` checks), the catalogue's digest.
+#[test]
+fn a_model_run_records_the_digest_of_its_weights() {
+    use emrgym_agent::model::ModelConfig;
+    use emrgym_engine::run::{AgentKind, RunConfig, execute};
+    let known = find("smollm2-135m").unwrap();
+    let mut model = LlamaConfig::for_model(fetch(known, &default_cache()).unwrap());
+    model.n_ctx = 4096;
+    model.max_reply_tokens = 24;
+    let mut cfg = RunConfig {
+        suite: Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"),
+        agent: AgentKind::Model,
+        model: Some(ModelConfig::Llama(model)),
+        instances: vec!["mab-age-001".into()],
+        ..RunConfig::default()
+    };
+    cfg.limits.max_turns = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    execute(cfg, &out, false).unwrap();
+    let m = emrgym_engine::rundir::Manifest::read(&out).unwrap();
+    assert_eq!(m.model_sha256.as_deref(), Some(known.sha256));
+    assert_eq!(m.build.as_deref(), Some(emrgym_engine::BUILD));
+}

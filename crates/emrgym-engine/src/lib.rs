@@ -50,6 +50,14 @@
 //! # }
 //! ```
 
+/// This build's identity: the checkout's commit (12 hex digits), `+dirty.<hash>` when the
+/// sources differ from it (`<hash>` names the difference), `unknown` outside a git checkout
+/// (build.rs). Run manifests record it; `--resume` refuses to mix builds.
+pub const BUILD: &str = env!("EMRGYM_BUILD");
+
+/// `emrgym --version`: the package version and [`BUILD`].
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (build ", env!("EMRGYM_BUILD"), ")");
+
 pub mod backend;
 pub mod episode;
 pub mod episodes;

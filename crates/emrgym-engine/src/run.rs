@@ -277,6 +277,30 @@ pub fn eta(elapsed: std::time::Duration, done: usize, left: usize) -> String {
 
 /// Execute a run.
 pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summary> {
+    execute_with(
+        cfg,
+        out,
+        Start {
+            resume,
+            allow_other_build: false,
+        },
+    )
+}
+
+/// How [`execute_with`] starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Start {
+    /// Finish the interrupted run in the directory (its manifest's configuration).
+    pub resume: bool,
+    /// Resume with another build than the one that started the run (recorded in the
+    /// manifest's `resumed_by_other_builds`); without it such a resume is refused, so that
+    /// one run's episodes come from one build.
+    pub allow_other_build: bool,
+}
+
+/// [`execute`], with the resume options.
+pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<Summary> {
+    let resume = start.resume;
     if cfg.agent == AgentKind::External {
         bail!("--agent external: external agents drive episodes through `emrgym serve` (the episode API) or `emrgym mcp`");
     }
@@ -350,7 +374,12 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summa
             .collect();
     }
     let ids: Vec<String> = insts.iter().map(|i| i.id.clone()).collect();
-    let man = Manifest::new(&cfg, &ws, &ids)?;
+    let mut man = Manifest::new(&cfg, &ws, &ids)?;
+    if let (AgentKind::Model, Some(ModelConfig::Llama(l))) = (&cfg.agent, &cfg.model)
+        && l.model_path.is_file()
+    {
+        man.model_sha256 = Some(crate::model::file_digest(&l.model_path)?.0);
+    }
     // load the model first: a missing or broken model fails before anything is written
     if !resume && out.join("manifest.json").exists() {
         bail!(
@@ -401,6 +430,14 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summa
         // (to a temporary file renamed over it: a kill during the rewrite loses nothing)
         let kept: Vec<ResultLine> = read_results(&results_path)?.into_iter().filter(|r| !r.infrastructure).collect();
         done.extend(kept.iter().map(|r| (r.instance.clone(), r.trial)));
+        let left = ids
+            .iter()
+            .flat_map(|i| (0..cfg.trials).map(move |t| (i.clone(), t)))
+            .filter(|k| !done.contains(k))
+            .count();
+        if left > 0 {
+            resume_guard(out, old, &man, start.allow_other_build)?;
+        }
         write_results(out, &kept)?;
         // temporary files a kill left behind (their episodes run again)
         if let Ok(entries) = std::fs::read_dir(out.join("trajectories")) {
@@ -530,10 +567,98 @@ pub fn execute(cfg: RunConfig, out: &Path, resume: bool) -> anyhow::Result<Summa
     Ok(summary)
 }
 
+/// What must not change while a run is resumed (checked only when episodes are left to run):
+/// the tool catalogue the agent sees, the model file, and the build (unless
+/// `allow_other_build`, which records the new build in the manifest).
+fn resume_guard(out: &Path, mut old: Manifest, new: &Manifest, allow_other_build: bool) -> anyhow::Result<()> {
+    let dir = out.display();
+    if old.tool_catalogue_sha256 != new.tool_catalogue_sha256 {
+        bail!(
+            "--resume {dir}: the tool catalogue changed since the run started (sha256 {} then, {} now); its episodes would not have seen the same tools: start a new run",
+            old.tool_catalogue_sha256,
+            new.tool_catalogue_sha256
+        );
+    }
+    if let (Some(then), Some(now)) = (&old.model_sha256, &new.model_sha256)
+        && then != now
+    {
+        bail!("--resume {dir}: the model file is not the one the run started with (sha256 {then} then, {now} now)");
+    }
+    let now = new.build.as_deref().unwrap_or("unknown");
+    if old.build.as_deref() == Some(now) || old.resumed_by_other_builds.last().map(String::as_str) == Some(now) {
+        return Ok(());
+    }
+    let then = match &old.build {
+        Some(b) => format!("build {b}"),
+        None => "a build it did not record (it predates build records)".to_string(),
+    };
+    if !allow_other_build {
+        bail!(
+            "--resume {dir}: the run was started by {then}, and this is build {now}: resuming would mix two builds' behaviour in one run. Resume with the build that started it (git worktree add DIR COMMIT; cargo build --release there), or pass --allow-other-build to mix them (recorded in its manifest)"
+        );
+    }
+    tracing::warn!("--resume {dir}: started by {then}, resumed by build {now} (--allow-other-build; recorded in the manifest)");
+    old.resumed_by_other_builds.push(now.to_string());
+    old.write(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::eta;
+    use super::{eta, resume_guard};
+    use crate::rundir::Manifest;
     use std::time::Duration;
+
+    fn manifest(build: Option<&str>, model: Option<&str>) -> Manifest {
+        let cfg = super::RunConfig::default();
+        Manifest {
+            format_version: crate::rundir::RUN_FORMAT_VERSION,
+            emrgym_version: "0".into(),
+            build: build.map(str::to_string),
+            resumed_by_other_builds: Vec::new(),
+            model_sha256: model.map(str::to_string),
+            config_sha256: crate::rundir::config_sha256(&cfg).unwrap(),
+            config: cfg,
+            scenarios: Default::default(),
+            instances: vec!["a-1".into()],
+            tool_catalogue_sha256: "cd".into(),
+            access: None,
+            merged_from: Vec::new(),
+            replayed_from: None,
+        }
+    }
+
+    #[test]
+    fn a_resume_must_keep_the_tools_the_model_file_and_unless_allowed_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let now = manifest(Some("bbbbbbbbbbbb"), Some("m1"));
+        let guard = |old: Manifest, allow: bool| resume_guard(out, old, &now, allow).map_err(|e| e.to_string());
+        // the same build: resumes, writes nothing
+        assert_eq!(guard(manifest(Some("bbbbbbbbbbbb"), Some("m1")), false), Ok(()));
+        assert!(!out.join("manifest.json").exists());
+        // another build, or none recorded: refused with both named, unless allowed
+        let e = guard(manifest(Some("aaaaaaaaaaaa"), Some("m1")), false).unwrap_err();
+        assert!(
+            e.contains("started by build aaaaaaaaaaaa") && e.contains("this is build bbbbbbbbbbbb"),
+            "{e}"
+        );
+        let e = guard(manifest(None, None), false).unwrap_err();
+        assert!(e.contains("did not record") && e.contains("--allow-other-build"), "{e}");
+        assert!(!out.join("manifest.json").exists(), "a refusal writes nothing");
+        assert_eq!(guard(manifest(Some("aaaaaaaaaaaa"), Some("m1")), true), Ok(()));
+        let written = Manifest::read(out).unwrap();
+        assert_eq!(written.build.as_deref(), Some("aaaaaaaaaaaa"), "the starting build stays");
+        assert_eq!(written.resumed_by_other_builds, ["bbbbbbbbbbbb"]);
+        // resumed again by the build that resumed it last: nothing more to record
+        assert_eq!(guard(written, false), Ok(()));
+        // another model file or tool catalogue: refused even when builds may mix
+        let e = guard(manifest(Some("bbbbbbbbbbbb"), Some("m0")), true).unwrap_err();
+        assert!(e.contains("model file") && e.contains("m0") && e.contains("m1"), "{e}");
+        let mut tools = manifest(Some("bbbbbbbbbbbb"), Some("m1"));
+        tools.tool_catalogue_sha256 = "00".into();
+        let e = guard(tools, true).unwrap_err();
+        assert!(e.contains("tool catalogue changed"), "{e}");
+    }
 
     #[test]
     fn the_eta_extrapolates_the_pace_of_this_session() {

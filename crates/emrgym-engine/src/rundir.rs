@@ -213,6 +213,17 @@ pub struct Manifest {
     pub format_version: u32,
     /// The emrgym version that wrote it.
     pub emrgym_version: String,
+    /// The build that started the run ([`crate::BUILD`]: the commit, `+dirty.<hash>` for a
+    /// changed checkout); absent in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// Other builds that resumed the run (`emrgym run --resume --allow-other-build`), in order:
+    /// its episodes come from more than one build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_by_other_builds: Vec<String>,
+    /// SHA-256 of the in-process model's GGUF file (absent for other agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     /// The resolved configuration.
     pub config: RunConfig,
     /// SHA-256 of the configuration without its speed settings (concurrency, shard): what
@@ -242,6 +253,9 @@ impl Manifest {
         Ok(Manifest {
             format_version: RUN_FORMAT_VERSION,
             emrgym_version: env!("CARGO_PKG_VERSION").into(),
+            build: Some(crate::BUILD.into()),
+            resumed_by_other_builds: Vec::new(),
+            model_sha256: None,
             config: cfg.clone(),
             config_sha256: config_sha256(cfg)?,
             scenarios: family_hashes(ws)?
@@ -374,24 +388,37 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
         let mut cfg = m.config.clone();
         cfg.shard = None;
         cfg.concurrency = 1;
-        (cfg, m.scenarios.clone(), m.tool_catalogue_sha256.clone(), m.emrgym_version.clone())
+        (
+            cfg,
+            m.scenarios.clone(),
+            m.tool_catalogue_sha256.clone(),
+            m.emrgym_version.clone(),
+            m.build.clone(),
+            m.model_sha256.clone(),
+        )
     };
     let mut base: Option<Manifest> = None;
     let mut all: BTreeMap<(String, u32), ResultLine> = BTreeMap::new();
     let mut instances: BTreeSet<String> = BTreeSet::new();
+    let mut other_builds: Vec<String> = Vec::new();
     std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
     for dir in runs {
         let man = Manifest::read(dir)?;
         match &base {
             None => base = Some(man.clone()),
             Some(b) if key(b) != key(&man) => bail!(
-                "{} was run with another configuration or other scenarios than {}",
+                "{} was run with another configuration, other scenarios, another build or another model file than {}",
                 dir.display(),
                 runs[0].display()
             ),
             Some(_) => {}
         }
         instances.extend(man.instances.iter().cloned());
+        for b in &man.resumed_by_other_builds {
+            if !other_builds.contains(b) {
+                other_builds.push(b.clone());
+            }
+        }
         for r in read_results(&dir.join("results.jsonl"))? {
             let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
@@ -405,6 +432,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
     man.config_sha256 = config_sha256(&man.config)?;
     man.instances = instances.into_iter().collect();
     man.merged_from = runs.iter().map(|p| p.display().to_string()).collect();
+    man.resumed_by_other_builds = other_builds;
     man.write(out)?;
     let lines: Vec<ResultLine> = all.into_values().collect();
     write_results(out, &lines)?;
@@ -466,6 +494,9 @@ mod tests {
         super::Manifest {
             format_version: super::RUN_FORMAT_VERSION,
             emrgym_version: "0".into(),
+            build: Some("0123456789ab".into()),
+            resumed_by_other_builds: vec!["0123456789ab+dirty.00ff00ff00ff".into()],
+            model_sha256: Some("ef".into()),
             config: crate::run::RunConfig::default(),
             config_sha256: super::config_sha256(&crate::run::RunConfig::default()).unwrap(),
             scenarios: [(
