@@ -402,3 +402,84 @@ async fn an_openai_compatible_model_is_a_row_in_one_command() {
     assert_eq!(api_row["success"]["mean"], 0.0, "finishing at once solves none of them");
     assert_eq!(lb["paired"], json!([]), "different models are not paired");
 }
+
+/// The Runs table says where each row's episodes come from: its directories, the builds that
+/// ran them (the build recorded in each manifest, `unrecorded` for a manifest from before
+/// builds were recorded, and a build that resumed a run with `--allow-other-build`), and the
+/// model file's digest when there is one.
+#[test]
+fn the_runs_table_names_each_rows_directories_builds_and_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("shard-a"), tmp.path().join("shard-b"));
+    make_run(&a, AgentKind::Oracle, Mode::Flat, &INSTANCES[..2], 1);
+    make_run(&b, AgentKind::Oracle, Mode::Flat, &INSTANCES[2..3], 1);
+    let lb = build(&[a.clone(), b.clone()]).unwrap();
+    let r = row(&lb, "oracle", "flat");
+    assert_eq!(r.builds, [emrgym_engine::BUILD], "both runs are this build's");
+    assert!(r.model_sha256.is_empty(), "the oracle has no weights");
+    // one run from before builds were recorded, the other resumed by a second build
+    edit_manifest(&a, |m| {
+        m.as_object_mut().unwrap().remove("build");
+    });
+    edit_manifest(&b, |m| m["resumed_by_other_builds"] = json!(["0123456789ab+dirty.cafecafecafe"]));
+    let lb = build(&[a.clone(), b.clone()]).unwrap();
+    let r = row(&lb, "oracle", "flat");
+    assert_eq!(
+        r.builds,
+        [
+            emrgym_engine::leaderboard::UNRECORDED,
+            emrgym_engine::BUILD,
+            "0123456789ab+dirty.cafecafecafe"
+        ]
+    );
+    let md = emrgym_engine::leaderboard::markdown(&lb);
+    let runs = md.split("### Runs").nth(1).expect("a Runs section");
+    let line = runs.lines().find(|l| l.starts_with("| oracle | flat |")).unwrap();
+    assert!(
+        line.contains(&a.display().to_string())
+            && line.contains(&b.display().to_string())
+            && line.contains("unrecorded")
+            && line.contains("+dirty.cafecafecafe")
+            && line.ends_with("| - |"),
+        "{line}"
+    );
+}
+
+/// The committed run directories under results/, as the shell's `results/*/` names them.
+fn committed_runs(root: &Path) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(root.join("results"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .map(|e| format!("results/{}/", e.file_name().to_string_lossy()))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// docs/results.md publishes the leaderboard of the runs committed under results/ exactly as
+/// `emrgym leaderboard results/*/ --markdown` prints it (its headings one level down), so the
+/// published table cannot drift from the runs a clone can replay.
+#[test]
+fn the_published_table_is_the_leaderboard_of_the_committed_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dirs = committed_runs(root);
+    assert!(dirs.len() >= 4, "{dirs:?}");
+    let out = Command::new(bin())
+        .current_dir(root)
+        .arg("leaderboard")
+        .args(&dirs)
+        .arg("--markdown")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("\n{}", String::from_utf8_lossy(&out.stdout)).replace("\n### ", "\n#### ");
+    let doc = std::fs::read_to_string(root.join("docs/results.md")).unwrap();
+    let start = doc.find("\n#### Leaderboard\n").expect("docs/results.md has the leaderboard");
+    let end = start + doc[start..].find("\n**What the").expect("and its commentary after it");
+    assert_eq!(
+        doc[start..end].trim(),
+        want.trim(),
+        "docs/results.md's tables differ from `emrgym leaderboard results/*/ --markdown`: regenerate them"
+    );
+}

@@ -56,6 +56,13 @@ pub struct Row {
     pub mode: String,
     /// The run directories combined, in the order given.
     pub runs: Vec<String>,
+    /// The builds its episodes came from (`emrgym --version`: commit, `+dirty.<hash>`), each
+    /// once, in order; [`UNRECORDED`] for a run from before manifests recorded it.
+    pub builds: Vec<String>,
+    /// SHA-256 of the in-process model's GGUF file, each distinct one once (none for other
+    /// agents and for runs from before manifests recorded it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_sha256: Vec<String>,
     /// The seed of the row's bootstrap (the smallest seed of its runs).
     pub seed: u64,
     /// Most trials per instance among its runs.
@@ -251,9 +258,15 @@ fn mode_rank(mode: &str) -> (usize, String) {
 }
 
 /// One run directory, read.
+/// What the table says of a run whose manifest predates build records.
+pub const UNRECORDED: &str = "unrecorded";
+
 struct LoadedRun {
     dir: PathBuf,
     cfg: RunConfig,
+    /// The build that started it and those that resumed it.
+    builds: Vec<String>,
+    model_sha256: Option<String>,
     scenarios: BTreeMap<String, ScenarioHash>,
     /// The instances its manifest says it covers.
     instances: Vec<String>,
@@ -267,9 +280,13 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
     let man = Manifest::read(dir)?;
     let (cfg, scenarios, instances) = (man.config, man.scenarios, man.instances);
     let results = crate::rundir::read_results(&dir.join("results.jsonl"))?;
+    let mut builds = vec![man.build.unwrap_or_else(|| UNRECORDED.to_string())];
+    builds.extend(man.resumed_by_other_builds);
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         cfg,
+        builds,
+        model_sha256: man.model_sha256,
         scenarios,
         instances,
         results,
@@ -467,6 +484,8 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         agent: g.agent.clone(),
         mode: g.mode.clone(),
         runs: g.runs.iter().map(|r| r.dir.display().to_string()).collect(),
+        builds: distinct(g.runs.iter().flat_map(|r| r.builds.iter().cloned())),
+        model_sha256: distinct(g.runs.iter().filter_map(|r| r.model_sha256.clone())),
         seed,
         trials,
         instances: instances.len(),
@@ -482,6 +501,17 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         families,
     };
     (row, inst)
+}
+
+/// Each item once, in first-seen order.
+fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// Why a row of `scored` episodes, `harness` of them harness failures, may not be published
@@ -904,6 +934,35 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
             });
         }
     }
+    out.push(Table {
+        title: "Runs".into(),
+        note: "Where each row's episodes come from: its run directories, the builds that ran them (`emrgym --version`: the \
+               commit, `+dirty.<hash>` for a changed checkout; more than one when a run was resumed with `--allow-other-build` \
+               or the row combines runs of different builds) and the SHA-256 of the model file (first 16 hex digits)."
+            .into(),
+        headers: ["model", "mode", "runs", "builds", "weights"].map(String::from).to_vec(),
+        rows: lb
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.model.clone(),
+                    r.mode.clone(),
+                    r.runs.join(", "),
+                    r.builds.join(", "),
+                    if r.model_sha256.is_empty() {
+                        "-".to_string()
+                    } else {
+                        r.model_sha256
+                            .iter()
+                            .map(|h| h.chars().take(16).collect::<String>())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                ]
+            })
+            .collect(),
+    });
     out
 }
 
@@ -941,7 +1000,7 @@ pub fn text(lb: &Leaderboard) -> String {
 }
 
 /// Columns of words, left-aligned (numbers are right-aligned).
-const LEFT: [&str; 4] = ["model", "mode", "family", "comparison"];
+const LEFT: [&str; 7] = ["model", "mode", "family", "comparison", "runs", "builds", "weights"];
 
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -1212,6 +1271,8 @@ mod tests {
             agent: "model".into(),
             mode: mode.into(),
             runs: vec![format!("results/m-{mode}")],
+            builds: vec!["0123456789ab".into()],
+            model_sha256: vec!["ab".repeat(32)],
             seed: 0,
             trials: 1,
             instances: 4,
@@ -1280,9 +1341,16 @@ mod tests {
         let paired = line("| m | guided − flat |");
         assert_eq!(paired.matches("withheld").count(), 6, "{paired}");
         assert!(!paired.contains('%'), "no difference is shown: {paired}");
-        let horizon_rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| m | flat |")).collect();
+        let (figures, runs) = md.split_once("### Runs").expect("a Runs table");
+        let horizon_rows: Vec<&str> = figures.lines().filter(|l| l.starts_with("| m | flat |")).collect();
         assert_eq!(horizon_rows.len(), 3, "leaderboard, horizon, steps: {md}");
         assert!(horizon_rows.iter().all(|l| !l.contains('%') && l.contains("withheld")), "{md}");
+        // where a withheld row comes from is still said
+        assert!(
+            runs.lines()
+                .any(|l| l == "| m | flat | results/m-flat | 0123456789ab | abababababababab |"),
+            "{runs}"
+        );
         let html = html(&lb);
         assert!(
             html.contains("m (guided)") && !html.contains("m (flat)</text>"),
