@@ -654,6 +654,11 @@ fn resuming_with_another_build_is_refused_unless_allowed_and_then_recorded() {
         path,
     ]);
     assert!(ok, "{err}");
+    // stderr is no terminal here: a progress line per episode (at most one per 10 s), the last always
+    assert!(
+        err.lines().any(|l| l.starts_with("[    2/2] mab-age-00") && l.contains("ETA")),
+        "{err}"
+    );
     let manifest = run_dir.join("manifest.json");
     let read = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap() };
     let mut m = read();

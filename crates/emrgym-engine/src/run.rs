@@ -258,6 +258,9 @@ pub async fn one_episode(
     (traj, g)
 }
 
+/// Least time between two progress lines of a run whose stderr is not a terminal.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The progress line's time estimate: elapsed time and the time left at the mean pace of the
 /// episodes finished in this session (`ETA 1h05m`), or nothing before the first one.
 pub fn eta(elapsed: std::time::Duration, done: usize, left: usize) -> String {
@@ -521,8 +524,12 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         let results_path = out_dir.join("results.jsonl");
         let mut results = std::fs::OpenOptions::new().append(true).open(&results_path)?;
         let mut n = already;
+        // a terminal gets one progress line rewritten in place; a log (nohup, CI) gets a line
+        // per finished episode, at most one per LOG_EVERY (a fast agent would flood it) and
+        // always the last
         let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let started = std::time::Instant::now();
+        let mut logged: Option<std::time::Instant> = None;
         while let Some((line, text)) = rx.recv().await {
             // the trajectory first, whole or not at all; then its result line, whole or not
             // at all: a kill or a full disk leaves no torn file, and the episode without a
@@ -531,13 +538,19 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             write_atomic(&trajectory_path(&out_dir, &line.instance, line.trial), text.as_bytes())?;
             append_line(&mut results, &results_path, &serde_json::to_string(&line)?)?;
             n += 1;
-            if progress {
-                eprint!(
-                    "\r[{n:>5}/{total}] {:<28} {:<12} {}   ",
+            let status = || {
+                format!(
+                    "[{n:>5}/{total}] {:<28} {:<12} {}",
                     line.instance,
                     format!("{:?}", line.end),
                     eta(started.elapsed(), n - already, total - n)
-                );
+                )
+            };
+            if progress {
+                eprint!("\r{}   ", status());
+            } else if n == total || logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                eprintln!("{}", status());
+                logged = Some(std::time::Instant::now());
             }
         }
         if progress {
