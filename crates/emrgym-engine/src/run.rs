@@ -622,21 +622,11 @@ mod tests {
     use std::time::Duration;
 
     fn manifest(build: Option<&str>, model: Option<&str>) -> Manifest {
-        let cfg = super::RunConfig::default();
         Manifest {
-            format_version: crate::rundir::RUN_FORMAT_VERSION,
-            emrgym_version: "0".into(),
             build: build.map(str::to_string),
             resumed_by_other_builds: Vec::new(),
             model_sha256: model.map(str::to_string),
-            config_sha256: crate::rundir::config_sha256(&cfg).unwrap(),
-            config: cfg,
-            scenarios: Default::default(),
-            instances: vec!["a-1".into()],
-            tool_catalogue_sha256: "cd".into(),
-            access: None,
-            merged_from: Vec::new(),
-            replayed_from: None,
+            ..crate::rundir::tests::manifest()
         }
     }
 

@@ -457,7 +457,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{append_line, read_results, write_atomic};
 
     const LINE: &str = r#"{"instance":"a-1","family":"a","trial":0,"end":"finished","infrastructure":false,"success":true,"progress":1.0,"steps":1,"turns":1,"prompt_tokens":0,"completion_tokens":0}"#;
@@ -490,7 +490,8 @@ mod tests {
         assert!(e.contains("results.jsonl line 1"), "{e}");
     }
 
-    fn manifest() -> super::Manifest {
+    /// A manifest with every field set (for tests here and in `run`).
+    pub(crate) fn manifest() -> super::Manifest {
         super::Manifest {
             format_version: super::RUN_FORMAT_VERSION,
             emrgym_version: "0".into(),
