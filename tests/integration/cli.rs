@@ -718,3 +718,62 @@ fn resuming_with_another_build_is_refused_unless_allowed_and_then_recorded() {
     assert_eq!(m["build"], "000000000000");
     assert_eq!(m["resumed_by_other_builds"], serde_json::json!([build]));
 }
+
+/// `scripts/build-at.sh RUN_DIR` names the binary of the build that started a run: the given
+/// binary when it is that build (no worktree, no build); a run without a recorded build, or
+/// one built from uncommitted changes (which git cannot rebuild), is refused with what to do
+/// instead, and a commit the repository does not hold is named.
+#[test]
+fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let at = |build: Option<&str>| {
+        let mut m = serde_json::json!({"format_version": 1, "emrgym_version": "0.1.0"});
+        if let Some(b) = build {
+            m["build"] = b.into();
+        }
+        std::fs::write(run.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let o = Command::new("bash")
+            .arg(root.join("scripts/build-at.sh"))
+            .arg(&run)
+            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // this binary's own build
+    let (ok, out, err) = at(Some(emrgym_engine::BUILD));
+    if emrgym_engine::BUILD.contains("+dirty.") {
+        assert!(
+            !ok && err.contains("uncommitted changes") && err.contains("--allow-other-build"),
+            "{err}"
+        );
+    } else if emrgym_engine::BUILD != "unknown" {
+        assert!(ok, "{err}");
+        assert_eq!(out, env!("CARGO_BIN_EXE_emrgym"));
+    }
+    let (ok, out, err) = at(Some("0123456789ab+dirty.00ff00ff00ff"));
+    assert!(!ok && out.is_empty() && err.contains("uncommitted changes"), "{err}");
+    let (ok, _, err) = at(None);
+    assert!(
+        !ok && err.contains("records no build") && err.contains("--allow-other-build"),
+        "{err}"
+    );
+    let (ok, _, err) = at(Some("ffffffffffff"));
+    assert!(
+        !ok && err.contains("commit ffffffffffff") && err.contains("not in this repository"),
+        "{err}"
+    );
+    let o = Command::new("bash")
+        .arg(root.join("scripts/build-at.sh"))
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+}

@@ -607,7 +607,7 @@ fn resume_guard(out: &Path, mut old: Manifest, new: &Manifest, allow_other_build
     };
     if !allow_other_build {
         bail!(
-            "--resume {dir}: the run was started by {then}, and this is build {now}: resuming would mix two builds' behaviour in one run. Resume with the build that started it (git worktree add DIR COMMIT; cargo build --release there), or pass --allow-other-build to mix them (recorded in its manifest)"
+            "--resume {dir}: the run was started by {then}, and this is build {now}: resuming would mix two builds' behaviour in one run. Resume with the build that started it (`scripts/build-at.sh {dir}` builds it in a git worktree and prints its path), or pass --allow-other-build to mix them (recorded in its manifest)"
         );
     }
     tracing::warn!("--resume {dir}: started by {then}, resumed by build {now} (--allow-other-build; recorded in the manifest)");
