@@ -189,6 +189,18 @@ fn broken_scenarios_are_reported_with_file_and_line() {
         text.iter().any(|t| t.contains("broken.json:") && t.contains("no_such_task")),
         "library errors carry the library file and line: {text:#?}"
     );
+
+    // a range of accepted writes that ends below its start
+    let lib = json!({"tasks": {"t": {"methods": [{"name": "m",
+        "subtasks": [{"id": "a", "task": "report", "args": {"answer": 1}}],
+        "expect": [{"select": {"resource_type": "ServiceRequest"}, "count": 2, "count_max": 1}]}]}}});
+    std::fs::write(htn.join("broken.json"), serde_json::to_string_pretty(&lib).unwrap()).unwrap();
+    let text: Vec<String> = check(dir.path()).problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("broken.json:") && t.contains("count_max 1 must be at least count 2")),
+        "{text:#?}"
+    );
 }
 
 #[test]
@@ -823,4 +835,43 @@ fn the_grader_accepts_every_equivalent_variant_and_rejects_every_harmful_mutatio
         assert!(report.harmful.get(kind).is_some_and(|t| t.tried > 0), "{kind} never tried");
     }
     assert!(variants > 500 && mutations > 1000, "{variants} variants, {mutations} mutations");
+}
+
+/// Blood cultures are drawn as at least two sets (SSC 2016, kept by the hour-1 bundle): one
+/// order for the cultures and one order per set are the same action and both pass; a third
+/// order is extraneous. A duplicated medication order still fails (its doses add up).
+#[test]
+fn two_blood_culture_orders_pass_the_bundle_and_a_third_does_not() {
+    let p = prepared("sepsis-001");
+    let base = calls(&p);
+    let culture = base
+        .iter()
+        .position(|c| c.name == "fhir_create" && c.arguments.to_string().contains("600-7"))
+        .expect("the bundle orders blood cultures");
+    let with = |extra: usize| {
+        let mut c = base.clone();
+        for _ in 0..extra {
+            c.insert(culture + 1, base[culture].clone());
+        }
+        c
+    };
+    assert!(run(&p, with(0)).success);
+    let two = run(&p, with(1));
+    assert!(two.success, "two culture orders: {:#?}", node(&two, "act.cultures"));
+    let three = run(&p, with(2));
+    assert!(!three.success);
+    let n = node(&three, "act.cultures");
+    assert!(
+        n.reasons
+            .iter()
+            .any(|r| r.contains("expected 1 to 2 write(s)") && r.contains("found 3")),
+        "{n:#?}"
+    );
+    let abx = base
+        .iter()
+        .position(|c| c.name == "fhir_create" && c.arguments["resource_type"] == "MedicationRequest")
+        .expect("the bundle orders an antibiotic");
+    let mut twice = base.clone();
+    twice.insert(abx + 1, base[abx].clone());
+    assert!(!run(&p, twice).success, "a second antibiotic order doubles the dose");
 }

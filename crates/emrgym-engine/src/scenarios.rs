@@ -174,7 +174,12 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
     // no write postcondition already holds on the untouched record
     for (i, n) in tree.nodes.iter().enumerate() {
         for c in checks(&p.library, n) {
-            let Check::Select { selector, count, asserts } = c else { continue };
+            let Check::Select {
+                selector, count, asserts, ..
+            } = c
+            else {
+                continue;
+            };
             if *count == 0 {
                 continue;
             }

@@ -118,7 +118,12 @@ pub(crate) fn check_nodes(
                         );
                     }
                 },
-                Check::Select { selector, count, asserts } => {
+                Check::Select {
+                    selector,
+                    count,
+                    count_max,
+                    asserts,
+                } => {
                     let matches: Vec<usize> = (0..writes.len())
                         .filter(|w| selector_matches(selector, &writes[*w], tree, i))
                         .collect();
@@ -154,7 +159,7 @@ pub(crate) fn check_nodes(
                     }
                     // a medication dose split over several orders: judged as one order whose
                     // dosage instructions are all of theirs (equiv::dose sums them)
-                    if *count == 1 && matches.len() > 1 && matches.iter().all(|w| writes[*w].resource_type == "MedicationRequest") {
+                    if *count_max == 1 && matches.len() > 1 && matches.iter().all(|w| writes[*w].resource_type == "MedicationRequest") {
                         let afters: Vec<&Value> = matches.iter().filter_map(|w| writes[*w].after.as_deref()).collect();
                         if let Some(first) = afters.first() {
                             let mut combined = (*first).clone();
@@ -170,15 +175,20 @@ pub(crate) fn check_nodes(
                             }
                         }
                     }
-                    if matches.len() > *count as usize {
-                        for w in &matches[*count as usize..] {
+                    if matches.len() > *count_max as usize {
+                        for w in &matches[*count_max as usize..] {
                             o.diff.extra.push(format!("{}/{}", writes[*w].resource_type, writes[*w].id));
                         }
+                        let expected = if count_max == count {
+                            count.to_string()
+                        } else {
+                            format!("{count} to {count_max}")
+                        };
                         fail(
                             &mut o,
                             FailureClass::ExtraneousWrite,
                             format!(
-                                "expected {count} write(s) matching `{}`, found {}",
+                                "expected {expected} write(s) matching `{}`, found {}",
                                 describe(selector),
                                 matches.len()
                             ),

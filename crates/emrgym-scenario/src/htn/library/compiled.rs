@@ -31,8 +31,10 @@ pub enum Check {
     Select {
         /// The selector.
         selector: Selector,
-        /// Exact count.
+        /// Fewest matches (0: none may exist).
         count: u32,
+        /// Most matches accepted (`count` unless the check allows more).
+        count_max: u32,
         /// Assertions on each match, with their source.
         asserts: Vec<(String, Expr)>,
     },

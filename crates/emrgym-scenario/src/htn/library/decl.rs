@@ -190,9 +190,13 @@ pub struct CheckDecl {
     /// Writes matching this selector...
     #[serde(default)]
     pub select: Option<SelectRef>,
-    /// ...number exactly this many (default 1).
+    /// ...number exactly this many (default 1)...
     #[serde(default)]
     pub count: Option<u32>,
+    /// ...or, with `count_max`, from `count` up to this many (clinically equivalent ways of
+    /// writing one order, such as two sets of blood cultures as two orders).
+    #[serde(default)]
+    pub count_max: Option<u32>,
     /// ...and each satisfies these expressions.
     #[serde(default)]
     pub assert: Vec<String>,

@@ -103,7 +103,19 @@ impl Ctx<'_> {
             if count == 0 && !asserts.is_empty() {
                 self.err(pointer, "a check with count 0 cannot assert anything");
             }
-            return Some(Check::Select { selector, count, asserts });
+            let count_max = c.count_max.unwrap_or(count);
+            if count_max < count || (count == 0 && count_max > 0) {
+                self.err(
+                    &format!("{pointer}/count_max"),
+                    format!("count_max {count_max} must be at least count {count}, and 0 when count is 0"),
+                );
+            }
+            return Some(Check::Select {
+                selector,
+                count,
+                count_max,
+                asserts,
+            });
         }
         let src = c.answer.clone().unwrap_or_default();
         let e = self.expr(&format!("{pointer}/answer"), &src)?;
