@@ -37,10 +37,13 @@ if [ ! -x "$EMRGYM" ]; then
 fi
 mkdir -p "$OUT"
 
+# the checkout as it is before this script writes anything into it (MACHINE.md below is
+# tracked when OUT is results/, so checking afterwards would always find a change)
+checkout="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes')"
 {
   echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "- emrgym: $("$EMRGYM" --version 2>/dev/null || echo unknown) ($EMRGYM); this checkout at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes')"
+  echo "- emrgym: $("$EMRGYM" --version 2>/dev/null || echo unknown) ($EMRGYM); this checkout at commit $checkout"
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown), $(nproc) cores"
   flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -xE 'avx|avx2|fma|f16c|avx512f|avx512_vnni|avx_vnni' | sort | tr '\n' ' ')
   echo "- vector extensions: ${flags:-none listed}"
