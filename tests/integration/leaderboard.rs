@@ -445,14 +445,31 @@ fn the_runs_table_names_each_rows_directories_builds_and_weights() {
     );
 }
 
-/// The committed run directories under results/, as the shell's `results/*/` names them.
+/// The committed run directories under results/, as the shell's `results/*/` names them in a
+/// fresh clone: those whose manifest git tracks (a run in progress in a working tree is not
+/// published), or every one with a manifest where git is not at hand.
 fn committed_runs(root: &Path) -> Vec<String> {
-    let mut dirs: Vec<String> = std::fs::read_dir(root.join("results"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().join("manifest.json").is_file())
-        .map(|e| format!("results/{}/", e.file_name().to_string_lossy()))
-        .collect();
+    let tracked = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z", "--", "results"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let mut dirs: Vec<String> = match tracked {
+        Some(files) => files
+            .split('\0')
+            .filter_map(|f| f.strip_suffix("/manifest.json"))
+            .filter(|d| d.matches('/').count() == 1)
+            .map(|d| format!("{d}/"))
+            .collect(),
+        None => std::fs::read_dir(root.join("results"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("manifest.json").is_file())
+            .map(|e| format!("results/{}/", e.file_name().to_string_lossy()))
+            .collect(),
+    };
     dirs.sort();
     dirs
 }
