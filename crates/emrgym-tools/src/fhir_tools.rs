@@ -76,7 +76,7 @@ impl FhirTool {
     pub fn manifest(self) -> Manifest {
         let (description, parameters, examples) = match self {
             FhirTool::Search => (
-                "Search the patient record (FHIR R4 search). Give the resource type and search parameters; returns a searchset Bundle with the matching resources (newest first when sorted by -date). Useful parameters: Patient: identifier (MRN), name, family, given, birthdate; Observation: patient, code (system|code, e.g. http://loinc.org|2160-0), date (ge2023-01-01), category, _sort=-date, _count; Condition: patient, code, clinical-status; MedicationRequest: patient, status, intent. Repeat a parameter by giving a list. Returns at most 10 resources unless _count is given (page on with _offset). Unknown parameters are an error.",
+                "Search the patient record (FHIR R4 search). Give the resource type and search parameters; returns a searchset Bundle with the matching resources (newest first when sorted by -date). Useful parameters: Patient: identifier (MRN), name, family, given, birthdate; Observation: patient, code (system|code, e.g. http://loinc.org|2160-0), date (ge2023-01-01), category, _sort=-date, _count; Condition: patient, code, clinical-status; MedicationRequest: patient, status, intent, code. Repeat a parameter by giving a list. Returns at most 10 resources unless _count is given (page on with _offset). Unknown parameters are an error.",
                 json!({
                     "type": "object",
                     "properties": {
@@ -136,7 +136,7 @@ impl FhirTool {
                     arguments: json!({"resource_type": "Observation", "resource": {
                         "resourceType": "Observation",
                         "status": "final",
-                        "category": [{"coding": [{"system": "http://hl7.org/fhir/observation-category", "code": "vital-signs", "display": "Vital Signs"}]}],
+                        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs", "display": "Vital Signs"}]}],
                         "code": {"text": "BP"},
                         "subject": {"reference": "Patient/S6534835"},
                         "effectiveDateTime": "2023-11-13T10:15:00+00:00",
