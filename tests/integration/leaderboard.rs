@@ -195,13 +195,19 @@ fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
     // the same directory twice adds nothing
     assert_eq!(build(&[a.clone(), a.clone()]).unwrap().rows[0].episodes, 3);
 
-    // other scenarios: refused, naming both directories and the family
+    // a family that only one of the runs ran may differ between them: each family's
+    // episodes still come from one version (shard-b ran the horizon chains, not mab_k_replete)
     let other = tmp.path().join("other-scenarios");
     crate::common::copy_dir(&b, &other);
     edit_manifest(&other, |m| m["scenarios"]["mab_k_replete"]["sha256"] = json!("0000"));
-    let e = format!("{:#}", build(&[a.clone(), other.clone()]).unwrap_err());
+    assert_eq!(build(&[a.clone(), other.clone()]).unwrap().rows[0].episodes, 6);
+    // a family both ran, in other versions: refused, naming both directories and the family
+    let mixed = tmp.path().join("mixed-scenarios");
+    make_run(&mixed, AgentKind::Oracle, Mode::Flat, &INSTANCES[2..4], 1);
+    edit_manifest(&mixed, |m| m["scenarios"]["mab_k_replete"]["sha256"] = json!("0000"));
+    let e = format!("{:#}", build(&[a.clone(), mixed.clone()]).unwrap_err());
     assert!(
-        e.contains("shard-a") && e.contains("other-scenarios") && e.contains("mab_k_replete"),
+        e.contains("shard-a") && e.contains("mixed-scenarios") && e.contains("mab_k_replete"),
         "{e}"
     );
 

@@ -293,6 +293,11 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
     })
 }
 
+/// The families a run has episodes of.
+fn families_run(run: &LoadedRun) -> BTreeSet<&str> {
+    run.results.iter().map(|r| r.family.as_str()).collect()
+}
+
 /// The families whose recorded hashes differ between two manifests' `scenarios`.
 fn differing_families(a: &BTreeMap<String, ScenarioHash>, b: &BTreeMap<String, ScenarioHash>) -> Vec<String> {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -329,16 +334,24 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
             runs: Vec::new(),
             lines: BTreeMap::new(),
         });
-        if let Some(first) = g.runs.first()
-            && first.scenarios != run.scenarios
-        {
-            bail!(
-                "{} and {} are both rows of {model} ({mode}) but were run on different scenarios (families whose content differs: {}); \
-                 run them again on the same scenarios, or build separate leaderboards",
-                first.dir.display(),
-                run.dir.display(),
-                differing_families(&first.scenarios, &run.scenarios).join(", ")
-            );
+        // a row's episodes of one family must come from one version of it: two runs of the
+        // row may differ only in families that at most one of them ran (the quick and the
+        // horizon suite, run before and after a change to a family neither shares)
+        for earlier in &g.runs {
+            let both: BTreeSet<&str> = families_run(earlier).intersection(&families_run(&run)).copied().collect();
+            let differ: Vec<String> = differing_families(&earlier.scenarios, &run.scenarios)
+                .into_iter()
+                .filter(|f| both.contains(f.as_str()))
+                .collect();
+            if !differ.is_empty() {
+                bail!(
+                    "{} and {} are both rows of {model} ({mode}) but ran families whose content differs between them ({}); \
+                     run them again on the same scenarios, or build separate leaderboards",
+                    earlier.dir.display(),
+                    run.dir.display(),
+                    differ.join(", ")
+                );
+            }
         }
         let idx = g.runs.len();
         for r in &run.results {
