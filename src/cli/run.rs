@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// Model turns per episode (default: the step limit plus 5).
     #[arg(long)]
     pub max_turns: Option<u32>,
+    /// End an episode `stuck` when the same tool call gets the same result this many times
+    /// in a row (default 4; 0: never).
+    #[arg(long, value_name = "N")]
+    pub max_repeats: Option<u32>,
     /// Wall time per episode, seconds (default: 600 on an endpoint, none for an in-process
     /// model; ending at it counts as a harness failure).
     #[arg(long)]
@@ -204,6 +208,9 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<RunConfig> {
             bail!("--max-turns must be at least 1 (got 0; leave it out to derive it from each instance)");
         }
         c.limits.max_turns = t;
+    }
+    if let Some(n) = a.max_repeats {
+        c.limits.max_repeats = n;
     }
     if let Some(t) = a.timeout {
         c.limits.timeout_s = t;

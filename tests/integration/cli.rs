@@ -777,3 +777,29 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
 }
+
+/// `--max-repeats N` sets the stuck limit and the manifest records it (the default, 4, when
+/// it is not given); 0 turns it off.
+#[test]
+fn the_stuck_limit_is_set_by_max_repeats_and_recorded() {
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, want) in [(None, 4), (Some("0"), 0), (Some("7"), 7)] {
+        let out = dir.path().join(format!("r{want}"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_emrgym"));
+        c.args(["run", "--agent", "oracle", "--scenarios"])
+            .arg(&scenarios)
+            .args(["--instance", "mab-age-001", "--out"])
+            .arg(&out);
+        if let Some(n) = flag {
+            c.args(["--max-repeats", n]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["config"]["limits"]["max_repeats"], want, "{flag:?}");
+    }
+    let (ok, err) = run(&["run", "--agent", "oracle", "--max-repeats", "many"]);
+    assert!(!ok);
+    assert!(err.contains("'many'") && err.contains("--max-repeats"), "{err}");
+}

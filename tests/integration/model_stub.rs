@@ -149,6 +149,18 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
                 normal(tool_msgs)
             }
         }
+        // the same read over and over ("loop"); the same read three times, then a search
+        // (another call), then the read three times more and finish ("loop3")
+        "loop" => tool_reply("fhir_read", &read, "tool_calls"),
+        "loop3" => match tool_msgs {
+            3 => tool_reply(
+                "fhir_search",
+                &json!({"resource_type": "Patient", "params": {"_id": patient}}).to_string(),
+                "tool_calls",
+            ),
+            7 => tool_reply("finish", &finish, "tool_calls"),
+            _ => tool_reply("fhir_read", &read, "tool_calls"),
+        },
         // a call whose argument degenerates into one repeated pattern until the reply cap;
         // "babblecut": the same, then a long call cut that does not repeat itself
         "babble" | "babblecut" => {
@@ -204,8 +216,19 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
                 tool_reply("finish", &finish, "tool_calls")
             }
         }
-        // reads the patient again and again, never finishing
-        "loop" => tool_reply("fhir_read", &read, "tool_calls"),
+        // reads the patient again and again, never finishing, in two alternating calls (so
+        // never `stuck`: no call is repeated four times in a row)
+        "wander" => {
+            if tool_msgs % 2 == 0 {
+                tool_reply("fhir_read", &read, "tool_calls")
+            } else {
+                tool_reply(
+                    "fhir_search",
+                    &json!({"resource_type": "Patient", "params": {"_id": patient}}).to_string(),
+                    "tool_calls",
+                )
+            }
+        }
         "overflow" => {
             return error(
                 400,
@@ -793,6 +816,35 @@ async fn a_reply_that_repeats_itself_to_the_cap_is_the_models_failure_not_the_ca
     assert_eq!(line.harness_limit, Some(HarnessLimit::ReplyCap), "one cut was not degenerate");
 }
 
+/// The same call answered with the same result four times in a row ends the episode
+/// `stuck`, the model's failure, right after the fourth (the sandbox is deterministic: the
+/// repeats told the model nothing). Three in a row, or a limit of 0, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_call_with_the_same_result_four_times_in_a_row_ends_the_episode_stuck() {
+    let (base, _) = start().await;
+    let (line, traj, _) = run_one(config(&base, "loop", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "stuck", "{traj:#}");
+    assert_eq!((line.turns, line.steps), (4, 4));
+    assert_eq!(line.harness_limit, None, "the model's failure");
+    assert!(!line.infrastructure);
+    let detail = traj["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("stuck: the same call (fhir_read {") && detail.ends_with("got the same result 4 times in a row"),
+        "{detail}"
+    );
+    assert!(line.grade.is_some_and(|g| !g.success), "scored, as a failure");
+    // three repeats, another call, three more: never four in a row
+    let (line, traj, _) = run_one(config(&base, "loop3", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    assert_eq!(line.steps, 8);
+    // the limit off: the loop runs to the step budget
+    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    cfg.limits.max_repeats = 0;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "max_steps", "{traj:#}");
+    assert_eq!(line.steps as u32, line.step_limit);
+}
+
 /// The 1.5B chat template shows its call example with doubled braces; calls written that
 /// way are read as the calls they are, not charged as parse errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,19 +904,19 @@ async fn a_tool_result_too_long_for_the_context_is_fitted_or_ends_as_a_harness_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_steps_is_the_models_unless_a_user_cap_is_below_the_default() {
     let (base, _) = start().await;
-    let (line, traj, _) = run_one(config(&base, "loop", ToolProtocol::Native)).await;
+    let (line, traj, _) = run_one(config(&base, "wander", ToolProtocol::Native)).await;
     assert_eq!(end(&line), "max_steps", "{traj:#}");
     assert_eq!(line.step_limit_source, "instance");
     assert_eq!(line.steps as u32, line.step_limit);
     assert_eq!(line.harness_limit, None);
     assert!(!line.harness_failure());
-    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    let mut cfg = config(&base, "wander", ToolProtocol::Native);
     cfg.limits.max_steps = 2;
     let (line, _, _) = run_one(cfg).await;
     assert_eq!((end(&line).as_str(), line.step_limit_source.as_str()), ("max_steps", "user"));
     assert_eq!(line.harness_limit, Some(HarnessLimit::StepCap));
     // a user cap above the default is the model's again
-    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    let mut cfg = config(&base, "wander", ToolProtocol::Native);
     cfg.limits.max_steps = 200;
     cfg.limits.max_turns = 10;
     let (line, _, _) = run_one(cfg).await;
@@ -875,7 +927,7 @@ async fn running_out_of_steps_is_the_models_unless_a_user_cap_is_below_the_defau
         "10 turns is below the default (the step budget plus 5)"
     );
     // a token budget only binds when the user sets one
-    let mut cfg = config(&base, "loop", ToolProtocol::Native);
+    let mut cfg = config(&base, "wander", ToolProtocol::Native);
     cfg.limits.max_tokens = 500;
     let (line, traj, _) = run_one(cfg).await;
     assert_eq!(end(&line), "max_tokens");

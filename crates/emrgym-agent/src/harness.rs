@@ -66,6 +66,7 @@ pub fn attribute(traj: &Trajectory, applied: &Limits, default: &Limits) -> Optio
         EndReason::Finished
         | EndReason::ToolCallParseError
         | EndReason::Degenerate
+        | EndReason::Stuck
         | EndReason::Stopped
         | EndReason::Abandoned
         | EndReason::BackendError
@@ -139,6 +140,7 @@ mod tests {
             EndReason::Finished,
             EndReason::ToolCallParseError,
             EndReason::Degenerate,
+            EndReason::Stuck,
             EndReason::Stopped,
             EndReason::BackendError,
         ] {

@@ -229,6 +229,18 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
             out.push(format!("oracle step {i} ({}) failed: {}", s.call.name, s.result.content));
         }
     }
+    // no reference plan repeats a call with its result: far from the stuck limit
+    // (`Limits::max_repeats`), so a model that follows the plan is never ended `stuck`
+    for (i, w) in traj.steps.windows(2).enumerate() {
+        if emrgym_agent::model::stuck(w, 2) {
+            out.push(format!(
+                "oracle steps {i} and {} are the same call ({}) with the same result: a model doing this {} times in a row is ended `stuck`",
+                i + 1,
+                w[0].call.name,
+                emrgym_agent::model::Limits::default().max_repeats
+            ));
+        }
+    }
     for n in g.nodes.iter().filter(|n| n.verdict != Verdict::Passed) {
         out.push(format!("the oracle does not pass node '{}': {}", n.path, n.reasons.join("; ")));
     }

@@ -4,7 +4,7 @@
 use super::Briefing;
 use super::{
     Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, degenerate, degenerate_note, fit_result, is_cut, request_hash,
-    system_prompt, user_prompt,
+    stuck, system_prompt, user_prompt,
 };
 use emrgym_scenario::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
 use emrgym_tools::{FhirBackend, Registry};
@@ -272,6 +272,15 @@ pub async fn run_model_episode(
                     step.turn = Some(turn_index);
                     step.call_id = Some(id.clone());
                     traj.steps.push(step);
+                    if !finished && stuck(&traj.steps, limits.max_repeats) {
+                        traj.end = EndReason::Stuck;
+                        traj.detail = Some(format!(
+                            "stuck: the same call ({name} {}) got the same result {} times in a row",
+                            traj.steps.last().map(|s| s.call.arguments.to_string()).unwrap_or_default(),
+                            limits.max_repeats
+                        ));
+                        return traj;
+                    }
                     obs.content
                 }
             };

@@ -2,6 +2,7 @@
 //! with a note) and tool results too long for the conversation (fitted with a note).
 
 use super::Reply;
+use emrgym_scenario::trajectory::Step;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,13 +25,42 @@ pub struct Limits {
     /// other longer result is cut with a note. The step records what the model was shown.
     #[serde(default = "default_result_chars")]
     pub max_result_chars: usize,
+    /// The same tool call (name and arguments) answered with the same result this many times
+    /// in a row ends the episode `stuck` (the model's failure: the sandbox is deterministic,
+    /// so the call told it nothing new the last times). 0: no limit; missing in a
+    /// configuration recorded before it existed, which therefore had none (and 0 is not
+    /// written, so such a configuration keeps its hash and resumes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_repeats: u32,
 }
 
 /// The default [`Limits::max_result_chars`]: see docs/agent.md ("Harness failures").
 pub(crate) const DEFAULT_RESULT_CHARS: usize = 24_000;
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 fn default_result_chars() -> usize {
     DEFAULT_RESULT_CHARS
+}
+
+/// The default [`Limits::max_repeats`]: four identical calls with identical results, the
+/// threshold of OpenHands' stuck detector for a repeated action and observation
+/// (`openhands/controller/stuck.py`, "the same action, observation 4 times"). No reference
+/// plan comes near it (`emrgym scenarios check` refuses a plan that repeats a call with its result).
+pub(crate) const DEFAULT_REPEATS: u32 = 4;
+
+/// Whether the last `n` steps are one call (name and arguments) answered with one result
+/// (`ok`, status and content): the agent is stuck ([`Limits::max_repeats`]). False for `n`
+/// of 0 or more steps than were taken.
+pub fn stuck(steps: &[Step], n: u32) -> bool {
+    let n = n as usize;
+    if n == 0 || steps.len() < n {
+        return false;
+    }
+    let tail = &steps[steps.len() - n..];
+    tail.windows(2).all(|w| w[0].call == w[1].call && w[0].result == w[1].result)
 }
 
 /// Consecutive replies cut by the reply cap before their call was complete that end the
@@ -176,6 +206,7 @@ impl Default for Limits {
             timeout_s: 600.0,
             max_parse_errors: 3,
             max_result_chars: DEFAULT_RESULT_CHARS,
+            max_repeats: DEFAULT_REPEATS,
         }
     }
 }

@@ -251,3 +251,70 @@ fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_lon
     assert!(degenerate(&reply(Some("ha".repeat(200)), "{}".into())).is_some());
     assert!(degenerate(&reply(Some("Let me look.".into()), "{\"id\": \"S1".into())).is_none());
 }
+
+#[test]
+fn an_agent_is_stuck_only_when_one_call_got_one_result_the_last_n_times() {
+    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
+    let step = |name: &str, args: Value, status: u16, content: Value| {
+        Step::new(
+            ToolCall {
+                name: name.into(),
+                arguments: args,
+            },
+            ToolResult {
+                ok: status < 400,
+                status,
+                content,
+            },
+        )
+    };
+    let read = || {
+        step(
+            "fhir_read",
+            json!({"resource_type": "Patient", "id": "S1"}),
+            200,
+            json!({"id": "S1"}),
+        )
+    };
+    let four: Vec<Step> = (0..4).map(|_| read()).collect();
+    assert!(stuck(&four, 4));
+    assert!(stuck(&four, 3), "the last three are enough for a limit of three");
+    assert!(!stuck(&four[..3], 4), "three of four");
+    assert!(!stuck(&four, 0), "0 is no limit");
+    assert!(!stuck(&four, 5), "fewer steps than the limit");
+    // argument order does not make two calls different (JSON objects compare by key)
+    let mut reordered = four.clone();
+    reordered[1].call.arguments = serde_json::from_str(r#"{"id": "S1", "resource_type": "Patient"}"#).unwrap();
+    assert!(stuck(&reordered, 4));
+    // another argument, another result or another status in the window: not stuck
+    let mut other = four.clone();
+    other[2].call.arguments = json!({"resource_type": "Patient", "id": "S2"});
+    assert!(!stuck(&other, 4));
+    let mut changed = four.clone();
+    changed[3].result.content = json!({"id": "S1", "meta": {"versionId": "2"}});
+    assert!(!stuck(&changed, 4), "a result that changed told the agent something");
+    let mut failed = four.clone();
+    failed[0].result = ToolResult {
+        ok: false,
+        status: 404,
+        content: json!({"id": "S1"}),
+    };
+    assert!(!stuck(&failed, 4));
+    // only the last n count
+    let mut late = vec![step("fhir_search", json!({"resource_type": "Patient"}), 200, json!({}))];
+    late.extend(four.clone());
+    assert!(stuck(&late, 4));
+}
+
+#[test]
+fn the_stuck_limit_is_four_by_default_and_none_in_a_configuration_recorded_before_it() {
+    assert_eq!(Limits::default().max_repeats, 4);
+    let mut old = serde_json::to_value(Limits::default()).unwrap();
+    old.as_object_mut().unwrap().remove("max_repeats");
+    let read: Limits = serde_json::from_value(old).unwrap();
+    assert_eq!(read.max_repeats, 0, "an older run had no such limit, and resumes without one");
+    // written back without it, so the older configuration's hash is unchanged
+    let again = serde_json::to_value(read).unwrap();
+    assert!(again.get("max_repeats").is_none(), "{again}");
+    assert_eq!(serde_json::to_value(Limits::default()).unwrap()["max_repeats"], 4);
+}

@@ -172,6 +172,9 @@ pub enum EndReason {
     /// The model's replies ended repeating one short pattern, twice in a row, until they were
     /// stopped (degenerate decoding: the model's failure, not the reply cap's).
     Degenerate,
+    /// The agent made the same tool call and got the same result `max_repeats` times in a
+    /// row (the model's failure: the sandbox is deterministic, so it learned nothing new).
+    Stuck,
     /// The model backend failed (5xx after retries, bad response, connection).
     BackendError,
     /// Rate limited after retries.

@@ -1,0 +1,60 @@
+"""Usage: python3 scripts/stuck-whatif.py EMRGYM RUN_DIR...
+
+What the stuck limit (4 identical calls with identical results in a row) would have done
+to recorded runs: for each trajectory, where it would have ended the episode, the model
+turns / prompt tokens / latency after that point, and the grade of the truncated episode
+(emrgym replay of the trajectory cut there) against the recorded grade: success, progress
+and every node's verdict."""
+import json, glob, os, subprocess, sys, tempfile
+N = 4
+EMRGYM = sys.argv[1]  # the emrgym binary
+runs = sys.argv[2:]
+for run in runs:
+    rec = {}
+    for l in open(os.path.join(run, 'results.jsonl')):
+        r = json.loads(l); rec[(r['instance'], r['trial'])] = r
+    hit = saved_turns = saved_pt = saved_ms = all_ms = changed = 0
+    ends = {}
+    for f in sorted(glob.glob(os.path.join(run, 'trajectories', '*.jsonl'))):
+        lines = [json.loads(x) for x in open(f)]
+        all_ms += sum(l.get('latency_ms', 0) for l in lines if l.get('type') == 'model_reply')
+        steps = []  # (line index of the result, key)
+        call = None
+        cut = None
+        for i, l in enumerate(lines):
+            if l.get('type') == 'tool_call':
+                call = (l['name'], json.dumps(l['arguments'], sort_keys=True))
+            elif l.get('type') == 'tool_result':
+                steps.append((i, (call, l.get('ok'), l.get('status'), json.dumps(l.get('content'), sort_keys=True))))
+                if len(steps) >= N and all(s[1] == steps[-1][1] for s in steps[-N:]):
+                    cut = i
+                    break
+        if cut is None:
+            continue
+        hit += 1
+        after = [l for l in lines[cut + 1:] if l.get('type') == 'model_reply']
+        saved_turns += len(after)
+        saved_pt += sum(l.get('prompt_tokens', 0) for l in after)
+        saved_ms += sum(l.get('latency_ms', 0) for l in after)
+        endl = lines[-1]
+        ends[endl.get('reason')] = ends.get(endl.get('reason'), 0) + 1
+        kept = [l for l in lines[:cut + 1] if l.get('type') != 'end']
+        kept.append({'type': 'end', 'reason': 'stuck', 'steps': len(steps), 'turns': sum(1 for l in kept if l.get('type') == 'model_reply')})
+        with tempfile.NamedTemporaryFile('w', suffix='.jsonl', delete=False) as t:
+            for l in kept:
+                t.write(json.dumps(l) + '\n')
+        out = json.loads(subprocess.run([EMRGYM, 'replay', '--json', t.name], capture_output=True, text=True, check=True).stdout)
+        os.unlink(t.name)
+        g = out[0]['now']['grade']
+        h = lines[0]
+        r = rec[(h['scenario']['instance'], h['trial'])]
+        old = r.get('grade') or {}
+        verdicts = lambda gr: [(n['path'], n['verdict']) for n in gr.get('nodes', [])]
+        if (g['success'], g['progress'], verdicts(g)) != (old.get('success'), old.get('progress'), verdicts(old)):
+            changed += 1
+            print('  CHANGED', f, (old.get('success'), old.get('progress')), '->', (g['success'], g['progress']))
+    n = len(glob.glob(os.path.join(run, 'trajectories', '*.jsonl')))
+    print(f"{os.path.basename(run)}: {n} episodes, {hit} would end stuck (recorded ends {ends}); "
+          f"turns after the cut {saved_turns}, prompt tokens evaluated after it {saved_pt}, "
+          f"model time after it {saved_ms/1000:.0f} s of {all_ms/1000:.0f} s ({100*saved_ms/max(all_ms,1):.1f}%, "
+          f"{all_ms/max(all_ms-saved_ms,1):.2f}x episodes per hour of model time); grades changed {changed}")
