@@ -47,7 +47,9 @@ fn default_result_chars() -> usize {
 
 /// The default [`Limits::max_repeats`]: four identical calls with identical results, the
 /// threshold of OpenHands' stuck detector for a repeated action and observation
-/// (`openhands/controller/stuck.py`, "the same action, observation 4 times"). No reference
+/// (`StuckDetector`, `openhands/controller/stuck.py`, and `openhands.sdk.conversation.
+/// stuck_detector` in its V1 SDK: "the same action produces the same observation
+/// repeatedly (4+ times)"). No reference
 /// plan comes near it (`emrgym scenarios check` refuses a plan that repeats a call with its result).
 pub(crate) const DEFAULT_REPEATS: u32 = 4;
 
