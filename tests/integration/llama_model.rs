@@ -121,6 +121,27 @@ async fn each_shared_prefix_is_evaluated_once_and_first_turns_do_not_depend_on_t
         "the first turn reuses only the shared prefix: {t4:?}"
     );
     assert!(same(&r1, &r4), "first turn after other episodes: {r1:?} {r4:?}");
+    // every prefix evaluated so far was evaluated whole, from its first token
+    assert_eq!((t1.prefilled, t2.prefilled), (t1.prompt, t2.prompt), "{t1:?} {t2:?}");
+
+    // a new prefix that shares a long start with the prompt before it (the same system text,
+    // then more: as another tool set's schemas follow the same instructions) is evaluated from
+    // its first token all the same, not from where it parts from the cached prompt; evaluated
+    // from there its chunks would end elsewhere and its KV state differ in the last bits, and
+    // the reply could depend on which episode ran before (it did: docs/performance.md)
+    let mut variant = age.clone();
+    variant[0]["content"] = format!("{}\nAnswer in as few calls as you can.", age[0]["content"].as_str().unwrap()).into();
+    let (rv, tv) = cached.complete(&variant, &tools).await.unwrap();
+    assert_eq!(
+        (tv.restored, tv.prefilled),
+        (0, tv.prompt),
+        "a new prefix is evaluated whole: {tv:?}"
+    );
+    let fresh = LlamaHandle::start(cfg.clone()).unwrap();
+    let (rv0, tv0) = fresh.complete(&variant, &tools).await.unwrap();
+    assert_eq!(tv0.prefilled, tv.prefilled, "{tv0:?} {tv:?}");
+    assert!(same(&rv, &rv0), "the same first request, alone or after others: {rv:?} {rv0:?}");
+    drop(fresh);
 
     // without the prefix cache: every token after the common prefix with the previous
     // prompt is evaluated, and the first episode's reply is the same

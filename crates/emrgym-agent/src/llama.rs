@@ -878,15 +878,22 @@ impl Worker<'_> {
         // (evaluated in batches of its own whether or not it is cached, so both settings
         // compute an episode's first prompt alike)
         let prefix_len = Some(common(&prefix_key, &tokens)).filter(|n| *n < tokens.len()).unwrap_or(0);
-        // reuse the KV cache for the common prefix with the sequence's previous prompt; an
-        // episode's first turn reuses at most the shared prefix, so it never depends on which
-        // episode ran before it (the same tokens are evaluated in the same batches in any order)
+        // reuse the KV cache for the common prefix with the sequence's previous prompt. An
+        // episode's first turn reuses the shared prefix whole or not at all, so it never depends
+        // on which episode ran before it: the same tokens are evaluated in the same batches in
+        // any order. A prefix not yet cached is evaluated from its first token even where the
+        // previous prompt shares its start (another tool set after the same system text):
+        // evaluated from there, its chunks would end elsewhere and its KV state differ in the
+        // last bits, which flips greedy near-ties (docs/performance.md, "Greedy runs ...")
         let first_turn = !messages.iter().any(|m| m["role"] == "assistant");
         let seq = slot as i32;
         let cached = &mut self.slots[slot].cached;
         let mut keep = common(cached, &tokens);
-        if cfg.prefix_cache && first_turn && prefix_len > 0 {
+        if cfg.prefix_cache && first_turn {
             keep = keep.min(prefix_len);
+            if keep < prefix_len && !self.prefixes.contains(&tokens[..prefix_len]) {
+                keep = 0;
+            }
         }
         if keep == tokens.len() {
             keep = keep.saturating_sub(1); // the last prompt token must be evaluated for logits
