@@ -501,26 +501,35 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         });
         let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(ResultLine, Result<String, serde_json::Error>)>(cfg.concurrency * 2);
-        let mut handles = Vec::new();
-        for (p, trial) in todo {
-            let sem = sem.clone();
-            let tx = tx.clone();
-            let cfg = cfg.clone();
-            let backend = backend.clone();
-            let cancel = cancel.clone();
-            let sha = hashes.get(&p.instance.family).map(|(_, h)| h.clone()).unwrap_or_default();
-            handles.push(tokio::spawn(async move {
-                let Ok(_permit) = sem.acquire_owned().await else { return };
-                if cancel.is_cancelled() {
-                    return;
+        // episodes start in the run's order (instance id, then trial): each takes its permit
+        // before it is spawned. Spawned first and left to race for permits, they started in
+        // whatever order the runtime's threads polled them, so two runs of one configuration
+        // served their episodes in different orders
+        let dispatch = {
+            let (cfg, backend, cancel) = (cfg.clone(), backend.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let mut handles = Vec::new();
+                for (p, trial) in todo {
+                    let Ok(permit) = sem.clone().acquire_owned().await else { break };
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    let tx = tx.clone();
+                    let cfg = cfg.clone();
+                    let backend = backend.clone();
+                    let cancel = cancel.clone();
+                    let sha = hashes.get(&p.instance.family).map(|(_, h)| h.clone()).unwrap_or_default();
+                    handles.push(tokio::spawn(async move {
+                        let _permit = permit;
+                        let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
+                        let line = result_line(&p, &cfg.limits, trial, &traj, &g);
+                        let text = header(&cfg, &p, trial, &sha).and_then(|h| trajectory::file::to_jsonl(&h, &traj));
+                        let _ = tx.send((line, text)).await;
+                    }));
                 }
-                let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
-                let line = result_line(&p, &cfg.limits, trial, &traj, &g);
-                let text = header(&cfg, &p, trial, &sha).and_then(|h| trajectory::file::to_jsonl(&h, &traj));
-                let _ = tx.send((line, text)).await;
-            }));
-        }
-        drop(tx);
+                handles
+            })
+        };
         let results_path = out_dir.join("results.jsonl");
         let mut results = std::fs::OpenOptions::new().append(true).open(&results_path)?;
         let mut n = already;
@@ -556,7 +565,7 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         if progress {
             eprintln!();
         }
-        for h in handles {
+        for h in dispatch.await? {
             h.await?;
         }
         watcher.abort();
