@@ -47,6 +47,9 @@ checkout="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown), $(nproc) cores"
   flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -xE 'avx|avx2|fma|f16c|avx512f|avx512_vnni|avx_vnni' | sort | tr '\n' ' ')
   echo "- vector extensions: ${flags:-none listed}"
+  # every flag, so that two machines with the same model name can be told apart (the release
+  # build uses target-cpu=native, .cargo/config.toml, so its code depends on them)
+  echo "- CPU flags: $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || echo unknown)"
   echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
   if command -v nvidia-smi >/dev/null 2>&1; then
     echo "- GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | paste -sd ';')"
