@@ -875,3 +875,81 @@ fn two_blood_culture_orders_pass_the_bundle_and_a_third_does_not() {
     twice.insert(abx + 1, base[abx].clone());
     assert!(!run(&p, twice).success, "a second antibiotic order doubles the dose");
 }
+
+/// A task that asks no answer (`mab-k-001`: no potassium on file, so nothing to order) fails
+/// when the agent ends it saying the patient was not found: the patient is in the record, so
+/// the claim is false even though the record is left right (grader v4; docs/grading.md,
+/// "Refusals"). A true refusal ("no potassium on file") and a plain report pass, and a task
+/// whose expected answer is "Patient not found" (`mab-lookup-007`) still accepts it.
+#[tokio::test]
+async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
+    use crate::common::episode_server;
+    let search = json!({"resource_type": "Observation", "params": {"patient": "S2823623", "code": "K"}});
+    let cases = [
+        (
+            "mab-k-001",
+            json!({"answer": "No such patient found", "outcome": "cannot_complete", "reason": "patient_not_found"}),
+            false,
+        ),
+        ("mab-k-001", json!({"answer": "Patient not found."}), false),
+        (
+            "mab-k-001",
+            json!({"answer": "No potassium on file", "outcome": "cannot_complete", "reason": "data_missing"}),
+            true,
+        ),
+        (
+            "mab-k-001",
+            json!({"answer": "No potassium result found for this patient; nothing ordered"}),
+            true,
+        ),
+        ("mab-k-001", json!({"answer": null}), true),
+        (
+            "mab-lookup-007",
+            json!({"answer": "Patient not found", "outcome": "cannot_complete", "reason": "patient_not_found"}),
+            true,
+        ),
+    ];
+    for (instance, finish, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = episode_server(&dir.path().join("rec"), None, emrgym_engine::episodes::Limits::default());
+        let r = s
+            .req("POST", "/episodes", Some(&json!({"instance": instance}).to_string()), &[])
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+        let id = r.body["id"].as_str().unwrap();
+        let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+        let me = [("authorization", auth.as_str())];
+        if instance == "mab-k-001" {
+            let found = s
+                .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&search.to_string()), &me)
+                .await;
+            assert_eq!(found.status.as_u16(), 200, "{}", found.body);
+            assert_eq!(found.body["total"], 0, "the branch: no potassium on file: {}", found.body);
+        } else {
+            let q = json!({"resource_type": "Patient", "params": {"given": "Peter", "family": "Stafford", "birthdate": "1932-12-30"}});
+            let found = s
+                .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&q.to_string()), &me)
+                .await;
+            assert_eq!(found.status.as_u16(), 200, "{}", found.body);
+        }
+        let done = s
+            .req("POST", &format!("/episodes/{id}/tools/finish"), Some(&finish.to_string()), &me)
+            .await;
+        assert_eq!(done.status.as_u16(), 200, "{finish}: {}", done.body);
+        let full = s.req("GET", &format!("/episodes/{id}"), None, &[]).await;
+        let grade = &full.body["result"]["grade"];
+        assert_eq!(grade["success"], want, "{instance} {finish}: {grade}");
+        let root = &grade["nodes"][0];
+        let reasons = root["reasons"].to_string();
+        if want {
+            assert!(!reasons.contains("not found"), "{reasons}");
+        } else {
+            assert_eq!(root["verdict"], "failed", "{grade}");
+            assert_eq!(root["class"], "wrong_answer", "{grade}");
+            assert!(reasons.contains("S2823623") && reasons.contains("is in the record"), "{reasons}");
+            assert!(grade["classes"].as_array().unwrap().contains(&json!("wrong_answer")), "{grade}");
+            // the reads and the decision to order nothing still count
+            assert!(grade["progress"].as_f64().unwrap() > 0.99, "{grade}");
+        }
+    }
+}

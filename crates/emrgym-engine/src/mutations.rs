@@ -11,7 +11,8 @@
 //!   as text, a list the instruction lets come in any order reversed;
 //! - **harmful mutations**, which must fail: a wrong dose, a wrong route, a wrong drug code,
 //!   an order for another patient, a missing write, a wrong answer, a refusal for another
-//!   reason, a refusal of a task that can be done, a read the branch taken uses left out, an
+//!   reason, a refusal of a task that can be done, "patient not found" ending a task that asks
+//!   no answer (the patient is in the record), a read the branch taken uses left out, an
 //!   answer one unit off in the last stated decimal place, a recorded value with its last
 //!   digit changed, a list in another order than the instruction asks.
 //!
@@ -404,6 +405,17 @@ pub fn harmful(base: &[ToolCall], other_patient: &str, needed: &[usize], format:
                 None => {}
             }
         }
+    }
+    // a task that asks no answer (a plan without a report step: the oracle ends it with
+    // `finish(null)`), ended instead by saying the patient was not found: the record is left
+    // right and the report is false (grader v4)
+    if !base.iter().any(|c| c.name == "finish") {
+        let mut m = base.to_vec();
+        m.push(ToolCall {
+            name: "finish".into(),
+            arguments: json!({"answer": "Patient not found", "outcome": "cannot_complete", "reason": "patient_not_found"}),
+        });
+        out.push(("false \"patient not found\" (no answer asked)", m));
     }
     out
 }

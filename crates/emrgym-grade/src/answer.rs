@@ -110,6 +110,36 @@ pub fn refusal_kind(text: &str) -> Option<&'static str> {
     None
 }
 
+/// Does a final answer say that the patient was not found: a structured refusal with reason
+/// `patient_not_found`, or text that names the patient as missing ("Patient not found", "no
+/// such patient")? Narrower than [`refusal_kind`], whose "not found" also covers "potassium not
+/// found": this decides a failure on a task that asked no answer (docs/grading.md, "Refusals"),
+/// where only a claim about the patient is checkably false.
+pub fn claims_patient_not_found(given: &Value) -> bool {
+    if let Some(reason) = structured_refusal(given) {
+        return reason == "patient_not_found";
+    }
+    let Value::String(s) = given else {
+        return false;
+    };
+    let t = norm_text(s).replace(['\u{2019}', '\''], "");
+    [
+        "patient not found",
+        "patient was not found",
+        "patient could not be found",
+        "no such patient",
+        "no matching patient",
+        "no patient found",
+        "no patient with",
+        "could not find the patient",
+        "couldnt find the patient",
+        "patient does not exist",
+        "patient doesnt exist",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
 /// A structured refusal (`finish` with `outcome: cannot_complete`): its reason.
 fn structured_refusal(given: &Value) -> Option<&str> {
     (given.get("outcome").and_then(Value::as_str) == Some("cannot_complete"))

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 3;
+pub const GRADER_VERSION: u32 = 4;
 
 /// What each grader version changed, with the failure class the rule decides: `emrgym replay`
 /// names these rules for a verdict that changed between the recording's version and this one
@@ -47,6 +47,12 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
         FailureClass::WrongAnswer,
         "v3 answer format: numeric tolerance is half a unit in the last decimal place the instruction states (0 for values \
          as recorded); a list answer matches in any order when the instruction allows it",
+    ),
+    (
+        4,
+        FailureClass::WrongAnswer,
+        "v4 false refusals: finishing a task that asks no answer by saying the patient was not found fails (the patient is \
+         in the record)",
     ),
 ];
 

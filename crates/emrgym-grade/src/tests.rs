@@ -1,7 +1,7 @@
 //! Answer matching: numbers with tolerance and units, lists, dates, text and refusals.
 
 use super::answer::unmatched_item;
-use super::{AnswerRule, answer_matches};
+use super::{AnswerRule, answer_matches, claims_patient_not_found};
 use serde_json::json;
 
 #[test]
@@ -161,14 +161,42 @@ fn pairing_finds_a_perfect_matching_when_greedy_would_not() {
 fn replay_names_only_the_rules_changed_since_the_recording_for_the_verdicts_class() {
     use super::{FailureClass, GRADER_VERSION, rules_changed};
     let answer = rules_changed(2, &[FailureClass::WrongAnswer]);
-    assert_eq!(answer.len(), 1);
+    assert_eq!(answer.len(), 2, "{answer:?}");
     assert!(answer[0].starts_with("v3 answer format"));
+    assert!(answer[1].starts_with("v4 false refusals"));
+    assert_eq!(rules_changed(3, &[FailureClass::WrongAnswer]).len(), 1);
+    assert!(rules_changed(3, &[FailureClass::Omission]).is_empty());
     let since_v1 = rules_changed(1, &[FailureClass::WrongAnswer]);
-    assert_eq!(since_v1.len(), 2, "{since_v1:?}");
+    assert_eq!(since_v1.len(), 3, "{since_v1:?}");
     assert!(
         rules_changed(GRADER_VERSION, &[]).is_empty(),
         "nothing changed since the current version"
     );
     assert!(rules_changed(2, &[FailureClass::WrongParameter]).is_empty());
     assert!(rules_changed(1, &[]).len() > 2, "every rule when no class is known");
+}
+
+#[test]
+fn only_a_claim_about_the_patient_counts_as_patient_not_found() {
+    for said in [
+        json!({"outcome": "cannot_complete", "reason": "patient_not_found"}),
+        json!({"answer": "x", "outcome": "cannot_complete", "reason": "patient_not_found"}),
+        json!("Patient not found."),
+        json!("No such patient found"),
+        json!("I couldn't find the patient"),
+        json!("The patient does not exist in the record"),
+    ] {
+        assert!(claims_patient_not_found(&said), "{said}");
+    }
+    for said in [
+        json!({"outcome": "cannot_complete", "reason": "data_missing"}),
+        json!({"outcome": "cannot_complete"}),
+        json!("Potassium not found; nothing ordered"),
+        json!("No potassium result found for this patient"),
+        json!("S6534835"),
+        json!(3.1),
+        json!(null),
+    ] {
+        assert!(!claims_patient_not_found(&said), "{said}");
+    }
 }
