@@ -806,3 +806,36 @@ fn the_stuck_limit_is_set_by_max_repeats_and_recorded() {
     assert!(!ok);
     assert!(err.contains("'many'") && err.contains("--max-repeats"), "{err}");
 }
+
+/// Episodes start, and with one at a time are recorded, in the run's order (instance id,
+/// then trial), whatever order the instances were named in: each takes its permit before
+/// it is spawned, so the runtime cannot start them in another order (docs/performance.md,
+/// "Greedy runs are reproducible ...").
+#[test]
+fn episodes_run_in_the_runs_order() {
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = Command::new(env!("CARGO_BIN_EXE_emrgym"))
+        .args(["run", "--agent", "oracle", "--scenarios"])
+        .arg(&scenarios)
+        .args(["--instance", "mab-k-001", "--instance", "dka-001", "--instance", "af-anticoag-001"])
+        .args(["--trials", "2", "--concurrency", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let order: Vec<(String, u64)> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["instance"].as_str().unwrap().to_string(), v["trial"].as_u64().unwrap())
+        })
+        .collect();
+    let want: Vec<(String, u64)> = ["af-anticoag-001", "dka-001", "mab-k-001"]
+        .iter()
+        .flat_map(|i| [(i.to_string(), 0), (i.to_string(), 1)])
+        .collect();
+    assert_eq!(order, want);
+}
