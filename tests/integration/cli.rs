@@ -502,10 +502,10 @@ fn the_results_script_runs_the_matrix_and_resumes() {
     let first: Vec<Vec<u8>> = runs.iter().map(|r| results(r)).collect();
     let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
     for row in [
-        "| oracle | flat | 44 | 100.0%",
-        "| oracle | goal | 42 | 100.0%",
-        "| null | flat | 44 | 0.0%",
-        "| null | goal | 42 | 0.0%",
+        "| oracle | flat | quick | 44 | 100.0%",
+        "| oracle | goal | quick | 42 | 100.0%",
+        "| null | flat | quick | 44 | 0.0%",
+        "| null | goal | quick | 42 | 0.0%",
     ] {
         assert!(md.contains(row), "{row}: {md}");
     }

@@ -231,6 +231,69 @@ fn shards_combine_into_one_row_and_conflicting_runs_are_refused() {
     assert!(e.contains("shard-a") && e.contains("changed") && e.contains("mab-age-001"), "{e}");
 }
 
+/// Runs of one model and mode on different suites are different rows: a rate over the quick
+/// and the horizon suite together would weigh each suite by its size and match no row that
+/// ran one of them. Paired differences compare modes within a suite, and a stopped run of
+/// one suite withholds that suite's row alone (a long horizon run can be committed unfinished
+/// without hiding the model's finished quick rows).
+#[test]
+fn runs_of_different_suites_are_different_rows_and_pairs_stay_within_a_suite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let named = |dir: &str, mode: Mode, name: &str, instances: &[&str]| -> PathBuf {
+        let out = tmp.path().join(dir);
+        let cfg = RunConfig {
+            suite: suite(),
+            agent: AgentKind::Oracle,
+            mode,
+            trials: 1,
+            seed: 7,
+            concurrency: 2,
+            suite_name: Some(name.into()),
+            instances: instances.iter().map(|s| s.to_string()).collect(),
+            ..RunConfig::default()
+        };
+        execute(cfg, &out, false).unwrap();
+        out
+    };
+    let quick = ["mab-age-001", "mab-k-001"];
+    let chains = ["horizon-2-001", "horizon-4-001", "horizon-8-001"];
+    let runs = [
+        named("q-flat", Mode::Flat, "quick", &quick),
+        named("h-guided", Mode::Guided, "horizon", &chains),
+        named("q-guided", Mode::Guided, "quick", &quick),
+        named("h-flat", Mode::Flat, "horizon", &chains),
+    ];
+    let lb = build(&runs).unwrap();
+    let keys: Vec<(&str, &str, usize)> = lb.rows.iter().map(|r| (r.suite.as_str(), r.mode.as_str(), r.episodes)).collect();
+    assert_eq!(
+        keys,
+        [("quick", "flat", 2), ("quick", "guided", 2), ("horizon", "flat", 3), ("horizon", "guided", 3)],
+        "one row per suite and mode, quick first"
+    );
+    let pairs: Vec<(&str, usize)> = lb.paired.iter().map(|p| (p.suite.as_str(), p.pairs)).collect();
+    assert_eq!(pairs, [("quick", 2), ("horizon", 3)], "{:?}", lb.paired);
+    assert_eq!(lb.horizon.len(), 2);
+    assert!(lb.horizon.iter().all(|h| h.suite == "horizon"), "{:?}", lb.horizon);
+    let md = emrgym_engine::leaderboard::markdown(&lb);
+    assert!(md.contains("| oracle | flat | quick | 2 |") && md.contains("| oracle | flat | horizon | 3 |"), "{md}");
+    assert!(md.contains("| family | oracle (flat, quick) | oracle (guided, quick) | oracle (flat, horizon) |"), "{md}");
+
+    // the horizon flat run stopped after one episode: its row alone is withheld
+    let results = runs[3].join("results.jsonl");
+    let text = std::fs::read_to_string(&results).unwrap();
+    std::fs::write(&results, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let lb = build(&runs).unwrap();
+    let withheld: Vec<(&str, &str)> = lb
+        .rows
+        .iter()
+        .filter(|r| r.withheld.is_some())
+        .map(|r| (r.suite.as_str(), r.mode.as_str()))
+        .collect();
+    assert_eq!(withheld, [("horizon", "flat")]);
+    assert!(lb.rows[0].success.is_some() && lb.paired[0].withheld.is_none(), "the quick rows stay published");
+    assert!(lb.paired[1].withheld.as_deref().unwrap().contains("(flat, horizon)"), "{:?}", lb.paired[1]);
+}
+
 /// A run stopped before the end (its manifest promises episodes that have no result line)
 /// is withheld, however good its scored episodes: a partial suite is not published. Its
 /// shard partner finishing the rest does not help: each run must be whole.
@@ -288,9 +351,9 @@ fn the_command_is_deterministic_self_contained_and_names_bad_directories() {
         "{text}"
     );
     let md = String::from_utf8(out(&["--markdown"])).unwrap();
-    assert!(md.contains("| model | mode | episodes |"), "{md}");
+    assert!(md.contains("| model | mode | suite | episodes |"), "{md}");
     assert!(
-        md.contains("| oracle | guided − flat | 6 | +0.0 [+0.0, +0.0] | 0/0/6 | 1.0000 |"),
+        md.contains("| oracle | selection | guided − flat | 6 | +0.0 [+0.0, +0.0] | 0/0/6 | 1.0000 |"),
         "{md}"
     );
     assert!(md.contains("### Horizon: horizon_mrn") && md.contains("none within 8"), "{md}");

@@ -1,5 +1,5 @@
 //! The leaderboard (`emrgym leaderboard RUN_DIR...`): run directories combined into one
-//! table of rows model × mode (success, mean progress and per-node accuracy with bootstrap
+//! table of rows model × mode × suite (success, mean progress and per-node accuracy with bootstrap
 //! 95% intervals, pass^k, harness and infrastructure failures, success per family), the
 //! paired differences between the modes of each model on the instances both ran (paired
 //! bootstrap interval and an exact sign test), and the horizon view (success by chain
@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Format version of the leaderboard JSON.
-pub const LEADERBOARD_FORMAT_VERSION: u32 = 1;
+pub const LEADERBOARD_FORMAT_VERSION: u32 = 2;
 
 /// pass^k of a row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,7 +45,8 @@ pub struct FamilyResult {
     pub harness_failures: usize,
 }
 
-/// One row: a model (or model-free agent) in one mode, over every run directory given for it.
+/// One row: a model (or model-free agent) in one mode on one suite, over every run directory
+/// given for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     /// The model label ([`model_label`]).
@@ -54,6 +55,8 @@ pub struct Row {
     pub agent: String,
     /// The mode (`flat`, `guided`, ...).
     pub mode: String,
+    /// The suite its runs ran ([`suite_label`]).
+    pub suite: String,
     /// The run directories combined, in the order given.
     pub runs: Vec<String>,
     /// The builds its episodes came from (`emrgym --version`: commit, `+dirty.<hash>`), each
@@ -94,6 +97,13 @@ pub struct Row {
     pub families: BTreeMap<String, FamilyResult>,
 }
 
+impl Row {
+    /// The row as tables name it: `model (mode, suite)`.
+    pub fn label(&self) -> String {
+        format!("{} ({}, {})", self.model, self.mode, self.suite)
+    }
+}
+
 /// A paired difference of one metric: mode `b` minus mode `a`, per instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PairedMetric {
@@ -109,11 +119,13 @@ pub struct PairedMetric {
     pub sign_test_p: f64,
 }
 
-/// Two modes of one model on the instances both ran.
+/// Two modes of one model on one suite, on the instances both ran.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Paired {
     /// The model label.
     pub model: String,
+    /// The suite.
+    pub suite: String,
     /// The baseline mode.
     pub a: String,
     /// The mode compared with it (differences are `b - a`).
@@ -159,6 +171,8 @@ pub struct Horizon {
     pub model: String,
     /// The mode.
     pub mode: String,
+    /// The suite.
+    pub suite: String,
     /// The procedure (`horizon_mrn`).
     pub base: String,
     /// Success by chain length, shortest first.
@@ -181,7 +195,7 @@ pub struct Leaderboard {
     pub format_version: u32,
     /// Bootstrap resamples per interval.
     pub resamples: usize,
-    /// Rows sorted by model, then mode.
+    /// Rows sorted by model, then suite ([`suite_rank`]), then mode.
     pub rows: Vec<Row>,
     /// Every family of any row, sorted by name (chain lengths in numeric order).
     pub families: Vec<String>,
@@ -247,6 +261,28 @@ pub fn model_label(cfg: &RunConfig) -> String {
 
 /// The order modes are compared in: the earlier one is the baseline (`guided - flat`,
 /// `goal - flat`, `goal - guided`); other modes follow by name.
+/// The suite of a run as its row names it: the named suite (`--suite NAME`), `all` for a run
+/// of every instance, `selection` for one of named families or instances (such runs combine
+/// into one row, as shards of one suite do). Rows of different suites are never combined: a
+/// rate over the quick and the horizon suite together would weigh each by its size, and
+/// compare nothing with a row that ran one of them.
+pub fn suite_label(cfg: &RunConfig) -> String {
+    match &cfg.suite_name {
+        Some(name) => name.clone(),
+        None if cfg.families.is_empty() && cfg.instances.is_empty() => "all".into(),
+        None => "selection".into(),
+    }
+}
+
+/// The suites in the order of docs/suite.md (the README's first), then any other by name.
+fn suite_rank(suite: &str) -> (usize, String) {
+    let rank = ["quick", "mab", "horizon", "full", "all"]
+        .iter()
+        .position(|s| *s == suite)
+        .unwrap_or(5);
+    (rank, suite.to_string())
+}
+
 fn mode_rank(mode: &str) -> (usize, String) {
     let rank = match mode {
         "flat" => 0,
@@ -309,34 +345,37 @@ struct Group {
     model: String,
     agent: String,
     mode: String,
+    suite: String,
     runs: Vec<LoadedRun>,
     /// (instance, trial) -> the line and the directory it came from
     lines: BTreeMap<(String, u32), (ResultLine, usize)>,
 }
 
-/// Build the leaderboard from run directories. Runs of the same model and mode are combined
-/// into one row (shards, or suites run apart); they must have been run on the same
-/// scenarios, and an episode (instance, trial) in two of them must have the same result.
-/// Errors name the directories.
+/// Build the leaderboard from run directories. Runs of the same model, mode and suite
+/// ([`suite_label`]) are combined into one row (shards, or a suite's instances run apart);
+/// they must have been run on the same scenarios, and an episode (instance, trial) in two of
+/// them must have the same result. Errors name the directories.
 pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
     if dirs.is_empty() {
         bail!("no run directories given");
     }
-    let mut groups: BTreeMap<(String, (usize, String)), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, (usize, String), (usize, String)), Group> = BTreeMap::new();
     for dir in dirs {
         let run = load_run(dir)?;
-        let (model, mode) = (model_label(&run.cfg), wire_name(run.cfg.mode));
+        let (model, mode, suite) = (model_label(&run.cfg), wire_name(run.cfg.mode), suite_label(&run.cfg));
         let agent = wire_name(run.cfg.agent);
-        let g = groups.entry((model.clone(), mode_rank(&mode))).or_insert_with(|| Group {
+        let key = (model.clone(), suite_rank(&suite), mode_rank(&mode));
+        let g = groups.entry(key).or_insert_with(|| Group {
             model: model.clone(),
             agent,
             mode: mode.clone(),
+            suite: suite.clone(),
             runs: Vec::new(),
             lines: BTreeMap::new(),
         });
         // a row's episodes of one family must come from one version of it: two runs of the
-        // row may differ only in families that at most one of them ran (the quick and the
-        // horizon suite, run before and after a change to a family neither shares)
+        // row may differ only in families that at most one of them ran (two shards, run
+        // before and after a change to a family only one of them has)
         for earlier in &g.runs {
             let both: BTreeSet<&str> = families_run(earlier).intersection(&families_run(&run)).copied().collect();
             let differ: Vec<String> = differing_families(&earlier.scenarios, &run.scenarios)
@@ -345,7 +384,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
                 .collect();
             if !differ.is_empty() {
                 bail!(
-                    "{} and {} are both rows of {model} ({mode}) but ran families whose content differs between them ({}); \
+                    "{} and {} are both rows of {model} ({mode}, {suite}) but ran families whose content differs between them ({}); \
                      run them again on the same scenarios, or build separate leaderboards",
                     earlier.dir.display(),
                     run.dir.display(),
@@ -360,7 +399,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
                 Some((prev, from)) => {
                     if serde_json::to_value(prev)? != serde_json::to_value(r)? {
                         bail!(
-                            "{} and {} both hold {} trial {} of {model} ({mode}) with different results; \
+                            "{} and {} both hold {} trial {} of {model} ({mode}, {suite}) with different results; \
                              a row combines runs of disjoint episodes (shards) or identical copies",
                             g.runs[*from].dir.display(),
                             run.dir.display(),
@@ -401,7 +440,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
     let mut paired = Vec::new();
     for (i, a) in rows.iter().enumerate() {
         for (j, b) in rows.iter().enumerate().skip(i + 1) {
-            if a.model == b.model {
+            if a.model == b.model && a.suite == b.suite {
                 paired.push(pair(a, &per_instance[i], b, &per_instance[j]));
             }
         }
@@ -496,6 +535,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         model: g.model.clone(),
         agent: g.agent.clone(),
         mode: g.mode.clone(),
+        suite: g.suite.clone(),
         runs: g.runs.iter().map(|r| r.dir.display().to_string()).collect(),
         builds: distinct(g.runs.iter().flat_map(|r| r.builds.iter().cloned())),
         model_sha256: distinct(g.runs.iter().filter_map(|r| r.model_sha256.clone())),
@@ -591,6 +631,7 @@ fn pair(a: &Row, ia: &BTreeMap<String, Means>, b: &Row, ib: &BTreeMap<String, Me
     };
     Paired {
         model: a.model.clone(),
+        suite: a.suite.clone(),
         a: a.mode.clone(),
         b: b.mode.clone(),
         pairs: common.len(),
@@ -599,7 +640,7 @@ fn pair(a: &Row, ia: &BTreeMap<String, Means>, b: &Row, ib: &BTreeMap<String, Me
         withheld: [a, b]
             .iter()
             .find(|r| r.withheld.is_some())
-            .map(|r| format!("{} ({}) is withheld", r.model, r.mode)),
+            .map(|r| format!("{} is withheld", r.label())),
     }
 }
 
@@ -706,6 +747,7 @@ fn horizon_views(g: &Group, row: &Row) -> Vec<Horizon> {
             Horizon {
                 model: g.model.clone(),
                 mode: g.mode.clone(),
+                suite: g.suite.clone(),
                 base,
                 lengths,
                 steps,
@@ -763,6 +805,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
     ]
     .map(String::from)
     .to_vec();
+    headers.insert(2, "suite".into());
     headers.extend((1..=max_k).map(|k| format!("pass^{k}")));
     headers.extend(["harness failures", "infra failures"].map(String::from));
     out.push(Table {
@@ -776,7 +819,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
             MAX_HARNESS_FAILURE_RATE * 100.0,
             lb.rows
                 .iter()
-                .filter_map(|r| r.withheld.as_ref().map(|w| format!(" Withheld: {} ({}): {w}.", r.model, r.mode)))
+                .filter_map(|r| r.withheld.as_ref().map(|w| format!(" Withheld: {}: {w}.", r.label())))
                 .collect::<String>()
         ),
         headers,
@@ -787,6 +830,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 let mut cells = vec![
                     r.model.clone(),
                     r.mode.clone(),
+                    r.suite.clone(),
                     if r.scored == r.episodes {
                         r.episodes.to_string()
                     } else {
@@ -809,7 +853,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
     });
     if !lb.families.is_empty() {
         let mut headers = vec!["family".to_string()];
-        headers.extend(lb.rows.iter().map(|r| format!("{} ({})", r.model, r.mode)));
+        headers.extend(lb.rows.iter().map(Row::label));
         out.push(Table {
             title: "Success per family".into(),
             note: "Success over the family's scored episodes (episodes in parentheses); - where the row did not run the family; \
@@ -855,6 +899,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 .into(),
             headers: [
                 "model",
+                "suite",
                 "comparison",
                 "pairs",
                 "Δ success [95% CI]",
@@ -870,7 +915,12 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 .paired
                 .iter()
                 .map(|p| {
-                    let mut cells = vec![p.model.clone(), format!("{} − {}", p.b, p.a), p.pairs.to_string()];
+                    let mut cells = vec![
+                        p.model.clone(),
+                        p.suite.clone(),
+                        format!("{} − {}", p.b, p.a),
+                        p.pairs.to_string(),
+                    ];
                     if p.withheld.is_some() {
                         cells.extend(std::iter::repeat_n(WITHHELD.to_string(), 6));
                     } else {
@@ -886,7 +936,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
     for base in bases {
         let hs: Vec<&Horizon> = lb.horizon.iter().filter(|h| h.base == base).collect();
         let lens: BTreeSet<u32> = hs.iter().flat_map(|h| h.lengths.iter().map(|l| l.length)).collect();
-        let mut headers = vec!["model".to_string(), "mode".to_string()];
+        let mut headers = vec!["model".to_string(), "mode".to_string(), "suite".to_string()];
         headers.extend(lens.iter().map(|n| format!("N={n}")));
         headers.push("success < 50% at".into());
         out.push(Table {
@@ -898,7 +948,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
             rows: hs
                 .iter()
                 .map(|h| {
-                    let mut cells = vec![h.model.clone(), h.mode.clone()];
+                    let mut cells = vec![h.model.clone(), h.mode.clone(), h.suite.clone()];
                     if h.withheld.is_some() {
                         cells.extend(std::iter::repeat_n(WITHHELD.to_string(), lens.len() + 1));
                         return cells;
@@ -919,7 +969,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
         });
         let max_step = hs.iter().flat_map(|h| h.steps.iter().map(|s| s.step)).max().unwrap_or(0);
         if max_step > 0 {
-            let mut headers = vec!["model".to_string(), "mode".to_string()];
+            let mut headers = vec!["model".to_string(), "mode".to_string(), "suite".to_string()];
             headers.extend((1..=max_step).map(|i| i.to_string()));
             out.push(Table {
                 title: format!("Horizon: {base}, accuracy by step index"),
@@ -930,7 +980,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 rows: hs
                     .iter()
                     .map(|h| {
-                        let mut cells = vec![h.model.clone(), h.mode.clone()];
+                        let mut cells = vec![h.model.clone(), h.mode.clone(), h.suite.clone()];
                         if h.withheld.is_some() {
                             cells.extend(std::iter::repeat_n(WITHHELD.to_string(), max_step as usize));
                             return cells;
@@ -953,7 +1003,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                commit, `+dirty.<hash>` for a changed checkout; more than one when a run was resumed with `--allow-other-build` \
                or the row combines runs of different builds) and the SHA-256 of the model file (first 16 hex digits)."
             .into(),
-        headers: ["model", "mode", "runs", "builds", "weights"].map(String::from).to_vec(),
+        headers: ["model", "mode", "suite", "runs", "builds", "weights"].map(String::from).to_vec(),
         rows: lb
             .rows
             .iter()
@@ -961,6 +1011,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 vec![
                     r.model.clone(),
                     r.mode.clone(),
+                    r.suite.clone(),
                     r.runs.join(", "),
                     r.builds.join(", "),
                     if r.model_sha256.is_empty() {
@@ -1013,7 +1064,7 @@ pub fn text(lb: &Leaderboard) -> String {
 }
 
 /// Columns of words, left-aligned (numbers are right-aligned).
-const LEFT: [&str; 7] = ["model", "mode", "family", "comparison", "runs", "builds", "weights"];
+const LEFT: [&str; 8] = ["model", "mode", "suite", "family", "comparison", "runs", "builds", "weights"];
 
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -1197,7 +1248,7 @@ pub fn html(lb: &Leaderboard) -> String {
             .iter()
             .map(|h| {
                 (
-                    format!("{} ({})", h.model, h.mode),
+                    format!("{} ({}, {})", h.model, h.mode, h.suite),
                     h.lengths.iter().map(|l| (l.length, l.success.mean)).collect(),
                 )
             })
@@ -1215,7 +1266,7 @@ pub fn html(lb: &Leaderboard) -> String {
             .iter()
             .map(|h| {
                 (
-                    format!("{} ({})", h.model, h.mode),
+                    format!("{} ({}, {})", h.model, h.mode, h.suite),
                     h.steps.iter().map(|s| (s.step, s.accuracy)).collect(),
                 )
             })
@@ -1283,6 +1334,7 @@ mod tests {
             model: "m".into(),
             agent: "model".into(),
             mode: mode.into(),
+            suite: "quick".into(),
             runs: vec![format!("results/m-{mode}")],
             builds: vec!["0123456789ab".into()],
             model_sha256: vec!["ab".repeat(32)],
@@ -1313,6 +1365,7 @@ mod tests {
         Horizon {
             model: r.model.clone(),
             mode: r.mode.clone(),
+            suite: r.suite.clone(),
             base: "horizon_mrn".into(),
             lengths: vec![LengthResult {
                 length: 2,
@@ -1336,7 +1389,7 @@ mod tests {
         let guided = row("guided", None);
         let per = |xs: [f64; 4]| -> BTreeMap<String, Means> { xs.iter().enumerate().map(|(i, x)| (format!("i{i}"), (*x, *x))).collect() };
         let p = pair(&flat, &per([0.0, 0.0, 1.0, 0.0]), &guided, &per([1.0, 1.0, 1.0, 0.0]));
-        assert_eq!(p.withheld.as_deref(), Some("m (flat) is withheld"));
+        assert_eq!(p.withheld.as_deref(), Some("m (flat, quick) is withheld"));
         assert!(p.success.is_some(), "the figures stay in the JSON, flagged");
         let lb = Leaderboard {
             format_version: LEADERBOARD_FORMAT_VERSION,
@@ -1348,31 +1401,43 @@ mod tests {
         };
         let md = markdown(&lb);
         let line = |start: &str| -> &str { md.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {md}")) };
-        assert_eq!(line("| m | flat |").matches("withheld").count(), 4, "{md}");
-        assert!(!line("| m | guided |").contains("withheld"), "{md}");
+        assert_eq!(line("| m | flat | quick |").matches("withheld").count(), 4, "{md}");
+        assert!(!line("| m | guided | quick |").contains("withheld"), "{md}");
         assert_eq!(line("| fam |"), "| fam | withheld | 50.0% (4) |", "{md}");
-        let paired = line("| m | guided − flat |");
+        let paired = line("| m | quick | guided − flat |");
         assert_eq!(paired.matches("withheld").count(), 6, "{paired}");
         assert!(!paired.contains('%'), "no difference is shown: {paired}");
         let (figures, runs) = md.split_once("### Runs").expect("a Runs table");
-        let horizon_rows: Vec<&str> = figures.lines().filter(|l| l.starts_with("| m | flat |")).collect();
+        let horizon_rows: Vec<&str> = figures.lines().filter(|l| l.starts_with("| m | flat | quick |")).collect();
         assert_eq!(horizon_rows.len(), 3, "leaderboard, horizon, steps: {md}");
         assert!(horizon_rows.iter().all(|l| !l.contains('%') && l.contains("withheld")), "{md}");
         // where a withheld row comes from is still said
         assert!(
             runs.lines()
-                .any(|l| l == "| m | flat | results/m-flat | 0123456789ab | abababababababab |"),
+                .any(|l| l == "| m | flat | quick | results/m-flat | 0123456789ab | abababababababab |"),
             "{runs}"
         );
         let html = html(&lb);
         assert!(
-            html.contains("m (guided)") && !html.contains("m (flat)</text>"),
+            html.contains("m (guided, quick)") && !html.contains("m (flat, quick)</text>"),
             "no curve for the withheld row"
         );
         // a procedure whose every row is withheld draws no chart at all
         let mut lb = lb;
         lb.horizon.retain(|h| h.mode == "flat");
         assert!(!super::html(&lb).contains("Horizon curves"));
+    }
+
+    #[test]
+    fn a_run_is_labelled_by_its_suite_and_suites_sort_as_the_docs_list_them() {
+        let cfg = |v: serde_json::Value| -> RunConfig { serde_json::from_value(v).unwrap() };
+        assert_eq!(suite_label(&cfg(serde_json::json!({"suite_name": "horizon"}))), "horizon");
+        assert_eq!(suite_label(&cfg(serde_json::json!({}))), "all");
+        assert_eq!(suite_label(&cfg(serde_json::json!({"families": ["mab_a1c"]}))), "selection");
+        assert_eq!(suite_label(&cfg(serde_json::json!({"instances": ["mab-a1c-001"]}))), "selection");
+        let mut names = vec!["zeta", "full", "horizon", "alpha", "quick", "mab"];
+        names.sort_by_key(|s| suite_rank(s));
+        assert_eq!(names, ["quick", "mab", "horizon", "full", "alpha", "zeta"]);
     }
 
     #[test]
