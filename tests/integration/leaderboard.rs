@@ -267,7 +267,12 @@ fn runs_of_different_suites_are_different_rows_and_pairs_stay_within_a_suite() {
     let keys: Vec<(&str, &str, usize)> = lb.rows.iter().map(|r| (r.suite.as_str(), r.mode.as_str(), r.episodes)).collect();
     assert_eq!(
         keys,
-        [("quick", "flat", 2), ("quick", "guided", 2), ("horizon", "flat", 3), ("horizon", "guided", 3)],
+        [
+            ("quick", "flat", 2),
+            ("quick", "guided", 2),
+            ("horizon", "flat", 3),
+            ("horizon", "guided", 3)
+        ],
         "one row per suite and mode, quick first"
     );
     let pairs: Vec<(&str, usize)> = lb.paired.iter().map(|p| (p.suite.as_str(), p.pairs)).collect();
@@ -275,8 +280,14 @@ fn runs_of_different_suites_are_different_rows_and_pairs_stay_within_a_suite() {
     assert_eq!(lb.horizon.len(), 2);
     assert!(lb.horizon.iter().all(|h| h.suite == "horizon"), "{:?}", lb.horizon);
     let md = emrgym_engine::leaderboard::markdown(&lb);
-    assert!(md.contains("| oracle | flat | quick | 2 |") && md.contains("| oracle | flat | horizon | 3 |"), "{md}");
-    assert!(md.contains("| family | oracle (flat, quick) | oracle (guided, quick) | oracle (flat, horizon) |"), "{md}");
+    assert!(
+        md.contains("| oracle | flat | quick | 2 |") && md.contains("| oracle | flat | horizon | 3 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| family | oracle (flat, quick) | oracle (guided, quick) | oracle (flat, horizon) |"),
+        "{md}"
+    );
 
     // the horizon flat run stopped after one episode: its row alone is withheld
     let results = runs[3].join("results.jsonl");
@@ -290,8 +301,15 @@ fn runs_of_different_suites_are_different_rows_and_pairs_stay_within_a_suite() {
         .map(|r| (r.suite.as_str(), r.mode.as_str()))
         .collect();
     assert_eq!(withheld, [("horizon", "flat")]);
-    assert!(lb.rows[0].success.is_some() && lb.paired[0].withheld.is_none(), "the quick rows stay published");
-    assert!(lb.paired[1].withheld.as_deref().unwrap().contains("(flat, horizon)"), "{:?}", lb.paired[1]);
+    assert!(
+        lb.rows[0].success.is_some() && lb.paired[0].withheld.is_none(),
+        "the quick rows stay published"
+    );
+    assert!(
+        lb.paired[1].withheld.as_deref().unwrap().contains("(flat, horizon)"),
+        "{:?}",
+        lb.paired[1]
+    );
 }
 
 /// A run stopped before the end (its manifest promises episodes that have no result line)

@@ -915,12 +915,7 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                 .paired
                 .iter()
                 .map(|p| {
-                    let mut cells = vec![
-                        p.model.clone(),
-                        p.suite.clone(),
-                        format!("{} − {}", p.b, p.a),
-                        p.pairs.to_string(),
-                    ];
+                    let mut cells = vec![p.model.clone(), p.suite.clone(), format!("{} − {}", p.b, p.a), p.pairs.to_string()];
                     if p.withheld.is_some() {
                         cells.extend(std::iter::repeat_n(WITHHELD.to_string(), 6));
                     } else {
