@@ -377,6 +377,17 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             .collect();
     }
     let ids: Vec<String> = insts.iter().map(|i| i.id.clone()).collect();
+    // an in-process model serves as many episodes at once as it has sequences (`parallel`,
+    // which `--concurrency` sets): one more would wait for a sequence anyway. Set before the
+    // manifest is written, so that it records what ran (runs before this recorded the
+    // number asked for; `concurrency` is not part of the configuration's hash, so they resume)
+    let mut cfg = cfg;
+    if let Some(ModelConfig::Llama(l)) = &cfg.model
+        && cfg.agent == AgentKind::Model
+        && cfg.replay_model.is_none()
+    {
+        cfg.concurrency = l.parallel.max(1) as usize;
+    }
     let mut man = Manifest::new(&cfg, &ws, &ids)?;
     if let (AgentKind::Model, Some(ModelConfig::Llama(l))) = (&cfg.agent, &cfg.model)
         && l.model_path.is_file()
@@ -468,15 +479,6 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
     }
 
-    // an in-process model serves as many episodes at once as it has sequences (`parallel`,
-    // which `--concurrency` sets): one more would wait for a sequence anyway
-    let mut cfg = cfg;
-    if let Some(ModelConfig::Llama(l)) = &cfg.model
-        && cfg.agent == AgentKind::Model
-        && cfg.replay_model.is_none()
-    {
-        cfg.concurrency = l.parallel.max(1) as usize;
-    }
     let todo: Vec<(Arc<Prepared>, u32)> = prepared
         .iter()
         .flat_map(|p| (0..cfg.trials).map(move |t| (p.clone(), t)))
