@@ -1,14 +1,34 @@
-"""Usage: python3 scripts/stuck-whatif.py EMRGYM RUN_DIR...
+"""Usage: python3 scripts/stuck-whatif.py [--writes] EMRGYM RUN_DIR...
 
-What the stuck limit (4 identical calls with identical results in a row) would have done
-to recorded runs: for each trajectory, where it would have ended the episode, the model
-turns / prompt tokens / latency after that point, and the grade of the truncated episode
-(emrgym replay of the trajectory cut there) against the recorded grade: success, progress
-and every node's verdict."""
+What the stuck limit (4 identical calls with identical results in a row; with --writes,
+the same write made 4 times anywhere in the episode, ignoring a create's client-side id
+and any meta, as emrgym_agent::model::repeated_write) would have done to recorded runs:
+for each trajectory, where it would have ended the episode, the model turns / prompt
+tokens / latency after that point, and the grade of the truncated episode (emrgym replay
+of the trajectory cut there) against the recorded grade: success, progress and every
+node's verdict."""
 import json, glob, os, subprocess, sys, tempfile
 N = 4
-EMRGYM = sys.argv[1]  # the emrgym binary
-runs = sys.argv[2:]
+args = sys.argv[1:]
+WRITES = bool(args) and args[0] == '--writes'
+if WRITES:
+    args = args[1:]
+EMRGYM = args[0]  # the emrgym binary
+runs = args[1:]
+
+
+def write_key(name, arguments):
+    """A write's identity: the tool and its arguments without what the server assigns."""
+    if name not in ('fhir_create', 'fhir_update'):
+        return None
+    a = json.loads(json.dumps(arguments))
+    r = a.get('resource') if isinstance(a, dict) else None
+    if isinstance(r, dict):
+        r.pop('meta', None)
+        if name == 'fhir_create':
+            r.pop('id', None)
+    return json.dumps(a, sort_keys=True)
+
 for run in runs:
     rec = {}
     for l in open(os.path.join(run, 'results.jsonl')):
@@ -21,12 +41,20 @@ for run in runs:
         steps = []  # (line index of the result, key)
         call = None
         cut = None
+        writes = {}
         for i, l in enumerate(lines):
             if l.get('type') == 'tool_call':
                 call = (l['name'], json.dumps(l['arguments'], sort_keys=True))
+                wkey = write_key(l['name'], l['arguments'])
             elif l.get('type') == 'tool_result':
                 steps.append((i, (call, l.get('ok'), l.get('status'), json.dumps(l.get('content'), sort_keys=True))))
-                if len(steps) >= N and all(s[1] == steps[-1][1] for s in steps[-N:]):
+                if WRITES:
+                    if wkey is not None:
+                        writes[wkey] = writes.get(wkey, 0) + 1
+                        if writes[wkey] >= N:
+                            cut = i
+                            break
+                elif len(steps) >= N and all(s[1] == steps[-1][1] for s in steps[-N:]):
                     cut = i
                     break
         if cut is None:

@@ -317,5 +317,8 @@ fn a_model_run_records_the_digest_of_its_weights() {
     // the concurrency asked for (the default, 4) is not what ran: the model has one sequence,
     // so one episode ran at a time, and the manifest says so
     assert_eq!(RunConfig::default().concurrency, 4);
-    assert_eq!(m.config.concurrency, 1, "recorded as the model's sequences, not the number asked for");
+    assert_eq!(
+        m.config.concurrency, 1,
+        "recorded as the model's sequences, not the number asked for"
+    );
 }

@@ -161,6 +161,32 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
             7 => tool_reply("finish", &finish, "tool_calls"),
             _ => tool_reply("fhir_read", &read, "tool_calls"),
         },
+        // one Observation created again and again, each time with the next client-side id,
+        // and the new id read back in between (Qwen 1.5B, goal, mab-a1c-007): no call
+        // repeats with its result
+        "rewrite" => {
+            if tool_msgs % 2 == 0 {
+                let obs = json!({"resource_type": "Observation", "resource": {
+                    "resourceType": "Observation", "id": format!("obs-{}", 50 + tool_msgs / 2), "status": "final",
+                    "code": {"text": "A1C"}, "subject": {"reference": format!("Patient/{patient}")},
+                    "valueQuantity": {"value": 7.1, "unit": "%"}}});
+                tool_reply("fhir_create", &obs.to_string(), "tool_calls")
+            } else {
+                let id = messages
+                    .iter()
+                    .rev()
+                    .find(|m| m["role"] == "tool")
+                    .and_then(|m| m["content"].as_str())
+                    .and_then(|c| serde_json::from_str::<Value>(c).ok())
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                tool_reply(
+                    "fhir_read",
+                    &json!({"resource_type": "Observation", "id": id}).to_string(),
+                    "tool_calls",
+                )
+            }
+        }
         // a call whose argument degenerates into one repeated pattern until the reply cap;
         // "babblecut": the same, then a long call cut that does not repeat itself
         "babble" | "babblecut" => {
@@ -305,7 +331,7 @@ async fn run_one(cfg: RunConfig) -> (emrgym_engine::rundir::ResultLine, Value, D
     let elapsed = t.elapsed();
     let lines = read_results(&out.join("results.jsonl")).unwrap();
     assert_eq!(lines.len(), 1);
-    let file = emrgym_scenario::trajectory::file::read(&out.join("trajectories").join("mab-age-001.0.jsonl")).unwrap();
+    let file = emrgym_scenario::trajectory::file::read(&out.join("trajectories").join(format!("{}.0.jsonl", lines[0].instance))).unwrap();
     let traj = serde_json::to_value(&file.trajectory).unwrap();
     (lines[0].clone(), traj, elapsed)
 }
@@ -843,6 +869,35 @@ async fn the_same_call_with_the_same_result_four_times_in_a_row_ends_the_episode
     let (line, traj, _) = run_one(cfg).await;
     assert_eq!(end(&line), "max_steps", "{traj:#}");
     assert_eq!(line.steps as u32, line.step_limit);
+}
+
+/// The same create made again with a new client-side id each time, around reads of the new
+/// id, ends the episode `stuck` at the fourth create (no call repeated with its result, so
+/// the rule above never fired: this loop ran to the step budget); every read in between
+/// found what was created (the writes really landed), and the limit off lets it run on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_write_made_four_times_ends_the_episode_stuck() {
+    let (base, _) = start().await;
+    let rewrite = || {
+        let mut cfg = config(&base, "rewrite", ToolProtocol::Native);
+        cfg.instances = vec!["mab-a1c-001".into()]; // a task with the write tools
+        cfg
+    };
+    let (line, traj, _) = run_one(rewrite()).await;
+    assert_eq!(end(&line), "stuck", "{traj:#}");
+    assert_eq!(line.steps, 7, "create, read, create, read, create, read, create");
+    assert_eq!(line.harness_limit, None, "the model's failure");
+    let detail = traj["detail"].as_str().unwrap();
+    assert_eq!(detail, "stuck: the same write (fhir_create \"Observation\") was made 4 times");
+    let steps = traj["steps"].as_array().unwrap();
+    for s in steps.iter().filter(|s| s["call"]["name"] == "fhir_read") {
+        assert_eq!(s["result"]["status"], 200, "the read found the created Observation: {s}");
+    }
+    assert!(line.grade.is_some_and(|g| !g.success), "scored, as a failure");
+    let mut cfg = rewrite();
+    cfg.limits.max_repeats = 0;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "max_steps", "{traj:#}");
 }
 
 /// The 1.5B chat template shows its call example with doubled braces; calls written that

@@ -241,6 +241,17 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
             ));
         }
     }
+    // no reference plan makes one write twice (`repeated_write`): a model that follows the
+    // plan is never ended `stuck` for its writes
+    for i in 0..traj.steps.len() {
+        if emrgym_agent::model::repeated_write(&traj.steps[..=i], 2) {
+            out.push(format!(
+                "oracle step {i} ({}) repeats an earlier write: a model making one write {} times is ended `stuck`",
+                traj.steps[i].call.name,
+                emrgym_agent::model::Limits::default().max_repeats
+            ));
+        }
+    }
     for n in g.nodes.iter().filter(|n| n.verdict != Verdict::Passed) {
         out.push(format!("the oracle does not pass node '{}': {}", n.path, n.reasons.join("; ")));
     }

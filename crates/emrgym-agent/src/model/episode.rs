@@ -3,8 +3,8 @@
 
 use super::Briefing;
 use super::{
-    Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, degenerate, degenerate_note, fit_result, is_cut, request_hash,
-    stuck, system_prompt, user_prompt,
+    Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, degenerate, degenerate_note, fit_result, is_cut, repeated_write,
+    request_hash, stuck, system_prompt, user_prompt,
 };
 use emrgym_scenario::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
 use emrgym_tools::{FhirBackend, Registry};
@@ -277,6 +277,18 @@ pub async fn run_model_episode(
                         traj.detail = Some(format!(
                             "stuck: the same call ({name} {}) got the same result {} times in a row",
                             traj.steps.last().map(|s| s.call.arguments.to_string()).unwrap_or_default(),
+                            limits.max_repeats
+                        ));
+                        return traj;
+                    }
+                    if !finished && repeated_write(&traj.steps, limits.max_repeats) {
+                        traj.end = EndReason::Stuck;
+                        traj.detail = Some(format!(
+                            "stuck: the same write ({name} {}) was made {} times",
+                            traj.steps
+                                .last()
+                                .map(|s| s.call.arguments["resource_type"].to_string())
+                                .unwrap_or_default(),
                             limits.max_repeats
                         ));
                         return traj;

@@ -65,6 +65,45 @@ pub fn stuck(steps: &[Step], n: u32) -> bool {
     tail.windows(2).all(|w| w[0].call == w[1].call && w[0].result == w[1].result)
 }
 
+/// The tools that change the record.
+pub const WRITE_TOOLS: [&str; 2] = ["fhir_create", "fhir_update"];
+
+/// What makes two writes the same write: the tool and its arguments without what the server
+/// assigns. A create's resource `id` and `meta` are the server's (FHIR R4 RESTful API,
+/// "create": the server assigns the logical id and ignores one in the body; `meta.versionId`
+/// and `meta.lastUpdated` are set by the server on every write), so a create sent again with
+/// another client-side id is the same create; an update keeps its target id and drops `meta`.
+/// None for a call that is not a write.
+fn write_key(step: &Step) -> Option<(&str, Value)> {
+    let name = step.call.name.as_str();
+    if !WRITE_TOOLS.contains(&name) {
+        return None;
+    }
+    let mut args = step.call.arguments.clone();
+    if let Some(r) = args.get_mut("resource").and_then(Value::as_object_mut) {
+        r.remove("meta");
+        if name == "fhir_create" {
+            r.remove("id");
+        }
+    }
+    Some((name, args))
+}
+
+/// Whether the last step is a write ([`WRITE_TOOLS`]) that the episode has now made `n`
+/// times, anywhere in it and whatever the results ([`write_key`]): the agent is stuck
+/// ([`Limits::max_repeats`], the same number). A create repeated with a new client-side id
+/// each time, around reads of what it created, never repeats a call with its result (each
+/// create gets a new id), so [`stuck`] does not see it: Qwen2.5-Coder-1.5B (goal,
+/// `mab-a1c-007`) alternated one Observation's create with a read of the new id 12 times, to
+/// the step budget (44 minutes). No reference plan makes one write twice (`emrgym scenarios
+/// check`). False for `n` of 0.
+pub fn repeated_write(steps: &[Step], n: u32) -> bool {
+    let Some(last) = steps.last().and_then(write_key) else {
+        return false;
+    };
+    n > 0 && steps.iter().filter(|s| write_key(s).as_ref() == Some(&last)).count() >= n as usize
+}
+
 /// Consecutive replies cut by the reply cap before their call was complete that end the
 /// episode `max_tokens` (one is answered with a note and the model writes again).
 pub(crate) const CUT_REPLIES_TO_END: u32 = 2;

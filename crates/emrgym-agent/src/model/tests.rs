@@ -307,6 +307,64 @@ fn an_agent_is_stuck_only_when_one_call_got_one_result_the_last_n_times() {
 }
 
 #[test]
+fn the_same_write_made_n_times_anywhere_in_the_episode_is_stuck_whatever_id_it_was_given() {
+    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
+    let step = |name: &str, args: Value| {
+        Step::new(
+            ToolCall {
+                name: name.into(),
+                arguments: args,
+            },
+            ToolResult {
+                ok: true,
+                status: 201,
+                content: json!({}),
+            },
+        )
+    };
+    let create = |id: &str, value: f64| {
+        step(
+            "fhir_create",
+            json!({"resource_type": "Observation", "resource": {"resourceType": "Observation", "id": id,
+                "meta": {"versionId": "1", "lastUpdated": format!("2023-11-13T10:{id}:00Z")},
+                "status": "final", "subject": {"reference": "Patient/S1"}, "valueQuantity": {"value": value}}}),
+        )
+    };
+    let read = |id: &str| step("fhir_read", json!({"resource_type": "Observation", "id": id}));
+    // create, read the new id, create again with the next id...: no call repeats with its result
+    let mut steps = Vec::new();
+    for i in 0..4 {
+        steps.push(create(&format!("obs-{}", 50 + i), 7.1));
+        assert_eq!(repeated_write(&steps, 4), i == 3, "after the create number {}", i + 1);
+        steps.push(read(&format!("new-{i}")));
+        assert!(!repeated_write(&steps, 4), "the last step is a read");
+        assert!(!stuck(&steps, 4));
+    }
+    assert!(!repeated_write(&steps[..5], 4) && !repeated_write(&steps[..7], 0));
+    assert!(repeated_write(&steps[..5], 3), "a limit of three: the third create");
+    // another value is another write
+    let mut other = steps[..6].to_vec();
+    other.push(create("obs-99", 7.2));
+    assert!(!repeated_write(&other, 4));
+    // an update of one resource to one content, four times: stuck; to another target: not
+    let update = |id: &str| {
+        step(
+            "fhir_update",
+            json!({"resource_type": "MedicationRequest", "id": id, "resource": {"resourceType": "MedicationRequest", "id": id,
+                "meta": {"versionId": "2"}, "status": "stopped"}}),
+        )
+    };
+    let mut ups: Vec<Step> = (0..3).map(|_| update("m1")).collect();
+    ups.push(update("m2"));
+    assert!(!repeated_write(&ups, 4));
+    ups.push(update("m1"));
+    assert!(repeated_write(&ups, 4));
+    // reads are never writes, however often they repeat
+    let reads: Vec<Step> = (0..6).map(|i| read(&format!("x{}", i % 2))).collect();
+    assert!(!repeated_write(&reads, 2));
+}
+
+#[test]
 fn the_stuck_limit_is_four_by_default_and_none_in_a_configuration_recorded_before_it() {
     assert_eq!(Limits::default().max_repeats, 4);
     let mut old = serde_json::to_value(Limits::default()).unwrap();
