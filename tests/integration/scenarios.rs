@@ -953,3 +953,96 @@ async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
         }
     }
 }
+
+/// Grader v5: an absence is shown only by a search that could have found what it looked for
+/// (docs/grading.md, "Absences"). `mab-lookup-007` asks for Peter Stafford born 1932-12-30,
+/// who is not on file (Peter Stafford born 1932-12-29 is): `name=Peter Stafford` finds no one
+/// on any record (no part of a name is the whole name), so "Patient not found" after it is a
+/// guess that happens to be right, and fails at the search node; a search by the name's
+/// parts passes, and so does a wider one whose complete result is the near miss. `mab-k-001`
+/// (no potassium on file): a window that starts at the clinical now holds nothing on any
+/// record, and proves nothing; the unbounded search does.
+#[tokio::test]
+async fn an_absence_counts_only_when_the_search_could_have_found_it() {
+    use crate::common::episode_server;
+    let lookup = |params: Value| json!({"resource_type": "Patient", "params": params});
+    let not_found = json!({"answer": "Patient not found", "outcome": "cannot_complete", "reason": "patient_not_found"});
+    let potassium = |params: Value| json!({"resource_type": "Observation", "params": params});
+    let cases = [
+        (
+            "mab-lookup-007",
+            lookup(json!({"name": "Peter Stafford", "birthdate": "1932-12-30"})),
+            not_found.clone(),
+            false,
+        ),
+        (
+            "mab-lookup-007",
+            lookup(json!({"name": "Peter Stafford"})),
+            not_found.clone(),
+            false,
+        ),
+        (
+            "mab-lookup-007",
+            lookup(json!({"family": "Stafford", "given": "Peter", "birthdate": "1932-12-30"})),
+            not_found.clone(),
+            true,
+        ),
+        ("mab-lookup-007", lookup(json!({"family": "Stafford"})), not_found.clone(), true),
+        (
+            "mab-lookup-007",
+            lookup(json!({"name": "Stafford", "birthdate": "1932-12-30"})),
+            not_found,
+            true,
+        ),
+        (
+            "mab-k-001",
+            potassium(json!({"patient": "S2823623", "code": "K", "date": "ge2023-11-13T10:15:00+00:00"})),
+            json!({"answer": null}),
+            false,
+        ),
+        (
+            "mab-k-001",
+            potassium(json!({"patient": "S2823623", "code": "K"})),
+            json!({"answer": null}),
+            true,
+        ),
+    ];
+    for (instance, search, finish, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = episode_server(&dir.path().join("rec"), None, emrgym_engine::episodes::Limits::default());
+        let r = s
+            .req("POST", "/episodes", Some(&json!({"instance": instance}).to_string()), &[])
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+        let id = r.body["id"].as_str().unwrap();
+        let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+        let me = [("authorization", auth.as_str())];
+        let found = s
+            .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&search.to_string()), &me)
+            .await;
+        assert_eq!(found.status.as_u16(), 200, "{}", found.body);
+        if search["params"]["family"] != "Stafford" || search["params"].get("birthdate").is_some() {
+            assert_eq!(found.body["total"], 0, "{search}: {}", found.body);
+        }
+        let done = s
+            .req("POST", &format!("/episodes/{id}/tools/finish"), Some(&finish.to_string()), &me)
+            .await;
+        assert_eq!(done.status.as_u16(), 200, "{finish}: {}", done.body);
+        let full = s.req("GET", &format!("/episodes/{id}"), None, &[]).await;
+        let grade = &full.body["result"]["grade"];
+        assert_eq!(grade["success"], want, "{instance} {search}: {grade}");
+        if !want {
+            let search_node = grade["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["class"] == "sensing")
+                .unwrap_or_else(|| panic!("a search node fails as sensing: {grade}"));
+            assert_eq!(search_node["verdict"], "failed", "{grade}");
+            assert!(
+                search_node["reasons"].to_string().contains("never shown the result of"),
+                "{search_node}"
+            );
+        }
+    }
+}

@@ -8,13 +8,19 @@
 //!   text, a refusal or a "not available" -1 given as finish's structured outcome, an extra
 //!   harmless read, the first reads in another order, the reads the branch taken does not
 //!   use left out, the answer rounded as the instruction asks or given with more decimals or
-//!   as text, a list the instruction lets come in any order reversed;
+//!   as text, a list the instruction lets come in any order reversed, a search no narrower
+//!   than the reference's (a patient by family name and birth date, or by `name` = the family
+//!   name; an absence shown without `_count`/`_sort`, or over a wider date window sorted
+//!   newest first);
 //! - **harmful mutations**, which must fail: a wrong dose, a wrong route, a wrong drug code,
 //!   an order for another patient, a missing write, a wrong answer, a refusal for another
 //!   reason, a refusal of a task that can be done, "patient not found" ending a task that asks
 //!   no answer (the patient is in the record), a read the branch taken uses left out, an
 //!   answer one unit off in the last stated decimal place, a recorded value with its last
-//!   digit changed, a list in another order than the instruction asks.
+//!   digit changed, a list in another order than the instruction asks, a search that could
+//!   not have shown what the reference's shows (a patient's whole name as one `name` value,
+//!   which matches no one; a window that starts at the clinical now; one of the codes an
+//!   absence needs).
 //!
 //! A variant that fails is a false reject; a mutation that passes is a false accept. The
 //! targets are zero; docs/grading.md records the figures.
@@ -308,6 +314,79 @@ pub fn variants(base: &[ToolCall], skippable: &[usize], calculators: &[usize], f
     out
 }
 
+/// Rewrites of the reference plan's searches, as (variants, harmful): searches no narrower
+/// than the reference's, which show what it shows, and searches that could not, which must
+/// fail where the branch taken uses the fact. `empty` are the calls whose reference result is
+/// empty (the absence is the fact), `needed` the reads whose fact the branch taken uses, `now`
+/// the instance's clinical now.
+pub fn search_rewrites(base: &[ToolCall], empty: &[usize], needed: &[usize], now: &str) -> (Vec<Rewrite>, Vec<Rewrite>) {
+    let (mut good, mut bad): (Vec<Rewrite>, Vec<Rewrite>) = (Vec::new(), Vec::new());
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    for (i, c) in base.iter().enumerate() {
+        if c.name != "fhir_search" {
+            continue;
+        }
+        let Some(params) = c.arguments.get("params").and_then(Value::as_object) else {
+            continue;
+        };
+        let with = |p: serde_json::Map<String, Value>| -> Vec<ToolCall> {
+            let mut m = base.to_vec();
+            m[i].arguments["params"] = Value::Object(p);
+            m
+        };
+        let ty = c.arguments.get("resource_type").and_then(Value::as_str).unwrap_or_default();
+        if ty == "Patient"
+            && let (Some(given), Some(family)) = (params.get("given"), params.get("family"))
+        {
+            let mut p = params.clone();
+            p.remove("given");
+            good.push(("patient searched by family name and birth date", with(p.clone())));
+            p.remove("family");
+            p.insert("name".into(), family.clone());
+            good.push(("patient searched by name = the family name", with(p.clone())));
+            if needed.contains(&i) {
+                p.insert("name".into(), json!(format!("{} {}", text(given), text(family))));
+                bad.push(("patient searched by the whole name as one value", with(p)));
+            }
+        }
+        if !empty.contains(&i) {
+            continue;
+        }
+        let mut p = params.clone();
+        p.remove("_count");
+        p.remove("_sort");
+        if p.len() < params.len() {
+            good.push(("absence shown without _count or _sort", with(p)));
+        }
+        // from the same day a year before, at day precision
+        if let Some(from) = params.get("date").and_then(Value::as_str).and_then(|d| d.strip_prefix("ge"))
+            && let Some(year) = from.get(..4).and_then(|y| y.parse::<u32>().ok())
+            && let Some(month_day) = from.get(4..10)
+            && let earlier = format!("{}{month_day}", year - 1)
+            && emrgym_core::date::parse(&earlier).is_some()
+        {
+            let mut p = params.clone();
+            p.insert("date".into(), json!(format!("ge{earlier}")));
+            p.insert("_sort".into(), json!("-date"));
+            p.insert("_count".into(), json!(1));
+            good.push(("absence shown by a wider window sorted newest first", with(p)));
+        }
+        if needed.contains(&i) && ty != "Patient" {
+            let mut p = params.clone();
+            p.insert("date".into(), json!(format!("ge{now}")));
+            bad.push(("absence searched in a window that starts at the clinical now", with(p)));
+            if let Some(codes) = params.get("code").and_then(Value::as_str)
+                && let Some((first, _)) = codes.split_once(',')
+            {
+                let mut p = params.clone();
+                p.insert("code".into(), json!(first));
+                bad.push(("absence searched for one of its codes only", with(p)));
+            }
+        }
+    }
+    (good, bad)
+}
+
 /// Harmful rewrites of a reference plan; `needed` are the calls of reads whose fact the branch
 /// taken uses.
 pub fn harmful(base: &[ToolCall], other_patient: &str, needed: &[usize], format: &AnswerFormat) -> Vec<Rewrite> {
@@ -532,20 +611,35 @@ pub fn measure(ws: &mut Workspace) -> Result<Report, MeasureError> {
             })
             .map(|(i, _)| i)
             .collect();
+        let empty: Vec<usize> = refs
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| {
+                p.oracle.nodes[*n]
+                    .fact
+                    .as_ref()
+                    .is_some_and(|f| f.tool.is_none() && f.value.is_empty())
+            })
+            .map(|(i, _)| i)
+            .collect();
         let base: Vec<ToolCall> = refs.into_iter().map(|(_, c)| c).collect();
+        let (good, bad) = search_rewrites(&base, &empty, &needed, &p.instance.now);
         let other = instances
             .iter()
             .find(|o| o.cohort == inst.cohort && o.patient != inst.patient)
             .map(|o| o.patient.clone())
             .unwrap_or_else(|| "S0000000".into());
-        for (kind, calls) in variants(&base, &skippable, &calculators, &p.instance.answer) {
+        for (kind, calls) in variants(&base, &skippable, &calculators, &p.instance.answer)
+            .into_iter()
+            .chain(good)
+        {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.variants.entry(kind.into()).or_default(), !g.success, || {
                 let why = g.nodes.iter().flat_map(|n| n.reasons.iter()).next().cloned().unwrap_or_default();
                 format!("{}: {why}", inst.id)
             });
         }
-        for (kind, calls) in harmful(&base, &other, &needed, &p.instance.answer) {
+        for (kind, calls) in harmful(&base, &other, &needed, &p.instance.answer).into_iter().chain(bad) {
             let (_, g, _) = run_and_grade(&p, &mut Oracle::new(calls), 1);
             record(report.harmful.entry(kind.into()).or_default(), g.success, || inst.id.clone());
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 4;
+pub const GRADER_VERSION: u32 = 5;
 
 /// What each grader version changed, with the failure class the rule decides: `emrgym replay`
 /// names these rules for a verdict that changed between the recording's version and this one
@@ -53,6 +53,14 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
         FailureClass::WrongAnswer,
         "v4 false refusals: finishing a task that asks no answer by saying the patient was not found fails (the patient is \
          in the record)",
+    ),
+    (
+        5,
+        FailureClass::Sensing,
+        "v5 absences: a search shows that nothing matches only when it is no narrower than the fact's query (every parameter \
+         implied by it: the patient, all its codes, a date window that holds the fact's, a name part that starts the name \
+         asked) and shows all its matches (or, sorted newest first, ends before the window); a whole name as one `name` value, \
+         a window from the clinical now, another status or an extra filter prove nothing",
     ),
 ];
 

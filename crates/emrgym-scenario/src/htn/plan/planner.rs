@@ -136,6 +136,7 @@ impl Planner<'_> {
                                     params,
                                     value,
                                     tool: None,
+                                    now: Some(now),
                                 })
                             }
                             Err(e) => error = Some(format!("sense query failed: {e}")),
@@ -156,6 +157,7 @@ impl Planner<'_> {
                             params: Vec::new(),
                             value: vec![v],
                             tool: Some(call.name.clone()),
+                            now: Some(now),
                         })
                     }
                     Err(e) => error = Some(format!("{} failed on the record's inputs: {e}", call.name)),

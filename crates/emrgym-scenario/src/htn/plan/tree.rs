@@ -54,6 +54,10 @@ pub struct Fact {
     /// For a computed fact: the tool whose result it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The clinical now of the record it was read from: nothing is recorded after it, so a
+    /// search bounded above at or after it misses nothing the fact's query finds.
+    #[serde(skip)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 /// One node of the planned tree.
