@@ -72,6 +72,22 @@ impl Drop for Session {
     }
 }
 
+/// The model thread, joined when the last handle to it is dropped: by then every sender is
+/// gone, so the thread leaves its loop once the replies it is computing end (a reply nobody
+/// waits for is abandoned at the next batch), and frees its context and model itself. A
+/// process that returned from `main` while that thread was inside `llama_decode` ran
+/// llama.cpp's static destructors under it and crashed (SIGSEGV after Ctrl-C on a run).
+#[derive(Debug)]
+struct ModelThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for ModelThread {
+    fn drop(&mut self) {
+        if let Some(h) = emrgym_core::sync::lock(&self.0).take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// A handle to the model thread.
 #[derive(Debug, Clone)]
 pub struct LlamaHandle {
@@ -79,6 +95,8 @@ pub struct LlamaHandle {
     timings: std::sync::Arc<std::sync::Mutex<Vec<ReplyTiming>>>,
     sessions: std::sync::Arc<std::sync::atomic::AtomicU64>,
     session: std::sync::Arc<Session>,
+    // last: fields drop in order, so this handle's senders are gone before the join
+    thread: std::sync::Arc<ModelThread>,
 }
 
 /// Why the in-process model could not start or a prompt could not be rendered; each names
@@ -354,16 +372,18 @@ impl LlamaHandle {
         }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), LlamaError>>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("llama".into())
             .spawn(move || worker(cfg, rx, ready_tx))
             .map_err(|e| LlamaError::Thread(e.to_string()))?;
+        let thread = std::sync::Arc::new(ModelThread(std::sync::Mutex::new(Some(thread))));
         ready_rx.recv().map_err(|_| LlamaError::Stopped)??;
         Ok(LlamaHandle {
             session: std::sync::Arc::new(Session { id: 0, tx: tx.clone() }),
             tx,
             timings: std::sync::Arc::default(),
             sessions: std::sync::Arc::default(),
+            thread,
         })
     }
 
@@ -378,6 +398,7 @@ impl LlamaHandle {
             timings: self.timings.clone(),
             sessions: self.sessions.clone(),
             session: std::sync::Arc::new(Session { id, tx: self.tx.clone() }),
+            thread: self.thread.clone(),
         }
     }
 
@@ -516,6 +537,20 @@ fn worker(cfg: LlamaConfig, rx: std::sync::mpsc::Receiver<Msg>, ready: std::sync
                     open = false;
                     break;
                 }
+            }
+        }
+        // a reply nobody waits for any more (its episode was cancelled, or the run is
+        // stopping) is not computed: its sequence is cleared, as after a failed decode, and
+        // serves others; the order of the others is kept (it shapes the batches)
+        pending.retain(|j| !j.reply.is_closed());
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].reply.as_ref().is_some_and(ReplySender::is_closed) {
+                let a = active.remove(i);
+                let _ = ctx.clear_kv_cache_seq(Some(a.slot as u32), None, None);
+                w.slots[a.slot].cached.clear();
+            } else {
+                i += 1;
             }
         }
         // admit waiting requests, in the order they came, while a sequence is free for them
