@@ -876,6 +876,31 @@ fn two_blood_culture_orders_pass_the_bundle_and_a_third_does_not() {
     assert!(!run(&p, twice).success, "a second antibiotic order doubles the dose");
 }
 
+/// One episode of `instance` over the episode API: each call (tool, arguments) is made and
+/// must answer 200; returns the bodies of the answers and the episode's grade.
+async fn graded_episode(instance: &str, calls: &[(&str, &Value)]) -> (Vec<Value>, Value) {
+    use crate::common::episode_server;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = episode_server(&dir.path().join("rec"), None, emrgym_engine::episodes::Limits::default());
+    let r = s
+        .req("POST", "/episodes", Some(&json!({"instance": instance}).to_string()), &[])
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap();
+    let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+    let me = [("authorization", auth.as_str())];
+    let mut bodies = Vec::new();
+    for (tool, args) in calls {
+        let a = s
+            .req("POST", &format!("/episodes/{id}/tools/{tool}"), Some(&args.to_string()), &me)
+            .await;
+        assert_eq!(a.status.as_u16(), 200, "{tool} {args}: {}", a.body);
+        bodies.push(a.body);
+    }
+    let full = s.req("GET", &format!("/episodes/{id}"), None, &[]).await;
+    (bodies, full.body["result"]["grade"].clone())
+}
+
 /// A task that asks no answer (`mab-k-001`: no potassium on file, so nothing to order) fails
 /// when the agent ends it saying the patient was not found: the patient is in the record, so
 /// the claim is false even though the record is left right (grader v4; docs/grading.md,
@@ -883,7 +908,6 @@ fn two_blood_culture_orders_pass_the_bundle_and_a_third_does_not() {
 /// whose expected answer is "Patient not found" (`mab-lookup-007`) still accepts it.
 #[tokio::test]
 async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
-    use crate::common::episode_server;
     let search = json!({"resource_type": "Observation", "params": {"patient": "S2823623", "code": "K"}});
     let cases = [
         (
@@ -909,35 +933,13 @@ async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
             true,
         ),
     ];
+    let lookup = json!({"resource_type": "Patient", "params": {"given": "Peter", "family": "Stafford", "birthdate": "1932-12-30"}});
     for (instance, finish, want) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, _) = episode_server(&dir.path().join("rec"), None, emrgym_engine::episodes::Limits::default());
-        let r = s
-            .req("POST", "/episodes", Some(&json!({"instance": instance}).to_string()), &[])
-            .await;
-        assert_eq!(r.status.as_u16(), 201, "{}", r.body);
-        let id = r.body["id"].as_str().unwrap();
-        let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
-        let me = [("authorization", auth.as_str())];
+        let read = if instance == "mab-k-001" { &search } else { &lookup };
+        let (bodies, grade) = graded_episode(instance, &[("fhir_search", read), ("finish", &finish)]).await;
         if instance == "mab-k-001" {
-            let found = s
-                .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&search.to_string()), &me)
-                .await;
-            assert_eq!(found.status.as_u16(), 200, "{}", found.body);
-            assert_eq!(found.body["total"], 0, "the branch: no potassium on file: {}", found.body);
-        } else {
-            let q = json!({"resource_type": "Patient", "params": {"given": "Peter", "family": "Stafford", "birthdate": "1932-12-30"}});
-            let found = s
-                .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&q.to_string()), &me)
-                .await;
-            assert_eq!(found.status.as_u16(), 200, "{}", found.body);
+            assert_eq!(bodies[0]["total"], 0, "the branch: no potassium on file: {}", bodies[0]);
         }
-        let done = s
-            .req("POST", &format!("/episodes/{id}/tools/finish"), Some(&finish.to_string()), &me)
-            .await;
-        assert_eq!(done.status.as_u16(), 200, "{finish}: {}", done.body);
-        let full = s.req("GET", &format!("/episodes/{id}"), None, &[]).await;
-        let grade = &full.body["result"]["grade"];
         assert_eq!(grade["success"], want, "{instance} {finish}: {grade}");
         let root = &grade["nodes"][0];
         let reasons = root["reasons"].to_string();
@@ -964,7 +966,6 @@ async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
 /// record, and proves nothing; the unbounded search does.
 #[tokio::test]
 async fn an_absence_counts_only_when_the_search_could_have_found_it() {
-    use crate::common::episode_server;
     let lookup = |params: Value| json!({"resource_type": "Patient", "params": params});
     let not_found = json!({"answer": "Patient not found", "outcome": "cannot_complete", "reason": "patient_not_found"});
     let potassium = |params: Value| json!({"resource_type": "Observation", "params": params});
@@ -1008,28 +1009,10 @@ async fn an_absence_counts_only_when_the_search_could_have_found_it() {
         ),
     ];
     for (instance, search, finish, want) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, _) = episode_server(&dir.path().join("rec"), None, emrgym_engine::episodes::Limits::default());
-        let r = s
-            .req("POST", "/episodes", Some(&json!({"instance": instance}).to_string()), &[])
-            .await;
-        assert_eq!(r.status.as_u16(), 201, "{}", r.body);
-        let id = r.body["id"].as_str().unwrap();
-        let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
-        let me = [("authorization", auth.as_str())];
-        let found = s
-            .req("POST", &format!("/episodes/{id}/tools/fhir_search"), Some(&search.to_string()), &me)
-            .await;
-        assert_eq!(found.status.as_u16(), 200, "{}", found.body);
+        let (bodies, grade) = graded_episode(instance, &[("fhir_search", &search), ("finish", &finish)]).await;
         if search["params"]["family"] != "Stafford" || search["params"].get("birthdate").is_some() {
-            assert_eq!(found.body["total"], 0, "{search}: {}", found.body);
+            assert_eq!(bodies[0]["total"], 0, "{search}: {}", bodies[0]);
         }
-        let done = s
-            .req("POST", &format!("/episodes/{id}/tools/finish"), Some(&finish.to_string()), &me)
-            .await;
-        assert_eq!(done.status.as_u16(), 200, "{finish}: {}", done.body);
-        let full = s.req("GET", &format!("/episodes/{id}"), None, &[]).await;
-        let grade = &full.body["result"]["grade"];
         assert_eq!(grade["success"], want, "{instance} {search}: {grade}");
         if !want {
             let search_node = grade["nodes"]
