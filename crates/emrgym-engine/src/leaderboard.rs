@@ -340,6 +340,9 @@ fn differing_families(a: &BTreeMap<String, ScenarioHash>, b: &BTreeMap<String, S
     keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
+/// A row's place in the table: model, then suite ([`suite_rank`]), then mode.
+type RowKey = (String, (usize, String), (usize, String));
+
 /// The episodes of one row, combined from its runs.
 struct Group {
     model: String,
@@ -359,7 +362,7 @@ pub fn build(dirs: &[PathBuf]) -> anyhow::Result<Leaderboard> {
     if dirs.is_empty() {
         bail!("no run directories given");
     }
-    let mut groups: BTreeMap<(String, (usize, String), (usize, String)), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<RowKey, Group> = BTreeMap::new();
     for dir in dirs {
         let run = load_run(dir)?;
         let (model, mode, suite) = (model_label(&run.cfg), wire_name(run.cfg.mode), suite_label(&run.cfg));

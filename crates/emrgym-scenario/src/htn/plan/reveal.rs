@@ -53,7 +53,7 @@ fn covers(fact: &Fact, args: &Value, result: &Value) -> bool {
     let sorted_newest_first = params
         .and_then(|p| p.get("_sort"))
         .is_some_and(|s| value_text(s).split(',').next().map(str::trim) == Some("-date"));
-    if !complete(result) && !(sorted_newest_first && older_than_window(fact, result)) {
+    if !(complete(result) || sorted_newest_first && older_than_window(fact, result)) {
         return false;
     }
     params.into_iter().flatten().all(|(k, v)| {
