@@ -958,10 +958,11 @@ async fn saying_the_patient_was_not_found_fails_a_task_that_asked_no_answer() {
 
 /// Grader v5: an absence is shown only by a search that could have found what it looked for
 /// (docs/grading.md, "Absences"). `mab-lookup-007` asks for Peter Stafford born 1932-12-30,
-/// who is not on file (Peter Stafford born 1932-12-29 is): `name=Peter Stafford` finds no one
-/// on any record (no part of a name is the whole name), so "Patient not found" after it is a
-/// guess that happens to be right, and fails at the search node; a search by the name's
-/// parts passes, and so does a wider one whose complete result is the near miss. `mab-k-001`
+/// who is not on file (Peter Stafford born 1932-12-29 is): `name=Stafford Peter` finds no one
+/// (a `name` value must start a part of the name or the name written out, given name first;
+/// grader v6), so "Patient not found" after it is a guess that happens to be right, and fails
+/// at the search node; a search by the name's parts or the whole name passes, and so does a
+/// wider one whose complete result is the near miss. `mab-k-001`
 /// (no potassium on file): a window that starts at the clinical now holds nothing on any
 /// record, and proves nothing; the unbounded search does.
 #[tokio::test]
@@ -972,16 +973,23 @@ async fn an_absence_counts_only_when_the_search_could_have_found_it() {
     let cases = [
         (
             "mab-lookup-007",
-            lookup(json!({"name": "Peter Stafford", "birthdate": "1932-12-30"})),
+            lookup(json!({"name": "Stafford Peter", "birthdate": "1932-12-30"})),
             not_found.clone(),
             false,
         ),
         (
             "mab-lookup-007",
-            lookup(json!({"name": "Peter Stafford"})),
+            lookup(json!({"name": "Stafford Peter"})),
             not_found.clone(),
             false,
         ),
+        (
+            "mab-lookup-007",
+            lookup(json!({"name": "Peter Stafford", "birthdate": "1932-12-30"})),
+            not_found.clone(),
+            true,
+        ),
+        ("mab-lookup-007", lookup(json!({"name": "Peter Stafford"})), not_found.clone(), true),
         (
             "mab-lookup-007",
             lookup(json!({"family": "Stafford", "given": "Peter", "birthdate": "1932-12-30"})),
@@ -1010,7 +1018,14 @@ async fn an_absence_counts_only_when_the_search_could_have_found_it() {
     ];
     for (instance, search, finish, want) in cases {
         let (bodies, grade) = graded_episode(instance, &[("fhir_search", &search), ("finish", &finish)]).await;
-        if search["params"]["family"] != "Stafford" || search["params"].get("birthdate").is_some() {
+        // without the birth date a search that matches Peter Stafford finds the near miss
+        let finds_near_miss = search["resource_type"] == "Patient"
+            && search["params"].get("birthdate").is_none()
+            && search["params"]["name"] != "Stafford Peter";
+        if finds_near_miss {
+            assert_eq!(bodies[0]["total"], 1, "{search}: {}", bodies[0]);
+            assert_eq!(bodies[0]["entry"][0]["resource"]["birthDate"], "1932-12-29", "{search}");
+        } else {
             assert_eq!(bodies[0]["total"], 0, "{search}: {}", bodies[0]);
         }
         assert_eq!(grade["success"], want, "{instance} {search}: {grade}");

@@ -18,7 +18,7 @@
 //!   no answer (the patient is in the record), a read the branch taken uses left out, an
 //!   answer one unit off in the last stated decimal place, a recorded value with its last
 //!   digit changed, a list in another order than the instruction asks, a search that could
-//!   not have shown what the reference's shows (a patient's whole name as one `name` value,
+//!   not have shown what the reference's shows (a patient's whole name family name first,
 //!   which matches no one; a window that starts at the clinical now; one of the codes an
 //!   absence needs).
 //!
@@ -344,9 +344,11 @@ pub fn search_rewrites(base: &[ToolCall], empty: &[usize], needed: &[usize], now
             p.remove("family");
             p.insert("name".into(), family.clone());
             good.push(("patient searched by name = the family name", with(p.clone())));
+            p.insert("name".into(), json!(format!("{} {}", text(given), text(family))));
+            good.push(("patient searched by the whole name as one value", with(p.clone())));
             if needed.contains(&i) {
-                p.insert("name".into(), json!(format!("{} {}", text(given), text(family))));
-                bad.push(("patient searched by the whole name as one value", with(p)));
+                p.insert("name".into(), json!(format!("{} {}", text(family), text(given))));
+                bad.push(("patient searched by the whole name, family name first", with(p)));
             }
         }
         if !empty.contains(&i) {
@@ -531,13 +533,22 @@ impl Report {
     /// A plain-text table.
     pub fn text(&self) -> String {
         let mut s = String::new();
+        // the kinds' column as wide as the longest kind
+        let w = self
+            .variants
+            .keys()
+            .chain(self.harmful.keys())
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(48);
         for (title, m, what) in [
             ("equivalent variants", &self.variants, "false rejects"),
             ("harmful mutations", &self.harmful, "false accepts"),
         ] {
-            s.push_str(&format!("{title:<50} {:>6} {:>14}\n", "tried", what));
+            s.push_str(&format!("{title:<width$} {:>6} {:>14}\n", "tried", what, width = w + 2));
             for (k, t) in m {
-                s.push_str(&format!("  {k:<48} {:>6} {:>14}\n", t.tried, t.wrong));
+                s.push_str(&format!("  {k:<w$} {:>6} {:>14}\n", t.tried, t.wrong));
                 for e in &t.examples {
                     s.push_str(&format!("      {e}\n"));
                 }

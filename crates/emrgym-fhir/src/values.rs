@@ -50,10 +50,17 @@ pub(crate) fn split_reference(r: &str) -> Option<(String, String)> {
     }
 }
 
-/// Normalise a string for FHIR string search: lower case, accents removed, spaces collapsed.
+/// Normalise a string for FHIR string search: lower case, accents removed, each run of
+/// white space one space.
 pub(crate) fn normalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+            continue;
+        }
         let c = fold(c);
         for l in c.to_lowercase() {
             out.push(l);
@@ -213,6 +220,39 @@ pub fn strings(items: &[Item<'_>]) -> Vec<String> {
     out
 }
 
+/// The strings a `string` search parameter matches: [`strings`], and for a HumanName also the
+/// whole name as people write it, given names then family name ("Peter James Stafford"), and
+/// each given name with the family name ("Peter Stafford", "James Stafford").
+///
+/// R4 leaves `name` "server defined": it "may match any of the string fields in the
+/// HumanName, including family, given, prefix, suffix and/or text" (SearchParameter
+/// `individual-name`). A name without `text` has no field holding the whole name, so on a
+/// server matching fields only (HAPI FHIR) `name=Peter Stafford` finds no one; servers
+/// that index the formatted name (Medplum) find Peter Stafford, as a clinician searching
+/// an EHR expects. EMRGym matches both the fields and the written-out name, so a natural
+/// search works and every search that worked before still does.
+pub fn search_strings(items: &[Item<'_>]) -> Vec<String> {
+    let mut out = strings(items);
+    for (v, _) in json_items(items) {
+        let Value::Object(o) = v else { continue };
+        let Some(family) = o.get("family").and_then(Value::as_str) else {
+            continue;
+        };
+        let given: Vec<&str> = match o.get("given") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if given.is_empty() {
+            continue;
+        }
+        if given.len() > 1 {
+            out.push(format!("{} {family}", given.join(" ")));
+        }
+        out.extend(given.iter().map(|g| format!("{g} {family}")));
+    }
+    out
+}
+
 /// Date ranges (date, dateTime, instant, Period, Timing.event).
 pub fn dates(items: &[Item<'_>]) -> Vec<DateRange> {
     let mut out = Vec::new();
@@ -363,5 +403,6 @@ mod tests {
     #[test]
     fn strings_fold_accents() {
         assert_eq!(normalize("Ébé Müller"), "ebe muller");
+        assert_eq!(normalize("Ébé \t  Müller "), "ebe muller ");
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 5;
+pub const GRADER_VERSION: u32 = 6;
 
 /// What each grader version changed, with the failure class the rule decides: `emrgym replay`
 /// names these rules for a verdict that changed between the recording's version and this one
@@ -61,6 +61,14 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
          implied by it: the patient, all its codes, a date window that holds the fact's, a name part that starts the name \
          asked) and shows all its matches (or, sorted newest first, ends before the window); a whole name as one `name` value, \
          a window from the clinical now, another status or an extra filter prove nothing",
+    ),
+    (
+        6,
+        FailureClass::Sensing,
+        "v6 names: the server matches a `name` value against the name written out (given names, then the family name) as well \
+         as its parts, so a whole-name search such as `name=Peter Stafford` finds Peter Stafford and its empty result shows \
+         that no Peter Stafford is on file; the family name first still matches no one and proves nothing; `:exact` is \
+         case-sensitive",
     ),
 ];
 

@@ -94,7 +94,7 @@ pub(crate) fn value_matches(
             }
         }
         (ParamType::String, SearchValue::Str(s)) => {
-            let strs = values::strings(items);
+            let strs = values::search_strings(items);
             match modifier {
                 Modifier::Exact => strs.iter().any(|x| x == s),
                 Modifier::Contains => {

@@ -104,6 +104,28 @@ fn strings_and_references() {
     assert!(m("Patient", &[("family:exact", "Müller")], &p));
     assert!(!m("Patient", &[("family:exact", "muller")], &p));
     assert!(m("Patient", &[("given:contains", "ame")], &p));
+    // the whole name as written, given names first, or one given name with the family name
+    for whole in [
+        "Peter James Müller",
+        "peter james mul",
+        "Peter Muller",
+        "James Müller",
+        "PETER  Müller",
+    ] {
+        assert!(m("Patient", &[("name", whole)], &p), "{whole}");
+    }
+    assert!(m("Patient", &[("name:exact", "Peter James Müller")], &p));
+    assert!(m("Patient", &[("name:contains", "james mü")], &p));
+    for other in ["Müller Peter", "Muller Peter James", "Peter Jameson Müller", "Pete Müller"] {
+        assert!(!m("Patient", &[("name", other)], &p), "{other}");
+    }
+    assert!(!m("Patient", &[("name:exact", "Peter Müller James")], &p));
+    // the family and given parameters still match their own part only
+    assert!(!m("Patient", &[("family", "Peter Müller")], &p));
+    assert!(!m("Patient", &[("given", "Peter James")], &p));
+    // an address is not a name
+    let a = json!({"resourceType":"Patient","address":[{"line":["1 Main St"],"city":"Boston"}]});
+    assert!(!m("Patient", &[("address", "1 Main St Boston")], &a));
     assert!(m("Patient", &[("general-practitioner", "Practitioner/9")], &p));
     assert!(m("Patient", &[("general-practitioner", "9")], &p));
     assert!(m("Patient", &[("general-practitioner:Practitioner", "9")], &p));

@@ -37,10 +37,10 @@ fn norm_token(s: &str) -> String {
 /// query ([`implied`]), so every resource the fact's query could find is one the agent's
 /// search would have shown. Then an empty (or complete and unrelated) result proves what the
 /// empty fact says. A search that could not have found what it looked for proves nothing:
-/// `Patient?name=Peter Stafford` matches no patient on any server that follows the
-/// specification (a `name` value must start one of the name's parts, and no part is the whole
-/// name), so its empty result says nothing about whether Peter Stafford, born on a given day,
-/// is on file; nor does a search of a narrower date window, another status or another code.
+/// `Patient?name=Stafford Peter` matches no one (a `name` value must start a part of the name
+/// or the name written out given names first), so its empty result says nothing about whether
+/// Peter Stafford, born on a given day, is on file; nor does a search of a narrower date
+/// window, another status or another code.
 /// Leaving a parameter out widens a search, and a wider search that finds nothing proves more.
 fn covers(fact: &Fact, args: &Value, result: &Value) -> bool {
     if args.get("resource_type").and_then(Value::as_str) != Some(fact.resource_type.as_str()) {
@@ -135,23 +135,28 @@ fn implied(fact: &Fact, key: &str, value: &str) -> bool {
                 })
         }
         "given" | "family" | "name" if fact.resource_type == "Patient" => {
-            // the name asked for: a `name` value may match the given or the family name
+            // the name asked for: every patient with that name must match. A `name` value
+            // matches a part (given or family) or the whole name written out, a given name
+            // then the family name (the server also matches middle names, so "Peter
+            // Stafford" finds Peter James Stafford); `:exact` is case-sensitive, as written
+            let givens = fact_values("given");
+            let families = fact_values("family");
             let parts: Vec<String> = match name {
-                "name" => fact_values("given")
-                    .into_iter()
-                    .chain(fact_values("family"))
-                    .map(norm_text)
+                "name" => givens
+                    .iter()
+                    .chain(&families)
+                    .map(|p| p.to_string())
+                    .chain(givens.iter().flat_map(|g| families.iter().map(move |f| format!("{g} {f}"))))
                     .collect(),
-                n => fact_values(n).into_iter().map(norm_text).collect(),
+                n => fact_values(n).into_iter().map(str::to_string).collect(),
             };
             !parts.is_empty()
                 && value.split(',').any(|alt| {
-                    let alt = norm_text(alt);
-                    !alt.is_empty()
+                    !alt.trim().is_empty()
                         && parts.iter().any(|p| match modifier {
-                            None => p.starts_with(&alt),
-                            Some("exact") => *p == alt,
-                            Some("contains") => p.contains(&alt),
+                            None => norm_text(p).starts_with(&norm_text(alt)),
+                            Some("exact") => p == alt,
+                            Some("contains") => norm_text(p).contains(&norm_text(alt)),
                             _ => false,
                         })
                 })
@@ -215,8 +220,20 @@ fn date_implied(fact: &Fact, name: &str, value: &str) -> bool {
 }
 
 /// A string search value as FHIR compares it (case-insensitive; surrounding space ignored).
+/// A name as a string search compares it: lower case, each run of white space one space
+/// (kept at the ends: "Stafford " starts no part of a name).
 fn norm_text(s: &str) -> String {
-    s.trim().to_lowercase()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether a page sorted newest first ends with a resource dated before the fact's window
@@ -459,9 +476,19 @@ mod tests {
             now: None,
         };
         let shown = |params: Value| fact_revealed(&fact, &[step("Patient", params, vec![], false)]).is_some();
-        // no part of a name is the whole name: this search finds no one, on any record
-        assert!(!shown(json!({"name": "Peter Stafford", "birthdate": "1932-12-30"})));
-        assert!(!shown(json!({"name": "Peter Stafford"})));
+        // the name written out, given name first, finds every Peter Stafford (middle names too)
+        assert!(shown(json!({"name": "Peter Stafford", "birthdate": "1932-12-30"})));
+        assert!(shown(json!({"name": "peter  staff"})));
+        assert!(shown(json!({"name:exact": "Peter Stafford"})));
+        assert!(shown(json!({"name:contains": "er staf"})));
+        // family name first, a trailing space, another case for :exact, or a longer name
+        // match no Peter Stafford
+        assert!(!shown(json!({"name": "Stafford Peter", "birthdate": "1932-12-30"})));
+        assert!(!shown(json!({"name": "Stafford "})));
+        assert!(!shown(json!({"name:exact": "peter stafford"})));
+        assert!(!shown(json!({"family:exact": "stafford"})));
+        assert!(!shown(json!({"name": "Peter Stafford Jr"})));
+        assert!(!shown(json!({"given": "Peter Stafford"})));
         // the asked name, its parts, a prefix of them, exact, any case; leaving parts out widens it
         assert!(shown(json!({"given": "Peter", "family": "Stafford", "birthdate": "1932-12-30"})));
         assert!(shown(json!({"family": "Stafford", "birthdate": "1932-12-30"})));
