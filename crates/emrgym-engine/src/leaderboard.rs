@@ -13,7 +13,7 @@
 
 use crate::run::{AgentKind, RunConfig};
 use crate::rundir::{Manifest, ResultLine, ScenarioHash};
-use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, round4, wire_name};
+use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, wire_name};
 use anyhow::bail;
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
 use serde::Serialize;
@@ -159,7 +159,8 @@ pub struct StepResult {
     pub step: u32,
     /// Scored episodes whose chain has this step.
     pub episodes: usize,
-    /// Share of them whose step node passed.
+    /// Share of them whose step node passed (written with 4 decimals).
+    #[serde(serialize_with = "crate::stats::ser_round4")]
     pub accuracy: f64,
 }
 
@@ -744,7 +745,7 @@ fn horizon_views(g: &Group, row: &Row) -> Vec<Horizon> {
                 .map(|(i, (p, n))| StepResult {
                     step: *i,
                     episodes: *n,
-                    accuracy: round4(*p as f64 / *n as f64),
+                    accuracy: *p as f64 / *n as f64,
                 })
                 .collect();
             Horizon {
@@ -1301,6 +1302,22 @@ mod tests {
         assert_eq!(sign_test(5000, 5000), 1.0);
         assert!(sign_test(2600, 2400) < 0.01, "the large-n branch: {}", sign_test(2600, 2400));
         assert!(sign_test(60, 40) > 0.05 && sign_test(61, 39) < 0.05);
+    }
+
+    #[test]
+    fn a_share_is_rounded_once_for_the_table_and_written_with_four_decimals() {
+        // 9 of 44 is 20.4545...%: 20.5%, not the 20.4% of 0.2045 rounded again
+        let values: Vec<f64> = (0..44).map(|i| f64::from(u8::from(i < 9))).collect();
+        let e = bootstrap_mean(&values, 3).unwrap();
+        assert_eq!(super::pct(e.mean), "20.5%");
+        assert_eq!(serde_json::to_value(e).unwrap()["mean"], serde_json::json!(0.2045));
+        assert_eq!(e.rounded().mean, 0.2045);
+        let step = StepResult {
+            step: 1,
+            episodes: 44,
+            accuracy: 9.0 / 44.0,
+        };
+        assert_eq!(serde_json::to_value(step).unwrap()["accuracy"], serde_json::json!(0.2045));
     }
 
     #[test]

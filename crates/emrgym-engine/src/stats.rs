@@ -25,15 +25,30 @@ pub fn pass_hat_k(n: u64, c: u64, k: u64) -> f64 {
 }
 
 /// A statistic (a mean, a share, a difference) with its bootstrap 95% interval over `n` items.
+/// Held at full precision, so that a table rounds it once (9 of 44 is 20.5%, not the 20.4%
+/// of 0.2045 rounded again); written with 4 decimals, as every figure of a summary is.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Estimate {
-    /// The mean (4 decimals).
+    /// The mean (written with 4 decimals).
+    #[serde(serialize_with = "ser_round4")]
     pub mean: f64,
-    /// The 2.5th and 97.5th percentiles of 2,000 bootstrap means (4 decimals).
+    /// The 2.5th and 97.5th percentiles of 2,000 bootstrap means (written with 4 decimals).
+    #[serde(serialize_with = "ser_round4_pair")]
     pub ci95: [f64; 2],
     /// Items.
     pub n: usize,
+}
+
+impl Estimate {
+    /// The estimate as a summary holds it: 4 decimals, so that it reads back as written.
+    pub fn rounded(self) -> Self {
+        Estimate {
+            mean: round4(self.mean),
+            ci95: [round4(self.ci95[0]), round4(self.ci95[1])],
+            n: self.n,
+        }
+    }
 }
 
 /// Bootstrap resamples per interval.
@@ -63,11 +78,7 @@ pub fn estimate(n: usize, seed: u64, stat: impl Fn(&[usize]) -> f64) -> Option<E
     stats.sort_by(|a, b| a.total_cmp(b));
     let lo = stats[(0.025 * RESAMPLES as f64) as usize];
     let hi = stats[((0.975 * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
-    Some(Estimate {
-        mean: round4(mean),
-        ci95: [round4(lo), round4(hi)],
-        n,
-    })
+    Some(Estimate { mean, ci95: [lo, hi], n })
 }
 
 /// Mean with a bootstrap 95% interval over items ([`estimate`]); none when there are no
@@ -78,9 +89,23 @@ pub fn bootstrap_mean(values: &[f64], seed: u64) -> Option<Estimate> {
     })
 }
 
+/// [`bootstrap_mean`] as a summary holds it ([`Estimate::rounded`]).
+fn summary_mean(values: &[f64], seed: u64) -> Option<Estimate> {
+    bootstrap_mean(values, seed).map(Estimate::rounded)
+}
+
 /// Round to 4 decimals, as every figure of a summary is.
 pub fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
+}
+
+/// Write a figure with 4 decimals ([`round4`]).
+pub fn ser_round4<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round4(*x))
+}
+
+fn ser_round4_pair<S: serde::Serializer>(x: &[f64; 2], s: S) -> Result<S::Ok, S::Error> {
+    [round4(x[0]), round4(x[1])].serialize(s)
 }
 
 /// Scored episodes that failed at a limit of the harness (docs/agent.md, "Harness failures").
@@ -255,7 +280,7 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Summary {
                 .filter(|v| v.len() as u32 >= k)
                 .map(|v| pass_hat_k(v.len() as u64, v.iter().filter(|r| r.success).count() as u64, u64::from(k)))
                 .collect();
-            (k, bootstrap_mean(&per, seed.wrapping_add(u64::from(k))))
+            (k, summary_mean(&per, seed.wrapping_add(u64::from(k))))
         })
         .collect();
     let mut by_family: BTreeMap<&str, Vec<&ResultLine>> = BTreeMap::new();
@@ -271,7 +296,7 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Summary {
                 f.to_string(),
                 FamilySummary {
                     episodes: rs.len(),
-                    success: bootstrap_mean(&s, seed),
+                    success: summary_mean(&s, seed),
                     progress: round4(p),
                     harness_failures: rs.iter().filter(|r| r.harness_failure()).count(),
                 },
@@ -303,7 +328,7 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Summary {
         infrastructure_failures: results.len() - scored.len(),
         instances: by_inst.len(),
         trials,
-        success: bootstrap_mean(&success, seed),
+        success: summary_mean(&success, seed),
         harness_failures: HarnessFailures {
             episodes: harness,
             rate: (!scored.is_empty()).then(|| round4(harness as f64 / scored.len() as f64)),
@@ -311,7 +336,7 @@ pub fn summarize(results: &[ResultLine], trials: u32, seed: u64) -> Summary {
             publishable: publishable(harness, scored.len()),
             by_limit,
         },
-        progress: bootstrap_mean(&progress, seed),
+        progress: summary_mean(&progress, seed),
         pass_k,
         families,
         failure_classes,
