@@ -10,7 +10,8 @@
 # Settings (environment):
 #   MODELS       local model names, .gguf files, openai:MODEL@BASE_URL, or the reference
 #                agents oracle and null (default: smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b)
-#   MODES        flat guided goal (the horizon suite has no goal, so goal skips it)
+#   MODES        flat guided goal (the horizon suite has no goal, so goal skips it); outline
+#                (the task network written out at the start, no planner) is run only when named
 #   SUITES       quick horizon
 #   TRIALS       3 (greedy decoding; trials differ only through their sandboxes' seeds)
 #   SEED         0

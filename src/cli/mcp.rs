@@ -19,8 +19,9 @@ pub struct McpArgs {
     /// the suite).
     #[arg(long)]
     pub scenario: Option<String>,
-    /// The condition: flat (the protocol in prose), guided (plus the planner's steps) or goal
-    /// (the family's goal instead of its instruction).
+    /// The condition: flat (the protocol in prose), guided (plus the planner's steps), goal
+    /// (the family's goal instead of its instruction) or outline (plus the whole task network
+    /// written out at the start).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
     /// The scenario directory.
@@ -50,8 +51,9 @@ pub fn run(a: McpArgs) -> anyhow::Result<()> {
         .find(|i| i.id == id)
         .context("instance vanished")?;
     let p = Arc::new(ws.prepare(&inst).map_err(|e| anyhow::anyhow!("instance {id}: {}", e.join("\n")))?);
-    // in goal mode the instance must have a goal: refused here, before anything is recorded
-    let p = emrgym_engine::run::present(&p, a.mode).map_err(|e| anyhow::anyhow!("--mode goal: {e}"))?;
+    // in goal mode the instance must have a goal (in outline mode, an outline): refused here,
+    // before anything is recorded
+    let p = emrgym_engine::run::present(&p, a.mode).map_err(|e| anyhow::anyhow!("--mode {}: {e}", a.mode.name()))?;
     let recorder =
         Recorder::open(&a.record, &a.suite, a.seed, &ws)?.with_access(json!({"interface": "mcp", "agent_feedback": a.agent_feedback}))?;
     let trial = recorder.next_trial(&id);

@@ -38,8 +38,9 @@ pub struct RunArgs {
     /// Environment variable holding the endpoint's API key.
     #[arg(long)]
     pub api_key_env: Option<String>,
-    /// The condition: flat (the protocol in prose), guided (plus the planner's steps) or goal
-    /// (the family's goal only; families without one are left out).
+    /// The condition: flat (the protocol in prose), guided (plus the planner's steps), goal
+    /// (the family's goal only; families without one are left out) or outline (plus the whole
+    /// task network written out at the start, no planner).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Trials per instance (pass^k up to this k).

@@ -1,9 +1,9 @@
-//! `emrgym scenarios check/list/branches/expected/suites/new`: flags and printing (the
+//! `emrgym scenarios check/list/branches/expected/prompt/suites/new`: flags and printing (the
 //! integrity gate and the rest are `emrgym_engine::scenarios`).
 
 use anyhow::bail;
 use emrgym_engine::episode::Workspace;
-use emrgym_engine::scenarios::{branches, check, expected, family_rows, new_family, suite_markdown};
+use emrgym_engine::scenarios::{branches, check, expected, family_rows, new_family, prompt, suite_markdown};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -50,6 +50,19 @@ pub enum ScenariosCommand {
         /// A scenario directory or one family file.
         #[arg(default_value = "scenarios")]
         path: PathBuf,
+    },
+    /// The task as the agent reads it at the start of an episode: the system prompt and the
+    /// task in a mode (goal: the family's goal; outline: with the written-out task network;
+    /// guided: with the first steps the planner releases).
+    Prompt {
+        /// The instance.
+        instance: String,
+        /// The condition.
+        #[arg(long, value_enum, default_value = "flat")]
+        mode: emrgym_engine::run::Mode,
+        /// The scenario directory.
+        #[arg(long, default_value = "scenarios")]
+        suite: PathBuf,
     },
     /// The named suites (`scenarios/suites/*.json`: quick, mab, horizon) as generated from
     /// the scenarios now: print them, `--write` the files, or `--check` that they are current.
@@ -171,6 +184,9 @@ pub fn run(cmd: ScenariosCommand) -> anyhow::Result<()> {
         }
         ScenariosCommand::Expected { path } => {
             super::emit(&format!("{}\n", serde_json::to_string_pretty(&expected(&path)?)?))?;
+        }
+        ScenariosCommand::Prompt { instance, mode, suite } => {
+            super::emit(&prompt(&suite, &instance, mode)?)?;
         }
         ScenariosCommand::New { name, dir } => {
             let p = new_family(&name, &dir)?;

@@ -397,6 +397,91 @@ fn the_goal_condition_shows_the_goal_and_grades_the_same() {
     assert!(!bad.exists());
 }
 
+/// The outline condition: the task network written out at the start. Two instances of one
+/// family whose records take different branches get the same outline (nothing is read from
+/// the record), which lists every case with its rule; the oracle passes in outline mode as in
+/// flat, and the header records the text the agent read.
+#[test]
+fn the_outline_condition_lists_every_case_reads_nothing_from_the_record_and_grades_the_same() {
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let prompt = |id: &str, mode: &str| -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_emrgym"))
+            .args(["scenarios", "prompt", id, "--mode", mode, "--suite", scenarios])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // mab-k-003 needs no order (potassium normal), mab-k-005 a repletion
+    let normal = prompt("mab-k-003", "outline");
+    let replete = prompt("mab-k-005", "outline");
+    let procedure = |p: &str| p[p.find("The procedure, all of it").expect("the outline follows the context")..].to_string();
+    assert_eq!(
+        procedure(&normal).replace("S2874099", "PATIENT"),
+        procedure(&replete).replace("S3241217", "PATIENT"),
+        "the outline does not depend on the record"
+    );
+    for case in [
+        "- No potassium on file: order nothing.",
+        "- K >= 3.5 mmol/L: no repletion, no recheck.",
+        "- K < 3.5: 10 mEq oral KCl per 0.1 below 3.5",
+        "1. Find the most recent serum potassium (code K) of patient S2874099",
+        "Order Potassium chloride oral (NDC 40032-917-01) for patient S2874099",
+    ] {
+        assert!(normal.contains(case), "{case}: {normal}");
+    }
+    // a step whose text needs a value from the record names it instead
+    assert!(prompt("metformin-renal-001", "outline").contains("Stop the active order [med] (set its status to stopped)."));
+    // flat has the instruction only; guided the planner's first step; the outline is not in either
+    let flat = prompt("mab-k-003", "flat");
+    let guided = prompt("mab-k-003", "guided");
+    assert!(!flat.contains("The procedure, all of it") && !guided.contains("The procedure, all of it"));
+    assert!(normal.starts_with(flat.trim_end()), "the outline comes after the flat task");
+    assert!(guided.contains("Next step: Find the most recent serum potassium"), "{guided}");
+    // bad input names itself
+    let (ok, err) = run(&["scenarios", "prompt", "mab-k-999", "--suite", scenarios]);
+    assert!(!ok && err.contains("'mab-k-999'"), "{err}");
+    let (ok, err) = run(&["scenarios", "prompt", "horizon-2-001", "--mode", "goal", "--suite", scenarios]);
+    assert!(!ok && err.contains("--mode goal") && err.contains("no goal instruction"), "{err}");
+
+    // the oracle in outline mode: every instance passes, as in flat; the header holds the outline
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("outline");
+    let (ok, err) = run(&[
+        "run",
+        "--agent",
+        "oracle",
+        "--mode",
+        "outline",
+        "--scenarios",
+        scenarios,
+        "--family",
+        "mab_k_replete",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 6, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["success"], true, "{l}");
+        let id = l["instance"].as_str().unwrap();
+        let t = emrgym_scenario::trajectory::file::read(&emrgym_engine::rundir::trajectory_path(&out, id, 0)).unwrap();
+        assert_eq!(t.header.mode, "outline");
+        assert!(
+            t.header.instruction.contains("The procedure, all of it") && t.header.instruction.contains("- K < 3.5"),
+            "{id}: {}",
+            t.header.instruction
+        );
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["mode"], "outline");
+}
+
 #[tokio::test]
 async fn the_episode_api_shows_the_goal_in_goal_mode_and_refuses_families_without_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The episode API on `emrgym serve`, for agents that live outside emrgym:
 //!
 //! - `GET /scenarios`: the instances (id, family, title, cohort, now, tools);
-//! - `POST /episodes` `{"instance", "mode": "flat"|"guided"|"goal", "seed"}`: fork a sandbox for an
+//! - `POST /episodes` `{"instance", "mode": "flat"|"guided"|"goal"|"outline", "seed"}`: fork a sandbox for an
 //!   instance (goal mode: only instances whose family has a goal, whose instruction and
 //!   context the episode then shows); returns the episode id, instruction, clinical now, the episode's FHIR base
 //!   URL, its tools in OpenAI function format and the URLs below;
@@ -335,7 +335,7 @@ impl EpisodeApi {
         self.app.release_sandbox(id);
     }
 
-    /// The instance and mode of an `/mcp?instance=ID&mode=flat|guided|goal` URL query; unknown
+    /// The instance and mode of an `/mcp?instance=ID&mode=flat|guided|goal|outline` URL query; unknown
     /// parameters, modes and instances are refused.
     fn mcp_query(&self, query: &str) -> Result<(Option<String>, Mode), FhirError> {
         let (mut instance, mut mode) = (None, Mode::Flat);
@@ -350,12 +350,8 @@ impl EpisodeApi {
                     instance = Some(v.into_owned());
                 }
                 "mode" => {
-                    mode = match v.as_ref() {
-                        "flat" => Mode::Flat,
-                        "guided" => Mode::Guided,
-                        "goal" => Mode::Goal,
-                        other => return Err(FhirError::BadRequest(format!("mode '{other}' is not flat or guided or goal"))),
-                    }
+                    mode = Mode::from_name(v.as_ref())
+                        .ok_or_else(|| FhirError::BadRequest(format!("mode '{v}' is not flat, guided, goal or outline")))?;
                 }
                 other => {
                     return Err(FhirError::BadRequest(format!(

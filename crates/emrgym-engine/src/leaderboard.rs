@@ -289,7 +289,8 @@ fn mode_rank(mode: &str) -> (usize, String) {
         "flat" => 0,
         "guided" => 1,
         "goal" => 2,
-        _ => 3,
+        "outline" => 3,
+        _ => 4,
     };
     (rank, mode.to_string())
 }

@@ -2,7 +2,8 @@
 //! Rust SDK, rmcp), so any MCP client can be benchmarked. The tools are the instance's
 //! catalogue (FHIR search/read/create/update, calculators, `finish`) bound to the episode's
 //! sandbox; the task is the server's instructions, the prompt `task` and the resource
-//! `emrgym://episode/instruction` (in goal mode the family's goal instead of its instruction);
+//! `emrgym://episode/instruction` (in goal mode the family's goal instead of its instruction,
+//! in outline mode with the outline of its task network after the context);
 //! in guided mode every tool result carries the steps that
 //! can be done now and `emrgym://episode/guidance` gives them too. The episode is graded and
 //! recorded (the run-directory format of `emrgym run`, agent `external`) when `finish`
@@ -57,15 +58,16 @@ pub struct Episode {
 impl Episode {
     /// The episode of `cell` (a session of instance `p`), recorded by `recorder`, owned by
     /// the session (ended as `abandoned` if the session goes first, then `on_close`).
-    /// In goal mode the session's instance is shown with its goal ([`super::run::present`];
-    /// the episode API has done so already, `emrgym mcp` has not), so the prompt and the
-    /// recorded header hold the text the agent sees; an instance without a goal is served in
-    /// flat mode, with an error in the log (the episode API refuses it before this).
+    /// In goal and outline mode the session's instance is shown as the mode presents it, its
+    /// goal or its outline ([`super::run::present`]; the callers have done so already, and
+    /// presenting again changes nothing), so the prompt and the recorded header hold the text
+    /// the agent sees; an instance that cannot be presented is served in flat mode, with an
+    /// error in the log (the episode API and `emrgym mcp` refuse it before this).
     pub fn new(cell: Arc<Mutex<Session>>, p: &Prepared, recorder: Arc<Recorder>, feedback: Feedback, on_close: Option<OnClose>) -> Episode {
         let (id, shown) = {
             let mut s = lock(&cell);
-            if s.mode == Mode::Goal {
-                match super::run::present(&s.prepared, Mode::Goal) {
+            if matches!(s.mode, Mode::Goal | Mode::Outline) {
+                match super::run::present(&s.prepared, s.mode) {
                     Ok(g) => s.prepared = g,
                     Err(e) => {
                         // what the agent reads, and the record, must agree: it is served flat
@@ -74,7 +76,10 @@ impl Episode {
                     }
                 }
             }
-            (s.id.clone(), (s.mode == Mode::Goal).then(|| s.prepared.clone()))
+            (
+                s.id.clone(),
+                matches!(s.mode, Mode::Goal | Mode::Outline).then(|| s.prepared.clone()),
+            )
         };
         let p = shown.as_deref().unwrap_or(p);
         Episode {

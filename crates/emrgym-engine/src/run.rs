@@ -40,7 +40,8 @@ pub enum AgentKind {
     External,
 }
 
-/// The condition: goal only, procedure in prose (flat), or procedure as an HTN (guided).
+/// The condition: goal only, procedure in prose (flat), procedure as an HTN (guided), or the
+/// HTN written out at the start without the planner (outline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
@@ -53,16 +54,77 @@ pub enum Mode {
     /// Only the family's goal (what a clinician would ask, the guideline's conventions, no
     /// procedure), run as flat; families without a goal are left out.
     Goal,
+    /// The instruction plus the whole task network written out as a procedure at the start
+    /// (every step's text, every case with its rule), run as flat: guided mode's steps without
+    /// the planner choosing the next one.
+    Outline,
+}
+
+impl Mode {
+    /// The mode's name, as the trajectory header and the manifest write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Flat => "flat",
+            Mode::Guided => "guided",
+            Mode::Goal => "goal",
+            Mode::Outline => "outline",
+        }
+    }
+
+    /// The mode named `name` (as [`Mode::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        [Mode::Flat, Mode::Guided, Mode::Goal, Mode::Outline]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+}
+
+/// Why an instance cannot be presented in a mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresentError {
+    /// Goal mode, and the family has no goal.
+    #[error("{0}")]
+    NoGoal(#[from] emrgym_scenario::NoGoal),
+    /// Outline mode, and the task network cannot be written out.
+    #[error("instance '{instance}': its task network cannot be written out as an outline: {message}")]
+    Outline {
+        /// The instance.
+        instance: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// An instance as `mode` presents it to the agent: in goal mode with the goal's instruction
-/// and context ([`emrgym_scenario::Instance::goal_condition`]), otherwise unchanged. What
-/// the grader reads is the same in every mode. The error names the instance.
-pub fn present(p: &Arc<Prepared>, mode: Mode) -> Result<Arc<Prepared>, emrgym_scenario::NoGoal> {
-    if mode != Mode::Goal {
-        return Ok(p.clone());
-    }
-    let instance = p.instance.goal_condition()?;
+/// and context ([`emrgym_scenario::Instance::goal_condition`]); in outline mode with the
+/// outline of its task network after its context
+/// ([`emrgym_scenario::htn::plan::outline`]); otherwise unchanged. What the grader reads is
+/// the same in every mode; presenting twice gives the same instance. The error names the
+/// instance.
+pub fn present(p: &Arc<Prepared>, mode: Mode) -> Result<Arc<Prepared>, PresentError> {
+    let instance = match mode {
+        Mode::Flat | Mode::Guided => return Ok(p.clone()),
+        Mode::Goal => p.instance.goal_condition()?,
+        Mode::Outline => {
+            let text = emrgym_scenario::htn::plan::outline(&p.library, &p.instance.root.task, &p.instance.root.args, &p.globals).map_err(
+                |message| PresentError::Outline {
+                    instance: p.instance.id.clone(),
+                    message,
+                },
+            )?;
+            let mut i = p.instance.clone();
+            // presenting twice gives the same instance (the episode API and `emrgym mcp`
+            // present a session's instance before its MCP episode does)
+            if !i.context.ends_with(&text) {
+                i.context = if i.context.trim().is_empty() {
+                    text
+                } else {
+                    format!("{}\n\n{text}", i.context)
+                };
+            }
+            i
+        }
+    };
     Ok(Arc::new(Prepared {
         instance,
         ..Prepared::clone(p)
@@ -476,7 +538,14 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
     std::fs::create_dir_all(out.join("trajectories"))?;
     let mut prepared = Vec::new();
     for inst in &insts {
-        prepared.push(Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?));
+        let p = Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?);
+        // goal mode has presented its instances already (to leave out those without a goal)
+        let p = if cfg.mode == Mode::Outline {
+            present(&p, Mode::Outline)?
+        } else {
+            p
+        };
+        prepared.push(p);
     }
 
     let todo: Vec<(Arc<Prepared>, u32)> = prepared

@@ -5,7 +5,7 @@
 //! docs/trajectory-format.md describes the files.
 
 use crate::episode::{Prepared, Workspace};
-use crate::run::{AgentKind, Mode, RunConfig, derived_limits, episode_limits, episode_seed};
+use crate::run::{AgentKind, RunConfig, derived_limits, episode_limits, episode_seed};
 use crate::stats::{Summary, run_summary};
 use anyhow::{Context, bail};
 use emrgym_agent::harness::{HarnessLimit, attribute};
@@ -93,12 +93,7 @@ pub fn header(cfg: &RunConfig, p: &Prepared, trial: u32, scenario_sha256: &str) 
             content_sha256: scenario_sha256.into(),
         },
         trial,
-        mode: match cfg.mode {
-            Mode::Flat => "flat",
-            Mode::Guided => "guided",
-            Mode::Goal => "goal",
-        }
-        .into(),
+        mode: cfg.mode.name().into(),
         agent: match cfg.agent {
             AgentKind::Oracle => "oracle",
             AgentKind::Null => "null",

@@ -88,6 +88,37 @@ fn schema_problems(file: &str, text: &str, schema: &str) -> Vec<Problem> {
         .collect()
 }
 
+/// Whether an outline has a line for the step `text`: a line whose text, with each
+/// `[name]` standing for any value, is `text`.
+fn outline_lists(outline: &str, text: &str) -> bool {
+    outline.lines().any(|line| {
+        // the line's text after its indentation and its number
+        let body = line.trim_start();
+        let body = body
+            .split_once(". ")
+            .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+            .map_or(body, |(_, b)| b);
+        let mut rest = text;
+        let mut parts = body.split('[');
+        let Some(first) = parts.next() else { return false };
+        let Some(r) = rest.strip_prefix(first) else { return false };
+        rest = r;
+        let mut last_open = false;
+        for part in parts {
+            let Some((_, literal)) = part.split_once(']') else { return false };
+            last_open = true;
+            if literal.is_empty() {
+                continue;
+            }
+            // the value ends where the next literal text starts
+            let Some(i) = rest.find(literal) else { return false };
+            rest = &rest[i + literal.len()..];
+            last_open = false;
+        }
+        rest.is_empty() || last_open
+    })
+}
+
 /// Check one prepared instance; problems are plain messages.
 pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
     let _ = ws;
@@ -273,6 +304,20 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
                      choose another patient, or make the family's rules handle it and declare \"handles\": [\"{}\"]",
                     inst.patient, f.kind, f.detail, f.kind
                 ));
+            }
+        }
+    }
+    // the outline condition's procedure: it can be written out, and it lists every step of
+    // the reference plan (a value the record gives stands as [name])
+    match crate::run::present(&std::sync::Arc::new(p.clone()), crate::run::Mode::Outline) {
+        Err(e) => out.push(format!("outline: {e}")),
+        Ok(shown) => {
+            for n in tree.nodes.iter().filter(|n| n.kind == "primitive") {
+                if let Some(text) = &n.instruction
+                    && !outline_lists(&shown.instance.context, text)
+                {
+                    out.push(format!("outline: the reference plan's step '{}' ({text}) is not in it", n.path));
+                }
             }
         }
     }
@@ -749,8 +794,50 @@ pub fn expected(path: &Path) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// The task as the agent reads it at the start of an episode of instance `id` in `mode`: the
+/// system prompt and the task as `emrgym run` gives them to a model with native tool calling
+/// (the instance presented in `mode`: its goal, or its outline), and in guided mode the steps
+/// the planner releases before the first call. The error names an unknown instance, or one
+/// the mode cannot present.
+pub fn prompt(path: &Path, id: &str, mode: crate::run::Mode) -> anyhow::Result<String> {
+    let mut ws = Workspace::open(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+    let instances = ws.suite.instances().map_err(|e| anyhow::anyhow!(e))?;
+    let Some(inst) = instances.iter().find(|i| i.id == id) else {
+        bail!("no instance '{id}' in {} (`emrgym scenarios list` names them)", path.display());
+    };
+    let p = std::sync::Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{id}: {}", e.join("; ")))?);
+    let p = crate::run::present(&p, mode).map_err(|e| anyhow::anyhow!("--mode {}: {e}", mode.name()))?;
+    let mut out = super::episode::task_prompt(&p, super::episode::BASE);
+    if mode == crate::run::Mode::Guided {
+        let g = super::episode::Guide::new(&p).at(&[], &fork(&p.cohort, &p.clock, 0));
+        if let Some(text) = super::episode::guidance_text(&g) {
+            out.push_str(&format!("\n\n{text}"));
+        }
+    }
+    out.push('\n');
+    Ok(out)
+}
+
 /// Used by tests: instances of a directory.
 pub fn instances(path: &Path) -> anyhow::Result<Vec<Instance>> {
     let ws = Workspace::open(path).map_err(|e| anyhow::anyhow!(e.join("\n")))?;
     ws.suite.instances().map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outline_lists;
+
+    #[test]
+    fn an_outline_lists_a_step_with_record_values_standing_as_names() {
+        let outline = "The procedure\n1. Find the latest K of patient S1.\n2. As the record shows, one of:\n   - Low: replete.\n     1. Stop the active order [med] (set its status to stopped).\n";
+        assert!(outline_lists(outline, "Find the latest K of patient S1."));
+        assert!(outline_lists(outline, "Stop the active order mr-17 (set its status to stopped)."));
+        assert!(!outline_lists(outline, "Find the latest K of patient S2."));
+        assert!(!outline_lists(outline, "Stop the active order mr-17 (set its status to on-hold)."));
+        assert!(!outline_lists(outline, "Order potassium."));
+        // a value at the end of a line
+        assert!(outline_lists("1. Record the value [value]\n", "Record the value 120"));
+        assert!(!outline_lists("1. Record the value [value]\n", "Record a value 120"));
+    }
 }

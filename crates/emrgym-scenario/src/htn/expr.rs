@@ -28,7 +28,7 @@ mod value;
 pub use eval::{EvalError, Scope, eval, truth};
 pub use parse::{Expr, MAX_DEPTH, Op, ParseError, parse};
 pub(crate) use template::template_exprs;
-pub use template::{HoleError, TemplateError, instantiate, render};
+pub use template::{HoleError, TemplateError, instantiate, render, render_with_unknowns};
 pub use value::{Coll, DurUnit, V, coll_json, parse_datetime};
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 // and the revelation of facts by the agent's tool results. Everything public is
 // re-exported here.
 mod order;
+mod outline;
 mod planner;
 mod reveal;
 mod tree;
 
+pub use outline::outline;
 pub use planner::{FactSource, plan};
 pub use reveal::{fact_revealed, revealed_paths};
 pub use tree::{Env, Fact, Globals, Knowledge, Node, Status, Tree, checks};

@@ -107,12 +107,25 @@ pub enum TemplateError {
 
 /// Interpolate a string: each `${expr}` becomes its text.
 pub fn render(s: &str, scope: &dyn Scope) -> Result<String, TemplateError> {
+    render_holes(s, scope, None)
+}
+
+/// [`render`], writing `unknown(var)` for a hole that reads a variable not revealed yet
+/// ([`EvalError::Unknown`]) instead of failing.
+pub fn render_with_unknowns(s: &str, scope: &dyn Scope, unknown: &dyn Fn(&str) -> String) -> Result<String, TemplateError> {
+    render_holes(s, scope, Some(unknown))
+}
+
+fn render_holes(s: &str, scope: &dyn Scope, unknown: Option<&dyn Fn(&str) -> String>) -> Result<String, TemplateError> {
     let mut out = String::new();
     for (is_expr, part) in template_parts(s).map_err(|e| TemplateError::Parse(e.to_string()))? {
         if is_expr {
             let e = parse(&part).map_err(|e| TemplateError::Parse(e.to_string()))?;
-            let c = eval(&e, &Vec::new(), scope).map_err(|error| TemplateError::Eval { expr: part.clone(), error })?;
-            out.push_str(&coll_text(&c));
+            match (eval(&e, &Vec::new(), scope), unknown) {
+                (Ok(c), _) => out.push_str(&coll_text(&c)),
+                (Err(EvalError::Unknown(v)), Some(f)) => out.push_str(&f(&v)),
+                (Err(error), _) => return Err(TemplateError::Eval { expr: part.clone(), error }),
+            }
         } else {
             out.push_str(&part);
         }

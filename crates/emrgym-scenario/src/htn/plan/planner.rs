@@ -26,7 +26,7 @@ fn join(path: &str, id: &str) -> String {
     if path.is_empty() { id.to_string() } else { format!("{path}.{id}") }
 }
 
-fn globals_coll(g: &Globals) -> BTreeMap<String, Coll> {
+pub(super) fn globals_coll(g: &Globals) -> BTreeMap<String, Coll> {
     let mut m: BTreeMap<String, Coll> = g.vars.iter().map(|(k, v)| (k.clone(), V::from_json(v))).collect();
     m.insert("now".into(), vec![V::Date(g.now)]);
     m
@@ -43,7 +43,7 @@ struct Planner<'a> {
     tree: Tree,
 }
 
-fn eval_arg(a: &Arg, env: &Env<'_>) -> Result<Coll, EvalError> {
+pub(super) fn eval_arg(a: &Arg, env: &Env<'_>) -> Result<Coll, EvalError> {
     match a {
         Arg::Expr(e) => expr::eval(e, &Vec::new(), env),
         Arg::Template(v) => match expr::instantiate(v, env) {
@@ -335,6 +335,23 @@ pub(crate) fn value_text(v: &Value) -> String {
     }
 }
 
+/// The root task's arguments evaluated over the globals (a string that starts with `%` is
+/// an expression, anything else a template); the error names the argument.
+pub(super) fn root_args(args: &Map<String, Value>, env: &Env<'_>) -> Result<BTreeMap<String, Coll>, String> {
+    let mut vals = BTreeMap::new();
+    for (k, v) in args {
+        let arg = match v {
+            Value::String(s) if s.starts_with('%') => expr::parse(s).map(Arg::Expr).map_err(|e| e.to_string()),
+            other => Ok(Arg::Template(other.clone())),
+        };
+        let c = arg
+            .and_then(|a| eval_arg(&a, env).map_err(|e| e.to_string()))
+            .map_err(|e| format!("root argument {k}: {e}"))?;
+        vals.insert(k.clone(), c);
+    }
+    Ok(vals)
+}
+
 /// Plan `root` with `args` against the record behind `facts`.
 pub fn plan(
     lib: &Library,
@@ -350,20 +367,10 @@ pub fn plan(
         locals: BTreeMap::new(),
         now: globals.now,
     };
-    let mut vals = BTreeMap::new();
-    let mut problem = None;
-    for (k, v) in args {
-        let arg = match v {
-            Value::String(s) if s.starts_with('%') => expr::parse(s).map(Arg::Expr).map_err(|e| e.to_string()),
-            other => Ok(Arg::Template(other.clone())),
-        };
-        match arg.and_then(|a| eval_arg(&a, &env).map_err(|e| e.to_string())) {
-            Ok(c) => {
-                vals.insert(k.clone(), c);
-            }
-            Err(e) => problem = Some(format!("root argument {k}: {e}")),
-        }
-    }
+    let (vals, problem) = match root_args(args, &env) {
+        Ok(v) => (v, None),
+        Err(e) => (BTreeMap::new(), Some(e)),
+    };
     let mut p = Planner {
         lib,
         facts,
