@@ -161,6 +161,22 @@ fn templates() {
     assert!(render("${unterminated", &s).is_err());
     assert_eq!(template_exprs(&t).unwrap().len(), 5);
     assert_eq!(render("${iif(true, '{x}', 'y')}", &s).unwrap(), "{x}");
+    // a hole over an unrevealed fact: an error, or a placeholder naming the variable
+    let hidden = scope(&[("patient", Some(json!("p1"))), ("med", None)]);
+    let t = "Stop ${%med.id.first()} for ${%patient}";
+    assert!(matches!(
+        render(t, &hidden),
+        Err(TemplateError::Eval {
+            error: EvalError::Unknown(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        render_with_unknowns(t, &hidden, &|v| format!("[{v}]")).unwrap(),
+        "Stop [med] for p1"
+    );
+    // other errors still fail
+    assert!(render_with_unknowns("${%missing}", &hidden, &|v| format!("[{v}]")).is_err());
 }
 
 proptest! {
