@@ -512,7 +512,7 @@ async fn the_episode_api_shows_the_goal_in_goal_mode_and_refuses_families_withou
     assert_eq!(t.header.mode, "goal");
     assert_eq!(t.header.instruction, format!("{}\n\nContext: {}", goal.instruction, goal.context));
 
-    // a family without a goal: refused, naming the instance; a bad mode names the three
+    // a family without a goal: refused, naming the instance; a bad mode names the four
     let body = serde_json::json!({"instance": "med-review-001", "mode": "goal"}).to_string();
     let r = s.req("POST", "/episodes", Some(&body), &auth).await;
     assert_eq!(r.status.as_u16(), 400, "{}", r.body);
@@ -538,7 +538,7 @@ async fn the_episode_api_shows_the_goal_in_goal_mode_and_refuses_families_withou
         r.diag()
     );
     let r = s.req("POST", "/mcp?mode=odd", Some(&init), &op).await;
-    assert!(r.diag().contains("not flat or guided or goal"), "{}", r.diag());
+    assert!(r.diag().contains("not flat, guided, goal or outline"), "{}", r.diag());
 }
 
 #[test]

@@ -257,7 +257,7 @@ def test_bad_sessions_are_refused_with_clear_errors():
     with pytest.raises(BaseException) as err:
         anyio.run(session_at, "instance=no-such-instance", lambda s, i: s.list_tools())
     assert any(isinstance(e, McpError) for e in leaves(err.value)), err.value
-    outcome(requests.post(f"{URL}/mcp?mode=chaotic", json=INIT, headers={**OP, **ACCEPT}), 400, "not flat or guided")
+    outcome(requests.post(f"{URL}/mcp?mode=chaotic", json=INIT, headers={**OP, **ACCEPT}), 400, "'chaotic' is not flat, guided, goal or outline")
     outcome(requests.post(f"{URL}/mcp?scenario=x", json=INIT, headers={**OP, **ACCEPT}), 400, "unknown parameter 'scenario'")
     # the guard: the operator's token, the Host and Origin checks
     outcome(requests.post(f"{URL}/mcp", json=INIT, headers=ACCEPT), 401, "Bearer")
