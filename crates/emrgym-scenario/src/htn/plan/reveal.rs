@@ -219,7 +219,6 @@ fn date_implied(fact: &Fact, name: &str, value: &str) -> bool {
     }
 }
 
-/// A string search value as FHIR compares it (case-insensitive; surrounding space ignored).
 /// A name as a string search compares it: lower case, each run of white space one space
 /// (kept at the ends: "Stafford " starts no part of a name).
 fn norm_text(s: &str) -> String {
