@@ -480,6 +480,36 @@ fn the_outline_condition_lists_every_case_reads_nothing_from_the_record_and_grad
     }
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["mode"], "outline");
+
+    // a task network that cannot be written out (an argument that is a type error before
+    // anything is read) fails the run naming the instance and the step, before anything is
+    // written: no run directory to resume or clean up
+    let broken = dir.path().join("broken");
+    crate::common::copy_dir(std::path::Path::new(scenarios), &broken);
+    let admin = broken.join("htn/admin.json");
+    let mut lib: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&admin).unwrap()).unwrap();
+    let done = &mut lib["tasks"]["patient_age"]["methods"][0]["subtasks"][1];
+    assert_eq!(done["id"], "done");
+    done["args"]["answer"]["expr"] = "'a' - 1".into();
+    std::fs::write(&admin, serde_json::to_string_pretty(&lib).unwrap()).unwrap();
+    let out = dir.path().join("broken-run");
+    let args = [
+        "--mode",
+        "outline",
+        "--suite",
+        broken.to_str().unwrap(),
+        "--instance",
+        "mab-age-001",
+    ];
+    let (ok, err) = run(&[&["run", "--agent", "oracle", "--out", out.to_str().unwrap()][..], &args[..]].concat());
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("'mab-age-001'") && err.contains("cannot be written out as an outline") && err.contains("subtask 'done'"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written for a run that cannot start");
+    let (ok, err) = run(&[&["scenarios", "prompt", "mab-age-001"][..], &args[..4]].concat());
+    assert!(!ok && err.contains("--mode outline") && err.contains("'mab-age-001'"), "{err}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The few primitives every EMRGym layer shares and that must behave the same everywhere:
 //! the date parser ([`date`]), the seeded random-number generator ([`rng`]), the topological sort ([`graph`]) and locks
-//! that recover from poisoning instead of reading as empty ([`sync`]), and the one write
+//! that recover from poisoning instead of reading as empty ([`sync`]), FHIR string search's
+//! normal form, which the server and the grader must share ([`text`]), and the one write
 //! type ([`write`]). It depends on nothing
 //! of EMRGym.
 
@@ -8,6 +9,7 @@ pub mod date;
 pub mod graph;
 pub mod rng;
 pub mod sync;
+pub mod text;
 pub mod write;
 
 pub use graph::topological_order;

@@ -464,6 +464,19 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             out.display()
         );
     }
+    // every instance prepared and presented before anything is written: an instance that
+    // cannot be (an outline that cannot be written out) fails the run with nothing on disk
+    let mut prepared = Vec::new();
+    for inst in &insts {
+        let p = Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?);
+        // goal mode has presented its instances already (to leave out those without a goal)
+        let p = if cfg.mode == Mode::Outline {
+            present(&p, Mode::Outline)?
+        } else {
+            p
+        };
+        prepared.push(p);
+    }
     let backend = match (&cfg.agent, &cfg.model, &cfg.replay_model) {
         (AgentKind::Model, Some(m), Some(dir)) => {
             let protocol = match m {
@@ -536,17 +549,6 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         write_atomic(&results_path, b"")?;
     }
     std::fs::create_dir_all(out.join("trajectories"))?;
-    let mut prepared = Vec::new();
-    for inst in &insts {
-        let p = Arc::new(ws.prepare(inst).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?);
-        // goal mode has presented its instances already (to leave out those without a goal)
-        let p = if cfg.mode == Mode::Outline {
-            present(&p, Mode::Outline)?
-        } else {
-            p
-        };
-        prepared.push(p);
-    }
 
     let todo: Vec<(Arc<Prepared>, u32)> = prepared
         .iter()

@@ -51,36 +51,9 @@ pub(crate) fn split_reference(r: &str) -> Option<(String, String)> {
 }
 
 /// Normalise a string for FHIR string search: lower case, accents removed, each run of
-/// white space one space.
+/// white space one space (the grader compares the same way: [`emrgym_core::text`]).
 pub(crate) fn normalize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_whitespace() {
-            if !out.ends_with(' ') {
-                out.push(' ');
-            }
-            continue;
-        }
-        let c = fold(c);
-        for l in c.to_lowercase() {
-            out.push(l);
-        }
-    }
-    out
-}
-
-fn fold(c: char) -> char {
-    match c {
-        'À'..='Å' | 'à'..='å' => 'a',
-        'Ç' | 'ç' => 'c',
-        'È'..='Ë' | 'è'..='ë' => 'e',
-        'Ì'..='Ï' | 'ì'..='ï' => 'i',
-        'Ñ' | 'ñ' => 'n',
-        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' => 'o',
-        'Ù'..='Ü' | 'ù'..='ü' => 'u',
-        'Ý' | 'ý' | 'ÿ' => 'y',
-        other => other,
-    }
+    emrgym_core::text::search_fold(s)
 }
 
 fn json_items<'a>(items: &'a [Item<'a>]) -> impl Iterator<Item = (&'a Value, Option<&'a str>)> + 'a {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 6;
+pub const GRADER_VERSION: u32 = 7;
 
 /// What each grader version changed, with the failure class the rule decides: `emrgym replay`
 /// names these rules for a verdict that changed between the recording's version and this one
@@ -69,6 +69,12 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
          as its parts, so a whole-name search such as `name=Peter Stafford` finds Peter Stafford and its empty result shows \
          that no Peter Stafford is on file; the family name first still matches no one and proves nothing; `:exact` is \
          case-sensitive",
+    ),
+    (
+        7,
+        FailureClass::Sensing,
+        "v7 accents: a name is compared as the server compares strings, accents folded as well as case, so a search for \
+         `Chloe Nunez` shows that no Chloé Núñez is on file",
     ),
 ];
 

@@ -5,6 +5,7 @@
 use super::planner::value_text;
 use super::tree::{Fact, Tree};
 use crate::trajectory::Step;
+use emrgym_core::text::search_fold;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -138,7 +139,8 @@ fn implied(fact: &Fact, key: &str, value: &str) -> bool {
             // the name asked for: every patient with that name must match. A `name` value
             // matches a part (given or family) or the whole name written out, a given name
             // then the family name (the server also matches middle names, so "Peter
-            // Stafford" finds Peter James Stafford); `:exact` is case-sensitive, as written
+            // Stafford" finds Peter James Stafford). Compared as the server compares strings,
+            // case, accents and white-space runs folded; `:exact` as written
             let givens = fact_values("given");
             let families = fact_values("family");
             let parts: Vec<String> = match name {
@@ -154,9 +156,9 @@ fn implied(fact: &Fact, key: &str, value: &str) -> bool {
                 && value.split(',').any(|alt| {
                     !alt.trim().is_empty()
                         && parts.iter().any(|p| match modifier {
-                            None => norm_text(p).starts_with(&norm_text(alt)),
+                            None => search_fold(p).starts_with(&search_fold(alt)),
                             Some("exact") => p == alt,
-                            Some("contains") => norm_text(p).contains(&norm_text(alt)),
+                            Some("contains") => search_fold(p).contains(&search_fold(alt)),
                             _ => false,
                         })
                 })
@@ -217,22 +219,6 @@ fn date_implied(fact: &Fact, name: &str, value: &str) -> bool {
         "eq" => d.start_ms <= lo && hi <= d.end_ms,
         _ => false,
     }
-}
-
-/// A name as a string search compares it: lower case, each run of white space one space
-/// (kept at the ends: "Stafford " starts no part of a name).
-fn norm_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        if c.is_whitespace() {
-            if !out.ends_with(' ') {
-                out.push(' ');
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Whether a page sorted newest first ends with a resource dated before the fact's window
@@ -513,6 +499,28 @@ mod tests {
         let near = json!({"resourceType": "Patient", "id": "S6534835", "birthDate": "1932-12-29"});
         assert!(fact_revealed(&fact, &[step("Patient", json!({"family": "Stafford"}), vec![near.clone()], false)]).is_some());
         assert!(fact_revealed(&fact, &[step("Patient", json!({"family": "Stafford"}), vec![near], true)]).is_none());
+    }
+
+    /// A name with accents is found, on the server, by the name without them and in any case
+    /// (FHIR string search is accent-insensitive), so such a search shows its absence too;
+    /// `:exact` keeps the accents.
+    #[test]
+    fn an_accented_name_is_shown_absent_by_a_search_without_its_accents() {
+        let fact = Fact {
+            resource_type: "Patient".into(),
+            params: vec![("given".into(), "Chloé".into()), ("family".into(), "Núñez".into())],
+            value: Vec::new(),
+            tool: None,
+            now: None,
+        };
+        let shown = |params: Value| fact_revealed(&fact, &[step("Patient", params, vec![], false)]).is_some();
+        assert!(shown(json!({"name": "Chloe Nunez"})));
+        assert!(shown(json!({"name": "CHLOÉ núñez"})));
+        assert!(shown(json!({"given": "chloe", "family": "NUNEZ"})));
+        assert!(shown(json!({"family:contains": "une"})));
+        assert!(shown(json!({"family:exact": "Núñez"})));
+        assert!(!shown(json!({"family:exact": "Nunez"})));
+        assert!(!shown(json!({"name": "Chloa"})));
     }
 
     /// No magnesium in the last 24 hours: a search of the same window or a wider one shows it;
