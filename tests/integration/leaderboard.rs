@@ -587,3 +587,42 @@ fn the_published_table_is_the_leaderboard_of_the_committed_runs() {
         "docs/results.md's tables differ from `emrgym leaderboard results/*/ --markdown`: regenerate them"
     );
 }
+
+/// Every committed run re-grades, with this build's scenarios, grader and tools, to the grades
+/// it records: `emrgym replay DIR --check` re-executes its recorded tool calls into fresh
+/// sandboxes, finds no grade that changed and no tool that answers a recorded call otherwise.
+/// A change to a scenario, the grader or the FHIR server that would change a published grade
+/// (or what a model was shown) fails here until the runs are re-graded (`replay --out`) or
+/// re-run, so the table cannot publish grades this build would not give.
+#[test]
+fn every_committed_run_re_grades_to_its_recorded_grades() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dirs = committed_runs(root);
+    assert!(dirs.len() >= 4, "{dirs:?}");
+    let mut stale = Vec::new();
+    for d in &dirs {
+        let out = Command::new(bin())
+            .current_dir(root)
+            .args(["replay", d, "--check"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = stdout.lines().next().unwrap_or_default().to_string();
+        // "replayed N episodes: N grades unchanged, 0 changed; tool results differ in 0 episodes"
+        let episodes: usize = summary
+            .strip_prefix("replayed ")
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{d}: unexpected replay output {stdout:?} {}", String::from_utf8_lossy(&out.stderr)));
+        assert!(episodes > 0, "{d}: {summary}");
+        if !out.status.success() || !summary.ends_with("tool results differ in 0 episodes") {
+            stale.push(format!("{d}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "committed runs whose grades or tool results this build does not reproduce (re-grade with `emrgym replay DIR --out NEW` \
+         or run again, then regenerate docs/results.md):\n{}",
+        stale.join("\n")
+    );
+}
