@@ -7,7 +7,7 @@
 use super::episode::{BASE, Guide, Prepared, Workspace, briefing, finalize, fork, guidance_text};
 use crate::backend::{load_cassette, make_backend};
 use crate::rundir::{
-    Manifest, ResultLine, append_line, family_hashes, header, lock_run_dir, read_results, result_line, trajectory_path, write_atomic,
+    Manifest, ResultLine, ResultsFile, family_hashes, header, lock_run_dir, read_results, result_line, trajectory_path, write_atomic,
     write_results,
 };
 use crate::stats::{Summary, run_summary};
@@ -604,7 +604,7 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             })
         };
         let results_path = out_dir.join("results.jsonl");
-        let mut results = std::fs::OpenOptions::new().append(true).open(&results_path)?;
+        let mut results = ResultsFile::open(&results_path)?;
         let mut n = already;
         // a terminal gets one progress line rewritten in place; a log (nohup, CI) gets a line
         // per finished episode, at most one per LOG_EVERY (a fast agent would flood it) and
@@ -618,7 +618,7 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             // result line runs again on --resume
             let text = text.with_context(|| format!("serialising the trajectory of {}.{}", line.instance, line.trial))?;
             write_atomic(&trajectory_path(&out_dir, &line.instance, line.trial), text.as_bytes())?;
-            append_line(&mut results, &results_path, &serde_json::to_string(&line)?)?;
+            results.append(&serde_json::to_string(&line)?)?;
             n += 1;
             let status = || {
                 format!(

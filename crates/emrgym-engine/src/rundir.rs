@@ -149,7 +149,7 @@ pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultLine>> {
     };
     let mut out = Vec::new();
     for (i, line) in text.split_inclusive('\n').enumerate() {
-        // every line is written with its newline in one write (`append_line`), so a last line
+        // every line is written with its newline in one write (`ResultsFile::append`), so a last line
         // without one is a write a crash cut short: it is not a result
         if !line.ends_with('\n') {
             tracing::warn!("{}: ignoring the torn last line {}", path.display(), i + 1);
@@ -356,20 +356,113 @@ pub fn lock_run_dir(out: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Append one line to `file` (opened for append at `path`), whole or not at all: a failed
-/// write (a full disk) is cut back to the previous end, so no torn line is left.
-pub(crate) fn append_line(file: &mut std::fs::File, path: &Path, line: &str) -> anyhow::Result<()> {
-    let before = file.metadata().map(|m| m.len()).ok();
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    if let Err(e) = file.write_all(&bytes).and_then(|()| file.flush()) {
-        if let Some(len) = before {
-            let _ = file.set_len(len);
-        }
-        return Err(anyhow::anyhow!("appending a result to {}: {e}", path.display()));
+/// A run directory's `results.jsonl`, open for appending result lines, each whole or not at
+/// all: a failed write (a full disk) is cut back to the previous end, so no torn line is left,
+/// and each line is on disk (`sync_data`) before the next episode's.
+///
+/// The path is what counts (`--resume`, the summary and the leaderboard read it), so each
+/// append first checks that the path still names the file this handle writes. When the file
+/// was replaced underneath the run (a `git stash` or `git checkout` of a committed run
+/// directory, a copy over it) or removed, the lines this run wrote that the file at the path
+/// lacks are carried over to it, and appending goes on there: without this the run went on
+/// writing to the replaced file, and its results were lost when it exited.
+pub(crate) struct ResultsFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl ResultsFile {
+    /// Open (create) `path` for appending.
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Self::open_file(path)?,
+        })
     }
-    Ok(())
+
+    fn open_file(path: &Path) -> anyhow::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+
+    /// Whether the path still names the file this handle writes.
+    fn still_at_path(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (self.file.metadata(), std::fs::metadata(&self.path)) {
+                (Ok(open), Ok(at_path)) => open.dev() == at_path.dev() && open.ino() == at_path.ino(),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            self.path.exists()
+        }
+    }
+
+    /// Reopen the path after the file was replaced or removed, carrying over the whole lines
+    /// this handle wrote that the file now at the path does not hold.
+    fn follow_path(&mut self) -> anyhow::Result<()> {
+        use std::io::{Read, Seek};
+        let mut ours = String::new();
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.file
+            .read_to_string(&mut ours)
+            .with_context(|| format!("reading back the results written to the replaced {}", self.path.display()))?;
+        let mut file = Self::open_file(&self.path)?;
+        let mut theirs = String::new();
+        file.read_to_string(&mut theirs)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        if !theirs.is_empty() && !theirs.ends_with('\n') {
+            // a torn last line in the file now there (`read_results` ignores it as the last
+            // line, and would refuse it in the middle): cut it off
+            let keep = theirs.rfind('\n').map_or(0, |i| i + 1);
+            file.set_len(keep as u64)
+                .with_context(|| format!("cutting a torn line off {}", self.path.display()))?;
+            theirs.truncate(keep);
+        }
+        let present: BTreeSet<&str> = theirs.lines().collect();
+        // whole lines only (a torn last line is ignored, as `read_results` ignores it)
+        let whole = ours.strip_suffix('\n').map_or(&ours[..0], |s| s);
+        let missing: Vec<&str> = whole.lines().filter(|l| !l.trim().is_empty() && !present.contains(l)).collect();
+        tracing::warn!(
+            "{} was replaced or removed while this run was writing it; {} result lines carried over to the file now there",
+            self.path.display(),
+            missing.len()
+        );
+        for l in missing {
+            Self::write_whole(&mut file, &self.path, l)?;
+        }
+        self.file = file;
+        Ok(())
+    }
+
+    /// Append `line` and a newline, whole or not at all.
+    pub(crate) fn append(&mut self, line: &str) -> anyhow::Result<()> {
+        if !self.still_at_path() {
+            self.follow_path()?;
+        }
+        Self::write_whole(&mut self.file, &self.path, line)
+    }
+
+    fn write_whole(file: &mut std::fs::File, path: &Path, line: &str) -> anyhow::Result<()> {
+        let before = file.metadata().map(|m| m.len()).ok();
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            if let Some(len) = before {
+                let _ = file.set_len(len);
+            }
+            return Err(anyhow::anyhow!("appending a result to {}: {e}", path.display()));
+        }
+        Ok(())
+    }
 }
 
 /// Combine shard runs of one configuration into one run directory `out`; returns its summary.
@@ -453,7 +546,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{append_line, read_results, write_atomic};
+    use super::{ResultsFile, read_results, write_atomic};
+    use serde_json::Value;
 
     const LINE: &str = r#"{"instance":"a-1","family":"a","trial":0,"end":"finished","infrastructure":false,"success":true,"progress":1.0,"steps":1,"turns":1,"prompt_tokens":0,"completion_tokens":0}"#;
 
@@ -568,14 +662,58 @@ pub(crate) mod tests {
     fn appended_lines_are_whole_and_a_failed_append_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("results.jsonl");
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&f).unwrap();
-        append_line(&mut file, &f, "{\"a\":1}").unwrap();
-        append_line(&mut file, &f, "{\"a\":2}").unwrap();
+        let mut file = ResultsFile::open(&f).unwrap();
+        file.append("{\"a\":1}").unwrap();
+        file.append("{\"a\":2}").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
-        // a file opened read-only cannot be appended to: the error names it, nothing changes
-        let mut ro = std::fs::File::open(&f).unwrap();
-        let e = append_line(&mut ro, &f, "{\"a\":3}").unwrap_err().to_string();
+        // a file that cannot be written: the error names it, nothing changes
+        let mut ro = ResultsFile {
+            path: f.clone(),
+            file: std::fs::File::open(&f).unwrap(),
+        };
+        let e = ro.append("{\"a\":3}").unwrap_err().to_string();
         assert!(e.contains("results.jsonl"), "{e}");
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+    }
+
+    /// `git stash` of a committed run directory while the run writes it puts an older
+    /// results.jsonl in its place (a new file, renamed over the path); `git stash pop` another.
+    /// The lines the run wrote meanwhile are carried over to the file at the path, and the
+    /// run goes on appending there; a removed file is written again whole.
+    #[test]
+    fn lines_written_to_a_file_replaced_underneath_the_run_are_carried_over_to_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("results.jsonl");
+        let mut file = ResultsFile::open(&f).unwrap();
+        for i in 1..=3 {
+            file.append(&format!("{{\"a\":{i}}}")).unwrap();
+        }
+        // an older copy (the first line, and a torn one) renamed over the path
+        let older = dir.path().join("older");
+        std::fs::write(&older, "{\"a\":1}\n{\"a\":").unwrap();
+        std::fs::rename(&older, &f).unwrap();
+        file.append("{\"a\":4}").unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(&f).unwrap().lines().map(str::to_string).collect();
+        assert_eq!(lines, ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}", "{\"a\":4}"], "the torn line cut off");
+        let read: Vec<i64> = std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| v["a"].as_i64().unwrap())
+            .collect();
+        assert_eq!(read, [1, 2, 3, 4], "every line the run wrote is at the path, once");
+        // removed: written again whole at the path
+        std::fs::remove_file(&f).unwrap();
+        file.append("{\"a\":5}").unwrap();
+        let read: Vec<i64> = std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| v["a"].as_i64().unwrap())
+            .collect();
+        assert_eq!(read, [1, 2, 3, 4, 5]);
+        // and while the path stays put, nothing is copied
+        file.append("{\"a\":6}").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 6);
     }
 }

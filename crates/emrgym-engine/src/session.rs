@@ -6,7 +6,7 @@
 
 use super::episode::{BASE, Guide, Prepared, Workspace, finalize, fork};
 use super::run::{AgentKind, Mode, RunConfig, episode_seed};
-use super::rundir::{Manifest, ResultLine, family_hashes, header, read_results, result_line, trajectory_path};
+use super::rundir::{Manifest, ResultLine, ResultsFile, family_hashes, header, read_results, result_line, trajectory_path};
 use super::stats::run_summary;
 use anyhow::{Context, bail};
 use emrgym_core::sync::lock;
@@ -18,7 +18,6 @@ use emrgym_tools::Observation;
 use emrgym_tools::fhir_tools::{SandboxBackend, observe, rest_call};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -233,7 +232,7 @@ pub struct Recorder {
 pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct RecState {
-    results: Option<std::fs::File>,
+    results: Option<ResultsFile>,
     summary_at: Option<std::time::Instant>,
     stale: bool,
 }
@@ -366,28 +365,14 @@ impl Recorder {
             .and_then(|h| trajectory::file::to_jsonl(&h, t))
             .with_context(|| format!("serialising the trajectory of {}.{trial}", p.instance.id))?;
         std::fs::write(&tpath, text).with_context(|| format!("writing {}", tpath.display()))?;
-        // append the line in one write: a crash leaves at most a torn last line, which
-        // `read_results` ignores; a failed write (a full disk) is cut back off the file
+        // append the line whole (`ResultsFile`): a crash leaves at most a torn last line,
+        // which `read_results` ignores; a failed write (a full disk) is cut back off the file
         let rpath = self.dir.join("results.jsonl");
         if st.results.is_none() {
-            st.results = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&rpath)
-                    .with_context(|| format!("opening {}", rpath.display()))?,
-            );
+            st.results = Some(ResultsFile::open(&rpath)?);
         }
-        let text = format!("{}\n", serde_json::to_string(&line)?);
         if let Some(f) = st.results.as_mut() {
-            let before = f.metadata().map(|m| m.len()).ok();
-            let wrote = f.write_all(text.as_bytes()).and_then(|_| f.sync_data());
-            if let Err(e) = wrote {
-                if let Some(len) = before {
-                    let _ = f.set_len(len);
-                }
-                return Err(e).with_context(|| format!("appending to {}", rpath.display()));
-            }
+            f.append(&serde_json::to_string(&line)?)?;
         }
         st.stale = true;
         if st.summary_at.is_none_or(|at| at.elapsed() >= SUMMARY_EVERY) {
