@@ -428,7 +428,7 @@ impl ResultsFile {
         }
         let present: BTreeSet<&str> = theirs.lines().collect();
         // whole lines only (a torn last line is ignored, as `read_results` ignores it)
-        let whole = ours.strip_suffix('\n').map_or(&ours[..0], |s| s);
+        let whole = &ours[..ours.rfind('\n').map_or(0, |i| i + 1)];
         let missing: Vec<&str> = whole.lines().filter(|l| !l.trim().is_empty() && !present.contains(l)).collect();
         tracing::warn!(
             "{} was replaced or removed while this run was writing it; {} result lines carried over to the file now there",
