@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The results table in one command: every model x condition x suite of docs/results.md, each
 # a run directory under OUT, resumable (run it again after an interruption and it finishes
-# what is missing), then the leaderboard over them.
+# what is missing), then the leaderboard over every run directory under OUT.
 #
 #   scripts/results.sh                      # the three local models, quick and horizon
 #   MODELS="openai:MODEL@http://HOST:PORT/v1" CONCURRENCY=8 scripts/results.sh
@@ -22,7 +22,7 @@
 #
 # Writes OUT/MODEL-SUITE-MODE/ (run directories), OUT/MACHINE.md (the machine and the
 # binary and the checkout's commit, appended at each start), OUT/walltime.tsv (seconds per run invocation),
-# OUT/leaderboard.md and OUT/leaderboard.html.
+# OUT/leaderboard.md and OUT/leaderboard.html (every run directory under OUT, earlier ones too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-"smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b"}
@@ -62,7 +62,6 @@ checkout="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --
 } >>"$OUT/MACHINE.md"
 [ -f "$OUT/walltime.tsv" ] || printf 'run\tstarted\tseconds\texit\n' >"$OUT/walltime.tsv"
 
-dirs=()
 for model in $MODELS; do
   case "$model" in
     oracle | null) who=(--agent "$model"); name=$model ;;
@@ -82,7 +81,6 @@ for model in $MODELS; do
         continue # the horizon chains have no goal (docs/suite.md)
       fi
       dir="$OUT/$name-$suite-$mode"
-      dirs+=("$dir")
       started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
       t0=$(date +%s)
       set +e
@@ -104,6 +102,14 @@ for model in $MODELS; do
   done
 done
 
-"$EMRGYM" leaderboard "${dirs[@]}" --markdown --out "$OUT/leaderboard.md"
-"$EMRGYM" leaderboard "${dirs[@]}" --html --out "$OUT/leaderboard.html"
+# the table of every run under OUT, this invocation's and earlier ones' (another model, mode
+# or suite run before), so OUT/leaderboard.* is never the table of a part of OUT
+all=()
+for d in "$OUT"/*/; do
+  if [ -f "$d/manifest.json" ]; then
+    all+=("${d%/}")
+  fi
+done
+"$EMRGYM" leaderboard "${all[@]}" --markdown --out "$OUT/leaderboard.md"
+"$EMRGYM" leaderboard "${all[@]}" --html --out "$OUT/leaderboard.html"
 echo "wrote $OUT/leaderboard.md and $OUT/leaderboard.html (machine: $OUT/MACHINE.md, wall times: $OUT/walltime.tsv)" >&2

@@ -643,6 +643,27 @@ fn the_results_script_runs_the_matrix_and_resumes() {
         1 + 2 * runs.len()
     );
     assert_eq!(std::fs::read_to_string(out.join("MACHINE.md")).unwrap().matches("## ").count(), 2);
+    // another invocation into the same OUT (another mode): the leaderboard holds the rows of
+    // both, not only the last invocation's
+    let o = std::process::Command::new("bash")
+        .arg(root.join("scripts/results.sh"))
+        .env("MODELS", "oracle")
+        .env("SUITES", "quick")
+        .env("MODES", "guided")
+        .env("TRIALS", "1")
+        .env("OUT", &out)
+        .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("leaderboard.md")).unwrap();
+    for row in [
+        "| oracle | guided | quick | 44 | 100.0%",
+        "| oracle | flat | quick | 44 | 100.0%",
+        "| null | goal | quick | 42 | 0.0%",
+    ] {
+        assert!(md.contains(row), "{row}: {md}");
+    }
 }
 
 /// Resuming an in-process model's run with another `--concurrency` is refused (its sequences
