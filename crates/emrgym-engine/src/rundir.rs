@@ -684,6 +684,14 @@ pub(crate) mod tests {
     fn lines_written_to_a_file_replaced_underneath_the_run_are_carried_over_to_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("results.jsonl");
+        let values = || -> Vec<i64> {
+            std::fs::read_to_string(&f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|v| v["a"].as_i64().unwrap())
+                .collect()
+        };
         let mut file = ResultsFile::open(&f).unwrap();
         for i in 1..=3 {
             file.append(&format!("{{\"a\":{i}}}")).unwrap();
@@ -695,23 +703,11 @@ pub(crate) mod tests {
         file.append("{\"a\":4}").unwrap();
         let lines: Vec<String> = std::fs::read_to_string(&f).unwrap().lines().map(str::to_string).collect();
         assert_eq!(lines, ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}", "{\"a\":4}"], "the torn line cut off");
-        let read: Vec<i64> = std::fs::read_to_string(&f)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| v["a"].as_i64().unwrap())
-            .collect();
-        assert_eq!(read, [1, 2, 3, 4], "every line the run wrote is at the path, once");
+        assert_eq!(values(), [1, 2, 3, 4], "every line the run wrote is at the path, once");
         // removed: written again whole at the path
         std::fs::remove_file(&f).unwrap();
         file.append("{\"a\":5}").unwrap();
-        let read: Vec<i64> = std::fs::read_to_string(&f)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| v["a"].as_i64().unwrap())
-            .collect();
-        assert_eq!(read, [1, 2, 3, 4, 5]);
+        assert_eq!(values(), [1, 2, 3, 4, 5]);
         // and while the path stays put, nothing is copied
         file.append("{\"a\":6}").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 6);
