@@ -656,6 +656,69 @@ fn the_results_script_runs_the_matrix_and_resumes() {
     }
 }
 
+/// `scripts/speed-vs-build.sh` (episodes per hour of this build against an earlier one), with
+/// the oracle and this binary standing for both builds: the sample is evenly spaced over the
+/// suite, both runs and the table are written, a second invocation measures nothing again, and
+/// a bad sample size or suite is named.
+#[test]
+fn the_speed_script_measures_both_builds_on_an_even_sample() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("speed");
+    let script = |sample: &str, suite: &str| {
+        std::process::Command::new("bash")
+            .arg(root.join("scripts/speed-vs-build.sh"))
+            .arg("HEAD")
+            .arg(&out)
+            .env("AGENT", "oracle")
+            .env("SAMPLE", sample)
+            .env("SUITE", suite)
+            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .env("BASE_EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .output()
+            .unwrap()
+    };
+    let o = script("3", "quick");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    let quick: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("scenarios/suites/quick.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = quick["instances"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let picked: Vec<&str> = (0..3).map(|i| ids[i * ids.len() / 3]).collect();
+    let table = std::fs::read_to_string(out.join("speed.md")).unwrap();
+    assert!(table.starts_with(&format!("3 instances: {}\n", picked.join(", "))), "{table}");
+    for id in &picked {
+        assert!(table.contains(&format!("| {id} | finished, ")), "{id}: {table}");
+    }
+    assert_eq!(table.matches("| pass, 1.00 |").count(), 6, "{table}");
+    assert_eq!(table.matches("| yes |").count(), 3, "{table}");
+    assert!(
+        table.contains("| base | HEAD | emrgym ") && table.contains("| current | this checkout | emrgym "),
+        "{table}"
+    );
+    assert_eq!(table.matches("| 3/3 | 1.000 |").count(), 2, "{table}");
+    for run in ["base", "current"] {
+        let results = std::fs::read_to_string(out.join(run).join("results.jsonl")).unwrap();
+        assert_eq!(results.lines().count(), 3, "{run}: {results}");
+    }
+    let times = std::fs::read_to_string(out.join("walltime.tsv")).unwrap();
+    // again: nothing is measured twice, the table is rebuilt from what is there
+    let o = script("3", "quick");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("already measured").count(), 2, "{stderr}");
+    assert_eq!(std::fs::read_to_string(out.join("walltime.tsv")).unwrap(), times);
+    assert_eq!(std::fs::read_to_string(out.join("speed.md")).unwrap(), table);
+    // a bad sample size, an unknown suite
+    let o = script("0", "quick");
+    assert!(!o.status.success());
+    let want = format!("SAMPLE must be 1 to {} (got 0)", ids.len());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&want));
+    let o = script("3", "nosuch");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no suite nosuch"));
+}
+
 /// Resuming an in-process model's run with another `--concurrency` is refused (its sequences
 /// decoded together shape its results), naming both numbers; the recorded one resumes.
 #[test]
@@ -848,7 +911,8 @@ fn resuming_with_another_build_is_refused_unless_allowed_and_then_recorded() {
 /// `scripts/build-at.sh RUN_DIR` names the binary of the build that started a run: the given
 /// binary when it is that build (no worktree, no build); a run without a recorded build, or
 /// one built from uncommitted changes (which git cannot rebuild), is refused with what to do
-/// instead, and a commit the repository does not hold is named.
+/// instead, and a commit the repository does not hold is named. `--commit C` names the binary of
+/// a commit (this one when it is that build); a name that is no commit is named.
 #[test]
 fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -902,6 +966,34 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
         .output()
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+    // `--commit C`: any commit's binary; a name that is no commit is named, a wrong use shows the usage
+    let commit = |args: &[&str]| {
+        let o = Command::new("bash")
+            .arg(root.join("scripts/build-at.sh"))
+            .args(args)
+            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = commit(&["--commit", "no-such-commit"]);
+    assert!(
+        code == Some(1) && out.is_empty() && err.contains("no-such-commit is not a commit"),
+        "{err}"
+    );
+    let (code, _, err) = commit(&["--commit"]);
+    assert!(code == Some(2) && err.contains("usage") && err.contains("--commit COMMIT"), "{err}");
+    let head = Command::new("git").arg("-C").arg(root).args(["rev-parse", "HEAD"]).output().unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    if !emrgym_engine::BUILD.contains('+') && head.starts_with(emrgym_engine::BUILD) {
+        // this binary is HEAD's build: the answer, without a worktree or a build
+        let (code, out, err) = commit(&["--commit", "HEAD"]);
+        assert_eq!((code, out.as_str()), (Some(0), env!("CARGO_BIN_EXE_emrgym")), "{err}");
+    }
 }
 
 /// `--max-repeats N` sets the stuck limit and the manifest records it (the default, 4, when
