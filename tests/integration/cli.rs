@@ -987,7 +987,12 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
     );
     let (code, _, err) = commit(&["--commit"]);
     assert!(code == Some(2) && err.contains("usage") && err.contains("--commit COMMIT"), "{err}");
-    let head = Command::new("git").arg("-C").arg(root).args(["rev-parse", "HEAD"]).output().unwrap();
+    let head = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
     if !emrgym_engine::BUILD.contains('+') && head.starts_with(emrgym_engine::BUILD) {
         // this binary is HEAD's build: the answer, without a worktree or a build
