@@ -919,23 +919,28 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
+    // the script with these arguments: exit code, stdout, stderr
+    let script = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new("bash")
+            .arg(root.join("scripts/build-at.sh"))
+            .args(args)
+            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
     let at = |build: Option<&str>| {
         let mut m = serde_json::json!({"format_version": 1, "emrgym_version": "0.1.0"});
         if let Some(b) = build {
             m["build"] = b.into();
         }
         std::fs::write(run.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
-        let o = Command::new("bash")
-            .arg(root.join("scripts/build-at.sh"))
-            .arg(&run)
-            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        let (code, out, err) = script(&[run.as_os_str()]);
+        (code == Some(0), out, err)
     };
     // this binary's own build
     let (ok, out, err) = at(Some(emrgym_engine::BUILD));
@@ -960,26 +965,10 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
         !ok && err.contains("commit ffffffffffff") && err.contains("not in this repository"),
         "{err}"
     );
-    let o = Command::new("bash")
-        .arg(root.join("scripts/build-at.sh"))
-        .arg(dir.path().join("none"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+    let (code, _, err) = script(&[dir.path().join("none").as_os_str()]);
+    assert!(code == Some(1) && err.contains("not a run directory"), "{err}");
     // `--commit C`: any commit's binary; a name that is no commit is named, a wrong use shows the usage
-    let commit = |args: &[&str]| {
-        let o = Command::new("bash")
-            .arg(root.join("scripts/build-at.sh"))
-            .args(args)
-            .env("EMRGYM", env!("CARGO_BIN_EXE_emrgym"))
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let commit = |args: &[&str]| script(&args.iter().map(std::ffi::OsStr::new).collect::<Vec<_>>());
     let (code, out, err) = commit(&["--commit", "no-such-commit"]);
     assert!(
         code == Some(1) && out.is_empty() && err.contains("no-such-commit is not a commit"),
