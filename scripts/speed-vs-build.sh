@@ -20,10 +20,10 @@
 #   BASE_EMRGYM, BASE_TREE  a binary of BASE already built and its checkout (this one), instead of
 #            scripts/build-at.sh (the binary is not checked against BASE)
 #
-# Writes OUT/base (the earlier build's run directory), OUT/current, OUT/walltime.tsv (one line a
-# finished run: name, BASE or "this checkout", `emrgym --version`, wall milliseconds of the whole
-# process, model load included) and
-# OUT/speed.md (the table). A run with a line in walltime.tsv is not run again, so a second
+# Writes, under OUT (runs/speed-vs-BASE): base (the earlier build's run directory), current,
+# walltime.tsv (one line a finished run: name, BASE or "this checkout", `emrgym --version`, wall
+# milliseconds of the whole process, model load included) and speed.md (the table, also
+# printed). A run with a line in walltime.tsv is not run again, so a second
 # invocation only finishes what is missing and rebuilds the table; start from an empty OUT to
 # measure again. Run it on an idle machine: other work on the cores makes llama.cpp's threads
 # wait for each other and the wall times meaningless.
@@ -34,7 +34,7 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
   exit 2
 fi
 BASE=$1
-OUT=${2:-speed-vs-$BASE}
+OUT=${2:-runs/speed-vs-$BASE}
 EMRGYM=${EMRGYM:-target/release/emrgym}
 SUITE=${SUITE:-quick}
 SAMPLE=${SAMPLE:-8}
