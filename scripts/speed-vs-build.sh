@@ -101,5 +101,7 @@ one() { # NAME LABEL BIN TREE
 }
 one base "$BASE" "$base_bin" "$base_tree"
 one current "this checkout" "$(cd "$(dirname "$EMRGYM")" && pwd)/$(basename "$EMRGYM")" "$PWD"
-python3 scripts/speed-table.py "$OUT" > "$OUT/speed.md"
+# the table replaces the last one only when it can be built (a refusal keeps the old one)
+python3 scripts/speed-table.py "$OUT" > "$OUT/speed.md.new" || { rm -f "$OUT/speed.md.new"; exit 1; }
+mv "$OUT/speed.md.new" "$OUT/speed.md"
 cat "$OUT/speed.md"

@@ -658,8 +658,9 @@ fn the_results_script_runs_the_matrix_and_resumes() {
 
 /// `scripts/speed-vs-build.sh` (episodes per hour of this build against an earlier one), with
 /// the oracle and this binary standing for both builds: the sample is evenly spaced over the
-/// suite, both runs and the table are written, a second invocation measures nothing again, and
-/// a bad sample size or suite is named.
+/// suite, both runs and the table are written, a second invocation measures nothing again, a
+/// table that cannot be built (a run without its wall time, runs of different instances) is
+/// refused and the last one kept, and a bad sample size or suite is named.
 #[test]
 fn the_speed_script_measures_both_builds_on_an_even_sample() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -709,6 +710,34 @@ fn the_speed_script_measures_both_builds_on_an_even_sample() {
     assert_eq!(stderr.matches("already measured").count(), 2, "{stderr}");
     assert_eq!(std::fs::read_to_string(out.join("walltime.tsv")).unwrap(), times);
     assert_eq!(std::fs::read_to_string(out.join("speed.md")).unwrap(), table);
+    // the table is refused, and the last one kept, when a run has no wall time (it did not
+    // finish) or the two runs hold different instances
+    let table_script = || {
+        let o = std::process::Command::new("python3")
+            .arg(root.join("scripts/speed-table.py"))
+            .arg(&out)
+            .output()
+            .unwrap();
+        (o.status.success(), o.stdout.is_empty(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let only_base: String = times.lines().filter(|l| l.starts_with("base\t")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(out.join("walltime.tsv"), only_base).unwrap();
+    let (ok, silent, err) = table_script();
+    assert!(!ok && silent && err.contains("no wall time for current"), "{err}");
+    std::fs::write(out.join("walltime.tsv"), &times).unwrap();
+    let results = out.join("current").join("results.jsonl");
+    let whole = std::fs::read_to_string(&results).unwrap();
+    let fewer: String = whole.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&results, fewer).unwrap();
+    let (ok, silent, err) = table_script();
+    assert!(!ok && silent && err.contains("the runs hold different instances"), "{err}");
+    // through the script (both runs measured): it fails, and its last table is left as it was
+    let o = script("3", "quick");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success() && err.contains("the runs hold different instances"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("speed.md")).unwrap(), table);
+    assert!(!out.join("speed.md.new").exists());
+    std::fs::write(&results, whole).unwrap();
     // a bad sample size, an unknown suite
     let o = script("0", "quick");
     assert!(!o.status.success());
