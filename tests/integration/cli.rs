@@ -718,9 +718,17 @@ fn the_speed_script_measures_both_builds_on_an_even_sample() {
             .arg(&out)
             .output()
             .unwrap();
-        (o.status.success(), o.stdout.is_empty(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.success(),
+            o.stdout.is_empty(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
-    let only_base: String = times.lines().filter(|l| l.starts_with("base\t")).map(|l| format!("{l}\n")).collect();
+    let only_base: String = times
+        .lines()
+        .filter(|l| l.starts_with("base\t"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(out.join("walltime.tsv"), only_base).unwrap();
     let (ok, silent, err) = table_script();
     assert!(!ok && silent && err.contains("no wall time for current"), "{err}");
