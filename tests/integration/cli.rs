@@ -1027,6 +1027,123 @@ fn build_at_names_the_binary_of_a_runs_build_or_says_why_it_cannot() {
     }
 }
 
+/// `scripts/build-at.sh --commit C` when it must build: it checks the commit out in a worktree
+/// beside the repository, builds it, and gives the binary only when the binary is that build.
+/// Run on a small repository of its own (a crate named emrgym whose `--version` is set per
+/// commit), so each case is a build of seconds: a binary that names its commit is the answer
+/// (and a second call reuses the worktree); one that names another build is refused; one from
+/// before builds were named is trusted only from a clean checkout of the commit, and a
+/// worktree that was changed is refused.
+#[test]
+fn build_at_builds_a_commit_in_a_worktree_and_refuses_a_binary_that_is_not_that_build() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::copy(root.join("scripts/build-at.sh"), repo.join("scripts/build-at.sh")).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(
+        repo.join("Cargo.toml"),
+        "[package]\nname = \"emrgym\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let lock = Command::new("cargo")
+        .args(["generate-lockfile", "--offline"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(lock.status.success(), "{}", String::from_utf8_lossy(&lock.stderr));
+    std::fs::write(repo.join(".gitignore"), "/target\n").unwrap();
+    std::fs::write(
+        repo.join("build.rs"),
+        "fn main() {\n    let head = std::process::Command::new(\"git\").args([\"rev-parse\", \"--short=12\", \"HEAD\"]).output().unwrap();\n    println!(\"cargo:rustc-env=HEAD12={}\", String::from_utf8(head.stdout).unwrap().trim());\n}\n",
+    )
+    .unwrap();
+    // a commit whose binary prints `version`, `{head}` in it standing for the commit it was built from
+    let commit = |version: &str, message: &str| {
+        let main = match version.split_once("{head}") {
+            Some((a, b)) => format!("fn main() {{ println!(\"{a}{{}}{b}\", env!(\"HEAD12\")); }}\n"),
+            None => format!("fn main() {{ println!(\"{version}\"); }}\n"),
+        };
+        std::fs::write(repo.join("src/main.rs"), main).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", message]);
+        git(&["rev-parse", "--short=12", "HEAD"])
+    };
+    let named = commit("emrgym 0.1.0 (build {head})", "names its build");
+    let other = commit("emrgym 0.1.0 (build 000000000000)", "names another build");
+    let unnamed = commit("emrgym 0.1.0", "from before builds were named");
+    let script = |c: &str| {
+        let o = Command::new("bash")
+            .arg(repo.join("scripts/build-at.sh"))
+            .args(["--commit", c])
+            .current_dir(&repo)
+            .env("EMRGYM", dir.path().join("no-such-binary"))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let tree = |c: &str| dir.path().join(format!("emrgym-at-{c}"));
+    let bin = |c: &str| tree(c).join("target/release/emrgym");
+
+    let (code, out, err) = script(&named);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::path::Path::new(&out), bin(&named), "{err}");
+    assert!(
+        err.contains(&format!("checking out {named}")) && err.contains(&format!("building {named}")),
+        "{err}"
+    );
+    let v = Command::new(bin(&named)).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("emrgym 0.1.0 (build {named})"));
+    // again: the worktree is there, so it is built again in place (cargo finds nothing to do)
+    let (code, out, err) = script(&named);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::path::Path::new(&out), bin(&named));
+    assert!(!err.contains("checking out"), "{err}");
+
+    let (code, out, err) = script(&other);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "no binary is given: {out}");
+    assert!(
+        err.contains("reports emrgym 0.1.0 (build 000000000000)") && err.contains(&format!("not build {other}")),
+        "{err}"
+    );
+
+    // a version that names no build: the clean checkout of the commit is trusted
+    let (code, out, err) = script(&unnamed);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::path::Path::new(&out), bin(&unnamed));
+    // ... and a changed one is not
+    std::fs::write(
+        tree(&unnamed).join("src/main.rs"),
+        "fn main() { println!(\"emrgym 0.1.0\"); }\n// changed\n",
+    )
+    .unwrap();
+    let (code, out, err) = script(&unnamed);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains(&format!("is not a clean checkout of {unnamed}")), "{err}");
+}
+
 /// `--max-repeats N` sets the stuck limit and the manifest records it (the default, 4, when
 /// it is not given); 0 turns it off, and is recorded by leaving the limit out, as a run from
 /// before the limit existed has it (so such a run's manifest is unchanged on resume).
