@@ -492,10 +492,11 @@ async fn an_openai_compatible_model_is_a_row_in_one_command() {
 
 /// The Runs table says where each row's episodes come from: its directories, the builds that
 /// ran them (the build recorded in each manifest, `unrecorded` for a manifest from before
-/// builds were recorded, and a build that resumed a run with `--allow-other-build`), and the
-/// model file's digest when there is one.
+/// builds were recorded, and a build that resumed a run with `--allow-other-build`), the
+/// model file's digest when there is one, and for an in-process model the machines its
+/// episodes ran on, counted from the result lines (`unrecorded` where a line names none).
 #[test]
-fn the_runs_table_names_each_rows_directories_builds_and_weights() {
+fn the_runs_table_names_each_rows_directories_builds_weights_and_machines() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("shard-a"), tmp.path().join("shard-b"));
     make_run(&a, AgentKind::Oracle, Mode::Flat, &INSTANCES[..2], 1);
@@ -527,9 +528,80 @@ fn the_runs_table_names_each_rows_directories_builds_and_weights() {
             && line.contains(&b.display().to_string())
             && line.contains("unrecorded")
             && line.contains("+dirty.cafecafecafe")
-            && line.ends_with("| - |"),
+            && line.ends_with("| - | - |"),
         "{line}"
     );
+    assert!(r.machines.is_empty(), "the oracle runs no model: {:?}", r.machines);
+    // as runs of an in-process model: `a` from before result lines named their machine, `b`
+    // with one episode on each of two machines
+    let host = |cpu: &str| json!({"cpu": cpu, "cores": 2, "features": ["avx2"]});
+    edit_manifest(&a, |m| m["model_sha256"] = json!("ab".repeat(32)));
+    edit_manifest(&b, |m| {
+        m["model_sha256"] = json!("ab".repeat(32));
+        m["hosts"] = json!([host("AMD EPYC"), host("Intel(R) Xeon(R) Processor")]);
+    });
+    let results = b.join("results.jsonl");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let one = text.lines().next().unwrap();
+    let mut second: Value = serde_json::from_str(one).unwrap();
+    second["trial"] = json!(1);
+    second["host"] = json!(1);
+    let mut first: Value = serde_json::from_str(one).unwrap();
+    first["host"] = json!(0);
+    std::fs::write(&results, format!("{first}\n{second}\n")).unwrap();
+    let lb = build(&[a.clone(), b.clone()]).unwrap();
+    let r = row(&lb, "oracle", "flat");
+    let got: Vec<(&str, usize)> = r.machines.iter().map(|m| (m.machine.as_str(), m.episodes)).collect();
+    assert_eq!(
+        got,
+        [
+            (emrgym_engine::leaderboard::UNRECORDED, 2),
+            ("AMD EPYC, 2 cores (avx2)", 1),
+            ("Intel(R) Xeon(R) Processor, 2 cores (avx2)", 1)
+        ]
+    );
+    let md = emrgym_engine::leaderboard::markdown(&lb);
+    let runs = md.split("### Runs").nth(1).expect("a Runs section");
+    let line = runs.lines().find(|l| l.starts_with("| oracle | flat |")).unwrap();
+    assert!(
+        line.ends_with("| unrecorded: 2; AMD EPYC, 2 cores (avx2): 1; Intel(R) Xeon(R) Processor, 2 cores (avx2): 1 |"),
+        "{line}"
+    );
+}
+
+/// A run re-graded into a new directory (`emrgym replay DIR --out NEW`) keeps where each of
+/// its episodes ran: the manifest's machines and each line's `host`.
+#[test]
+fn a_re_graded_run_keeps_each_episodes_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, out) = (tmp.path().join("run"), tmp.path().join("regraded"));
+    make_run(&run, AgentKind::Oracle, Mode::Flat, &INSTANCES[..2], 1);
+    let hosts =
+        json!([{"cpu": "AMD EPYC", "cores": 2, "features": ["avx2"]}, {"cpu": "Intel Xeon", "cores": 2, "features": ["avx2", "amx_int8"]}]);
+    edit_manifest(&run, |m| m["hosts"] = hosts.clone());
+    let results = run.join("results.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["host"] = json!(1 - i);
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(lines.len(), 2);
+    std::fs::write(&results, lines.join("\n") + "\n").unwrap();
+    let replayed = emrgym_engine::replay::replay(&run, None).unwrap();
+    emrgym_engine::replay::write_run(&run, None, &out, &replayed).unwrap();
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["hosts"], hosts);
+    let got: Vec<Option<usize>> = emrgym_engine::rundir::read_results(&out.join("results.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|l| l.host)
+        .collect();
+    assert_eq!(got, [Some(1), Some(0)]);
 }
 
 /// The committed run directories under results/, as the shell's `results/*/` names them in a

@@ -290,8 +290,8 @@ async fn a_reply_that_starts_repeating_itself_is_stopped_before_the_cap() {
 }
 
 /// A run of the in-process model records the SHA-256 of its GGUF file in the manifest (the
-/// weights a row was measured with, and what `--resume` checks), the catalogue's digest, and
-/// the number of episodes that ran at once (its sequences).
+/// weights a row was measured with, and what `--resume` checks), the catalogue's digest, the
+/// machine it ran on, and the number of episodes that ran at once (its sequences).
 #[test]
 fn a_model_run_records_the_digest_of_its_weights() {
     use emrgym_agent::model::ModelConfig;
@@ -314,6 +314,10 @@ fn a_model_run_records_the_digest_of_its_weights() {
     let m = emrgym_engine::rundir::Manifest::read(&out).unwrap();
     assert_eq!(m.model_sha256.as_deref(), Some(known.sha256));
     assert_eq!(m.build.as_deref(), Some(emrgym_engine::BUILD));
+    // the machine that ran it (its kernels depend on the CPU), and each result line names it
+    assert_eq!(m.hosts, [emrgym_engine::rundir::Host::this()]);
+    let lines = emrgym_engine::rundir::read_results(&out.join("results.jsonl")).unwrap();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.host == Some(0)), "{lines:?}");
     // the concurrency asked for (the default, 4) is not what ran: the model has one sequence,
     // so one episode ran at a time, and the manifest says so
     assert_eq!(RunConfig::default().concurrency, 4);

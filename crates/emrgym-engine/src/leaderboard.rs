@@ -12,7 +12,7 @@
 //! one run shows the interval of its `summary.json`.
 
 use crate::run::{AgentKind, RunConfig};
-use crate::rundir::{Manifest, ResultLine, ScenarioHash};
+use crate::rundir::{Host, Manifest, ResultLine, ScenarioHash};
 use crate::stats::{Estimate, RESAMPLES, bootstrap_mean, estimate, pass_hat_k, wire_name};
 use anyhow::bail;
 use emrgym_agent::harness::{MAX_HARNESS_FAILURE_RATE, publishable};
@@ -66,6 +66,11 @@ pub struct Row {
     /// agents and for runs from before manifests recorded it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_sha256: Vec<String>,
+    /// The machines an in-process model ran the row's episodes on ([`Host::describe`]), with
+    /// how many episodes each, in the order first met; [`UNRECORDED`] for episodes of runs
+    /// from before result lines named their machine. Empty for other agents.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<MachineEpisodes>,
     /// The seed of the row's bootstrap (the smallest seed of its runs).
     pub seed: u64,
     /// Most trials per instance among its runs.
@@ -95,6 +100,15 @@ pub struct Row {
     pub pass_k: Vec<PassK>,
     /// Success per family.
     pub families: BTreeMap<String, FamilyResult>,
+}
+
+/// A machine and how many of a row's episodes it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MachineEpisodes {
+    /// [`Host::describe`], or [`UNRECORDED`].
+    pub machine: String,
+    /// Episodes (result lines) it ran.
+    pub episodes: usize,
 }
 
 impl Row {
@@ -305,6 +319,8 @@ struct LoadedRun {
     /// The build that started it and those that resumed it.
     builds: Vec<String>,
     model_sha256: Option<String>,
+    /// The machines its in-process model ran on (the manifest's `hosts`).
+    hosts: Vec<Host>,
     scenarios: BTreeMap<String, ScenarioHash>,
     /// The instances its manifest says it covers.
     instances: Vec<String>,
@@ -325,6 +341,7 @@ fn load_run(dir: &Path) -> anyhow::Result<LoadedRun> {
         cfg,
         builds,
         model_sha256: man.model_sha256,
+        hosts: man.hosts,
         scenarios,
         instances,
         results,
@@ -544,6 +561,7 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
         runs: g.runs.iter().map(|r| r.dir.display().to_string()).collect(),
         builds: distinct(g.runs.iter().flat_map(|r| r.builds.iter().cloned())),
         model_sha256: distinct(g.runs.iter().filter_map(|r| r.model_sha256.clone())),
+        machines: machines(&g.runs),
         seed,
         trials,
         instances: instances.len(),
@@ -562,6 +580,25 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
 }
 
 /// Each item once, in first-seen order.
+/// The machines of runs of an in-process model (those with a model file's digest), with
+/// their episodes, in the order first met.
+fn machines(runs: &[LoadedRun]) -> Vec<MachineEpisodes> {
+    let mut out: Vec<MachineEpisodes> = Vec::new();
+    for run in runs.iter().filter(|r| r.model_sha256.is_some()) {
+        for line in &run.results {
+            let machine = match line.host.and_then(|i| run.hosts.get(i)) {
+                Some(h) => h.describe(),
+                None => UNRECORDED.to_string(),
+            };
+            match out.iter_mut().find(|m| m.machine == machine) {
+                Some(m) => m.episodes += 1,
+                None => out.push(MachineEpisodes { machine, episodes: 1 }),
+            }
+        }
+    }
+    out
+}
+
 fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for i in items {
@@ -1001,9 +1038,13 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
         title: "Runs".into(),
         note: "Where each row's episodes come from: its run directories, the builds that ran them (`emrgym --version`: the \
                commit, `+dirty.<hash>` for a changed checkout; more than one when a run was resumed with `--allow-other-build` \
-               or the row combines runs of different builds) and the SHA-256 of the model file (first 16 hex digits)."
+               or the row combines runs of different builds), the SHA-256 of the model file (first 16 hex digits) and, for an \
+               in-process model, the machines that ran its episodes, with how many each (llama.cpp's kernels depend on the \
+               CPU; `unrecorded` for runs from before result lines named their machine)."
             .into(),
-        headers: ["model", "mode", "suite", "runs", "builds", "weights"].map(String::from).to_vec(),
+        headers: ["model", "mode", "suite", "runs", "builds", "weights", "machines"]
+            .map(String::from)
+            .to_vec(),
         rows: lb
             .rows
             .iter()
@@ -1022,6 +1063,15 @@ fn tables(lb: &Leaderboard) -> Vec<Table> {
                             .map(|h| h.chars().take(16).collect::<String>())
                             .collect::<Vec<_>>()
                             .join(", ")
+                    },
+                    if r.machines.is_empty() {
+                        "-".to_string()
+                    } else {
+                        r.machines
+                            .iter()
+                            .map(|m| format!("{}: {}", m.machine, m.episodes))
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     },
                 ]
             })
@@ -1064,7 +1114,17 @@ pub fn text(lb: &Leaderboard) -> String {
 }
 
 /// Columns of words, left-aligned (numbers are right-aligned).
-const LEFT: [&str; 8] = ["model", "mode", "suite", "family", "comparison", "runs", "builds", "weights"];
+const LEFT: [&str; 9] = [
+    "model",
+    "mode",
+    "suite",
+    "family",
+    "comparison",
+    "runs",
+    "builds",
+    "weights",
+    "machines",
+];
 
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -1354,6 +1414,7 @@ mod tests {
             runs: vec![format!("results/m-{mode}")],
             builds: vec!["0123456789ab".into()],
             model_sha256: vec!["ab".repeat(32)],
+            machines: Vec::new(),
             seed: 0,
             trials: 1,
             instances: 4,

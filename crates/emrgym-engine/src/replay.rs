@@ -77,7 +77,9 @@ pub fn replay_one(p: &Prepared, file: &TrajectoryFile, recorded: Option<&ResultL
         s.result = f.result;
     }
     let g = finalize(p, h.episode_seed, &mut t, &sb);
-    let now = super::rundir::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
+    let mut now = super::rundir::result_line(p, &super::run::derived_limits(), h.trial, &t, &g);
+    // re-graded where it ran: the machine is the recorded episode's
+    now.host = recorded.and_then(|r| r.host);
     let mut reasons = Vec::new();
     if h.scenario.content_sha256 != scenario_sha256 {
         reasons.push(format!("scenario family {} changed since the run", h.scenario.family));

@@ -456,6 +456,18 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
     {
         man.model_sha256 = Some(crate::model::file_digest(&l.model_path)?.0);
     }
+    // the machine an in-process model runs on (its kernels depend on the CPU): recorded in the
+    // manifest, and in each result line as an index into it
+    let host = matches!(
+        (&cfg.agent, &cfg.model, &cfg.replay_model),
+        (AgentKind::Model, Some(ModelConfig::Llama(_)), None)
+    )
+    .then(crate::rundir::Host::this);
+    let mut host_index: Option<usize> = None;
+    if let Some(h) = &host {
+        man.hosts = vec![h.clone()];
+        host_index = Some(0);
+    }
     // load the model first: a missing or broken model fails before anything is written
     if !resume && out.join("manifest.json").exists() {
         bail!(
@@ -526,6 +538,9 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
             .count();
         if left > 0 {
             resume_guard(out, old, &man, start.allow_other_build)?;
+            if let Some(h) = &host {
+                host_index = Some(resume_host(out, h)?);
+            }
         }
         write_results(out, &kept)?;
         // temporary files a kill left behind (their episodes run again)
@@ -595,7 +610,8 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
                     handles.push(tokio::spawn(async move {
                         let _permit = permit;
                         let (traj, g) = one_episode(&cfg, &p, trial, backend.as_ref().as_ref(), &cancel).await;
-                        let line = result_line(&p, &cfg.limits, trial, &traj, &g);
+                        let mut line = result_line(&p, &cfg.limits, trial, &traj, &g);
+                        line.host = host_index;
                         let text = header(&cfg, &p, trial, &sha).and_then(|h| trajectory::file::to_jsonl(&h, &traj));
                         let _ = tx.send((line, text)).await;
                     }));
@@ -697,9 +713,38 @@ fn resume_guard(out: &Path, mut old: Manifest, new: &Manifest, allow_other_build
     old.write(out)
 }
 
+/// The index of this machine in a resumed run's `hosts`, added (and the manifest written)
+/// when the run has not run on it before; a machine other than the last one's is logged, as
+/// its episodes may decode differently.
+fn resume_host(out: &Path, this: &crate::rundir::Host) -> anyhow::Result<usize> {
+    let mut man = Manifest::read(out)?;
+    if let Some(i) = man.hosts.iter().position(|h| h == this) {
+        if i + 1 != man.hosts.len() {
+            tracing::warn!("--resume {}: resumed on {} again", out.display(), this.describe());
+        }
+        return Ok(i);
+    }
+    match man.hosts.last() {
+        Some(last) => tracing::warn!(
+            "--resume {}: started on {}, resumed on {}: llama.cpp's kernels depend on the CPU, so this machine's episodes may decode differently (recorded in the manifest's hosts and each result line's host)",
+            out.display(),
+            last.describe(),
+            this.describe()
+        ),
+        None => tracing::info!(
+            "--resume {}: the run's earlier episodes recorded no machine; this one is {}",
+            out.display(),
+            this.describe()
+        ),
+    }
+    man.hosts.push(this.clone());
+    man.write(out)?;
+    Ok(man.hosts.len() - 1)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{eta, resume_guard};
+    use super::{eta, resume_guard, resume_host};
     use crate::rundir::Manifest;
     use std::time::Duration;
 
@@ -743,6 +788,38 @@ mod tests {
         tools.tool_catalogue_sha256 = "00".into();
         let e = guard(tools, true).unwrap_err();
         assert!(e.contains("tool catalogue changed"), "{e}");
+    }
+
+    /// A resumed run records each machine once: the first resume of a run from before hosts
+    /// were recorded adds this one, a resume on another machine adds it after the first, and
+    /// a machine seen before is named by its index without writing anything.
+    #[test]
+    fn a_resume_records_each_machine_once_and_names_it_by_index() {
+        use crate::rundir::Host;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let amd = Host {
+            cpu: "AMD EPYC".into(),
+            cores: 2,
+            features: vec!["avx2".into(), "avx512f".into()],
+        };
+        let intel = Host {
+            cpu: "Intel(R) Xeon(R) Processor".into(),
+            cores: 2,
+            features: vec!["avx2".into(), "avx512f".into(), "amx_int8".into()],
+        };
+        manifest(Some("bbbbbbbbbbbb"), Some("m1")).write(out).unwrap();
+        assert_eq!(resume_host(out, &amd).unwrap(), 0, "a run without hosts gets its first");
+        assert_eq!(Manifest::read(out).unwrap().hosts, std::slice::from_ref(&amd));
+        assert_eq!(resume_host(out, &intel).unwrap(), 1);
+        let before = std::fs::read(out.join("manifest.json")).unwrap();
+        assert_eq!(resume_host(out, &amd).unwrap(), 0, "a machine seen before keeps its index");
+        assert_eq!(resume_host(out, &intel).unwrap(), 1);
+        assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before, "and nothing is written");
+        assert_eq!(Manifest::read(out).unwrap().hosts, [amd, intel.clone()]);
+        // the same CPU with another number of cores is another machine
+        let four = Host { cores: 4, ..intel };
+        assert_eq!(resume_host(out, &four).unwrap(), 2);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct ResultLine {
     /// harness (`reply_cap`, `context`, `token_budget`, `wall_time`, `step_cap`, `turn_cap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_limit: Option<HarnessLimit>,
+    /// The machine an in-process model ran the episode on: its index in the manifest's
+    /// `hosts` (absent for other agents, and in runs from before hosts were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<usize>,
 }
 
 impl ResultLine {
@@ -137,6 +141,7 @@ pub fn result_line(p: &Prepared, limits: &Limits, trial: u32, traj: &Trajectory,
         harness_limit: (!infra)
             .then(|| attribute(traj, &limits, &episode_limits(&derived_limits(), p).0))
             .flatten(),
+        host: None,
     }
 }
 
@@ -199,6 +204,96 @@ pub struct ScenarioHash {
     pub sha256: String,
 }
 
+/// A machine that ran an in-process model. llama.cpp is compiled for the machine it is built
+/// on and picks its kernels by the CPU's vector extensions, so greedy decoding of the same
+/// prompt can round differently, and an episode go another way, on another machine
+/// (docs/performance.md): a run resumed on another machine has episodes of both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// The CPU's model name (`/proc/cpuinfo`), or the architecture where it cannot be read.
+    pub cpu: String,
+    /// Logical cores.
+    pub cores: usize,
+    /// Which of [`KERNEL_FEATURES`] the CPU has.
+    pub features: Vec<String>,
+}
+
+/// The CPU features llama.cpp's CPU kernels are chosen by (x86-64 `flags`, AArch64
+/// `Features` in `/proc/cpuinfo`), in this order.
+pub const KERNEL_FEATURES: &[&str] = &[
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vbmi",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "i8mm",
+    "sve",
+    "sve2",
+];
+
+impl Host {
+    /// This machine.
+    pub fn this() -> Host {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match std::fs::read_to_string("/proc/cpuinfo") {
+            Ok(text) => Host::from_cpuinfo(&text, cores),
+            Err(_) => Host {
+                cpu: std::env::consts::ARCH.to_string(),
+                cores,
+                features: Vec::new(),
+            },
+        }
+    }
+
+    /// The host described by the text of `/proc/cpuinfo` (its first processor).
+    pub fn from_cpuinfo(text: &str, cores: usize) -> Host {
+        let field = |name: &str| {
+            text.lines().find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim() == name)
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        };
+        let cpu = field("model name")
+            .or_else(|| field("Hardware"))
+            .or_else(|| field("CPU part").map(|p| format!("{} CPU part {p}", std::env::consts::ARCH)))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let has: BTreeSet<String> = field("flags")
+            .or_else(|| field("Features"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Host {
+            cpu,
+            cores,
+            features: KERNEL_FEATURES
+                .iter()
+                .filter(|f| has.contains(**f))
+                .map(|f| f.to_string())
+                .collect(),
+        }
+    }
+
+    /// `CPU, N cores (features)`, as the leaderboard's Runs table shows it.
+    pub fn describe(&self) -> String {
+        format!("{}, {} cores ({})", self.cpu, self.cores, self.features.join(" "))
+    }
+}
+
 /// `manifest.json`: what a run was (configuration, scenarios, instances, tools); written when
 /// the run starts, read by resume, merge, replay, report and leaderboard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +314,11 @@ pub struct Manifest {
     /// SHA-256 of the in-process model's GGUF file (absent for other agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// The machines an in-process model ran the run's episodes on, each once, in the order
+    /// they started or resumed it; each result line names its own (`host`). Absent for other
+    /// agents and in runs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Host>,
     /// The resolved configuration.
     pub config: RunConfig,
     /// SHA-256 of the configuration without its speed settings (concurrency, shard): what
@@ -251,6 +351,7 @@ impl Manifest {
             build: Some(crate::BUILD.into()),
             resumed_by_other_builds: Vec::new(),
             model_sha256: None,
+            hosts: Vec::new(),
             config: cfg.clone(),
             config_sha256: config_sha256(cfg)?,
             scenarios: family_hashes(ws)?
@@ -489,6 +590,8 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
     let mut all: BTreeMap<(String, u32), ResultLine> = BTreeMap::new();
     let mut instances: BTreeSet<String> = BTreeSet::new();
     let mut other_builds: Vec<String> = Vec::new();
+    // the shards' machines, each once; each line's `host` re-pointed into this list
+    let mut hosts: Vec<Host> = Vec::new();
     std::fs::create_dir_all(out.join("trajectories")).with_context(|| format!("creating {}", out.display()))?;
     for dir in runs {
         let man = Manifest::read(dir)?;
@@ -507,7 +610,18 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
                 other_builds.push(b.clone());
             }
         }
-        for r in read_results(&dir.join("results.jsonl"))? {
+        let remap: Vec<usize> = man
+            .hosts
+            .iter()
+            .map(|h| {
+                hosts.iter().position(|x| x == h).unwrap_or_else(|| {
+                    hosts.push(h.clone());
+                    hosts.len() - 1
+                })
+            })
+            .collect();
+        for mut r in read_results(&dir.join("results.jsonl"))? {
+            r.host = r.host.and_then(|i| remap.get(i).copied());
             let src = trajectory_path(dir, &r.instance, r.trial);
             if src.exists() {
                 std::fs::copy(&src, trajectory_path(out, &r.instance, r.trial)).with_context(|| format!("copying {}", src.display()))?;
@@ -521,6 +635,7 @@ pub fn merge(runs: &[PathBuf], out: &Path) -> anyhow::Result<Summary> {
     man.instances = instances.into_iter().collect();
     man.merged_from = runs.iter().map(|p| p.display().to_string()).collect();
     man.resumed_by_other_builds = other_builds;
+    man.hosts = hosts;
     man.write(out)?;
     let lines: Vec<ResultLine> = all.into_values().collect();
     write_results(out, &lines)?;
@@ -546,7 +661,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{ResultsFile, read_results, write_atomic};
+    use super::{Manifest, ResultsFile, read_results, write_atomic};
     use serde_json::Value;
 
     const LINE: &str = r#"{"instance":"a-1","family":"a","trial":0,"end":"finished","infrastructure":false,"success":true,"progress":1.0,"steps":1,"turns":1,"prompt_tokens":0,"completion_tokens":0}"#;
@@ -564,6 +679,57 @@ pub(crate) mod tests {
         std::fs::write(&f, format!("{LINE}\n{{\"instance\"\n{LINE}\n")).unwrap();
         let e = format!("{:#}", read_results(&f).unwrap_err());
         assert!(e.contains("results.jsonl line 2"), "{e}");
+    }
+
+    /// Shards that ran on different machines merge into one run whose `hosts` lists each
+    /// machine once, each line's `host` pointing at its own machine in that list.
+    #[test]
+    fn merged_shards_keep_each_episodes_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = |cpu: &str| super::Host {
+            cpu: cpu.into(),
+            cores: 2,
+            features: vec!["avx2".into()],
+        };
+        let (amd, intel) = (host("AMD EPYC"), host("Intel Xeon"));
+        let shard = |name: &str, hosts: Vec<super::Host>, lines: &[(&str, Option<usize>)]| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let mut m = manifest();
+            m.hosts = hosts;
+            m.instances = lines.iter().map(|(i, _)| i.to_string()).collect();
+            m.write(&d).unwrap();
+            let mut text = String::new();
+            for (instance, h) in lines {
+                let mut l: Value = serde_json::from_str(LINE).unwrap();
+                l["instance"] = (*instance).into();
+                if let Some(h) = h {
+                    l["host"] = (*h).into();
+                }
+                text.push_str(&format!("{l}\n"));
+            }
+            std::fs::write(d.join("results.jsonl"), text).unwrap();
+            d
+        };
+        let a = shard("a", vec![amd.clone()], &[("a-1", Some(0)), ("a-2", None)]);
+        let b = shard("b", vec![intel.clone(), amd.clone()], &[("a-3", Some(0)), ("a-4", Some(1))]);
+        let out = dir.path().join("merged");
+        super::merge(&[a, b], &out).unwrap();
+        assert_eq!(Manifest::read(&out).unwrap().hosts, [amd, intel]);
+        let hosts: Vec<(String, Option<usize>)> = read_results(&out.join("results.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.instance, l.host))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("a-1".into(), Some(0)),
+                ("a-2".into(), None),
+                ("a-3".into(), Some(1)),
+                ("a-4".into(), Some(0))
+            ]
+        );
     }
 
     #[test]
@@ -587,6 +753,7 @@ pub(crate) mod tests {
             build: Some("0123456789ab".into()),
             resumed_by_other_builds: vec!["0123456789ab+dirty.00ff00ff00ff".into()],
             model_sha256: Some("ef".into()),
+            hosts: Vec::new(),
             config: crate::run::RunConfig::default(),
             config_sha256: super::config_sha256(&crate::run::RunConfig::default()).unwrap(),
             scenarios: [(
@@ -603,6 +770,44 @@ pub(crate) mod tests {
             merged_from: Vec::new(),
             replayed_from: None,
         }
+    }
+
+    /// The host is read off `/proc/cpuinfo`: the first processor's model name and which of
+    /// the kernel features its flags list (x86-64), or its `Features` (AArch64).
+    #[test]
+    fn a_host_is_its_cpu_cores_and_the_kernel_features_it_has() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512_vnni avx_vnni amx_tile amx_int8 sha_ni\n\nprocessor\t: 1\nmodel name\t: Other\n";
+        let h = super::Host::from_cpuinfo(x86, 2);
+        assert_eq!(h.cpu, "Intel(R) Xeon(R) Processor");
+        assert_eq!(h.cores, 2);
+        assert_eq!(
+            h.features,
+            [
+                "avx",
+                "avx2",
+                "fma",
+                "f16c",
+                "avx512f",
+                "avx512bw",
+                "avx512_vnni",
+                "avx_vnni",
+                "amx_tile",
+                "amx_int8"
+            ]
+        );
+        assert_eq!(
+            h.describe(),
+            "Intel(R) Xeon(R) Processor, 2 cores (avx avx2 fma f16c avx512f avx512bw avx512_vnni avx_vnni amx_tile amx_int8)"
+        );
+        let arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes asimddp sve i8mm\nCPU part\t: 0xd40\n";
+        let h = super::Host::from_cpuinfo(arm, 64);
+        assert!(h.cpu.ends_with("CPU part 0xd40"), "{}", h.cpu);
+        assert_eq!(h.features, ["asimd", "asimddp", "i8mm", "sve"]);
+        let none = super::Host::from_cpuinfo("", 1);
+        assert_eq!((none.cpu.as_str(), none.features.len()), (std::env::consts::ARCH, 0));
+        // this machine: some CPU, at least one core
+        let this = super::Host::this();
+        assert!(!this.cpu.is_empty() && this.cores >= 1, "{this:?}");
     }
 
     #[test]

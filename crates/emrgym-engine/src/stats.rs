@@ -405,6 +405,7 @@ mod tests {
             step_limit: 4,
             step_limit_source: "instance".into(),
             harness_limit: None,
+            host: None,
         }
     }
 
