@@ -579,7 +579,6 @@ fn make_row(g: &Group) -> (Row, BTreeMap<String, Means>) {
     (row, inst)
 }
 
-/// Each item once, in first-seen order.
 /// The machines of runs of an in-process model (those with a model file's digest), with
 /// their episodes, in the order first met.
 fn machines(runs: &[LoadedRun]) -> Vec<MachineEpisodes> {
@@ -599,6 +598,7 @@ fn machines(runs: &[LoadedRun]) -> Vec<MachineEpisodes> {
     out
 }
 
+/// Each item once, in first-seen order.
 fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for i in items {
