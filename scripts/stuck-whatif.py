@@ -1,8 +1,10 @@
-"""Usage: python3 scripts/stuck-whatif.py [--writes] EMRGYM RUN_DIR...
+"""Usage: python3 scripts/stuck-whatif.py [--writes | --period P] EMRGYM RUN_DIR...
 
 What the stuck limit (4 identical calls with identical results in a row; with --writes,
 the same write made 4 times anywhere in the episode, ignoring a create's client-side id
-and any meta, as emrgym_agent::model::repeated_write) would have done to recorded runs:
+and any meta, as emrgym_agent::model::repeated_write; with --period P, a cycle of P calls
+with identical results made 4 times in a row, so P = 1 is the limit itself and P = 2 an
+A, B, A, B, ... loop) would have done to recorded runs:
 for each trajectory, where it would have ended the episode, the model turns / prompt
 tokens / latency after that point, and the grade of the truncated episode (emrgym replay
 of the trajectory cut there) against the recorded grade: success, progress and every
@@ -13,6 +15,10 @@ args = sys.argv[1:]
 WRITES = bool(args) and args[0] == '--writes'
 if WRITES:
     args = args[1:]
+PERIOD = 1
+if args and args[0] == '--period':
+    PERIOD = int(args[1])
+    args = args[2:]
 EMRGYM = args[0]  # the emrgym binary
 runs = args[1:]
 
@@ -54,7 +60,9 @@ for run in runs:
                         if writes[wkey] >= N:
                             cut = i
                             break
-                elif len(steps) >= N and all(s[1] == steps[-1][1] for s in steps[-N:]):
+                elif len(steps) >= N * PERIOD and all(
+                    steps[-1 - j][1] == steps[-1 - j - k * PERIOD][1] for j in range(PERIOD) for k in range(1, N)
+                ):
                     cut = i
                     break
         if cut is None:

@@ -152,6 +152,18 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
         // the same read over and over ("loop"); the same read three times, then a search
         // (another call), then the read three times more and finish ("loop3")
         "loop" => tool_reply("fhir_read", &read, "tool_calls"),
+        // a search and the read, in turn, over and over ("pingpong": Qwen 1.5B, flat,
+        // horizon-16-001); the pair three times, then another search, then the pair three
+        // times more and finish ("pingpong3")
+        "pingpong" | "pingpong3" => {
+            let search = json!({"resource_type": "Patient", "params": {"_id": patient}}).to_string();
+            match (model.as_str(), tool_msgs) {
+                ("pingpong3", 6) => tool_reply("fhir_search", &json!({"resource_type": "Patient"}).to_string(), "tool_calls"),
+                ("pingpong3", 13) => tool_reply("finish", &finish, "tool_calls"),
+                (m, n) if (n - usize::from(m == "pingpong3" && n > 6)) % 2 == 0 => tool_reply("fhir_search", &search, "tool_calls"),
+                _ => tool_reply("fhir_read", &read, "tool_calls"),
+            }
+        }
         "loop3" => match tool_msgs {
             3 => tool_reply(
                 "fhir_search",
@@ -869,6 +881,33 @@ async fn the_same_call_with_the_same_result_four_times_in_a_row_ends_the_episode
     let (line, traj, _) = run_one(cfg).await;
     assert_eq!(end(&line), "max_steps", "{traj:#}");
     assert_eq!(line.steps as u32, line.step_limit);
+}
+
+/// Two calls in turn, each answered as before, four times in a row (eight steps) end the
+/// episode `stuck` too: the one-call rule never fires on such a loop, which ran to the step
+/// budget. Three rounds, another call, three more go on; a limit of 0 turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_in_turn_with_the_same_results_four_times_end_the_episode_stuck() {
+    let (base, _) = start().await;
+    let (line, traj, _) = run_one(config(&base, "pingpong", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "stuck", "{traj:#}");
+    assert_eq!((line.turns, line.steps), (8, 8));
+    assert_eq!(line.harness_limit, None, "the model's failure");
+    let detail = traj["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("stuck: the same 2 calls (fhir_search {")
+            && detail.contains("; fhir_read {")
+            && detail.ends_with("got the same results 4 times in a row"),
+        "{detail}"
+    );
+    assert!(line.grade.is_some_and(|g| !g.success), "scored, as a failure");
+    let (line, traj, _) = run_one(config(&base, "pingpong3", ToolProtocol::Native)).await;
+    assert_eq!(end(&line), "finished", "{traj:#}");
+    assert_eq!(line.steps, 14);
+    let mut cfg = config(&base, "pingpong", ToolProtocol::Native);
+    cfg.limits.max_repeats = 0;
+    let (line, traj, _) = run_one(cfg).await;
+    assert_eq!(end(&line), "max_steps", "{traj:#}");
 }
 
 /// The same create made again with a new client-side id each time, around reads of the new

@@ -260,18 +260,7 @@ pub fn check_instance(ws: &Workspace, p: &Prepared) -> Vec<String> {
             out.push(format!("oracle step {i} ({}) failed: {}", s.call.name, s.result.content));
         }
     }
-    // no reference plan repeats a call with its result: far from the stuck limit
-    // (`Limits::max_repeats`), so a model that follows the plan is never ended `stuck`
-    for (i, w) in traj.steps.windows(2).enumerate() {
-        if emrgym_agent::model::stuck(w, 2) {
-            out.push(format!(
-                "oracle steps {i} and {} are the same call ({}) with the same result: a model doing this {} times in a row is ended `stuck`",
-                i + 1,
-                w[0].call.name,
-                emrgym_agent::model::Limits::default().max_repeats
-            ));
-        }
-    }
+    out.extend(plan_repeats(&traj.steps));
     // no reference plan makes one write twice (`repeated_write`): a model that follows the
     // plan is never ended `stuck` for its writes
     for i in 0..traj.steps.len() {
@@ -824,9 +813,71 @@ pub fn instances(path: &Path) -> anyhow::Result<Vec<Instance>> {
     ws.suite.instances().map_err(anyhow::Error::msg)
 }
 
+/// Where a reference plan repeats itself in a way the stuck limits end a model's episode for
+/// ([`emrgym_agent::model::stuck_cycle`]): a call with its result twice in a row, or two calls
+/// with their results twice in a row (A, B, A, B). A model that follows the plan is then never
+/// ended `stuck`, as the limits end only four such repeats.
+fn plan_repeats(steps: &[emrgym_scenario::trajectory::Step]) -> Vec<String> {
+    let limit = emrgym_agent::model::Limits::default().max_repeats;
+    let mut out = Vec::new();
+    for i in 1..steps.len() {
+        match emrgym_agent::model::stuck_cycle(&steps[..=i], 2) {
+            Some(1) => out.push(format!(
+                "oracle steps {} and {i} are the same call ({}) with the same result: a model doing this {limit} times in a row is ended `stuck`",
+                i - 1,
+                steps[i].call.name
+            )),
+            Some(_) => out.push(format!(
+                "oracle steps {} to {i} repeat two calls ({}, {}) with their results: a model doing this {limit} times in a row is ended `stuck`",
+                i - 3,
+                steps[i - 1].call.name,
+                steps[i].call.name
+            )),
+            None => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::outline_lists;
+
+    /// The integrity gate names a reference plan that repeats a call with its result, or two
+    /// calls with theirs (A, B, A, B), and passes one that only comes back to a call later.
+    #[test]
+    fn a_plan_that_repeats_a_call_or_a_pair_of_calls_is_named() {
+        use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
+        use serde_json::json;
+        let step = |id: &str| {
+            Step::new(
+                ToolCall {
+                    name: "fhir_read".into(),
+                    arguments: json!({"resource_type": "Patient", "id": id}),
+                },
+                ToolResult {
+                    ok: true,
+                    status: 200,
+                    content: json!({"id": id}),
+                },
+            )
+        };
+        let plan = |ids: &[&str]| ids.iter().map(|i| step(i)).collect::<Vec<_>>();
+        assert!(super::plan_repeats(&plan(&["a", "b", "c", "a", "b"])).is_empty());
+        let twice = super::plan_repeats(&plan(&["a", "b", "b", "c"]));
+        assert_eq!(twice.len(), 1, "{twice:?}");
+        assert!(
+            twice[0].starts_with("oracle steps 1 and 2 are the same call (fhir_read)"),
+            "{twice:?}"
+        );
+        let pair = super::plan_repeats(&plan(&["c", "a", "b", "a", "b"]));
+        assert_eq!(pair.len(), 1, "{pair:?}");
+        assert!(
+            pair[0].starts_with("oracle steps 1 to 4 repeat two calls (fhir_read, fhir_read)"),
+            "{pair:?}"
+        );
+        assert!(pair[0].contains("4 times in a row is ended `stuck`"), "{pair:?}");
+    }
 
     #[test]
     fn an_outline_lists_a_step_with_record_values_standing_as_names() {

@@ -4,7 +4,7 @@
 use super::Briefing;
 use super::{
     Backend, CUT_REPLIES_TO_END, Cassette, Limits, ToolProtocol, cut_note, degenerate, degenerate_note, fit_result, is_cut, repeated_write,
-    request_hash, stuck, system_prompt, user_prompt,
+    request_hash, stuck_cycle, system_prompt, user_prompt,
 };
 use emrgym_scenario::trajectory::{EndReason, RawCall, Step, ToolCall, ToolResult, Trajectory, Turn};
 use emrgym_tools::{FhirBackend, Registry};
@@ -272,13 +272,23 @@ pub async fn run_model_episode(
                     step.turn = Some(turn_index);
                     step.call_id = Some(id.clone());
                     traj.steps.push(step);
-                    if !finished && stuck(&traj.steps, limits.max_repeats) {
+                    if let Some(period) = (!finished).then(|| stuck_cycle(&traj.steps, limits.max_repeats)).flatten() {
+                        let call = |s: &Step| format!("{} {}", s.call.name, s.call.arguments);
+                        let n = traj.steps.len();
                         traj.end = EndReason::Stuck;
-                        traj.detail = Some(format!(
-                            "stuck: the same call ({name} {}) got the same result {} times in a row",
-                            traj.steps.last().map(|s| s.call.arguments.to_string()).unwrap_or_default(),
-                            limits.max_repeats
-                        ));
+                        traj.detail = Some(if period == 1 {
+                            format!(
+                                "stuck: the same call ({}) got the same result {} times in a row",
+                                call(&traj.steps[n - 1]),
+                                limits.max_repeats
+                            )
+                        } else {
+                            format!(
+                                "stuck: the same {period} calls ({}) got the same results {} times in a row",
+                                traj.steps[n - period..].iter().map(call).collect::<Vec<_>>().join("; "),
+                                limits.max_repeats
+                            )
+                        });
                         return traj;
                     }
                     if !finished && repeated_write(&traj.steps, limits.max_repeats) {

@@ -35,7 +35,10 @@ pub(crate) use config::DEFAULT_REPLY_TOKENS;
 pub use config::{LlamaConfig, ModelConfig, OpenAiConfig, SpecError, ToolProtocol};
 pub use episode::{GuidanceFn, Hooks, run_model_episode};
 pub(crate) use limits::{CUT_REPLIES_TO_END, cut_note, degenerate, degenerate_note, fit_result, is_cut};
-pub use limits::{Limits, REPEAT_COPIES, REPEAT_MAX_PERIOD, REPEAT_MIN_SPAN, Repetition, WRITE_TOOLS, repeated_write, repetition, stuck};
+pub use limits::{
+    Limits, REPEAT_COPIES, REPEAT_MAX_PERIOD, REPEAT_MIN_SPAN, Repetition, STUCK_MAX_PERIOD, WRITE_TOOLS, repeated_write, repetition,
+    stuck, stuck_cycle,
+};
 pub use openai::{OpenAiBackend, OpenAiError};
 pub(crate) use parse::parse_reply;
 #[cfg(any(test, feature = "llama"))]

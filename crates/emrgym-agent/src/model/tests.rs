@@ -306,6 +306,77 @@ fn an_agent_is_stuck_only_when_one_call_got_one_result_the_last_n_times() {
     assert!(stuck(&late, 4));
 }
 
+/// Two calls that alternate, each answered as before, `n` times in a row are a cycle of 2
+/// (Qwen2.5-Coder-1.5B, flat, `horizon-16-001`: a search that found no one and a read of a
+/// made-up id, 22 times to the step budget); one call repeated is a cycle of 1, whichever
+/// is looked at first; a result that changed, or a third call, breaks the cycle.
+#[test]
+fn two_calls_alternating_with_the_same_results_n_times_are_a_stuck_cycle_of_two() {
+    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
+    let step = |name: &str, args: Value, status: u16, content: Value| {
+        Step::new(
+            ToolCall {
+                name: name.into(),
+                arguments: args,
+            },
+            ToolResult {
+                ok: status < 400,
+                status,
+                content,
+            },
+        )
+    };
+    let search = || {
+        step(
+            "fhir_search",
+            json!({"resource_type": "Patient", "params": {"name": "2000-05-12"}}),
+            200,
+            json!({"resourceType": "Bundle", "total": 0}),
+        )
+    };
+    let read = || {
+        step(
+            "fhir_read",
+            json!({"resource_type": "Patient", "id": "123"}),
+            404,
+            json!({"error": "not known"}),
+        )
+    };
+    let cycle = |times: usize| -> Vec<Step> { (0..times).flat_map(|_| [search(), read()]).collect() };
+    assert_eq!(stuck_cycle(&cycle(4), 4), Some(2));
+    assert_eq!(stuck_cycle(&cycle(4)[..7], 4), None, "three cycles and a half");
+    assert_eq!(stuck_cycle(&cycle(3), 4), None, "three cycles");
+    assert_eq!(stuck_cycle(&cycle(3), 3), Some(2), "a limit of three");
+    assert_eq!(stuck_cycle(&cycle(4), 0), None, "0 is no limit");
+    assert!(!stuck(&cycle(4), 4), "the one-call limit does not see it");
+    // starting on the other call of the pair, after other steps: still the cycle
+    let mut late = vec![read()];
+    late.extend(cycle(4));
+    assert_eq!(stuck_cycle(&late, 4), Some(2));
+    // one call repeated is a cycle of one (it is also a cycle of two, looked at second)
+    let same: Vec<Step> = (0..8).map(|_| read()).collect();
+    assert_eq!(stuck_cycle(&same, 4), Some(1));
+    assert_eq!(stuck_cycle(&same[..4], 4), Some(1));
+    // a result that changed in the window, or another call in it: no cycle
+    let mut changed = cycle(4);
+    changed[2].result.content = json!({"resourceType": "Bundle", "total": 1});
+    assert_eq!(stuck_cycle(&changed, 4), None);
+    let mut third = cycle(4);
+    third[5].call.arguments = json!({"resource_type": "Patient", "id": "124"});
+    assert_eq!(stuck_cycle(&third, 4), None);
+    // a cycle of three is not looked for
+    let three: Vec<Step> = (0..4)
+        .flat_map(|_| {
+            [
+                search(),
+                read(),
+                step("fhir_search", json!({"resource_type": "Patient"}), 200, json!({"total": 120})),
+            ]
+        })
+        .collect();
+    assert_eq!(stuck_cycle(&three, 4), None);
+}
+
 #[test]
 fn the_same_write_made_n_times_anywhere_in_the_episode_is_stuck_whatever_id_it_was_given() {
     use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
