@@ -335,7 +335,8 @@ fn a_model_run_records_the_digest_of_its_weights() {
 /// for that thread, which abandons the replies nobody waits for. Interrupts at five moments
 /// after the model loaded: none may crash, and at least two must come after the run took
 /// over Ctrl-C (one that comes earlier, on a loaded machine, ends the process by the signal
-/// itself, which is not what is tested here).
+/// itself, which is not what is tested here; with the whole test suite on two cores, 4 of
+/// 5 interrupts within 5.5 s once came that early, so the last two wait 7.5 and 10 s).
 #[test]
 fn an_interrupted_in_process_run_exits_cleanly_and_resumes() {
     use std::os::unix::process::ExitStatusExt;
@@ -344,7 +345,7 @@ fn an_interrupted_in_process_run_exits_cleanly_and_resumes() {
     fetch(known, &default_cache()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut handled = Vec::new();
-    for (k, delay_ms) in [1500u64, 2500, 3500, 4500, 5500].into_iter().enumerate() {
+    for (k, delay_ms) in [1500u64, 3000, 5000, 7500, 10000].into_iter().enumerate() {
         let out = dir.path().join(format!("run-{k}"));
         // stderr to a file, as a run's log usually goes
         let log = dir.path().join(format!("stderr-{k}.log"));

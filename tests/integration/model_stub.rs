@@ -254,15 +254,16 @@ async fn chat(State(st): State<Arc<Stub>>, _h: HeaderMap, Json(req): Json<Value>
                 tool_reply("finish", &finish, "tool_calls")
             }
         }
-        // reads the patient again and again, never finishing, in two alternating calls (so
-        // never `stuck`: no call is repeated four times in a row)
+        // reads the patient again and again, never finishing, between searches for it that
+        // each ask for another page size (so never `stuck`: no call, and no pair of calls, is
+        // repeated with its results)
         "wander" => {
             if tool_msgs % 2 == 0 {
                 tool_reply("fhir_read", &read, "tool_calls")
             } else {
                 tool_reply(
                     "fhir_search",
-                    &json!({"resource_type": "Patient", "params": {"_id": patient}}).to_string(),
+                    &json!({"resource_type": "Patient", "params": {"_id": patient, "_count": tool_msgs}}).to_string(),
                     "tool_calls",
                 )
             }
