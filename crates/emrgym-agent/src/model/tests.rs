@@ -252,22 +252,25 @@ fn a_reply_is_degenerate_only_when_its_end_repeats_one_short_visible_pattern_lon
     assert!(degenerate(&reply(Some("Let me look.".into()), "{\"id\": \"S1".into())).is_none());
 }
 
+/// A step: the call `name(args)` answered with `status` and `content`.
+fn step(name: &str, args: Value, status: u16, content: Value) -> emrgym_scenario::trajectory::Step {
+    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
+    Step::new(
+        ToolCall {
+            name: name.into(),
+            arguments: args,
+        },
+        ToolResult {
+            ok: status < 400,
+            status,
+            content,
+        },
+    )
+}
+
 #[test]
 fn an_agent_is_stuck_only_when_one_call_got_one_result_the_last_n_times() {
-    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
-    let step = |name: &str, args: Value, status: u16, content: Value| {
-        Step::new(
-            ToolCall {
-                name: name.into(),
-                arguments: args,
-            },
-            ToolResult {
-                ok: status < 400,
-                status,
-                content,
-            },
-        )
-    };
+    use emrgym_scenario::trajectory::{Step, ToolResult};
     let read = || {
         step(
             "fhir_read",
@@ -312,20 +315,7 @@ fn an_agent_is_stuck_only_when_one_call_got_one_result_the_last_n_times() {
 /// is looked at first; a result that changed, or a third call, breaks the cycle.
 #[test]
 fn two_calls_alternating_with_the_same_results_n_times_are_a_stuck_cycle_of_two() {
-    use emrgym_scenario::trajectory::{Step, ToolCall, ToolResult};
-    let step = |name: &str, args: Value, status: u16, content: Value| {
-        Step::new(
-            ToolCall {
-                name: name.into(),
-                arguments: args,
-            },
-            ToolResult {
-                ok: status < 400,
-                status,
-                content,
-            },
-        )
-    };
+    use emrgym_scenario::trajectory::Step;
     let search = || {
         step(
             "fhir_search",
