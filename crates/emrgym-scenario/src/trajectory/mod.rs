@@ -174,7 +174,8 @@ pub enum EndReason {
     Degenerate,
     /// The agent made the same tool call and got the same result `max_repeats` times in a
     /// row (the model's failure: the sandbox is deterministic, so it learned nothing new), or
-    /// made the same write (create or update, whatever id it gave) `max_repeats` times.
+    /// two calls in turn with their results `max_repeats` times in a row, or made the same
+    /// write (create or update, whatever id it gave) `max_repeats` times.
     Stuck,
     /// The model backend failed (5xx after retries, bad response, connection).
     BackendError,
