@@ -573,6 +573,16 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
     let total = prepared.len() * cfg.trials as usize;
     let already = total - todo.len();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Ctrl-C belongs to the run from here on, registered now: registered by a task when it
+    // first ran, an interrupt that came before (hashing the families, on a loaded machine,
+    // took seconds) ended the process by the signal's default action, with no result written
+    let mut interrupts = interrupt_listener(&rt)?;
+    eprintln!(
+        "emrgym run: {} of {total} episodes to run into {}; Ctrl-C stops the run, `emrgym run --resume {}` finishes it",
+        todo.len(),
+        out.display(),
+        out.display()
+    );
     let cfg = Arc::new(cfg);
     let backend = Arc::new(backend);
     let out_dir = out.to_path_buf();
@@ -583,7 +593,7 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         // episodes not started are not started, and what finished is kept
         let on_signal = cancel.clone();
         let watcher = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupts.recv().await.is_some() {
                 on_signal.cancel();
             }
         });
@@ -676,6 +686,20 @@ pub fn execute_with(cfg: RunConfig, out: &Path, start: Start) -> anyhow::Result<
         .into());
     }
     Ok(summary)
+}
+
+/// SIGINT (Ctrl-C), listened for from the moment this returns.
+#[cfg(unix)]
+fn interrupt_listener(rt: &tokio::runtime::Runtime) -> std::io::Result<tokio::signal::unix::Signal> {
+    let _in_runtime = rt.enter();
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+}
+
+/// Ctrl-C, listened for from the moment this returns.
+#[cfg(windows)]
+fn interrupt_listener(rt: &tokio::runtime::Runtime) -> std::io::Result<tokio::signal::windows::CtrlC> {
+    let _in_runtime = rt.enter();
+    tokio::signal::windows::ctrl_c()
 }
 
 /// What must not change while a run is resumed (checked only when episodes are left to run):
