@@ -104,7 +104,35 @@ fn answer_variants(answer: &Value, format: &AnswerFormat) -> Vec<(&'static str, 
     {
         out.push(("list answer in another order", Value::Array(a.iter().rev().cloned().collect())));
     }
+    if let Some(text) = list_as_text(answer, false, false) {
+        out.push(("list answer as text, comma-separated", text));
+    }
     out
+}
+
+/// A list answer of two or more plain items written as text, comma-separated (reversed if
+/// `reversed`, its last item left out if `short`); `None` for any other answer, or a list
+/// whose items are not plain text or numbers, or contain a separator.
+fn list_as_text(answer: &Value, reversed: bool, short: bool) -> Option<Value> {
+    let Value::Array(a) = answer else { return None };
+    let mut items: Vec<String> = a
+        .iter()
+        .map(|x| match x {
+            Value::String(s) if !s.contains([',', ';', '\n']) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if items.len() < 2 {
+        return None;
+    }
+    if reversed {
+        items.reverse();
+    }
+    if short {
+        items.pop();
+    }
+    Some(Value::String(items.join(", ")))
 }
 
 /// Rewrites of a `finish` answer outside the precision the instruction states (must fail).
@@ -138,7 +166,13 @@ fn answer_mutations(answer: &Value, format: &AnswerFormat) -> Vec<(&'static str,
         let reversed: Vec<Value> = a.iter().rev().cloned().collect();
         if reversed != *a {
             out.push(("list answer in another order than asked", Value::Array(reversed)));
+            if let Some(text) = list_as_text(answer, true, false) {
+                out.push(("list answer as text in another order than asked", text));
+            }
         }
+    }
+    if let Some(text) = list_as_text(answer, false, true) {
+        out.push(("list answer as text with its last item left out", text));
     }
     out
 }

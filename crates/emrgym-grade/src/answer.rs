@@ -218,6 +218,22 @@ pub fn answer_matches(expected: &Value, given: &Value, rule: &AnswerRule<'_>) ->
             return answer_matches(expected, &parsed, rule);
         }
     }
+    // a list written as text, its items separated by commas, semicolons or line breaks
+    // ("S1054954, S1092389"), is that list: each item is then compared as any other, in the
+    // order the rule asks (v8; before, only a JSON array or JSON text of one passed)
+    if let (Value::Array(e), Value::String(s)) = (expected, given)
+        && e.len() > 1
+    {
+        let items: Vec<Value> = s
+            .split([',', ';', '\n'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Value::String(t.to_string()))
+            .collect();
+        if items.len() > 1 {
+            return answer_matches(expected, &Value::Array(items), rule);
+        }
+    }
     let (tolerance, unit, analyte) = (rule.tolerance, rule.unit, rule.analyte);
     match (expected, given) {
         (Value::Array(e), Value::Array(g)) if e.len() == g.len() && rule.unordered && e.len() > 1 => {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Version of the grader's semantics: bump it with any change that can change a verdict, so
 /// `emrgym replay` can say that a grade changed because the grader did.
-pub const GRADER_VERSION: u32 = 7;
+pub const GRADER_VERSION: u32 = 8;
 
 /// What each grader version changed, with the failure class the rule decides: `emrgym replay`
 /// names these rules for a verdict that changed between the recording's version and this one
@@ -75,6 +75,12 @@ pub const GRADER_CHANGES: &[(u32, FailureClass, &str)] = &[
         FailureClass::Sensing,
         "v7 accents: a name is compared as the server compares strings, accents folded as well as case, so a search for \
          `Chloe Nunez` shows that no Chloé Núñez is on file",
+    ),
+    (
+        8,
+        FailureClass::WrongAnswer,
+        "v8 lists as text: a list answer written as text, its items separated by commas, semicolons or line breaks \
+         (`S1054954, S1092389`), is read as that list and its items compared as before, in the order the instruction asks",
     ),
 ];
 

@@ -150,6 +150,47 @@ fn lists_are_ordered_unless_the_instruction_frees_the_order() {
 }
 
 #[test]
+fn a_list_written_as_text_is_that_list() {
+    let ordered = AnswerRule::within(0.0);
+    let any = AnswerRule {
+        unordered: true,
+        ..AnswerRule::default()
+    };
+    let mrns = json!(["S1054954", "S1092389"]);
+    for text in [
+        "S1054954, S1092389",
+        "S1054954,S1092389",
+        "S1054954; S1092389",
+        "S1054954\nS1092389\n",
+        " s1054954 ,  S1092389 ",
+    ] {
+        assert!(answer_matches(&mrns, &json!(text), &ordered).is_ok(), "{text}");
+    }
+    // each item still has to be right, in the order asked, and all of them there
+    let e = answer_matches(&mrns, &json!("1054954, 1092389"), &ordered).unwrap_err();
+    assert!(e.contains("item 0") && e.contains("S1054954"), "{e}");
+    assert!(
+        answer_matches(&mrns, &json!("S1092389, S1054954"), &ordered)
+            .unwrap_err()
+            .contains("item 0")
+    );
+    assert!(answer_matches(&mrns, &json!("S1092389, S1054954"), &any).is_ok());
+    assert!(
+        answer_matches(&mrns, &json!("S1054954, S1092389, S1000000"), &any)
+            .unwrap_err()
+            .contains("2 values")
+    );
+    // one item is no list, and prose around the items is not read
+    assert!(answer_matches(&mrns, &json!("S1054954"), &ordered).is_err());
+    assert!(answer_matches(&mrns, &json!("The MRNs are S1054954 and S1092389"), &ordered).is_err());
+    // numbers as text, each within the rule's tolerance
+    assert!(answer_matches(&json!([3.1, 1.9]), &json!("3.1, 1.9"), &ordered).is_ok());
+    assert!(answer_matches(&json!([3.1, 1.9]), &json!("3.1, 2.0"), &ordered).is_err());
+    // a one-item list is not split: its text is compared whole, as before
+    assert!(answer_matches(&json!(["Smith, John"]), &json!("Smith, John"), &ordered).is_ok());
+}
+
+#[test]
 fn pairing_finds_a_perfect_matching_when_greedy_would_not() {
     // expected 0 fits given 0 and 1; expected 1 fits only given 0: greedy 0->0 would strand 1
     assert_eq!(unmatched_item(&[vec![true, true], vec![true, false]]), None);
@@ -161,13 +202,16 @@ fn pairing_finds_a_perfect_matching_when_greedy_would_not() {
 fn replay_names_only_the_rules_changed_since_the_recording_for_the_verdicts_class() {
     use super::{FailureClass, GRADER_VERSION, rules_changed};
     let answer = rules_changed(2, &[FailureClass::WrongAnswer]);
-    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert_eq!(answer.len(), 3, "{answer:?}");
     assert!(answer[0].starts_with("v3 answer format"));
     assert!(answer[1].starts_with("v4 false refusals"));
-    assert_eq!(rules_changed(3, &[FailureClass::WrongAnswer]).len(), 1);
+    assert!(answer[2].starts_with("v8 lists as text"));
+    assert_eq!(rules_changed(3, &[FailureClass::WrongAnswer]).len(), 2);
+    assert_eq!(rules_changed(7, &[FailureClass::WrongAnswer]).len(), 1);
+    assert!(rules_changed(7, &[FailureClass::Sensing]).is_empty());
     assert!(rules_changed(3, &[FailureClass::Omission]).is_empty());
     let since_v1 = rules_changed(1, &[FailureClass::WrongAnswer]);
-    assert_eq!(since_v1.len(), 3, "{since_v1:?}");
+    assert_eq!(since_v1.len(), 4, "{since_v1:?}");
     assert!(
         rules_changed(GRADER_VERSION, &[]).is_empty(),
         "nothing changed since the current version"
