@@ -722,8 +722,18 @@ mod tests {
         let m = answer_mutations(&json!([3.1, 99]), &recorded);
         assert_eq!(m[0].1, json!([3.2, 100.0]));
         assert_eq!(m[1].1, json!([99, 3.1]), "a list in another order than asked");
+        // and as text: in another order than asked, an item left out
+        assert_eq!(m[2].1, json!("99, 3.1"));
+        assert_eq!(m[3].1, json!("3.1"));
         let any = fmt(None, false, Some(ListOrder::Any));
-        assert_eq!(answer_variants(&json!(["a", "b"]), &any)[0].1, json!(["b", "a"]));
-        assert!(answer_mutations(&json!(["a", "b"]), &any).is_empty());
+        let v = answer_variants(&json!(["a", "b"]), &any);
+        assert_eq!(v[0].1, json!(["b", "a"]));
+        assert_eq!(v[1].1, json!("a, b"), "a list written as text");
+        // in any order, only the item left out is wrong
+        let m = answer_mutations(&json!(["a", "b"]), &any);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].1, json!("a"));
+        // items that hold a separator are not written as text
+        assert_eq!(answer_variants(&json!(["a, b", "c"]), &any).len(), 1);
     }
 }
